@@ -1,0 +1,232 @@
+//! `InstanceConfig`: everything one instance manager needs to know, in one YAML document.
+//!
+//! Precedence when the manager starts: command-line flags, then the environment
+//! (`POD_NAME`, `POD_NAMESPACE`, `CLUSTER_NAME`), then this file, then the defaults below.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole configuration of one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Instance name (the pod name in Kubernetes, `POD_NAME`). A DNS label.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Cluster name (`CLUSTER_NAME`). A DNS label; also Postgres' `cluster_name`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Kubernetes namespace (`POD_NAMESPACE`); informational outside Kubernetes.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The Postgres data directory. Must not itself be a mount point: bootstrap builds the
+    /// directory beside it and renames it into place, so a crash never leaves half a data dir.
+    pub data_dir: PathBuf,
+    /// Directory for Unix sockets (Postgres' and the manager's) and runtime files.
+    #[serde(default = "default_run_dir")]
+    pub run_dir: PathBuf,
+    /// Directory holding `postgres`, `initdb`, `pg_basebackup`, `pg_controldata`. When unset:
+    /// the directory of `postgres` found on `PATH` (symlinks resolved).
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// The OS user Postgres runs as when the manager itself runs as root (Postgres refuses
+    /// root). Ignored when the manager is not root: Postgres then runs as the manager's user.
+    #[serde(default = "default_os_user")]
+    pub os_user: String,
+    /// The role this instance starts in. Until leader election exists this comes from here.
+    #[serde(default)]
+    pub role: Role,
+    /// The primary to stream from when `role` is `replica`.
+    #[serde(default)]
+    pub primary: Option<PrimaryEndpoint>,
+    /// Postgres settings.
+    #[serde(default)]
+    pub postgres: PostgresSpec,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiSpec,
+    /// What a freshly initialised primary creates.
+    #[serde(default)]
+    pub bootstrap: BootstrapSpec,
+    /// Password files (Kubernetes Secrets mounted as files).
+    #[serde(default)]
+    pub credentials: CredentialsSpec,
+    /// Shutdown escalation.
+    #[serde(default)]
+    pub shutdown: ShutdownSpec,
+}
+
+/// The role an instance is configured to run in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts writes.
+    #[default]
+    Primary,
+    /// Streams from `primary` and serves reads.
+    Replica,
+}
+
+/// Where a replica finds its primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrimaryEndpoint {
+    /// Host name or address of the primary.
+    pub host: String,
+    /// Postgres port of the primary.
+    #[serde(default = "default_pg_port")]
+    pub port: u32,
+}
+
+/// Postgres settings of the instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresSpec {
+    /// TCP port Postgres listens on (kept as u32 so that 70000 is reported, not a parse error).
+    #[serde(default = "default_pg_port")]
+    pub port: u32,
+    /// Postgres' `listen_addresses`.
+    #[serde(default = "default_listen_addresses")]
+    pub listen_addresses: String,
+    /// User parameters (`shared_buffers: 256MB`). Values may be strings, numbers or booleans.
+    /// Parameters pgwarden manages itself are refused with a hint.
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub parameters: BTreeMap<String, String>,
+    /// Extra `pg_hba.conf` lines, placed before pgwarden's own rules.
+    #[serde(default)]
+    pub pg_hba: Vec<String>,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiSpec {
+    /// `address:port` the API listens on over TCP.
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+}
+
+/// What a freshly initialised primary creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapSpec {
+    /// The application database.
+    #[serde(default = "default_app")]
+    pub database: String,
+    /// Its owner, a login role.
+    #[serde(default = "default_app")]
+    pub owner: String,
+}
+
+/// Password files. Each file holds the password alone (a trailing newline is ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsSpec {
+    /// Password of the `postgres` superuser. Without it the superuser can log in only
+    /// over the local socket (peer authentication).
+    #[serde(default)]
+    pub superuser_password_file: Option<PathBuf>,
+    /// Password of the application owner (`bootstrap.owner`).
+    #[serde(default)]
+    pub app_password_file: Option<PathBuf>,
+    /// Password of `streaming_replica`, the role replicas connect as. Required for replicas.
+    #[serde(default)]
+    pub replication_password_file: Option<PathBuf>,
+}
+
+/// How a stop escalates: smart shutdown, then fast after `smartTimeoutSeconds`, then
+/// immediate after `stopTimeoutSeconds` (counted from the start of the stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShutdownSpec {
+    /// Seconds of smart shutdown (sessions may finish) before a fast one.
+    #[serde(default = "default_smart_timeout")]
+    pub smart_timeout_seconds: u64,
+    /// Seconds from the start of the stop before an immediate shutdown.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_seconds: u64,
+}
+
+impl Default for PostgresSpec {
+    fn default() -> Self {
+        Self {
+            port: default_pg_port(),
+            listen_addresses: default_listen_addresses(),
+            parameters: BTreeMap::new(),
+            pg_hba: Vec::new(),
+        }
+    }
+}
+
+impl Default for ApiSpec {
+    fn default() -> Self {
+        Self { listen: default_api_listen() }
+    }
+}
+
+impl Default for BootstrapSpec {
+    fn default() -> Self {
+        Self { database: default_app(), owner: default_app() }
+    }
+}
+
+impl Default for ShutdownSpec {
+    fn default() -> Self {
+        Self {
+            smart_timeout_seconds: default_smart_timeout(),
+            stop_timeout_seconds: default_stop_timeout(),
+        }
+    }
+}
+
+fn default_run_dir() -> PathBuf {
+    PathBuf::from("/run/pgwarden")
+}
+fn default_os_user() -> String {
+    "postgres".into()
+}
+fn default_pg_port() -> u32 {
+    5432
+}
+fn default_listen_addresses() -> String {
+    "*".into()
+}
+fn default_api_listen() -> String {
+    "0.0.0.0:8000".into()
+}
+fn default_app() -> String {
+    "app".into()
+}
+fn default_smart_timeout() -> u64 {
+    15
+}
+fn default_stop_timeout() -> u64 {
+    30
+}
+
+/// Accepts `{name: value}` where values are any YAML scalar, keeping them as Postgres text.
+fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::Text(s) => s,
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => if b { "on" } else { "off" }.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}

@@ -1,0 +1,22 @@
+//! The contract between the instance manager, its CLI and the operator: serde types only.
+//!
+//! - [`InstanceConfig`]: the configuration file the operator renders into a ConfigMap (YAML,
+//!   camelCase keys like every Kubernetes document).
+//! - [`InstanceStatus`] and the other HTTP documents: JSON with snake_case keys, read by the
+//!   CLI, by peers and by the operator.
+//! - [`ErrorBody`]: every HTTP error, `{ "error": "...", "hint": "..." }`.
+//!
+//! Nothing here does I/O; loading and validating a configuration is the `config` module's job.
+
+mod config;
+mod error;
+mod status;
+
+pub use config::{
+    ApiSpec, BootstrapSpec, CredentialsSpec, InstanceConfig, PostgresSpec, PrimaryEndpoint, Role,
+    ShutdownSpec,
+};
+pub use error::ErrorBody;
+pub use status::{
+    InstanceStatus, PostgresProcessState, PostgresProcess, ReplicationPeer, WalReceiver,
+};

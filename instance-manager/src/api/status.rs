@@ -1,0 +1,120 @@
+//! `InstanceStatus`: the `/status` document.
+
+use serde::{Deserialize, Serialize};
+
+/// What `GET /status` answers: the instance as its manager sees it right now.
+///
+/// LSNs are Postgres' text form (`0/3000060`). Fields Postgres could not be asked about
+/// (it is down, or the query timed out) are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// Instance name.
+    pub name: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// `primary`, `replica`, `starting`, `stopping`, `stopped`, `crashed`, `fenced`.
+    pub role: String,
+    /// The role the configuration asks for.
+    pub configured_role: String,
+    /// The supervised postmaster.
+    pub postgres: PostgresProcess,
+    /// Whether Postgres is in recovery (a standby), as Postgres reports it.
+    pub in_recovery: Option<bool>,
+    /// Current timeline: the primary's, or the one a standby replays.
+    pub timeline: Option<u32>,
+    /// `pg_control`'s database system identifier.
+    pub system_identifier: Option<String>,
+    /// Primary: `pg_current_wal_lsn()`.
+    pub current_lsn: Option<String>,
+    /// Standby: last WAL location received and flushed by the WAL receiver.
+    pub received_lsn: Option<String>,
+    /// Standby: last WAL location replayed.
+    pub replayed_lsn: Option<String>,
+    /// Standby: seconds since the last replayed transaction committed on the primary.
+    pub replay_lag_seconds: Option<f64>,
+    /// Standby: the WAL receiver, when one runs.
+    pub wal_receiver: Option<WalReceiver>,
+    /// Primary: connected standbys (`pg_stat_replication`), sorted by name.
+    pub replication: Vec<ReplicationPeer>,
+    /// Parameters changed in the configuration that take effect only after a restart.
+    pub pending_restart: Vec<String>,
+    /// The last configuration reload that was refused, and why.
+    pub config_error: Option<String>,
+    /// The data directory.
+    pub data_dir: String,
+    /// PID of the instance manager.
+    pub manager_pid: u32,
+    /// Version of the instance manager.
+    pub manager_version: String,
+    /// Seconds since the manager started.
+    pub uptime_seconds: u64,
+}
+
+/// The postmaster process as the supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresProcess {
+    /// Process state.
+    pub state: PostgresProcessState,
+    /// PID of the postmaster while it runs.
+    pub pid: Option<u32>,
+    /// Whether it accepted a connection when asked for this document.
+    pub accepting_connections: bool,
+    /// `server_version` as Postgres reports it.
+    pub version: Option<String>,
+    /// Unplanned restarts since the manager started.
+    pub restarts: u32,
+    /// How the last postmaster exited (`exit code 1`, `killed by SIGKILL`), if it did.
+    pub last_exit: Option<String>,
+}
+
+/// Lifecycle of the supervised postmaster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostgresProcessState {
+    /// Data directory being created (initdb, base backup).
+    Bootstrapping,
+    /// Started, not yet accepting connections.
+    Starting,
+    /// Running.
+    Running,
+    /// Exited unexpectedly; a restart is scheduled.
+    Crashed,
+    /// Being shut down.
+    Stopping,
+    /// Not running, on purpose.
+    Stopped,
+}
+
+/// A standby connected to this primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationPeer {
+    /// `application_name` (the standby's instance name).
+    pub name: String,
+    /// Client address.
+    pub client_addr: Option<String>,
+    /// `streaming`, `catchup`, `startup`, …
+    pub state: String,
+    /// `async`, `sync`, `quorum`, `potential`.
+    pub sync_state: String,
+    /// Last WAL location sent.
+    pub sent_lsn: Option<String>,
+    /// Last WAL location flushed on the standby.
+    pub flush_lsn: Option<String>,
+    /// Last WAL location replayed on the standby.
+    pub replay_lsn: Option<String>,
+    /// Bytes between the primary's current LSN and the standby's replay LSN.
+    pub lag_bytes: Option<i64>,
+    /// `replay_lag` in seconds.
+    pub replay_lag_seconds: Option<f64>,
+}
+
+/// A standby's WAL receiver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalReceiver {
+    /// `streaming`, `catchup`, `starting`, …
+    pub status: String,
+    /// Host it streams from.
+    pub sender_host: Option<String>,
+    /// Port it streams from.
+    pub sender_port: Option<i32>,
+}

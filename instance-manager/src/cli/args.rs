@@ -1,0 +1,77 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// pgwarden's instance manager: runs and supervises one PostgreSQL instance (as PID 1 of its
+/// pod), and answers questions about it.
+#[derive(Debug, Parser)]
+#[command(name = "instance-manager", version, propagate_version = true)]
+pub struct Cli {
+    /// The instance manager to talk to: http://HOST:PORT, or unix:///PATH/manager.sock.
+    /// Default: the local manager's socket, unix://$PGWARDEN_RUN_DIR/manager.sock
+    /// (PGWARDEN_RUN_DIR defaults to /run/pgwarden).
+    #[arg(long, global = true, env = "PGWARDEN_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the instance: bootstrap, start and supervise Postgres, serve the HTTP API.
+    ///
+    /// Exit codes: 0 Postgres stopped cleanly (smart or fast shutdown); 1 it needed an
+    /// immediate shutdown or SIGKILL, or had crashed; 2 invalid configuration or arguments;
+    /// 3 a fatal error (bootstrap failed, port in use). Signals: SIGTERM smart shutdown
+    /// (escalating to fast after shutdown.smartTimeoutSeconds and to immediate after
+    /// shutdown.stopTimeoutSeconds), SIGINT fast, SIGQUIT immediate; a second signal during
+    /// a stop forces an immediate shutdown.
+    Run(RunArgs),
+    /// Show the instance's status: role, Postgres, timeline, LSNs, replication.
+    Status {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Check the instance and say what is wrong and how to fix it. Exit code 1 if a check fails.
+    Diagnose {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Data directory to check when the manager does not answer.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the version of the instance manager and of the Postgres binaries on PATH.
+    Version,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The InstanceConfig YAML file.
+    #[arg(long, env = "PGWARDEN_CONFIG", value_name = "FILE", default_value = "/etc/pgwarden/instance.yaml")]
+    pub config: PathBuf,
+    /// Instance name (overrides POD_NAME and the file).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Cluster name (overrides CLUSTER_NAME and the file).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Data directory (overrides the file).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}

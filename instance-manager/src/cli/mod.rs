@@ -1,0 +1,12 @@
+//! The command line: `instance-manager run` (the manager itself) and the commands an on-call
+//! DBA runs with `kubectl exec <pod> -- instance-manager …`, each a thin client of the HTTP API.
+
+mod args;
+mod client;
+mod diagnose;
+mod status;
+
+pub use args::{Cli, Command, Output, RunArgs};
+pub use client::{ApiClient, ApiTarget, ClientError};
+pub use diagnose::{Check, CheckResult, Outcome, diagnose_command, evaluate_checks};
+pub use status::{render_status_table, status_command};

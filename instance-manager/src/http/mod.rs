@@ -1,0 +1,80 @@
+//! The HTTP API (axum): one route per file under [`routes`], JSON errors ([`ApiError`]).
+//!
+//! The same router is served over TCP (`api.listen`, for probes, peers and the operator) and
+//! over the Unix socket `<runDir>/manager.sock` (for the CLI inside the pod).
+
+mod error;
+pub mod routes;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::{TcpListener, UnixListener};
+
+pub use error::ApiError;
+
+use crate::instance::Instance;
+
+/// Errors binding the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TCP address could not be bound.
+    #[error("cannot listen on {addr}: {source} (hint: another process may use the port; change api.listen)")]
+    Tcp {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Unix socket could not be bound.
+    #[error("cannot listen on {path}: {source}")]
+    Unix {
+        /// The socket path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The API router for `instance`.
+pub fn router(instance: Arc<Instance>) -> Router {
+    routes::all().with_state(instance)
+}
+
+/// Binds the TCP listener and the Unix socket, then serves both in background tasks.
+pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
+    let addr = instance.config().api_listen;
+    let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Tcp { addr: addr.to_string(), source })?;
+    let socket = instance.paths.manager_socket();
+    let unix = bind_unix(&socket)?;
+    let app = router(instance);
+    tracing::info!(%addr, socket = %socket.display(), "HTTP API listening");
+    let tcp_app = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(tcp, tcp_app).await {
+            tracing::error!(error = %e, "HTTP API (tcp) stopped");
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(unix, app).await {
+            tracing::error!(error = %e, "HTTP API (unix socket) stopped");
+        }
+    });
+    Ok(())
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
+    let err = |source| Error::Unix { path: path.display().to_string(), source };
+    // A socket left by a previous manager would make bind fail; only ever remove a socket.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(err)?;
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}

@@ -1,0 +1,30 @@
+//! `GET /primary` and `GET /replica`: 200 when the instance has that role, else 503 — for
+//! load balancers and health checks that route by role.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::http::ApiError;
+use crate::instance::Instance;
+
+async fn expect(instance: &Instance, want: &str) -> Result<Json<Value>, ApiError> {
+    let status = instance.status().await;
+    if status.role == want {
+        Ok(Json(json!({ "role": status.role })))
+    } else {
+        Err(ApiError::unavailable(format!("instance is {}, not {want}", status.role), "route to another instance"))
+    }
+}
+
+/// 200 on a running primary.
+pub async fn primary(State(instance): State<Arc<Instance>>) -> Result<Json<Value>, ApiError> {
+    expect(&instance, "primary").await
+}
+
+/// 200 on a running replica.
+pub async fn replica(State(instance): State<Arc<Instance>>) -> Result<Json<Value>, ApiError> {
+    expect(&instance, "replica").await
+}

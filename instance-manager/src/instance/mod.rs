@@ -1,0 +1,22 @@
+//! One supervised Postgres instance: the state the HTTP API reads ([`Instance`]) and the
+//! loop of `instance-manager run` that bootstraps, starts, restarts and stops it ([`run`]).
+//!
+//! ```text
+//!            ┌──────────────┐ empty dataDir: initdb (primary) / pg_basebackup (replica)
+//!  start ──▶ │ bootstrapping│──────────────────────────────┐
+//!            └──────────────┘                              ▼
+//!                             ┌──────────┐ accepting ┌─────────┐
+//!             ┌─────────────▶ │ starting │─────────▶ │ running │
+//!             │               └──────────┘           └─────────┘
+//!             │ backoff            │ exits               │ exits unexpectedly
+//!        ┌─────────┐ ◀─────────────┴─────────────────────┘
+//!        │ crashed │
+//!        └─────────┘      SIGTERM/SIGINT/SIGQUIT in any state ─▶ stopping ─▶ stopped (exit)
+//! ```
+
+mod reload;
+mod run;
+mod state;
+
+pub use run::{ExitReason, run};
+pub use state::{Instance, ProcessState, restart_delay};

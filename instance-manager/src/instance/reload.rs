@@ -1,0 +1,71 @@
+//! Applying an edited configuration file to a running instance.
+//!
+//! Postgres-level settings (parameters, `pgHba`, the primary to stream from, passwords) are
+//! re-rendered and applied with a reload (SIGHUP); Postgres itself reports parameters that
+//! need a restart, and `/status` shows them as pending. Settings of the manager itself (name,
+//! directories, OS user, role, API address) keep their running values and are listed as
+//! pending a restart of the instance. An invalid file changes nothing and is reported in
+//! `/status` as `config_error`.
+
+use super::state::Instance;
+use crate::config::{self, Validated};
+use crate::postgres::Postmaster;
+
+/// Reloads the configuration file and applies what can be applied live.
+pub async fn apply(instance: &Instance, pm: Option<&Postmaster>) {
+    let new = match config::load(&instance.config_path, &instance.overrides) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration change refused; keeping the running configuration");
+            instance.set_config_error(Some(e.to_string()));
+            return;
+        }
+    };
+    let old = instance.config();
+    let (merged, manager_fields) = merge(&old, new);
+    if let Err(e) = crate::pgconf::write_all(&merged, &instance.paths, &instance.paths.data_dir) {
+        tracing::error!(error = %e, "cannot write the new Postgres configuration");
+        instance.set_config_error(Some(format!("cannot write the new Postgres configuration: {e}")));
+        return;
+    }
+    instance.set_config(merged);
+    instance.set_config_error(None);
+    if !manager_fields.is_empty() {
+        tracing::warn!(fields = ?manager_fields, "these settings take effect at the next start of the instance");
+    }
+    instance.set_manager_pending(manager_fields);
+    if let Some(pm) = pm {
+        match pm.reload() {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => tracing::warn!(error = %e, "cannot signal postgres to reload"),
+        }
+    }
+}
+
+/// `new` with every manager-level setting kept at its running value, and the names of the
+/// settings that differ (they need a restart of the instance).
+pub fn merge(old: &Validated, mut new: Validated) -> (Validated, Vec<String>) {
+    let mut fields = Vec::new();
+    macro_rules! keep {
+        ($label:literal, $($path:tt)+) => {
+            if new.$($path)+ != old.$($path)+ {
+                fields.push($label.to_string());
+                new.$($path)+ = old.$($path)+.clone();
+            }
+        };
+    }
+    keep!("name", name);
+    keep!("cluster", cluster);
+    keep!("dataDir", config.data_dir);
+    keep!("runDir", config.run_dir);
+    keep!("binDir", bin_dir);
+    keep!("osUser", os_user);
+    keep!("role", config.role);
+    keep!("api.listen", api_listen);
+    new.config.name = old.config.name.clone();
+    new.config.cluster = old.config.cluster.clone();
+    new.config.bin_dir = old.config.bin_dir.clone();
+    new.config.os_user = old.config.os_user.clone();
+    new.config.api = old.config.api.clone();
+    (new, fields)
+}

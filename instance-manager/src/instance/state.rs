@@ -1,0 +1,232 @@
+//! The state shared by the run loop (the only writer) and the HTTP handlers (readers).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::api::{InstanceStatus, PostgresProcess, PostgresProcessState, Role};
+use crate::config::{Overrides, Validated};
+use crate::paths::Paths;
+use crate::postgres::Db;
+use crate::postgres::observe::{Observed, observe};
+
+/// How long `/status` and `/readyz` wait for Postgres before reporting it unreachable.
+pub const SQL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The supervised postmaster, as the run loop last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessState {
+    /// Lifecycle state.
+    pub state: PostgresProcessState,
+    /// PID while it runs.
+    pub pid: Option<u32>,
+    /// Unplanned restarts so far.
+    pub restarts: u32,
+    /// How the last postmaster exited.
+    pub last_exit: Option<String>,
+}
+
+/// An instance: configuration, process state and the connection to Postgres.
+pub struct Instance {
+    /// Where its files live.
+    pub paths: Paths,
+    /// The configuration file it was started with.
+    pub config_path: PathBuf,
+    /// Environment and flag overrides, re-applied at every reload.
+    pub overrides: Overrides,
+    /// The superuser connection.
+    pub db: Db,
+    config: RwLock<Arc<Validated>>,
+    process: watch::Sender<ProcessState>,
+    config_error: Mutex<Option<String>>,
+    manager_pending: Mutex<Vec<String>>,
+    started: Instant,
+}
+
+fn read<T: Clone>(m: &Mutex<T>) -> T {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+fn write<T>(m: &Mutex<T>, v: T) {
+    *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+}
+
+impl Instance {
+    /// A new instance in state `bootstrapping`.
+    pub fn new(v: Validated, config_path: PathBuf, overrides: Overrides) -> Self {
+        let paths = Paths::new(&v.config.data_dir, &v.config.run_dir);
+        let db = Db::new(paths.run_dir.clone(), v.port);
+        let (process, _) = watch::channel(ProcessState {
+            state: PostgresProcessState::Bootstrapping,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+        });
+        Self {
+            paths,
+            config_path,
+            overrides,
+            db,
+            config: RwLock::new(Arc::new(v)),
+            process,
+            config_error: Mutex::new(None),
+            manager_pending: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Validated> {
+        Arc::clone(&self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub(crate) fn set_config(&self, v: Validated) {
+        *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(v);
+    }
+
+    /// The process state.
+    pub fn process(&self) -> ProcessState {
+        self.process.borrow().clone()
+    }
+
+    /// Subscribes to process state changes.
+    pub fn watch_process(&self) -> watch::Receiver<ProcessState> {
+        self.process.subscribe()
+    }
+
+    pub(crate) fn update_process(&self, f: impl FnOnce(&mut ProcessState)) {
+        self.process.send_modify(f);
+    }
+
+    pub(crate) fn set_config_error(&self, e: Option<String>) {
+        write(&self.config_error, e);
+    }
+
+    pub(crate) fn set_manager_pending(&self, fields: Vec<String>) {
+        write(&self.manager_pending, fields);
+    }
+
+    /// Postgres' view of itself, when it is running and answers.
+    pub async fn observe(&self) -> Option<Observed> {
+        if self.process().state != PostgresProcessState::Running {
+            return None;
+        }
+        let client = self.db.client(SQL_TIMEOUT).await.ok()?;
+        match observe(&client, SQL_TIMEOUT).await {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot observe postgres");
+                None
+            }
+        }
+    }
+
+    /// The `/status` document.
+    pub async fn status(&self) -> InstanceStatus {
+        let v = self.config();
+        let p = self.process();
+        let o = self.observe().await;
+        let role = role_name(p.state, o.as_ref());
+        let mut pending = o.as_ref().map(|o| o.pending_restart.clone()).unwrap_or_default();
+        pending.extend(read(&self.manager_pending));
+        let o = o.unwrap_or_default();
+        let accepting = !o.version.is_empty();
+        InstanceStatus {
+            name: v.name.clone(),
+            cluster: v.cluster.clone(),
+            role: role.into(),
+            configured_role: match v.config.role {
+                Role::Primary => "primary".into(),
+                Role::Replica => "replica".into(),
+            },
+            postgres: PostgresProcess {
+                state: p.state,
+                pid: p.pid,
+                accepting_connections: accepting,
+                version: accepting.then(|| o.version.clone()),
+                restarts: p.restarts,
+                last_exit: p.last_exit,
+            },
+            in_recovery: accepting.then_some(o.in_recovery),
+            timeline: o.timeline,
+            system_identifier: o.system_identifier,
+            current_lsn: o.current_lsn,
+            received_lsn: o.received_lsn,
+            replayed_lsn: o.replayed_lsn,
+            replay_lag_seconds: o.replay_lag_seconds,
+            wal_receiver: o.wal_receiver,
+            replication: o.replication,
+            pending_restart: pending,
+            config_error: read(&self.config_error),
+            data_dir: self.paths.data_dir.display().to_string(),
+            manager_pid: std::process::id(),
+            manager_version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// `Ok` when the instance can serve: Postgres accepts connections, and a replica streams.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let p = self.process();
+        if p.state != PostgresProcessState::Running {
+            return Err(format!("postgres is {}", state_name(p.state)));
+        }
+        let Some(o) = self.observe().await else {
+            return Err("postgres does not accept connections".into());
+        };
+        if o.in_recovery {
+            match &o.wal_receiver {
+                Some(w) if w.status == "streaming" => Ok(()),
+                Some(w) => Err(format!("replica is not streaming (wal receiver: {})", w.status)),
+                None => Err("replica is not streaming (no wal receiver)".into()),
+            }
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The role reported in `/status`.
+pub fn role_name(state: PostgresProcessState, o: Option<&Observed>) -> &'static str {
+    match (state, o) {
+        (PostgresProcessState::Running, Some(o)) if o.in_recovery => "replica",
+        (PostgresProcessState::Running, Some(_)) => "primary",
+        (PostgresProcessState::Running | PostgresProcessState::Starting | PostgresProcessState::Bootstrapping, _) => "starting",
+        (PostgresProcessState::Crashed, _) => "crashed",
+        (PostgresProcessState::Stopping, _) => "stopping",
+        (PostgresProcessState::Stopped, _) => "stopped",
+    }
+}
+
+fn state_name(s: PostgresProcessState) -> &'static str {
+    match s {
+        PostgresProcessState::Bootstrapping => "bootstrapping",
+        PostgresProcessState::Starting => "starting",
+        PostgresProcessState::Running => "running",
+        PostgresProcessState::Crashed => "crashed",
+        PostgresProcessState::Stopping => "stopping",
+        PostgresProcessState::Stopped => "stopped",
+    }
+}
+
+/// How long to wait before restarting Postgres after its `crashes_in_window`-th crash within
+/// the last minute: at once the first time, then doubling from 1 s up to 30 s.
+pub fn restart_delay(crashes_in_window: u32) -> Duration {
+    match crashes_in_window {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 2).min(5)).min(Duration::from_secs(30)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_grows_and_caps() {
+        let d: Vec<u64> = (1..=9).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(d, vec![0, 1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}

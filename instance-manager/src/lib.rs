@@ -1,0 +1,34 @@
+//! pgwarden's instance manager: PID 1 of every PostgreSQL pod, and its CLI.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`api`] | the contract types: `InstanceConfig`, `InstanceStatus`, error body |
+//! | [`config`] | loading `InstanceConfig` (file + env + flags), validation, change notification |
+//! | [`supervisor`] | PID 1: spawning children, the one reaper that owns every `waitpid` |
+//! | [`postgres`] | the postmaster: start, shutdown escalation, logs, SQL over the socket |
+//! | [`pgdata`] | the data directory: initdb, clone (pg_basebackup), signal files |
+//! | [`pgconf`] | rendering `pgwarden.conf`, `pg_hba.conf`, `pg_ident.conf`, pgpass |
+//! | [`instance`] | the state the API reads and the loop of `instance-manager run` |
+//! | [`http`] | the axum server, one route per file |
+//! | [`cli`] | the CLI's client of the API, `status` and `diagnose` |
+//! | [`paths`] | where every file of an instance lives; atomic writes |
+//! | [`osuser`] | the OS user Postgres runs as; secret files |
+//! | [`logging`] | JSON logs on stdout |
+//! | `testkit` | (feature `testkit`) temporary instances for integration tests |
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod instance;
+pub mod logging;
+pub mod osuser;
+pub mod paths;
+pub mod pgconf;
+pub mod pgdata;
+pub mod postgres;
+pub mod supervisor;
+#[cfg(feature = "testkit")]
+pub mod testkit;

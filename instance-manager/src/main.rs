@@ -1,0 +1,109 @@
+//! `instance-manager`: parses the command line, installs logging, dispatches.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use instance_manager::cli::{self, ApiClient, ApiTarget, Cli, Command, Output, RunArgs};
+use instance_manager::config::{self, Overrides};
+use instance_manager::instance::{self, ExitReason, Instance};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+        command => {
+            instance_manager::logging::init_cli();
+            match runtime.block_on(client_command(cli.api, command)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let flags = Overrides {
+        name: args.name,
+        cluster: args.cluster,
+        data_dir: args.data_dir,
+        namespace: None,
+    };
+    let overrides = Overrides::from_env().then(flags);
+    let validated = match config::load(&args.config, &overrides) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    instance_manager::logging::init_json();
+    tracing::info!(name = %validated.name, cluster = %validated.cluster, version = env!("CARGO_PKG_VERSION"), "instance manager starting");
+    let inst = Arc::new(Instance::new(validated, args.config, overrides));
+    if let Err(e) = instance_manager::http::serve(Arc::clone(&inst)).await {
+        tracing::error!(error = %e, "cannot start the HTTP API");
+        return ExitCode::from(3);
+    }
+    match instance::run(inst).await {
+        Ok(ExitReason::Clean) => {
+            tracing::info!("instance manager stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Ok(ExitReason::Unclean(why)) => {
+            tracing::warn!(reason = %why, "instance manager stopped; the stop was not clean");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "instance manager failed");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn client_command(api: Option<String>, command: Command) -> anyhow::Result<u8> {
+    if let Command::Version = command {
+        print_version();
+        return Ok(0);
+    }
+    let target = match api {
+        Some(url) => ApiTarget::parse(&url)?,
+        None => ApiTarget::default_local(),
+    };
+    let client = ApiClient::new(target);
+    let code = match command {
+        Command::Status { output } => cli::status_command(&client, output == Output::Json).await,
+        Command::Diagnose { output, data_dir } => {
+            cli::diagnose_command(&client, data_dir, output == Output::Json).await
+        }
+        Command::Run(_) | Command::Version => Ok(0),
+    }
+    .context("command failed")?;
+    Ok(u8::try_from(code).unwrap_or(1))
+}
+
+fn print_version() {
+    println!("instance-manager {}", env!("CARGO_PKG_VERSION"));
+    // The CLI process is not the supervisor, so waiting for this child here is fine.
+    match std::process::Command::new("postgres")
+        .arg("--version")
+        .output()
+    {
+        Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        _ => println!("postgres: not found on PATH"),
+    }
+}

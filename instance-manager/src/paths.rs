@@ -1,0 +1,83 @@
+//! Where everything an instance writes lives. One place, so no module guesses a path.
+//!
+//! ```text
+//! <dataDir>/                     the Postgres data directory (owned by the OS user, 0700)
+//!   pgwarden.conf                rendered config: includes postgresql.conf, then ours
+//!   pgwarden_hba.conf            rendered pg_hba.conf
+//!   pgwarden_ident.conf          rendered pg_ident.conf
+//!   standby.signal               present on replicas
+//! <dataDir's parent>/.<name>.bootstrap   staging dir while initdb / pg_basebackup run
+//! <runDir>/                      sockets and runtime files (owned by the OS user, 0750)
+//!   .s.PGSQL.<port>              Postgres' socket
+//!   manager.sock                 the manager's HTTP API for the local CLI
+//!   pgpass                       replication password for primary_conninfo (0600)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The paths of one instance.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The runtime directory.
+    pub run_dir: PathBuf,
+}
+
+impl Paths {
+    /// Paths for the given data and run directories.
+    pub fn new(data_dir: &Path, run_dir: &Path) -> Self {
+        Self { data_dir: data_dir.to_path_buf(), run_dir: run_dir.to_path_buf() }
+    }
+    /// The rendered main configuration file, passed as `config_file`.
+    pub fn conf_file(&self) -> PathBuf {
+        self.data_dir.join("pgwarden.conf")
+    }
+    /// The rendered `pg_hba.conf`.
+    pub fn hba_file(&self) -> PathBuf {
+        self.data_dir.join("pgwarden_hba.conf")
+    }
+    /// The rendered `pg_ident.conf`.
+    pub fn ident_file(&self) -> PathBuf {
+        self.data_dir.join("pgwarden_ident.conf")
+    }
+    /// `standby.signal`.
+    pub fn standby_signal(&self) -> PathBuf {
+        self.data_dir.join("standby.signal")
+    }
+    /// The replication password file used by `primary_conninfo` and `pg_basebackup`.
+    pub fn pgpass(&self) -> PathBuf {
+        self.run_dir.join("pgpass")
+    }
+    /// The manager's API socket.
+    pub fn manager_socket(&self) -> PathBuf {
+        self.run_dir.join("manager.sock")
+    }
+    /// Where bootstrap builds a data directory before renaming it into place.
+    pub fn staging_dir(&self) -> PathBuf {
+        let name = self.data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
+        parent.join(format!(".{name}.bootstrap"))
+    }
+}
+
+/// Writes `contents` to `path` atomically: a temporary file beside it, fsync, rename.
+/// Readers see the old file or the new one, never half of either.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,139 @@
+//! Rendering what Postgres reads: the managed configuration file, `pg_hba.conf`,
+//! `pg_ident.conf`, and the replication password file. Pure functions from the validated
+//! configuration to text; [`write_all`] puts them on disk atomically.
+//!
+//! The user's `postgresql.conf` (initdb's, or one they keep in the data directory) is never
+//! edited. Postgres starts with `config_file = <dataDir>/pgwarden.conf`, which reads, in order
+//! (later wins): the user's `postgresql.conf`; pgwarden's overridable defaults; the user's
+//! `postgres.parameters`; the parameters pgwarden manages (port, sockets, hba, logging,
+//! replication). `postgresql.auto.conf` (`ALTER SYSTEM`) is still read last by Postgres.
+
+mod hba;
+
+use std::fmt::Write as _;
+
+pub use hba::{render_hba, render_ident};
+
+use crate::api::Role;
+use crate::config::Validated;
+use crate::osuser::Secret;
+use crate::paths::{Paths, write_atomic};
+
+/// The role replicas connect as.
+pub const REPLICATION_USER: &str = "streaming_replica";
+/// The superuser.
+pub const SUPERUSER: &str = "postgres";
+/// `log_line_prefix`, which `postgres::logs` parses.
+pub const LOG_LINE_PREFIX: &str = "%m [%p] ";
+
+/// Defaults the user may override in `postgres.parameters`.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("wal_level", "replica"),
+    ("max_wal_senders", "10"),
+    ("max_replication_slots", "10"),
+    ("wal_keep_size", "512MB"),
+    ("password_encryption", "scram-sha-256"),
+    ("shared_buffers", "128MB"),
+];
+
+/// Quotes a value for postgresql.conf.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Quotes a value for a libpq connection string.
+fn conninfo_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `primary_conninfo` for a replica of `host:port`.
+pub fn primary_conninfo(v: &Validated, paths: &Paths, host: &str, port: u16) -> String {
+    format!(
+        "host={} port={port} user={REPLICATION_USER} passfile={} application_name={} sslmode=prefer connect_timeout=5",
+        conninfo_quote(host),
+        conninfo_quote(&paths.pgpass().to_string_lossy()),
+        conninfo_quote(&v.name),
+    )
+}
+
+/// The managed parameters, in the order written.
+pub fn managed_parameters(v: &Validated, paths: &Paths) -> Vec<(&'static str, String)> {
+    let cfg = &v.config;
+    let mut p = vec![
+        ("listen_addresses", cfg.postgres.listen_addresses.clone()),
+        ("port", v.port.to_string()),
+        ("unix_socket_directories", paths.run_dir.to_string_lossy().into_owned()),
+        ("hba_file", paths.hba_file().to_string_lossy().into_owned()),
+        ("ident_file", paths.ident_file().to_string_lossy().into_owned()),
+        ("logging_collector", "off".into()),
+        ("log_destination", "stderr".into()),
+        ("log_line_prefix", LOG_LINE_PREFIX.into()),
+        ("restart_after_crash", "off".into()),
+        ("hot_standby", "on".into()),
+        ("wal_log_hints", "on".into()),
+        ("cluster_name", v.cluster.clone()),
+        ("recovery_target_timeline", "latest".into()),
+    ];
+    let conninfo = match (cfg.role, &cfg.primary) {
+        (Role::Replica, Some(primary)) => {
+            let port = u16::try_from(primary.port).unwrap_or(5432);
+            primary_conninfo(v, paths, &primary.host, port)
+        }
+        _ => String::new(),
+    };
+    p.push(("primary_conninfo", conninfo));
+    p
+}
+
+/// The text of `pgwarden.conf`.
+pub fn render_conf(v: &Validated, paths: &Paths) -> String {
+    let mut s = String::from(
+        "# Managed by pgwarden: rewritten at every start and configuration change. Do not edit;\n\
+         # set postgres.parameters in the instance configuration instead.\n\
+         include_if_exists 'postgresql.conf'\n\n# pgwarden defaults\n",
+    );
+    let user = &v.config.postgres.parameters;
+    for (name, value) in DEFAULTS.iter().filter(|(n, _)| !user.contains_key(*n)) {
+        let _ = writeln!(s, "{name} = {}", quote(value));
+    }
+    s.push_str("\n# postgres.parameters\n");
+    for (name, value) in user {
+        let _ = writeln!(s, "{name} = {}", quote(value));
+    }
+    s.push_str("\n# managed by pgwarden\n");
+    for (name, value) in managed_parameters(v, paths) {
+        let _ = writeln!(s, "{name} = {}", quote(&value));
+    }
+    s
+}
+
+/// The `.pgpass` line for the replication user connecting to `host:port`.
+pub fn render_pgpass(password: &Secret) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    format!("*:*:*:{REPLICATION_USER}:{}\n", esc(password.expose()))
+}
+
+/// Writes `pgwarden.conf`, the hba and ident files into the data directory (which must exist),
+/// and the replication pgpass into the run directory when a replication password is configured.
+pub fn write_all(v: &Validated, paths: &Paths, dir: &std::path::Path) -> std::io::Result<()> {
+    write_atomic(&dir.join("pgwarden.conf"), render_conf(v, paths).as_bytes(), 0o600)?;
+    write_atomic(&dir.join("pgwarden_hba.conf"), render_hba(&v.config.postgres.pg_hba).as_bytes(), 0o600)?;
+    write_atomic(&dir.join("pgwarden_ident.conf"), render_ident(&manager_user(), &v.os_user.name).as_bytes(), 0o600)?;
+    for f in ["pgwarden.conf", "pgwarden_hba.conf", "pgwarden_ident.conf"] {
+        v.os_user.chown(&dir.join(f)).map_err(std::io::Error::other)?;
+    }
+    write_pgpass(v, paths)
+}
+
+/// Writes the replication password file used by `primary_conninfo` and `pg_basebackup`.
+pub fn write_pgpass(v: &Validated, paths: &Paths) -> std::io::Result<()> {
+    let Some(file) = &v.config.credentials.replication_password_file else { return Ok(()) };
+    let secret = crate::osuser::read_secret(file).map_err(std::io::Error::other)?;
+    write_atomic(&paths.pgpass(), render_pgpass(&secret).as_bytes(), 0o600)?;
+    v.os_user.chown(&paths.pgpass()).map_err(std::io::Error::other)
+}
+
+fn manager_user() -> String {
+    let uid = nix::unistd::Uid::effective();
+    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+}

@@ -1,0 +1,152 @@
+//! The data directory: creating one (initdb, or a base backup of the primary) and the signal
+//! files that tell Postgres its role.
+//!
+//! A data directory is created whole or not at all: the tool writes into a staging directory
+//! beside it (`.<name>.bootstrap`), which is renamed into place only once complete. A crash
+//! halfway leaves a staging directory that the next attempt deletes, never a data directory
+//! that looks usable and is not.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::config::Validated;
+use crate::paths::Paths;
+use crate::supervisor::{self, Supervisor};
+
+/// Errors creating or preparing a data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tool failed.
+    #[error("{tool} failed ({status}): {last_line}")]
+    Tool {
+        /// The tool.
+        tool: &'static str,
+        /// How it exited.
+        status: supervisor::ExitStatus,
+        /// What it said last.
+        last_line: String,
+    },
+    /// The supervisor could not start it.
+    #[error(transparent)]
+    Spawn(#[from] supervisor::Error),
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Ownership or user problems.
+    #[error(transparent)]
+    OsUser(#[from] crate::osuser::Error),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { what, path: path.display().to_string(), source }
+}
+
+/// Whether `dir` holds a data directory (as opposed to missing or empty).
+pub fn is_initialized(dir: &Path) -> bool {
+    dir.join("PG_VERSION").is_file() && dir.join("global").join("pg_control").is_file()
+}
+
+/// `initdb` for a new primary: checksums on, UTF-8, superuser password from the file if set.
+pub async fn initdb(sup: &Supervisor, v: &Validated, paths: &Paths) -> Result<(), Error> {
+    let staging = prepare_staging(v, paths)?;
+    let mut cmd = Command::new(v.bin("initdb"));
+    cmd.arg("--pgdata").arg(&staging)
+        .args(["--data-checksums", "--encoding=UTF8", "--no-locale", "--auth-local=peer", "--auth-host=scram-sha-256"])
+        .arg(format!("--username={}", crate::pgconf::SUPERUSER));
+    // initdb reads the password from a file it can open as the OS user: copy it to a 0600
+    // file in the run dir owned by that user, and remove it afterwards.
+    let pwfile = match &v.config.credentials.superuser_password_file {
+        Some(f) => Some(private_copy(v, paths, f)?),
+        None => None,
+    };
+    if let Some(p) = &pwfile {
+        cmd.arg(format!("--pwfile={}", p.display()));
+    }
+    postgres_env(v, &mut cmd);
+    let out = supervisor::run_logged(sup, "initdb", &mut cmd, Duration::from_secs(600)).await;
+    if let Some(p) = &pwfile {
+        let _ = std::fs::remove_file(p);
+    }
+    let out = out?;
+    if !out.status.success() {
+        return Err(Error::Tool { tool: "initdb", status: out.status, last_line: out.last_line().into() });
+    }
+    install_staging(&staging, &paths.data_dir)
+}
+
+/// `pg_basebackup -X stream` from the primary for a new replica.
+pub async fn clone_from(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, port: u16) -> Result<(), Error> {
+    let staging = prepare_staging(v, paths)?;
+    crate::pgconf::write_pgpass(v, paths).map_err(io("cannot write", &paths.pgpass()))?;
+    let conninfo = crate::pgconf::primary_conninfo(v, paths, host, port);
+    let mut cmd = Command::new(v.bin("pg_basebackup"));
+    cmd.arg("--pgdata").arg(&staging)
+        .args(["--wal-method=stream", "--checkpoint=fast", "--no-password", "--progress"])
+        .arg(format!("--dbname={conninfo}"));
+    postgres_env(v, &mut cmd);
+    let out = supervisor::run_logged(sup, "pg_basebackup", &mut cmd, Duration::from_secs(24 * 3600)).await?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(Error::Tool { tool: "pg_basebackup", status: out.status, last_line: out.last_line().into() });
+    }
+    install_staging(&staging, &paths.data_dir)
+}
+
+/// Clears the environment of a Postgres tool to a known minimum and sets the OS user.
+pub fn postgres_env(v: &Validated, cmd: &mut Command) {
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env("LC_ALL", "C.UTF-8")
+        .env("TZ", std::env::var_os("TZ").unwrap_or_else(|| "UTC".into()));
+    v.os_user.apply(cmd);
+}
+
+fn private_copy(v: &Validated, paths: &Paths, file: &Path) -> Result<std::path::PathBuf, Error> {
+    let secret = crate::osuser::read_secret(file)?;
+    let dest = paths.run_dir.join(".initdb-pwfile");
+    crate::paths::write_atomic(&dest, format!("{}\n", secret.expose()).as_bytes(), 0o600).map_err(io("cannot write", &dest))?;
+    v.os_user.chown(&dest)?;
+    Ok(dest)
+}
+
+fn prepare_staging(v: &Validated, paths: &Paths) -> Result<std::path::PathBuf, Error> {
+    let staging = paths.staging_dir();
+    if staging.exists() {
+        tracing::warn!(path = %staging.display(), "removing the staging directory of an interrupted bootstrap");
+        std::fs::remove_dir_all(&staging).map_err(io("cannot remove", &staging))?;
+    }
+    v.os_user.ensure_dir(&staging, 0o700)?;
+    Ok(staging)
+}
+
+fn install_staging(staging: &Path, data_dir: &Path) -> Result<(), Error> {
+    if data_dir.exists() {
+        // Validation made sure it is empty; remove_dir refuses anything else.
+        std::fs::remove_dir(data_dir).map_err(io("cannot replace the empty data directory", data_dir))?;
+    }
+    std::fs::rename(staging, data_dir).map_err(io("cannot move the new data directory into", data_dir))?;
+    if let Some(parent) = data_dir.parent() {
+        std::fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io("cannot sync", parent))?;
+    }
+    Ok(())
+}
+
+/// Makes the data directory say `replica` (a `standby.signal`) or `primary` (none).
+pub fn set_standby_signal(v: &Validated, paths: &Paths, standby: bool) -> Result<(), Error> {
+    let file = paths.standby_signal();
+    if standby {
+        crate::paths::write_atomic(&file, b"", 0o600).map_err(io("cannot write", &file))?;
+        v.os_user.chown(&file)?;
+    } else if file.exists() {
+        std::fs::remove_file(&file).map_err(io("cannot remove", &file))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! A real `instance-manager run` process for tests.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::api::InstanceStatus;
+use crate::cli::{ApiClient, ApiTarget};
+
+use super::{free_port, manager_binary, wait_for};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct InstanceOptions {
+    /// Instance name.
+    pub name: String,
+    /// `Some((host, port))` for a replica.
+    pub primary: Option<(String, u16)>,
+    /// Extra Postgres parameters.
+    pub parameters: BTreeMap<String, String>,
+    /// `shutdown.smartTimeoutSeconds`.
+    pub smart_timeout: u64,
+    /// `shutdown.stopTimeoutSeconds`.
+    pub stop_timeout: u64,
+}
+
+impl InstanceOptions {
+    /// A primary named `name`.
+    pub fn primary(name: &str) -> Self {
+        Self { name: name.into(), primary: None, parameters: BTreeMap::new(), smart_timeout: 5, stop_timeout: 10 }
+    }
+
+    /// A replica of `primary`.
+    pub fn replica_of(name: &str, primary: &TestInstance) -> Self {
+        Self { primary: Some(("127.0.0.1".into(), primary.pg_port)), ..Self::primary(name) }
+    }
+}
+
+/// A running instance manager, killed with its Postgres on drop.
+pub struct TestInstance {
+    /// Instance name.
+    pub name: String,
+    /// Its directory (config, data, run, log).
+    pub dir: PathBuf,
+    /// Postgres port.
+    pub pg_port: u16,
+    /// API base URL.
+    pub api_url: String,
+    /// The config file.
+    pub config_path: PathBuf,
+    /// Manager stdout+stderr.
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// Password written to every secret file of test clusters.
+pub const TEST_PASSWORD: &str = "test-secret-pw";
+
+impl TestInstance {
+    /// Writes the config for `opts` under `root/<name>` and starts the manager.
+    pub fn start(root: &Path, opts: &InstanceOptions) -> Self {
+        let dir = root.join(&opts.name);
+        std::fs::create_dir_all(&dir).expect("create instance dir");
+        let secrets = root.join("secrets");
+        std::fs::create_dir_all(&secrets).expect("create secrets dir");
+        for s in ["superuser", "app", "replication"] {
+            std::fs::write(secrets.join(s), format!("{TEST_PASSWORD}\n")).expect("write secret");
+        }
+        let pg_port = free_port();
+        let api_port = free_port();
+        let yaml = render_config(opts, &dir, &secrets, pg_port, api_port);
+        let config_path = dir.join("config.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut inst = Self {
+            name: opts.name.clone(),
+            dir: dir.clone(),
+            pg_port,
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            config_path,
+            log_path: dir.join("manager.log"),
+            child: None,
+        };
+        inst.spawn();
+        inst
+    }
+
+    /// Starts (again) the manager with the existing config.
+    pub fn spawn(&mut self) {
+        let log = File::options().create(true).append(true).open(&self.log_path).expect("open log");
+        let child = Command::new(manager_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env_remove("POD_NAME")
+            .env_remove("CLUSTER_NAME")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn instance-manager");
+        self.child = Some(child);
+    }
+
+    /// The manager's pid.
+    pub fn manager_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("pgdata")
+    }
+
+    /// The run directory (sockets).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// An API client for this instance.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(ApiTarget::parse(&self.api_url).expect("api url"))
+    }
+
+    /// GET a path, returning the status code and body text (`Err` if unreachable).
+    pub async fn get(&self, path: &str) -> Result<(u16, String), String> {
+        self.client()
+            .get_raw(path)
+            .await
+            .map(|(code, body)| (code, String::from_utf8_lossy(&body).into_owned()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The `/status` document.
+    pub async fn status(&self) -> Result<InstanceStatus, String> {
+        self.client().get_json::<InstanceStatus>("/status").await.map_err(|e| e.to_string())
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let what = format!("{} to be ready (log: {})", self.name, self.log_path.display());
+        wait_for(&what, timeout, || async {
+            self.check_alive()?;
+            match self.get("/readyz").await {
+                Ok((200, _)) => Ok(()),
+                Ok((code, body)) => Err(format!("{code} {body}")),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    fn check_alive(&self) -> Result<(), String> {
+        match self.manager_pid() {
+            Some(pid) if super::pid_alive(pid) => Ok(()),
+            _ => Err(format!("manager is not running; log tail:\n{}", self.log_tail(20))),
+        }
+    }
+
+    /// The last `n` lines of the manager's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The whole manager log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A superuser connection over the Unix socket.
+    pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, String> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(self.run_dir()).port(self.pg_port).user("postgres").dbname(dbname);
+        cfg.connect_timeout(Duration::from_secs(3));
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// The postmaster's pid from `postmaster.pid`.
+    pub fn postgres_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// Sends `sig` to the manager.
+    pub fn signal(&self, sig: Signal) {
+        if let Some(pid) = self.manager_pid() {
+            let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    /// Waits for the manager to exit; returns its exit code (`None` if killed by a signal).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let what = format!("{} to exit", self.name);
+        let child = self.child.as_mut().expect("manager was started");
+        let status = wait_for(&what, timeout, || {
+            let r = child.try_wait().map_err(|e| e.to_string()).and_then(|s| s.ok_or_else(|| "still running".to_string()));
+            async move { r }
+        })
+        .await;
+        self.child = None;
+        status.code()
+    }
+
+    /// Kills the manager and its Postgres with SIGKILL.
+    pub fn kill_all(&mut self) {
+        let pg = self.postgres_pid();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(pid) = pg {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for TestInstance {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, pg_port: u16, api_port: u16) -> String {
+    let mut params = String::new();
+    for (k, v) in &opts.parameters {
+        params.push_str(&format!("    {k}: {v:?}\n"));
+    }
+    if params.is_empty() {
+        params = "    shared_buffers: 16MB\n".into();
+    }
+    let role = match &opts.primary {
+        Some((host, port)) => format!("role: replica\nprimary: {{host: {host}, port: {port}}}\n"),
+        None => "role: primary\n".into(),
+    };
+    format!(
+        "name: {name}\ncluster: test\ndataDir: {dir}/pgdata\nrunDir: {dir}/run\n{role}\
+         postgres:\n  port: {pg_port}\n  listenAddresses: 127.0.0.1\n  parameters:\n{params}\
+         api:\n  listen: 127.0.0.1:{api_port}\n\
+         credentials:\n  superuserPasswordFile: {s}/superuser\n  appPasswordFile: {s}/app\n  replicationPasswordFile: {s}/replication\n\
+         shutdown:\n  smartTimeoutSeconds: {smart}\n  stopTimeoutSeconds: {stop}\n",
+        name = opts.name,
+        dir = dir.display(),
+        s = secrets.display(),
+        smart = opts.smart_timeout,
+        stop = opts.stop_timeout,
+    )
+}

@@ -1,0 +1,83 @@
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+//! Test harness shared by the integration tests of both crates (feature `testkit`):
+//! temporary directories Postgres may use, free ports, and [`TestInstance`] — a real
+//! `instance-manager run` process with its own config, data, sockets and log file, killed
+//! (with its Postgres) when dropped.
+//!
+//! Tests run as root; the manager then runs Postgres as the OS user `postgres`, which must
+//! exist (`.ci/run` creates it). Every wait here has a deadline and says what it saw.
+
+mod instance;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use instance::{InstanceOptions, TestInstance};
+
+/// A temporary directory that Postgres' OS user can traverse (mode 0755), removed on drop.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// A new directory under /tmp.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("pgwarden-test-").tempdir_in("/tmp").expect("create temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+        Self { dir }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The `instance-manager` binary under test: `CARGO_BIN_EXE_instance-manager` when cargo
+/// provides it, else the one next to the test executable.
+pub fn manager_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CARGO_BIN_EXE_instance-manager") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("instance-manager")
+}
+
+/// Polls `check` every 100 ms until it returns `Ok`, or panics after `timeout` with the
+/// last thing `check` reported.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a process exists.
+pub fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
