@@ -11,6 +11,10 @@
 //! | [`pgdata`] | the data directory: initdb, clone (pg_basebackup), signal files |
 //! | [`pgconf`] | rendering `pgwarden.conf`, `pg_hba.conf`, `pg_ident.conf`, pgpass |
 //! | [`instance`] | the state the API reads and the loop of `instance-manager run` |
+//! | [`lease`] | `LeaseStore` (compare-and-swap) with `kubernetes` and `file` backends |
+//! | [`ha`] | the election: pure decision, the loop that owns the lease, the deadman |
+//! | [`peers`] | reading the other members' `/status` |
+//! | [`clock`] | `CLOCK_BOOTTIME` instants for every safety deadline |
 //! | [`http`] | the axum server, one route per file |
 //! | [`cli`] | the CLI's client of the API, `status` and `diagnose` |
 //! | [`paths`] | where every file of an instance lives; atomic writes |
@@ -20,12 +24,16 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod ha;
 pub mod http;
 pub mod instance;
+pub mod lease;
 pub mod logging;
 pub mod osuser;
 pub mod paths;
+pub mod peers;
 pub mod pgconf;
 pub mod pgdata;
 pub mod postgres;

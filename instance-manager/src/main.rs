@@ -11,11 +11,7 @@ use instance_manager::instance::{self, ExitReason, Instance};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -23,6 +19,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Deadman => ExitCode::from(u8::try_from(instance_manager::ha::deadman::deadman_main()).unwrap_or(1)),
         Command::Run(args) => runtime.block_on(run(args)),
         command => {
             instance_manager::logging::init_cli();
@@ -38,12 +35,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let flags = Overrides {
-        name: args.name,
-        cluster: args.cluster,
-        data_dir: args.data_dir,
-        namespace: None,
-    };
+    let flags = Overrides { name: args.name, cluster: args.cluster, data_dir: args.data_dir, namespace: None };
     let overrides = Overrides::from_env().then(flags);
     let validated = match config::load(&args.config, &overrides) {
         Ok(v) => v,
@@ -55,6 +47,11 @@ async fn run(args: RunArgs) -> ExitCode {
     instance_manager::logging::init_json();
     tracing::info!(name = %validated.name, cluster = %validated.cluster, version = env!("CARGO_PKG_VERSION"), "instance manager starting");
     let inst = Arc::new(Instance::new(validated, args.config, overrides));
+    // The run dir holds the API socket: it must exist before the API starts.
+    if let Err(e) = inst.config().os_user.ensure_dir(&inst.paths.run_dir, 0o750) {
+        tracing::error!(error = %e, "cannot prepare the run directory");
+        return ExitCode::from(3);
+    }
     if let Err(e) = instance_manager::http::serve(Arc::clone(&inst)).await {
         tracing::error!(error = %e, "cannot start the HTTP API");
         return ExitCode::from(3);
@@ -90,7 +87,7 @@ async fn client_command(api: Option<String>, command: Command) -> anyhow::Result
         Command::Diagnose { output, data_dir } => {
             cli::diagnose_command(&client, data_dir, output == Output::Json).await
         }
-        Command::Run(_) | Command::Version => Ok(0),
+        Command::Run(_) | Command::Version | Command::Deadman => Ok(0),
     }
     .context("command failed")?;
     Ok(u8::try_from(code).unwrap_or(1))
@@ -99,10 +96,7 @@ async fn client_command(api: Option<String>, command: Command) -> anyhow::Result
 fn print_version() {
     println!("instance-manager {}", env!("CARGO_PKG_VERSION"));
     // The CLI process is not the supervisor, so waiting for this child here is fine.
-    match std::process::Command::new("postgres")
-        .arg("--version")
-        .output()
-    {
+    match std::process::Command::new("postgres").arg("--version").output() {
         Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
         _ => println!("postgres: not found on PATH"),
     }

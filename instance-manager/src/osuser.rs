@@ -85,7 +85,11 @@ impl OsUser {
     /// An existing directory gets the mode and owner too.
     pub fn ensure_dir(&self, dir: &Path, mode: u32) -> Result<(), Error> {
         let io = |what, source| Error::Io { what, path: dir.display().to_string(), source };
-        std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(|e| io("cannot create directory", e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .map_err(|e| io("cannot create directory", e))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| io("cannot chmod", e))?;
         self.chown(dir)
     }
@@ -95,8 +99,11 @@ impl OsUser {
         if !self.switch {
             return Ok(());
         }
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
-            .map_err(|source| Error::Io { what: "cannot chown", path: path.display().to_string(), source })
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).map_err(|source| Error::Io {
+            what: "cannot chown",
+            path: path.display().to_string(),
+            source,
+        })
     }
 }
 
@@ -119,8 +126,11 @@ impl fmt::Debug for Secret {
 
 /// Reads a secret file: the whole content less one trailing newline. An empty secret is an error.
 pub fn read_secret(path: &Path) -> Result<Secret, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { what: "cannot read secret file", path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        what: "cannot read secret file",
+        path: path.display().to_string(),
+        source,
+    })?;
     let value = text.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&text);
     if value.is_empty() {
         return Err(Error::EmptySecret(path.display().to_string()));

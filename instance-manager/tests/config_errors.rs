@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Bad configurations are refused before anything is written: exit code 2, one line per
 //! problem naming the field and the fix, and the data and run directories untouched.
 
@@ -21,46 +22,26 @@ fn run_with(dir: &Path, yaml: &str) -> Outcome {
         .env_remove("CLUSTER_NAME")
         .output()
         .expect("run instance-manager");
-    Outcome {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Outcome { code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
 }
 
 fn base(dir: &Path) -> String {
-    format!(
-        "name: pg-1\ndataDir: {0}/pgdata\nrunDir: {0}/run\n",
-        dir.display()
-    )
+    format!("name: pg-1\ndataDir: {0}/pgdata\nrunDir: {0}/run\n", dir.display())
 }
 
 fn assert_untouched(dir: &Path) {
     assert!(!dir.join("pgdata").exists(), "data dir was created");
     assert!(!dir.join("run").exists(), "run dir was created");
-    assert!(
-        !dir.join(".pgdata.bootstrap").exists(),
-        "staging dir was created"
-    );
+    assert!(!dir.join(".pgdata.bootstrap").exists(), "staging dir was created");
 }
 
 #[test]
 fn unknown_field_names_the_field() {
     let d = TestDir::new();
-    let o = run_with(
-        d.path(),
-        &format!("{}postgres:\n  prot: 5432\n", base(d.path())),
-    );
+    let o = run_with(d.path(), &format!("{}postgres:\n  prot: 5432\n", base(d.path())));
     assert_eq!(o.code, Some(2));
-    assert!(
-        o.stderr.contains("postgres: unknown field `prot`"),
-        "{}",
-        o.stderr
-    );
-    assert!(
-        o.stderr.contains("expected one of") && o.stderr.contains("camelCase"),
-        "{}",
-        o.stderr
-    );
+    assert!(o.stderr.contains("postgres: unknown field `prot`"), "{}", o.stderr);
+    assert!(o.stderr.contains("expected one of") && o.stderr.contains("camelCase"), "{}", o.stderr);
     assert_untouched(d.path());
 }
 
@@ -83,11 +64,7 @@ fn every_problem_is_reported_at_once() {
         "credentials.replicationPasswordFile: is missing for role replica",
         "bootstrap.database: \"postgres\" is a system database",
     ] {
-        assert!(
-            o.stderr.contains(expected),
-            "missing {expected:?} in:\n{}",
-            o.stderr
-        );
+        assert!(o.stderr.contains(expected), "missing {expected:?} in:\n{}", o.stderr);
     }
     assert_untouched(d.path());
 }
@@ -101,17 +78,9 @@ fn data_dir_owned_by_someone_else_is_refused_and_left_alone() {
     // Owned by root (the test runs as root), while Postgres would run as `postgres`.
     let o = run_with(d.path(), &base(d.path()));
     assert_eq!(o.code, Some(2), "{}", o.stderr);
-    assert!(
-        o.stderr.contains("dataDir:") && o.stderr.contains("is owned by uid 0"),
-        "{}",
-        o.stderr
-    );
+    assert!(o.stderr.contains("dataDir:") && o.stderr.contains("is owned by uid 0"), "{}", o.stderr);
     assert!(o.stderr.contains("chown -R postgres"), "{}", o.stderr);
-    let entries: Vec<_> = std::fs::read_dir(&data)
-        .expect("read")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let entries: Vec<_> = std::fs::read_dir(&data).expect("read").flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries, ["PG_VERSION"], "the data dir was modified");
     assert!(!d.path().join("run").exists());
 }
@@ -122,58 +91,26 @@ fn non_postgres_directory_and_missing_name_are_refused() {
     let data = d.path().join("pgdata");
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::write(data.join("notes.txt"), "mine").expect("write");
-    nix::unistd::chown(
-        &data,
-        Some(
-            nix::unistd::User::from_name("postgres")
-                .unwrap()
-                .unwrap()
-                .uid,
-        ),
-        None,
-    )
-    .unwrap();
+    nix::unistd::chown(&data, Some(nix::unistd::User::from_name("postgres").unwrap().unwrap().uid), None).unwrap();
     let yaml = format!("dataDir: {0}/pgdata\nrunDir: {0}/run\n", d.path().display());
     let o = run_with(d.path(), &yaml);
     assert_eq!(o.code, Some(2));
     assert!(
-        o.stderr.contains(
-            "name: is missing (fix: set name in the file or the POD_NAME environment variable)"
-        ),
+        o.stderr.contains("name: is missing (fix: set name in the file or the POD_NAME environment variable)"),
         "{}",
         o.stderr
     );
-    assert!(
-        o.stderr.contains("holds no Postgres data directory"),
-        "{}",
-        o.stderr
-    );
-    assert_eq!(
-        std::fs::read_to_string(data.join("notes.txt")).unwrap(),
-        "mine"
-    );
+    assert!(o.stderr.contains("holds no Postgres data directory"), "{}", o.stderr);
+    assert_eq!(std::fs::read_to_string(data.join("notes.txt")).unwrap(), "mine");
 }
 
 #[test]
 fn yaml_type_errors_and_missing_file_are_clear() {
     let d = TestDir::new();
-    let o = run_with(
-        d.path(),
-        &format!("{}postgres:\n  port: lots\n", base(d.path())),
-    );
+    let o = run_with(d.path(), &format!("{}postgres:\n  port: lots\n", base(d.path())));
     assert_eq!(o.code, Some(2));
-    assert!(
-        o.stderr.contains("postgres.port: invalid type"),
-        "{}",
-        o.stderr
-    );
-    let out = Command::new(manager_binary())
-        .args(["run", "--config", "/nonexistent/pgwarden.yaml"])
-        .output()
-        .unwrap();
+    assert!(o.stderr.contains("postgres.port: invalid type"), "{}", o.stderr);
+    let out = Command::new(manager_binary()).args(["run", "--config", "/nonexistent/pgwarden.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("cannot read config file /nonexistent/pgwarden.yaml")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/pgwarden.yaml"));
 }

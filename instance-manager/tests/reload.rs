@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Editing the configuration file of a running instance: reloadable parameters take effect,
 //! restart-only ones show up as pending in `/status`, and an invalid edit changes nothing and
 //! is reported.
@@ -15,10 +16,7 @@ async fn parameter_changes_are_applied_or_reported_pending() {
     inst.wait_ready(Duration::from_secs(90)).await;
 
     let original = std::fs::read_to_string(&inst.config_path).expect("read config");
-    let edited = original.replace(
-        "work_mem: \"4MB\"",
-        "work_mem: \"8MB\"\n    shared_buffers: \"32MB\"",
-    );
+    let edited = original.replace("work_mem: \"4MB\"", "work_mem: \"8MB\"\n    shared_buffers: \"32MB\"");
     assert_ne!(original, edited, "the edit must change the file");
     // Replace the file the way editors and Kubernetes do: write beside it, rename over it.
     let tmp = inst.dir.join("config.yaml.new");
@@ -27,35 +25,23 @@ async fn parameter_changes_are_applied_or_reported_pending() {
 
     wait_for("work_mem reloaded", Duration::from_secs(30), || async {
         let c = inst.connect("postgres").await?;
-        let v: String = c
-            .query_one("SHOW work_mem", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
+        let v: String = c.query_one("SHOW work_mem", &[]).await.map_err(|e| e.to_string())?.get(0);
         if v == "8MB" { Ok(()) } else { Err(v) }
     })
     .await;
-    let st = wait_for(
-        "shared_buffers pending restart",
-        Duration::from_secs(30),
-        || async {
-            let st = inst.status().await?;
-            if st.pending_restart.contains(&"shared_buffers".to_string()) {
-                Ok(st)
-            } else {
-                Err(format!("{:?}", st.pending_restart))
-            }
-        },
-    )
+    let st = wait_for("shared_buffers pending restart", Duration::from_secs(30), || async {
+        let st = inst.status().await?;
+        if st.pending_restart.contains(&"shared_buffers".to_string()) {
+            Ok(st)
+        } else {
+            Err(format!("{:?}", st.pending_restart))
+        }
+    })
     .await;
     assert_eq!(st.config_error, None);
 
     // An invalid edit is refused and reported; the running configuration stays.
-    std::fs::write(
-        &tmp,
-        edited.replace("work_mem: \"8MB\"", "work_mem: \"8MB\"\n    port: \"1234\""),
-    )
-    .expect("write");
+    std::fs::write(&tmp, edited.replace("work_mem: \"8MB\"", "work_mem: \"8MB\"\n    port: \"1234\"")).expect("write");
     std::fs::rename(&tmp, &inst.config_path).expect("rename");
     let st = wait_for("config error reported", Duration::from_secs(30), || async {
         let st = inst.status().await?;
@@ -66,9 +52,5 @@ async fn parameter_changes_are_applied_or_reported_pending() {
     })
     .await;
     assert!(st.contains("postgres.parameters.port"), "{st}");
-    assert_eq!(
-        inst.get("/readyz").await.expect("readyz").0,
-        200,
-        "the instance keeps running"
-    );
+    assert_eq!(inst.get("/readyz").await.expect("readyz").0, 200, "the instance keeps running");
 }

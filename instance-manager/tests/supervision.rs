@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! PID-1 behaviour for real: a crashed postmaster is restarted and reported, its orphaned
 //! children are reaped, SIGTERM stops Postgres cleanly (escalating when it must), and the exit
 //! code says whether the stop was clean.
@@ -34,13 +35,7 @@ async fn crashed_postmaster_is_restarted_and_orphans_reaped() {
     let root = TestDir::new();
     let inst = TestInstance::start(root.path(), &InstanceOptions::primary("pg-1"));
     inst.wait_ready(READY).await;
-    let first = inst
-        .status()
-        .await
-        .expect("status")
-        .postgres
-        .pid
-        .expect("postgres pid");
+    let first = inst.status().await.expect("status").postgres.pid.expect("postgres pid");
     // Hold a session so there is a backend to orphan.
     let _session = inst.connect("postgres").await.expect("connect");
 
@@ -58,10 +53,7 @@ async fn crashed_postmaster_is_restarted_and_orphans_reaped() {
     assert_eq!(st.postgres.last_exit.as_deref(), Some("killed by SIGKILL"));
     assert_eq!(st.role, "primary");
     let log = inst.log();
-    assert!(
-        log.contains("postgres exited unexpectedly"),
-        "crash not logged"
-    );
+    assert!(log.contains("postgres exited unexpectedly"), "crash not logged");
     // The dead postmaster's children were re-parented to the manager (a subreaper) and reaped.
     wait_for("orphans reaped", Duration::from_secs(20), || async {
         let log = inst.log();
@@ -90,28 +82,11 @@ async fn sigterm_waits_for_sessions_then_escalates_to_fast_and_exits_0() {
     inst.signal(Signal::SIGTERM);
     let code = inst.wait_exit(Duration::from_secs(60)).await;
     let took = started.elapsed();
-    assert_eq!(
-        code,
-        Some(0),
-        "a fast shutdown is clean; log:\n{}",
-        inst.log_tail(30)
-    );
-    assert!(
-        took >= Duration::from_secs(2),
-        "smart shutdown should have waited for the session ({took:?})"
-    );
-    assert!(
-        inst.log().contains("escalating the shutdown"),
-        "escalation not logged"
-    );
-    assert!(
-        !pid_alive(pg),
-        "postgres still running after the manager exited"
-    );
-    assert!(
-        session.simple_query("SELECT 1").await.is_err(),
-        "the session should be gone"
-    );
+    assert_eq!(code, Some(0), "a fast shutdown is clean; log:\n{}", inst.log_tail(30));
+    assert!(took >= Duration::from_secs(2), "smart shutdown should have waited for the session ({took:?})");
+    assert!(inst.log().contains("escalating the shutdown"), "escalation not logged");
+    assert!(!pid_alive(pg), "postgres still running after the manager exited");
+    assert!(session.simple_query("SELECT 1").await.is_err(), "the session should be gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,10 +105,7 @@ async fn unresponsive_postmaster_is_killed_and_exit_code_says_unclean() {
     assert_eq!(code, Some(1), "log:\n{}", inst.log_tail(30));
     let log = inst.log();
     for mode in ["Fast", "Immediate", "Kill"] {
-        assert!(
-            log.contains(&format!("\"mode\":\"{mode}\"")),
-            "no escalation to {mode} in the log"
-        );
+        assert!(log.contains(&format!("\"mode\":\"{mode}\"")), "no escalation to {mode} in the log");
     }
     assert!(!pid_alive(pg));
 }
@@ -151,28 +123,15 @@ async fn every_log_line_is_json_and_postgres_lines_are_tagged() {
     let mut postgres_lines = 0;
     let mut saw_error = false;
     for line in log.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            v.get("level").is_some() && v.get("timestamp").is_some(),
-            "missing level/timestamp: {line}"
-        );
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "missing level/timestamp: {line}");
         if v["logger"] == "postgres" {
             postgres_lines += 1;
-            saw_error |= v["pg_level"] == "ERROR"
-                && v["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("pgwarden_no_such_function");
+            saw_error |=
+                v["pg_level"] == "ERROR" && v["message"].as_str().unwrap_or("").contains("pgwarden_no_such_function");
         }
     }
-    assert!(
-        postgres_lines > 3,
-        "too few postgres lines: {postgres_lines}"
-    );
+    assert!(postgres_lines > 3, "too few postgres lines: {postgres_lines}");
     assert!(saw_error, "the failed query's ERROR line was not captured");
-    assert!(
-        log.contains("\"logger\":\"initdb\""),
-        "initdb output not captured"
-    );
+    assert!(log.contains("\"logger\":\"initdb\""), "initdb output not captured");
 }

@@ -56,6 +56,75 @@ pub struct InstanceConfig {
     /// Shutdown escalation.
     #[serde(default)]
     pub shutdown: ShutdownSpec,
+    /// Leader election through a lease. Absent: the role comes from `role` and nothing fails
+    /// over (a single instance, or tests of the foundation).
+    #[serde(default)]
+    pub lease: Option<LeaseSpec>,
+    /// Every member of the cluster, this instance included: how peers reach each other's API
+    /// and Postgres. Rendered by the operator in Kubernetes; listed by hand outside it.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// Failover priority: among replicas with the same WAL position the highest wins; 0 never
+    /// becomes primary automatically.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// Maintenance: no automatic failover while true (switchover and promote still work).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Where and how the lease is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseSpec {
+    /// `kubernetes` (a coordination.k8s.io Lease) or `file` (a JSON file shared on one host).
+    pub backend: LeaseBackend,
+    /// The lease file (backend `file`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The Lease object's name (backend `kubernetes`); default `<cluster>-primary`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long a lease lasts without renewal.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration_seconds: f64,
+    /// How long the holder keeps trying to renew before it fences itself.
+    #[serde(default = "default_renew_deadline")]
+    pub renew_deadline_seconds: f64,
+    /// How often the lease is read and renewed.
+    #[serde(default = "default_retry_period")]
+    pub retry_period_seconds: f64,
+    /// Time allowed for fencing (stopping Postgres) before anyone else may acquire.
+    #[serde(default = "default_fence_budget")]
+    pub fence_budget_seconds: f64,
+    /// Testing only: a JSON file describing a fault to inject into every lease operation.
+    #[serde(default)]
+    pub fault_file: Option<PathBuf>,
+}
+
+/// Lease backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseBackend {
+    /// `coordination.k8s.io/v1` Lease `<cluster>-primary`.
+    Kubernetes,
+    /// A JSON file under `flock`.
+    File,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Member {
+    /// Instance name.
+    pub name: String,
+    /// Host (or address) of its Postgres, as the other members reach it.
+    pub host: String,
+    /// Its Postgres port.
+    #[serde(default = "default_pg_port")]
+    pub port: u32,
+    /// Base URL of its HTTP API (`http://host:8000`).
+    pub api: String,
 }
 
 /// The role an instance is configured to run in.
@@ -174,13 +243,25 @@ impl Default for BootstrapSpec {
 
 impl Default for ShutdownSpec {
     fn default() -> Self {
-        Self {
-            smart_timeout_seconds: default_smart_timeout(),
-            stop_timeout_seconds: default_stop_timeout(),
-        }
+        Self { smart_timeout_seconds: default_smart_timeout(), stop_timeout_seconds: default_stop_timeout() }
     }
 }
 
+fn default_priority() -> u32 {
+    100
+}
+fn default_lease_duration() -> f64 {
+    15.0
+}
+fn default_renew_deadline() -> f64 {
+    10.0
+}
+fn default_retry_period() -> f64 {
+    2.0
+}
+fn default_fence_budget() -> f64 {
+    2.0
+}
 fn default_run_dir() -> PathBuf {
     PathBuf::from("/run/pgwarden")
 }

@@ -13,10 +13,10 @@ mod error;
 mod status;
 
 pub use config::{
-    ApiSpec, BootstrapSpec, CredentialsSpec, InstanceConfig, PostgresSpec, PrimaryEndpoint, Role,
-    ShutdownSpec,
+    ApiSpec, BootstrapSpec, CredentialsSpec, InstanceConfig, LeaseBackend, LeaseSpec, Member, PostgresSpec,
+    PrimaryEndpoint, Role, ShutdownSpec,
 };
 pub use error::ErrorBody;
 pub use status::{
-    InstanceStatus, PostgresProcessState, PostgresProcess, ReplicationPeer, WalReceiver,
+    InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, WalReceiver,
 };

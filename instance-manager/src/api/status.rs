@@ -40,6 +40,18 @@ pub struct InstanceStatus {
     pub pending_restart: Vec<String>,
     /// The last configuration reload that was refused, and why.
     pub config_error: Option<String>,
+    /// Leadership as this instance sees it; `null` when no lease is configured.
+    #[serde(default)]
+    pub lease: Option<LeaseStatus>,
+    /// Fenced by an operator: Postgres is kept stopped.
+    #[serde(default)]
+    pub fenced: bool,
+    /// Failover priority (0: never promoted automatically).
+    #[serde(default)]
+    pub priority: u32,
+    /// Automatic failover disabled.
+    #[serde(default)]
+    pub paused: bool,
     /// The data directory.
     pub data_dir: String,
     /// PID of the instance manager.
@@ -117,4 +129,51 @@ pub struct WalReceiver {
     pub sender_host: Option<String>,
     /// Port it streams from.
     pub sender_port: Option<i32>,
+}
+
+/// The lease as one instance sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// Where the lease is kept (`file /path`, `kubernetes lease ns/name`).
+    pub store: String,
+    /// The holder, if any.
+    pub holder: Option<String>,
+    /// `leaseTransitions`: the term, stamped on everything the holder writes.
+    pub term: u64,
+    /// Whether this instance holds it with a fresh renew.
+    pub held_by_me: bool,
+    /// Seconds since the send of our last successful renew (holder only).
+    pub renew_age_seconds: Option<f64>,
+    /// Seconds until the lease expires as seen from here (it expires `leaseDuration` after
+    /// its version last changed, on this instance's clock).
+    pub expires_in_seconds: Option<f64>,
+    /// The published synchronous standbys.
+    pub sync_standbys: Vec<String>,
+    /// Whether this instance could be promoted now.
+    pub eligible: bool,
+    /// Why not, when it could not.
+    pub not_eligible_because: Option<String>,
+    /// The last decision of the HA loop, in words.
+    pub last_decision: String,
+    /// The last lease store error, if the last read failed.
+    pub last_error: Option<String>,
+    /// The last change of primary this instance took part in.
+    pub last_transition: Option<Transition>,
+}
+
+/// A change of primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// `failover`, `switchover` or `promote`.
+    pub kind: String,
+    /// The previous holder.
+    pub from: Option<String>,
+    /// The new holder.
+    pub to: String,
+    /// The new term.
+    pub term: u64,
+    /// When it completed (RFC 3339).
+    pub at: String,
+    /// From the decision to the promoted primary accepting writes, in milliseconds.
+    pub duration_ms: u64,
 }

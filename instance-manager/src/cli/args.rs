@@ -48,6 +48,9 @@ pub enum Command {
     },
     /// Print the version of the instance manager and of the Postgres binaries on PATH.
     Version,
+    /// Internal: the backstop process `run` starts to kill Postgres if the HA loop stalls.
+    #[command(hide = true)]
+    Deadman,
 }
 
 /// Output formats.

@@ -8,5 +8,5 @@ mod status;
 
 pub use args::{Cli, Command, Output, RunArgs};
 pub use client::{ApiClient, ApiTarget, ClientError};
-pub use diagnose::{Check, CheckResult, Outcome, diagnose_command, evaluate_checks};
+pub use diagnose::{Check, CheckResult, DataDirFacts, DiskFacts, Facts, Outcome, diagnose_command, evaluate_checks};
 pub use status::{render_status_table, status_command};

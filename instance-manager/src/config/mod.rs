@@ -62,12 +62,7 @@ impl Overrides {
     /// The overrides the environment provides, the way Kubernetes' downward API sets them.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Self {
-            name: var("POD_NAME"),
-            namespace: var("POD_NAMESPACE"),
-            cluster: var("CLUSTER_NAME"),
-            data_dir: None,
-        }
+        Self { name: var("POD_NAME"), namespace: var("POD_NAMESPACE"), cluster: var("CLUSTER_NAME"), data_dir: None }
     }
 
     /// `self` with every value `flags` sets replaced by the flag's.
@@ -99,21 +94,17 @@ impl Overrides {
 /// Parses a YAML document, naming the field of any error (`postgres.port: invalid type ...`).
 pub fn parse(text: &str, path: &Path) -> Result<InstanceConfig, Error> {
     let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let message = if field == "." || field.is_empty() {
-            inner
-        } else {
-            format!("{field}: {inner}")
-        };
-        Error::Parse { path: path.to_path_buf(), message: add_parse_hint(message) }
-    })
+    // serde_yaml's messages already start with the path of the offending field
+    // (`postgres.port: invalid type ...`), plus the line and column.
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| Error::Parse { path: path.to_path_buf(), message: add_parse_hint(e.into_inner().to_string()) })
 }
 
 fn add_parse_hint(message: String) -> String {
     if message.contains("unknown field") {
-        format!("{message}\n  hint: check the spelling; fields are camelCase (see the InstanceConfig reference in README.md)")
+        format!(
+            "{message}\n  hint: check the spelling; fields are camelCase (see the InstanceConfig reference in README.md)"
+        )
     } else {
         message
     }
@@ -121,8 +112,7 @@ fn add_parse_hint(message: String) -> String {
 
 /// Reads, parses, applies overrides and validates the configuration at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Validated, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     let mut cfg = parse(&text, path)?;
     overrides.apply(&mut cfg);
     validate(cfg).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })

@@ -5,7 +5,10 @@ use std::path::Path;
 use super::*;
 
 fn yaml(dir: &Path, extra: &str) -> String {
-    format!("name: pg-1\ndataDir: {0}/pgdata\nrunDir: {0}/run\nbinDir: /usr/lib/postgresql/15/bin\n{extra}", dir.display())
+    format!(
+        "name: pg-1\ndataDir: {0}/pgdata\nrunDir: {0}/run\nbinDir: /usr/lib/postgresql/15/bin\n{extra}",
+        dir.display()
+    )
 }
 
 fn problems(text: &str) -> Vec<String> {
@@ -31,7 +34,10 @@ fn minimal_config_gets_defaults() {
 #[test]
 fn parameters_accept_any_scalar() {
     let d = tempfile::tempdir().unwrap();
-    let text = yaml(d.path(), "postgres:\n  parameters:\n    max_connections: 200\n    jit: false\n    random_page_cost: 1.1\n    work_mem: 8MB\n");
+    let text = yaml(
+        d.path(),
+        "postgres:\n  parameters:\n    max_connections: 200\n    jit: false\n    random_page_cost: 1.1\n    work_mem: 8MB\n",
+    );
     let v = validate(parse(&text, Path::new("t")).unwrap()).unwrap();
     let p = &v.config.postgres.parameters;
     assert_eq!(p["max_connections"], "200");
@@ -45,7 +51,10 @@ fn reserved_parameters_are_refused_with_a_hint() {
     let d = tempfile::tempdir().unwrap();
     for (name, _) in RESERVED_PARAMETERS {
         let text = yaml(d.path(), &format!("postgres:\n  parameters:\n    {name}: x\n"));
-        assert_eq!(problems(&text), vec![format!("postgres.parameters.{name}: is managed by pgwarden and cannot be set")]);
+        assert_eq!(
+            problems(&text),
+            vec![format!("postgres.parameters.{name}: is managed by pgwarden and cannot be set")]
+        );
     }
 }
 
@@ -88,10 +97,19 @@ fn secrets_must_exist_and_not_be_empty() {
     let d = tempfile::tempdir().unwrap();
     let empty = d.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
-    let text = yaml(d.path(), &format!("credentials:\n  appPasswordFile: {}\n  superuserPasswordFile: /nonexistent\n", empty.display()));
+    let text = yaml(
+        d.path(),
+        &format!("credentials:\n  appPasswordFile: {}\n  superuserPasswordFile: /nonexistent\n", empty.display()),
+    );
     let got = problems(&text);
-    assert!(got.iter().any(|g| g.starts_with("credentials.appPasswordFile: secret file") && g.ends_with("is empty")), "{got:?}");
-    assert!(got.iter().any(|g| g.starts_with("credentials.superuserPasswordFile: cannot read secret file /nonexistent")), "{got:?}");
+    assert!(
+        got.iter().any(|g| g.starts_with("credentials.appPasswordFile: secret file") && g.ends_with("is empty")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|g| g.starts_with("credentials.superuserPasswordFile: cannot read secret file /nonexistent")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -118,7 +136,10 @@ fn rendered_configuration_is_stable() {
     // The data dir path need not exist for rendering; validation of its parent is skipped here.
     let v = validate(cfg).unwrap_or_else(|p| panic!("{p}"));
     let paths = crate::paths::Paths::new(&v.config.data_dir, &v.config.run_dir);
-    insta::assert_snapshot!("pgwarden_conf", crate::pgconf::render_conf(&v, &paths));
+    insta::assert_snapshot!(
+        "pgwarden_conf",
+        crate::pgconf::render_conf(&v, &paths, crate::pgconf::configured_upstream(&v).as_ref())
+    );
     insta::assert_snapshot!("pg_hba", crate::pgconf::render_hba(&v.config.postgres.pg_hba));
     insta::assert_snapshot!("pg_ident", crate::pgconf::render_ident("root", "postgres"));
 }

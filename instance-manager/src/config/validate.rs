@@ -10,7 +10,7 @@ use crate::api::{InstanceConfig, Role};
 use crate::osuser::OsUser;
 
 /// Binaries the manager runs from the bin dir.
-pub const REQUIRED_BINARIES: [&str; 4] = ["postgres", "initdb", "pg_basebackup", "pg_controldata"];
+pub const REQUIRED_BINARIES: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg_controldata", "pg_rewind"];
 
 /// Postgres parameters pgwarden sets itself, each with where to configure it instead.
 pub const RESERVED_PARAMETERS: &[(&str, &str)] = &[
@@ -69,7 +69,11 @@ impl fmt::Display for Problems {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "  {}: {} (fix: {})", p.field, p.message, p.hint)?;
+            if p.hint.is_empty() {
+                write!(f, "  {}: {}", p.field, p.message)?;
+            } else {
+                write!(f, "  {}: {} (fix: {})", p.field, p.message, p.hint)?;
+            }
         }
         Ok(())
     }
@@ -95,6 +99,12 @@ pub struct Validated {
 }
 
 impl Validated {
+    /// The fence budget: the lease's, or the default when no lease is configured.
+    pub fn fence_budget(&self) -> std::time::Duration {
+        let secs = self.config.lease.as_ref().map(|l| l.fence_budget_seconds).unwrap_or(2.0);
+        std::time::Duration::from_secs_f64(secs.max(0.1))
+    }
+
     /// Path of a Postgres binary.
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
@@ -117,21 +127,24 @@ pub fn validate(cfg: InstanceConfig) -> Result<Validated, Problems> {
     let os_user = check_os_user(&mut c, &cfg.os_user);
     check_absolute(&mut c, "runDir", &cfg.run_dir);
     if check_absolute(&mut c, "dataDir", &cfg.data_dir)
-        && let Some(user) = &os_user {
-            check_data_dir(&mut c, &cfg.data_dir, user);
-        }
+        && let Some(user) = &os_user
+    {
+        check_data_dir(&mut c, &cfg.data_dir, user);
+    }
     let bin_dir = resolve_bin_dir(&mut c, cfg.bin_dir.as_deref());
     let port = check_port(&mut c, "postgres.port", cfg.postgres.port);
     let api_listen = check_api_listen(&mut c, &cfg.api.listen);
     if let (Some(a), Some(p)) = (api_listen, port)
-        && a.port() == p {
-            c.add("api.listen", format!("port {p} is also postgres.port"), "give the API and Postgres different ports");
-        }
+        && a.port() == p
+    {
+        c.add("api.listen", format!("port {p} is also postgres.port"), "give the API and Postgres different ports");
+    }
     check_role(&mut c, &cfg);
     check_parameters(&mut c, &cfg);
     check_bootstrap(&mut c, &cfg);
     check_credentials(&mut c, &cfg);
     check_shutdown(&mut c, &cfg);
+    check_lease(&mut c, &cfg, name.as_deref());
     match (c.0.is_empty(), name, cluster, bin_dir, os_user, api_listen, port) {
         (true, Some(name), Some(cluster), Some(bin_dir), Some(os_user), Some(api_listen), Some(port)) => {
             Ok(Validated { config: cfg, name, cluster, bin_dir, os_user, api_listen, port })
@@ -156,7 +169,11 @@ fn required_label(c: &mut Collector, field: &str, v: Option<&str>, env: &str) ->
             None
         }
         Some(v) if !is_dns_label(v) => {
-            c.add(field, format!("{v:?} is not a DNS label"), "use lower-case letters, digits and '-', at most 63 characters");
+            c.add(
+                field,
+                format!("{v:?} is not a DNS label"),
+                "use lower-case letters, digits and '-', at most 63 characters",
+            );
             None
         }
         Some(v) => Some(v.to_string()),
@@ -167,7 +184,11 @@ fn check_absolute(c: &mut Collector, field: &str, p: &Path) -> bool {
     if p.is_absolute() {
         return true;
     }
-    c.add(field, format!("{} is not an absolute path", p.display()), "use an absolute path such as /var/lib/postgresql/data/pgdata");
+    c.add(
+        field,
+        format!("{} is not an absolute path", p.display()),
+        "use an absolute path such as /var/lib/postgresql/data/pgdata",
+    );
     false
 }
 
@@ -175,7 +196,11 @@ fn check_os_user(c: &mut Collector, user: &str) -> Option<OsUser> {
     match OsUser::for_postgres(user) {
         Ok(u) => Some(u),
         Err(e) => {
-            c.add("osUser", e.to_string(), "create the user (useradd --system postgres) or set osUser to an existing non-root user");
+            c.add(
+                "osUser",
+                e.to_string(),
+                "create the user (useradd --system postgres) or set osUser to an existing non-root user",
+            );
             None
         }
     }
@@ -186,7 +211,11 @@ fn check_data_dir(c: &mut Collector, dir: &Path, user: &OsUser) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent().filter(|p| !p.exists()) {
-                c.add("dataDir", format!("parent directory {} does not exist", parent.display()), "create it, or mount the volume there");
+                c.add(
+                    "dataDir",
+                    format!("parent directory {} does not exist", parent.display()),
+                    "create it, or mount the volume there",
+                );
             }
             return;
         }
@@ -200,7 +229,11 @@ fn check_data_dir(c: &mut Collector, dir: &Path, user: &OsUser) {
         return;
     }
     if is_mount_point(dir, &meta) {
-        c.add("dataDir", format!("{} is a mount point", dir.display()), "use a subdirectory of the volume, e.g. <mount>/pgdata");
+        c.add(
+            "dataDir",
+            format!("{} is a mount point", dir.display()),
+            "use a subdirectory of the volume, e.g. <mount>/pgdata",
+        );
     }
     let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
     if !empty && meta.uid() != user.uid {
@@ -232,7 +265,11 @@ fn resolve_bin_dir(c: &mut Collector, configured: Option<&Path>) -> Option<PathB
         None => match find_postgres_on_path() {
             Some(d) => (d, "set binDir explicitly"),
             None => {
-                c.add("binDir", "is not set and no postgres binary was found on PATH", "set binDir, e.g. /usr/lib/postgresql/15/bin");
+                c.add(
+                    "binDir",
+                    "is not set and no postgres binary was found on PATH",
+                    "set binDir, e.g. /usr/lib/postgresql/15/bin",
+                );
                 return None;
             }
         },
@@ -285,14 +322,24 @@ fn check_api_listen(c: &mut Collector, listen: &str) -> Option<SocketAddr> {
 
 fn check_role(c: &mut Collector, cfg: &InstanceConfig) {
     match (cfg.role, &cfg.primary) {
-        (Role::Replica, None) => c.add("primary", "is missing for role replica", "set primary.host (and primary.port) of the instance to stream from"),
+        (Role::Replica, None) => c.add(
+            "primary",
+            "is missing for role replica",
+            "set primary.host (and primary.port) of the instance to stream from",
+        ),
         (Role::Replica, Some(p)) => {
             if p.host.trim().is_empty() || p.host.contains([' ', '\'', '\\', '\n']) {
-                c.add("primary.host", format!("{:?} is not a host name or address", p.host), "use a host name or an IP address");
+                c.add(
+                    "primary.host",
+                    format!("{:?} is not a host name or address", p.host),
+                    "use a host name or an IP address",
+                );
             }
             check_port(c, "primary.port", p.port);
         }
-        (Role::Primary, Some(_)) => c.add("primary", "is set but role is primary", "remove primary, or set role: replica"),
+        (Role::Primary, Some(_)) => {
+            c.add("primary", "is set but role is primary", "remove primary, or set role: replica")
+        }
         (Role::Primary, None) => {}
     }
 }
@@ -302,8 +349,14 @@ fn check_parameters(c: &mut Collector, cfg: &InstanceConfig) {
         let field = format!("postgres.parameters.{name}");
         if let Some((_, hint)) = RESERVED_PARAMETERS.iter().find(|(r, _)| r == name) {
             c.add(&field, "is managed by pgwarden and cannot be set", *hint);
-        } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.') || name.is_empty() {
-            c.add(&field, "is not a valid parameter name", "use Postgres' lower-case parameter names, e.g. shared_buffers");
+        } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+            || name.is_empty()
+        {
+            c.add(
+                &field,
+                "is not a valid parameter name",
+                "use Postgres' lower-case parameter names, e.g. shared_buffers",
+            );
         } else if value.contains(['\n', '\r', '\0']) {
             c.add(&field, "contains a line break", "put the value on one line");
         } else if name == "wal_level" && !matches!(value.as_str(), "replica" | "logical") {
@@ -316,7 +369,11 @@ fn check_parameters(c: &mut Collector, cfg: &InstanceConfig) {
         }
     }
     if cfg.postgres.listen_addresses.contains(['\'', '\n']) {
-        c.add("postgres.listenAddresses", "contains a quote or line break", "use a comma-separated list of addresses, or *");
+        c.add(
+            "postgres.listenAddresses",
+            "contains a quote or line break",
+            "use a comma-separated list of addresses, or *",
+        );
     }
 }
 
@@ -331,7 +388,11 @@ fn check_bootstrap(c: &mut Collector, cfg: &InstanceConfig) {
     let b = &cfg.bootstrap;
     for (field, v) in [("bootstrap.database", &b.database), ("bootstrap.owner", &b.owner)] {
         if !is_identifier(v) {
-            c.add(field, format!("{v:?} is not a plain identifier"), "use lower-case letters, digits and '_', starting with a letter");
+            c.add(
+                field,
+                format!("{v:?} is not a plain identifier"),
+                "use lower-case letters, digits and '_', starting with a letter",
+            );
         }
     }
     if ["postgres", "template0", "template1"].contains(&b.database.as_str()) {
@@ -357,7 +418,11 @@ fn check_credentials(c: &mut Collector, cfg: &InstanceConfig) {
         }
     }
     if cfg.role == Role::Replica && creds.replication_password_file.is_none() {
-        c.add("credentials.replicationPasswordFile", "is missing for role replica", "mount the replication Secret and set its path");
+        c.add(
+            "credentials.replicationPasswordFile",
+            "is missing for role replica",
+            "mount the replication Secret and set its path",
+        );
     }
 }
 
@@ -371,6 +436,67 @@ fn check_shutdown(c: &mut Collector, cfg: &InstanceConfig) {
             "shutdown.stopTimeoutSeconds",
             format!("{} is less than smartTimeoutSeconds ({})", s.stop_timeout_seconds, s.smart_timeout_seconds),
             "the stop timeout counts from the start of the stop: make it at least smartTimeoutSeconds",
+        );
+    }
+}
+
+fn check_lease(c: &mut Collector, cfg: &InstanceConfig, name: Option<&str>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, m) in cfg.members.iter().enumerate() {
+        let field = format!("members[{i}]");
+        if !is_dns_label(&m.name) {
+            c.add(&format!("{field}.name"), format!("{:?} is not a DNS label", m.name), "use the instance (pod) name");
+        }
+        if !seen.insert(m.name.as_str()) {
+            c.add(&format!("{field}.name"), format!("{:?} is listed twice", m.name), "list every member once");
+        }
+        if m.host.trim().is_empty() || m.host.contains([' ', '\'', '\\', '\n']) {
+            c.add(
+                &format!("{field}.host"),
+                format!("{:?} is not a host name or address", m.host),
+                "use a host name or an IP address",
+            );
+        }
+        check_port(c, &format!("{field}.port"), m.port);
+        if crate::cli::ApiTarget::parse(&m.api).is_err() {
+            c.add(&format!("{field}.api"), format!("{:?} is not an API address", m.api), "use http://HOST:PORT");
+        }
+    }
+    let Some(lease) = &cfg.lease else { return };
+    if let Err(errors) = crate::lease::LeaseTiming::from_seconds(
+        lease.lease_duration_seconds,
+        lease.renew_deadline_seconds,
+        lease.retry_period_seconds,
+        lease.fence_budget_seconds,
+    ) {
+        for e in errors {
+            let (field, message) = e.split_once(' ').unwrap_or(("lease", e.as_str()));
+            c.add(field, message.to_string(), "");
+        }
+    }
+    match (lease.backend, &lease.path) {
+        (crate::api::LeaseBackend::File, None) => {
+            c.add("lease.path", "is missing for backend file", "set the path of the shared lease file")
+        }
+        (crate::api::LeaseBackend::File, Some(p)) if !p.is_absolute() => {
+            c.add("lease.path", format!("{} is not an absolute path", p.display()), "use an absolute path");
+        }
+        _ => {}
+    }
+    if let Some(name) = name
+        && !cfg.members.iter().any(|m| m.name == name)
+    {
+        c.add(
+            "members",
+            format!("does not list this instance ({name})"),
+            "list every member of the cluster, this one included",
+        );
+    }
+    if cfg.role == Role::Replica || cfg.primary.is_some() {
+        c.add(
+            "role",
+            "is set together with lease",
+            "remove role and primary: with a lease the instances elect their primary",
         );
     }
 }

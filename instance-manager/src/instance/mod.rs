@@ -15,8 +15,10 @@
 //! ```
 
 mod reload;
+mod roles;
 mod run;
+mod start;
 mod state;
 
 pub use run::{ExitReason, run};
-pub use state::{Instance, ProcessState, restart_delay};
+pub use state::{Desired, Instance, ProcessState, restart_delay};

@@ -7,12 +7,12 @@
 //! pending a restart of the instance. An invalid file changes nothing and is reported in
 //! `/status` as `config_error`.
 
-use super::state::Instance;
+use super::state::{Desired, Instance};
 use crate::config::{self, Validated};
 use crate::postgres::Postmaster;
 
 /// Reloads the configuration file and applies what can be applied live.
-pub async fn apply(instance: &Instance, pm: Option<&Postmaster>) {
+pub async fn apply(instance: &Instance, pm: Option<&Postmaster>, running: &Desired) {
     let new = match config::load(&instance.config_path, &instance.overrides) {
         Ok(v) => v,
         Err(e) => {
@@ -23,7 +23,11 @@ pub async fn apply(instance: &Instance, pm: Option<&Postmaster>) {
     };
     let old = instance.config();
     let (merged, manager_fields) = merge(&old, new);
-    if let Err(e) = crate::pgconf::write_all(&merged, &instance.paths, &instance.paths.data_dir) {
+    let upstream = match running {
+        Desired::Replica(up) => up.clone(),
+        _ => None,
+    };
+    if let Err(e) = crate::pgconf::write_all(&merged, &instance.paths, upstream.as_ref()) {
         tracing::error!(error = %e, "cannot write the new Postgres configuration");
         instance.set_config_error(Some(format!("cannot write the new Postgres configuration: {e}")));
         return;

@@ -1,17 +1,17 @@
-//! The loop of `instance-manager run`: bootstrap, start, watch, restart, stop.
+//! The loop of `instance-manager run`: bootstrap, start in the desired role, watch, restart,
+//! follow role changes, fence, stop.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::state::{Instance, restart_delay};
-use crate::api::{PostgresProcessState, Role};
-use crate::config::Validated;
-use crate::pgdata;
-use crate::postgres::{Postmaster, ShutdownMode, roles};
+use super::start::{bootstrap, prepare_start};
+use super::state::{Desired, Instance, restart_delay};
+use crate::api::PostgresProcessState;
+use crate::postgres::{Postmaster, ShutdownMode};
 use crate::supervisor::{ExitStatus, Supervisor};
 
 /// Crashes older than this no longer count towards the restart backoff.
@@ -25,7 +25,7 @@ pub enum Error {
     Supervisor(#[from] crate::supervisor::Error),
     /// The data directory could not be created or prepared.
     #[error(transparent)]
-    PgData(#[from] pgdata::Error),
+    PgData(#[from] crate::pgdata::Error),
     /// A directory could not be prepared.
     #[error(transparent)]
     OsUser(#[from] crate::osuser::Error),
@@ -37,6 +37,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The lease store could not be opened.
+    #[error("cannot open the lease store: {0}")]
+    Lease(String),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -51,7 +54,7 @@ pub enum ExitReason {
     Unclean(String),
 }
 
-struct Signals {
+pub(super) struct Signals {
     term: Signal,
     int: Signal,
     quit: Signal,
@@ -64,7 +67,7 @@ impl Signals {
     }
 
     /// The next stop request: SIGTERM smart, SIGINT fast, SIGQUIT immediate.
-    async fn next(&mut self) -> ShutdownMode {
+    pub(super) async fn next(&mut self) -> ShutdownMode {
         tokio::select! {
             _ = self.term.recv() => ShutdownMode::Smart,
             _ = self.int.recv() => ShutdownMode::Fast,
@@ -73,13 +76,20 @@ impl Signals {
     }
 }
 
+/// The channels the loop listens to besides the postmaster.
+struct Inbox {
+    signals: Signals,
+    reload: mpsc::Receiver<()>,
+    desired: watch::Receiver<Desired>,
+    fence: mpsc::Receiver<String>,
+}
+
 /// Runs the instance until a signal stops it.
 pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     let sup = Supervisor::start()?;
-    let mut signals = Signals::new()?;
     let v = instance.config();
     v.os_user.ensure_dir(&instance.paths.run_dir, 0o750)?;
-    let (reload_tx, mut reload_rx) = mpsc::channel(1);
+    let (reload_tx, reload) = mpsc::channel(1);
     let _watch = match crate::config::watch_config(&instance.config_path, reload_tx) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -87,26 +97,36 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
             None
         }
     };
+    let fence = instance.take_fence_receiver().unwrap_or_else(|| mpsc::channel(1).1);
+    if v.config.lease.is_some() {
+        start_ha(&sup, &instance).await?;
+    }
+    let mut inbox = Inbox { signals: Signals::new()?, reload, desired: instance.watch_desired(), fence };
     tokio::select! {
-        r = bootstrap(&sup, &instance) => r?,
-        mode = signals.next() => {
-            tracing::info!(?mode, "stop requested during bootstrap");
-            instance.update_process(|p| p.state = PostgresProcessState::Stopped);
-            return Ok(ExitReason::Clean);
-        }
+        r = bootstrap(&sup, &instance, &mut inbox.desired) => r?,
+        mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, None)),
     }
     let mut crashes: VecDeque<Instant> = VecDeque::new();
+    let mut last_crash: Option<ExitStatus> = None;
     loop {
+        let desired = tokio::select! {
+            d = startable(&instance, &mut inbox.desired) => d,
+            mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, last_crash)),
+        };
         let v = instance.config();
-        prepare_start(&v, &instance)?;
+        prepare_start(&sup, &instance, &v, &desired).await?;
         let pm = Postmaster::start(&sup, &v, &instance.paths)?;
         instance.db.set_port(pm.port).await;
         instance.update_process(|p| {
             p.state = PostgresProcessState::Starting;
             p.pid = Some(pm.pid());
         });
-        let status = match supervise(&instance, &pm, &mut signals, &mut reload_rx).await {
+        let status = match supervise(&instance, &pm, desired, &mut inbox).await {
             Supervised::Stopped(reason) => return Ok(reason),
+            Supervised::Restart | Supervised::Fenced => {
+                last_crash = None;
+                continue;
+            }
             Supervised::Exited(status) => status,
         };
         instance.db.reset().await;
@@ -120,14 +140,44 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
             p.restarts += 1;
             p.last_exit = Some(status.to_string());
         });
+        last_crash = Some(status);
         tracing::error!(%status, restart_in_ms = delay.as_millis() as u64, "postgres exited unexpectedly; restarting it");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            mode = signals.next() => {
-                tracing::info!(?mode, "stop requested while postgres was down");
-                instance.update_process(|p| p.state = PostgresProcessState::Stopped);
-                return Ok(ExitReason::Unclean(format!("postgres had exited: {status}")));
-            }
+            mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, last_crash)),
+        }
+    }
+}
+
+/// Starts the deadman and the HA loop that owns the lease.
+async fn start_ha(sup: &Supervisor, instance: &Arc<Instance>) -> Result<(), Error> {
+    let v = instance.config();
+    let store = crate::ha::open_store(&v).await.map_err(Error::Lease)?;
+    let deadman = crate::ha::deadman::Deadman::spawn(sup)?;
+    tracing::info!(store = %store.describe(), "leader election through the lease");
+    tokio::spawn(crate::ha::HaLoop::new(Arc::clone(instance), store, Some(deadman)).run());
+    Ok(())
+}
+
+fn stopped_idle(instance: &Instance, mode: ShutdownMode, crashed: Option<ExitStatus>) -> ExitReason {
+    tracing::info!(?mode, "stop requested while postgres was not running");
+    instance.update_process(|p| p.state = PostgresProcessState::Stopped);
+    match crashed {
+        Some(status) => ExitReason::Unclean(format!("postgres had exited: {status}")),
+        None => ExitReason::Clean,
+    }
+}
+
+/// Waits until Postgres may be started: a role is decided and the instance is not fenced.
+async fn startable(instance: &Instance, rx: &mut watch::Receiver<Desired>) -> Desired {
+    loop {
+        let d = rx.borrow_and_update().clone();
+        if d != Desired::Unknown && !instance.is_fenced() {
+            return d;
+        }
+        if rx.changed().await.is_err() {
+            // The sender lives in the instance, which outlives this loop.
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -135,27 +185,45 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
 enum Supervised {
     Stopped(ExitReason),
     Exited(ExitStatus),
+    Restart,
+    Fenced,
 }
 
-/// Watches a started postmaster until it exits or a signal stops it.
-async fn supervise(
-    instance: &Arc<Instance>,
-    pm: &Postmaster,
-    signals: &mut Signals,
-    reload_rx: &mut mpsc::Receiver<()>,
-) -> Supervised {
+/// Watches a started postmaster until it exits, a signal stops it, or its role changes in a
+/// way that needs a restart.
+async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desired, inbox: &mut Inbox) -> Supervised {
     let ready = wait_accepting(instance);
     tokio::pin!(ready);
     let mut is_ready = false;
+    inbox.desired.borrow_and_update();
     loop {
         tokio::select! {
             status = pm.wait() => return Supervised::Exited(status),
-            mode = signals.next() => return Supervised::Stopped(stop(instance, pm, signals, mode).await),
+            mode = inbox.signals.next() => return Supervised::Stopped(stop(instance, pm, &mut inbox.signals, mode).await),
+            Some(reason) = inbox.fence.recv() => {
+                fence(instance, pm, &reason).await;
+                return Supervised::Fenced;
+            }
             _ = &mut ready, if !is_ready => {
                 is_ready = true;
-                on_ready(instance).await;
+                super::roles::on_ready(instance, &running).await;
             }
-            Some(()) = reload_rx.recv() => super::reload::apply(instance, Some(pm)).await,
+            Some(()) = inbox.reload.recv() => super::reload::apply(instance, Some(pm), &running).await,
+            Ok(()) = inbox.desired.changed() => {
+                let want = inbox.desired.borrow_and_update().clone();
+                match super::roles::change_role(instance, pm, &running, &want, is_ready).await {
+                    super::roles::Change::Done => running = want,
+                    super::roles::Change::Ignored => {}
+                    super::roles::Change::NeedsRestart => {
+                        stop(instance, pm, &mut inbox.signals, ShutdownMode::Fast).await;
+                        return Supervised::Restart;
+                    }
+                }
+                if instance.is_fenced() {
+                    fence(instance, pm, "fenced by an operator").await;
+                    return Supervised::Fenced;
+                }
+            }
         }
     }
 }
@@ -166,27 +234,27 @@ async fn wait_accepting(instance: &Instance) {
     }
 }
 
-async fn on_ready(instance: &Instance) {
-    instance.update_process(|p| p.state = PostgresProcessState::Running);
-    tracing::info!("postgres accepts connections");
-    let v = instance.config();
-    if v.config.role != Role::Primary {
-        return;
-    }
-    match instance.db.client(Duration::from_secs(5)).await {
-        Ok(client) => {
-            if let Err(e) = roles::ensure_roles(&client, &v).await {
-                tracing::error!(error = %e, "cannot create or update roles and the application database");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot connect to create roles"),
-    }
+/// Stops Postgres at once: immediate shutdown, then SIGKILL of its whole process group when it
+/// is not gone within half the fence budget.
+async fn fence(instance: &Instance, pm: &Postmaster, reason: &str) {
+    tracing::warn!(reason, "fencing: stopping postgres immediately");
+    instance.update_process(|p| p.state = PostgresProcessState::Stopping);
+    let budget = instance.config().fence_budget();
+    let status = pm.kill_within(budget / 2).await;
+    instance.update_process(|p| {
+        p.state = PostgresProcessState::Stopped;
+        p.pid = None;
+        p.last_exit = Some(status.to_string());
+    });
+    instance.db.reset().await;
 }
 
 /// Stops Postgres: the requested mode first, escalating on schedule; a further signal jumps
 /// to an immediate shutdown.
 async fn stop(instance: &Instance, pm: &Postmaster, signals: &mut Signals, mode: ShutdownMode) -> ExitReason {
     instance.update_process(|p| p.state = PostgresProcessState::Stopping);
+    // Our own connection would keep a smart shutdown waiting.
+    instance.db.reset().await;
     let v = instance.config();
     let smart = Duration::from_secs(v.config.shutdown.smart_timeout_seconds);
     let deadline = Duration::from_secs(v.config.shutdown.stop_timeout_seconds);
@@ -215,45 +283,4 @@ async fn stop(instance: &Instance, pm: &Postmaster, signals: &mut Signals, mode:
     } else {
         ExitReason::Unclean(format!("postgres stopped with {status} after a {used:?} shutdown"))
     }
-}
-
-/// Creates the data directory when it is empty: initdb for a primary, a base backup of the
-/// primary for a replica (retried until the primary answers).
-async fn bootstrap(sup: &Supervisor, instance: &Instance) -> Result<(), Error> {
-    let v = instance.config();
-    if pgdata::is_initialized(&instance.paths.data_dir) {
-        return Ok(());
-    }
-    match (v.config.role, &v.config.primary) {
-        (Role::Replica, Some(primary)) => {
-            let port = u16::try_from(primary.port).unwrap_or(5432);
-            let mut delay = Duration::from_secs(1);
-            loop {
-                tracing::info!(host = %primary.host, port, "cloning the primary with pg_basebackup");
-                match pgdata::clone_from(sup, &v, &instance.paths, &primary.host, port).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot clone the primary yet");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
-        }
-        _ => {
-            tracing::info!(data_dir = %instance.paths.data_dir.display(), "initialising a new data directory");
-            pgdata::initdb(sup, &v, &instance.paths).await?;
-        }
-    }
-    tracing::info!("data directory ready");
-    Ok(())
-}
-
-/// Renders the configuration and signal files for a start in the configured role.
-fn prepare_start(v: &Validated, instance: &Instance) -> Result<(), Error> {
-    let paths = &instance.paths;
-    crate::pgconf::write_all(v, paths, &paths.data_dir)
-        .map_err(|source| Error::Render { path: paths.data_dir.display().to_string(), source })?;
-    pgdata::set_standby_signal(v, paths, v.config.role == Role::Replica)?;
-    Ok(())
 }

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::api::{InstanceStatus, PostgresProcess, PostgresProcessState, Role};
+use crate::api::{InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, Role};
 use crate::config::{Overrides, Validated};
 use crate::paths::Paths;
+use crate::pgconf::Upstream;
 use crate::postgres::Db;
 use crate::postgres::observe::{Observed, observe};
 
@@ -28,6 +29,18 @@ pub struct ProcessState {
     pub last_exit: Option<String>,
 }
 
+/// The role the run loop should give Postgres: set once from the configuration without a
+/// lease, and by the HA loop with one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Desired {
+    /// Not decided yet (the HA loop has not finished its first tick).
+    Unknown,
+    /// Accept writes. Only ever set while this instance holds a fresh lease (or has no lease).
+    Primary,
+    /// A read-only standby streaming from the upstream, when it is known.
+    Replica(Option<Upstream>),
+}
+
 /// An instance: configuration, process state and the connection to Postgres.
 pub struct Instance {
     /// Where its files live.
@@ -43,6 +56,12 @@ pub struct Instance {
     config_error: Mutex<Option<String>>,
     manager_pending: Mutex<Vec<String>>,
     started: Instant,
+    desired: watch::Sender<Desired>,
+    fence_tx: mpsc::Sender<String>,
+    fence_rx: Mutex<Option<mpsc::Receiver<String>>>,
+    lease_status: Mutex<Option<LeaseStatus>>,
+    fenced: std::sync::atomic::AtomicBool,
+    promoted_at: Mutex<Option<crate::clock::BootInstant>>,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -64,6 +83,15 @@ impl Instance {
             restarts: 0,
             last_exit: None,
         });
+        let initial = if v.config.lease.is_some() {
+            Desired::Unknown
+        } else if v.config.role == Role::Primary {
+            Desired::Primary
+        } else {
+            Desired::Replica(crate::pgconf::configured_upstream(&v))
+        };
+        let (desired, _) = watch::channel(initial);
+        let (fence_tx, fence_rx) = mpsc::channel(4);
         Self {
             paths,
             config_path,
@@ -74,7 +102,78 @@ impl Instance {
             config_error: Mutex::new(None),
             manager_pending: Mutex::new(Vec::new()),
             started: Instant::now(),
+            desired,
+            fence_tx,
+            fence_rx: Mutex::new(Some(fence_rx)),
+            lease_status: Mutex::new(None),
+            fenced: false.into(),
+            promoted_at: Mutex::new(None),
         }
+    }
+
+    /// The role Postgres should have.
+    pub fn desired(&self) -> Desired {
+        self.desired.borrow().clone()
+    }
+
+    /// Subscribes to changes of the desired role.
+    pub fn watch_desired(&self) -> watch::Receiver<Desired> {
+        self.desired.subscribe()
+    }
+
+    /// Sets the desired role (the HA loop, or an operator command).
+    pub fn set_desired(&self, d: Desired) {
+        self.desired.send_if_modified(|cur| {
+            if *cur == d {
+                return false;
+            }
+            tracing::info!(from = ?cur, to = ?d, "desired role changed");
+            *cur = d;
+            true
+        });
+    }
+
+    /// Asks the run loop to stop Postgres at once (fencing). Never blocks.
+    pub fn fence_now(&self, reason: String) {
+        if self.fence_tx.try_send(reason).is_err() {
+            tracing::debug!("a fence request is already pending");
+        }
+    }
+
+    /// The receiving end of fence requests; the run loop takes it once.
+    pub(crate) fn take_fence_receiver(&self) -> Option<mpsc::Receiver<String>> {
+        self.fence_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// Publishes the HA loop's view of the lease for `/status`.
+    pub fn set_lease_status(&self, s: Option<LeaseStatus>) {
+        write(&self.lease_status, s);
+    }
+
+    /// The HA loop's view of the lease.
+    pub fn lease_status(&self) -> Option<LeaseStatus> {
+        read(&self.lease_status)
+    }
+
+    /// When Postgres last finished a promotion.
+    pub fn promoted_at(&self) -> Option<crate::clock::BootInstant> {
+        read(&self.promoted_at)
+    }
+
+    pub(crate) fn note_promoted(&self) {
+        write(&self.promoted_at, Some(crate::clock::BootInstant::now()));
+    }
+
+    /// Whether an operator fenced this instance.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Fences (keeps Postgres stopped) or unfences the instance.
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, std::sync::atomic::Ordering::SeqCst);
+        // Wake the run loop, which re-reads both the desired role and the fence.
+        self.desired.send_modify(|_| {});
     }
 
     /// The configuration in force.
@@ -128,7 +227,11 @@ impl Instance {
         let v = self.config();
         let p = self.process();
         let o = self.observe().await;
-        let role = role_name(p.state, o.as_ref());
+        let role = if self.is_fenced() && p.state != PostgresProcessState::Running {
+            "fenced"
+        } else {
+            role_name(p.state, o.as_ref())
+        };
         let mut pending = o.as_ref().map(|o| o.pending_restart.clone()).unwrap_or_default();
         pending.extend(read(&self.manager_pending));
         let o = o.unwrap_or_default();
@@ -160,6 +263,10 @@ impl Instance {
             replication: o.replication,
             pending_restart: pending,
             config_error: read(&self.config_error),
+            lease: self.lease_status(),
+            fenced: self.is_fenced(),
+            priority: v.config.priority,
+            paused: v.config.paused,
             data_dir: self.paths.data_dir.display().to_string(),
             manager_pid: std::process::id(),
             manager_version: env!("CARGO_PKG_VERSION").into(),
@@ -193,7 +300,9 @@ pub fn role_name(state: PostgresProcessState, o: Option<&Observed>) -> &'static 
     match (state, o) {
         (PostgresProcessState::Running, Some(o)) if o.in_recovery => "replica",
         (PostgresProcessState::Running, Some(_)) => "primary",
-        (PostgresProcessState::Running | PostgresProcessState::Starting | PostgresProcessState::Bootstrapping, _) => "starting",
+        (PostgresProcessState::Running | PostgresProcessState::Starting | PostgresProcessState::Bootstrapping, _) => {
+            "starting"
+        }
         (PostgresProcessState::Crashed, _) => "crashed",
         (PostgresProcessState::Stopping, _) => "stopping",
         (PostgresProcessState::Stopped, _) => "stopped",

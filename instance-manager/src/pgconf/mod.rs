@@ -56,8 +56,20 @@ pub fn primary_conninfo(v: &Validated, paths: &Paths, host: &str, port: u16) -> 
     )
 }
 
-/// The managed parameters, in the order written.
-pub fn managed_parameters(v: &Validated, paths: &Paths) -> Vec<(&'static str, String)> {
+/// The primary a replica streams from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Its instance name.
+    pub name: String,
+    /// Host of its Postgres.
+    pub host: String,
+    /// Port of its Postgres.
+    pub port: u16,
+}
+
+/// The managed parameters, in the order written. `upstream` is the primary a replica
+/// streams from (`None` for a primary, or a replica that does not know its primary yet).
+pub fn managed_parameters(v: &Validated, paths: &Paths, upstream: Option<&Upstream>) -> Vec<(&'static str, String)> {
     let cfg = &v.config;
     let mut p = vec![
         ("listen_addresses", cfg.postgres.listen_addresses.clone()),
@@ -74,19 +86,23 @@ pub fn managed_parameters(v: &Validated, paths: &Paths) -> Vec<(&'static str, St
         ("cluster_name", v.cluster.clone()),
         ("recovery_target_timeline", "latest".into()),
     ];
-    let conninfo = match (cfg.role, &cfg.primary) {
-        (Role::Replica, Some(primary)) => {
-            let port = u16::try_from(primary.port).unwrap_or(5432);
-            primary_conninfo(v, paths, &primary.host, port)
-        }
-        _ => String::new(),
-    };
+    let conninfo = upstream.map(|u| primary_conninfo(v, paths, &u.host, u.port)).unwrap_or_default();
     p.push(("primary_conninfo", conninfo));
     p
 }
 
+/// The upstream the static configuration names (`role: replica` with `primary`).
+pub fn configured_upstream(v: &Validated) -> Option<Upstream> {
+    match (v.config.role, &v.config.primary) {
+        (Role::Replica, Some(p)) => {
+            Some(Upstream { name: p.host.clone(), host: p.host.clone(), port: u16::try_from(p.port).unwrap_or(5432) })
+        }
+        _ => None,
+    }
+}
+
 /// The text of `pgwarden.conf`.
-pub fn render_conf(v: &Validated, paths: &Paths) -> String {
+pub fn render_conf(v: &Validated, paths: &Paths, upstream: Option<&Upstream>) -> String {
     let mut s = String::from(
         "# Managed by pgwarden: rewritten at every start and configuration change. Do not edit;\n\
          # set postgres.parameters in the instance configuration instead.\n\
@@ -101,22 +117,28 @@ pub fn render_conf(v: &Validated, paths: &Paths) -> String {
         let _ = writeln!(s, "{name} = {}", quote(value));
     }
     s.push_str("\n# managed by pgwarden\n");
-    for (name, value) in managed_parameters(v, paths) {
+    for (name, value) in managed_parameters(v, paths, upstream) {
         let _ = writeln!(s, "{name} = {}", quote(&value));
     }
     s
 }
 
-/// The `.pgpass` line for the replication user connecting to `host:port`.
-pub fn render_pgpass(password: &Secret) -> String {
+/// The `.pgpass` lines for the replication user and, when known, the superuser (pg_rewind
+/// connects to the new primary as the superuser).
+pub fn render_pgpass(replication: &Secret, superuser: Option<&Secret>) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-    format!("*:*:*:{REPLICATION_USER}:{}\n", esc(password.expose()))
+    let mut s = format!("*:*:*:{REPLICATION_USER}:{}\n", esc(replication.expose()));
+    if let Some(su) = superuser {
+        s.push_str(&format!("*:*:*:{SUPERUSER}:{}\n", esc(su.expose())));
+    }
+    s
 }
 
 /// Writes `pgwarden.conf`, the hba and ident files into the data directory (which must exist),
 /// and the replication pgpass into the run directory when a replication password is configured.
-pub fn write_all(v: &Validated, paths: &Paths, dir: &std::path::Path) -> std::io::Result<()> {
-    write_atomic(&dir.join("pgwarden.conf"), render_conf(v, paths).as_bytes(), 0o600)?;
+pub fn write_all(v: &Validated, paths: &Paths, upstream: Option<&Upstream>) -> std::io::Result<()> {
+    let dir = &paths.data_dir;
+    write_atomic(&dir.join("pgwarden.conf"), render_conf(v, paths, upstream).as_bytes(), 0o600)?;
     write_atomic(&dir.join("pgwarden_hba.conf"), render_hba(&v.config.postgres.pg_hba).as_bytes(), 0o600)?;
     write_atomic(&dir.join("pgwarden_ident.conf"), render_ident(&manager_user(), &v.os_user.name).as_bytes(), 0o600)?;
     for f in ["pgwarden.conf", "pgwarden_hba.conf", "pgwarden_ident.conf"] {
@@ -129,7 +151,11 @@ pub fn write_all(v: &Validated, paths: &Paths, dir: &std::path::Path) -> std::io
 pub fn write_pgpass(v: &Validated, paths: &Paths) -> std::io::Result<()> {
     let Some(file) = &v.config.credentials.replication_password_file else { return Ok(()) };
     let secret = crate::osuser::read_secret(file).map_err(std::io::Error::other)?;
-    write_atomic(&paths.pgpass(), render_pgpass(&secret).as_bytes(), 0o600)?;
+    let superuser = match &v.config.credentials.superuser_password_file {
+        Some(f) => Some(crate::osuser::read_secret(f).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    write_atomic(&paths.pgpass(), render_pgpass(&secret, superuser.as_ref()).as_bytes(), 0o600)?;
     v.os_user.chown(&paths.pgpass()).map_err(std::io::Error::other)
 }
 

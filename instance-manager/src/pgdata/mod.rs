@@ -6,8 +6,12 @@
 //! halfway leaves a staging directory that the next attempt deletes, never a data directory
 //! that looks usable and is not.
 
+mod control;
+
 use std::path::Path;
 use std::process::Command;
+
+pub use control::{ClusterState, cluster_state, rewind};
 use std::time::Duration;
 
 use crate::config::Validated;
@@ -58,7 +62,8 @@ pub fn is_initialized(dir: &Path) -> bool {
 pub async fn initdb(sup: &Supervisor, v: &Validated, paths: &Paths) -> Result<(), Error> {
     let staging = prepare_staging(v, paths)?;
     let mut cmd = Command::new(v.bin("initdb"));
-    cmd.arg("--pgdata").arg(&staging)
+    cmd.arg("--pgdata")
+        .arg(&staging)
         .args(["--data-checksums", "--encoding=UTF8", "--no-locale", "--auth-local=peer", "--auth-host=scram-sha-256"])
         .arg(format!("--username={}", crate::pgconf::SUPERUSER));
     // initdb reads the password from a file it can open as the OS user: copy it to a 0600
@@ -88,7 +93,8 @@ pub async fn clone_from(sup: &Supervisor, v: &Validated, paths: &Paths, host: &s
     crate::pgconf::write_pgpass(v, paths).map_err(io("cannot write", &paths.pgpass()))?;
     let conninfo = crate::pgconf::primary_conninfo(v, paths, host, port);
     let mut cmd = Command::new(v.bin("pg_basebackup"));
-    cmd.arg("--pgdata").arg(&staging)
+    cmd.arg("--pgdata")
+        .arg(&staging)
         .args(["--wal-method=stream", "--checkpoint=fast", "--no-password", "--progress"])
         .arg(format!("--dbname={conninfo}"));
     postgres_env(v, &mut cmd);
@@ -112,7 +118,8 @@ pub fn postgres_env(v: &Validated, cmd: &mut Command) {
 fn private_copy(v: &Validated, paths: &Paths, file: &Path) -> Result<std::path::PathBuf, Error> {
     let secret = crate::osuser::read_secret(file)?;
     let dest = paths.run_dir.join(".initdb-pwfile");
-    crate::paths::write_atomic(&dest, format!("{}\n", secret.expose()).as_bytes(), 0o600).map_err(io("cannot write", &dest))?;
+    crate::paths::write_atomic(&dest, format!("{}\n", secret.expose()).as_bytes(), 0o600)
+        .map_err(io("cannot write", &dest))?;
     v.os_user.chown(&dest)?;
     Ok(dest)
 }
@@ -149,4 +156,10 @@ pub fn set_standby_signal(v: &Validated, paths: &Paths, standby: bool) -> Result
         std::fs::remove_file(&file).map_err(io("cannot remove", &file))?;
     }
     Ok(())
+}
+
+/// Removes the data directory (before a re-clone, when a rewind failed). Loud on purpose.
+pub fn remove_data_dir(paths: &Paths) -> Result<(), Error> {
+    tracing::warn!(data_dir = %paths.data_dir.display(), "removing the data directory");
+    std::fs::remove_dir_all(&paths.data_dir).map_err(io("cannot remove", &paths.data_dir))
 }

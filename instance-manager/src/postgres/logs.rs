@@ -21,8 +21,8 @@ pub struct LogLine<'a> {
 }
 
 const LEVELS: [&str; 14] = [
-    "DEBUG1", "DEBUG2", "DEBUG3", "DEBUG4", "DEBUG5", "INFO", "NOTICE", "WARNING", "ERROR", "LOG", "FATAL",
-    "PANIC", "DETAIL", "HINT",
+    "DEBUG1", "DEBUG2", "DEBUG3", "DEBUG4", "DEBUG5", "INFO", "NOTICE", "WARNING", "ERROR", "LOG", "FATAL", "PANIC",
+    "DETAIL", "HINT",
 ];
 const CONTEXT_LEVELS: [&str; 3] = ["STATEMENT", "CONTEXT", "QUERY"];
 

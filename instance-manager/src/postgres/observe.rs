@@ -47,7 +47,7 @@ const SELF_QUERY: &str = "SELECT pg_is_in_recovery(), current_setting('server_ve
 
 const REPLICATION_QUERY: &str = "SELECT coalesce(application_name, ''), client_addr::text, coalesce(state, ''), \
     coalesce(sync_state, ''), sent_lsn::text, flush_lsn::text, replay_lsn::text, \
-    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, extract(epoch FROM replay_lag)::float8 \
+    greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint, extract(epoch FROM replay_lag)::float8 \
     FROM pg_stat_replication ORDER BY application_name";
 
 const RECEIVER_QUERY: &str = "SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver";

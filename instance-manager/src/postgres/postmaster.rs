@@ -85,9 +85,10 @@ impl Postmaster {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = sup.spawn("postgres", &mut cmd)?;
         if let Some(stderr) = child.stderr.take()
-            && let Ok(rx) = pipe::Receiver::from_owned_fd(stderr.into()) {
-                tokio::spawn(super::logs::forward(rx));
-            }
+            && let Ok(rx) = pipe::Receiver::from_owned_fd(stderr.into())
+        {
+            tokio::spawn(super::logs::forward(rx));
+        }
         tracing::info!(pid = child.pid.as_raw(), port = v.port, "postgres started");
         Ok(Self { child, port: v.port })
     }
@@ -106,6 +107,22 @@ impl Postmaster {
     pub fn request(&self, mode: ShutdownMode) {
         if let Err(e) = self.child.signal(mode.signal()) {
             tracing::debug!(error = %e, ?mode, "cannot signal postgres");
+        }
+    }
+
+    /// Fencing: immediate shutdown (SIGQUIT), then SIGKILL of the postmaster's whole process
+    /// group (every backend) when it has not exited within `grace`.
+    pub async fn kill_within(&self, grace: Duration) -> ExitStatus {
+        self.request(ShutdownMode::Immediate);
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(?grace, "postgres did not stop in time; killing its process group");
+                if let Err(e) = self.child.signal_group(Signal::SIGKILL) {
+                    tracing::debug!(error = %e, "cannot kill the process group");
+                }
+                self.wait().await
+            }
         }
     }
 

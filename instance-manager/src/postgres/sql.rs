@@ -45,7 +45,8 @@ impl Db {
             return Ok(Arc::clone(c));
         }
         *slot = None;
-        let client = tokio::time::timeout(timeout, self.connect(timeout)).await.map_err(|_| Error::Timeout(timeout))??;
+        let client =
+            tokio::time::timeout(timeout, self.connect(timeout)).await.map_err(|_| Error::Timeout(timeout))??;
         let client = Arc::new(client);
         *slot = Some(Arc::clone(&client));
         Ok(client)

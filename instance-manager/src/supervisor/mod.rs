@@ -16,7 +16,7 @@ mod output;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::process::{ChildStderr, ChildStdout, Command};
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-pub use output::{CommandOutput, run_logged};
+pub use output::{CommandOutput, run_logged, run_quiet};
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub struct Child {
     pub pid: Pid,
     /// What it is, for logs (`postgres`, `initdb`).
     pub label: &'static str,
+    /// Its stdin, when piped.
+    pub stdin: Option<ChildStdin>,
     /// Its stdout, when piped.
     pub stdout: Option<ChildStdout>,
     /// Its stderr, when piped.
@@ -118,9 +120,10 @@ impl Supervisor {
     /// Must be called inside a Tokio runtime, once per process.
     pub fn start() -> Result<Self, Error> {
         if std::process::id() != 1
-            && let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-                tracing::warn!(error = %e, "cannot become a child subreaper; orphans will not be reaped here");
-            }
+            && let Err(e) = nix::sys::prctl::set_child_subreaper(true)
+        {
+            tracing::warn!(error = %e, "cannot become a child subreaper; orphans will not be reaped here");
+        }
         let mut sigchld = signal(SignalKind::child()).map_err(Error::Signal)?;
         let registry = Arc::new(Mutex::new(Registry::default()));
         let reaper = Arc::clone(&registry);
@@ -150,6 +153,7 @@ impl Supervisor {
         Ok(Child {
             pid,
             label,
+            stdin: child.stdin.take(),
             stdout: child.stdout.take(),
             stderr: child.stderr.take(),
             exit: rx,
@@ -199,6 +203,20 @@ impl Child {
     /// The exit status, if the child has exited.
     pub fn exited(&self) -> Option<ExitStatus> {
         *self.exit.borrow()
+    }
+
+    /// Sends `sig` to the child's process group (the child must lead one: see
+    /// `CommandExt::process_group`), only if the child has not been reaped yet.
+    pub fn signal_group(&self, sig: Signal) -> Result<(), Error> {
+        let reg = lock(&self.registry);
+        if !reg.children.contains_key(&self.pid) {
+            return Err(Error::Exited(self.label));
+        }
+        nix::sys::signal::killpg(self.pid, sig).map_err(|source| Error::Kill {
+            label: self.label,
+            pid: self.pid,
+            source,
+        })
     }
 
     /// Sends `sig` to the child, only if it has not been reaped yet.

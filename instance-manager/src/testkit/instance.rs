@@ -69,7 +69,12 @@ impl TestInstance {
         let secrets = root.join("secrets");
         std::fs::create_dir_all(&secrets).expect("create secrets dir");
         for s in ["superuser", "app", "replication"] {
-            std::fs::write(secrets.join(s), format!("{TEST_PASSWORD}\n")).expect("write secret");
+            // Written once per cluster, atomically: running managers read these files.
+            let file = secrets.join(s);
+            if !file.exists() {
+                crate::paths::write_atomic(&file, format!("{TEST_PASSWORD}\n").as_bytes(), 0o600)
+                    .expect("write secret");
+            }
         }
         let pg_port = free_port();
         let api_port = free_port();
@@ -202,7 +207,8 @@ impl TestInstance {
         let what = format!("{} to exit", self.name);
         let child = self.child.as_mut().expect("manager was started");
         let status = wait_for(&what, timeout, || {
-            let r = child.try_wait().map_err(|e| e.to_string()).and_then(|s| s.ok_or_else(|| "still running".to_string()));
+            let r =
+                child.try_wait().map_err(|e| e.to_string()).and_then(|s| s.ok_or_else(|| "still running".to_string()));
             async move { r }
         })
         .await;

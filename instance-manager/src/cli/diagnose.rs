@@ -1,0 +1,579 @@
+//! `instance-manager diagnose`: checks of the local instance, each ok / warn / fail with a hint.
+//!
+//! Pure core, thin shell: [`diagnose_command`] gathers [`Facts`] (the `/status` document,
+//! `/readyz`, the data directory's metadata, the free space of its filesystem) and
+//! [`evaluate_checks`] turns them into [`Check`]s without any I/O, so every verdict is
+//! unit-tested.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::client::ApiClient;
+use super::status::{state_name, wal_receiver_text, write_stdout};
+use crate::api::{InstanceStatus, PostgresProcessState};
+
+/// Replay lag above which a standby is reported (seconds).
+const REPLAY_LAG_WARN_SECONDS: f64 = 60.0;
+/// Percentages of the data directory's filesystem in use that warn, then fail.
+const DISK_WARN_PERCENT: u64 = 80;
+const DISK_FAIL_PERCENT: u64 = 95;
+
+/// The verdict of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing to do.
+    Ok,
+    /// Works now, but deserves a look.
+    Warn,
+    /// Broken: the instance does not work as it should.
+    Fail,
+}
+
+/// One check: what was looked at, the verdict, what was seen and what to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// What was checked (`data directory`, `disk space`).
+    pub name: &'static str,
+    /// The verdict.
+    pub outcome: Outcome,
+    /// What was seen.
+    pub detail: String,
+    /// What to do about a warning or failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+        Self { name, outcome: Outcome::Ok, detail: detail.into(), hint: None }
+    }
+    fn warn(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { name, outcome: Outcome::Warn, detail: detail.into(), hint: Some(hint.into()) }
+    }
+    fn fail(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { name, outcome: Outcome::Fail, detail: detail.into(), hint: Some(hint.into()) }
+    }
+}
+
+/// All checks of one run, in order; serialises as a JSON array.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct CheckResult {
+    /// The checks.
+    pub checks: Vec<Check>,
+}
+
+impl From<Vec<Check>> for CheckResult {
+    fn from(checks: Vec<Check>) -> Self {
+        Self { checks }
+    }
+}
+
+impl CheckResult {
+    fn count(&self, outcome: Outcome) -> usize {
+        self.checks.iter().filter(|c| c.outcome == outcome).count()
+    }
+
+    /// 0 when nothing failed, 1 otherwise (warnings do not fail).
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.count(Outcome::Fail) > 0)
+    }
+
+    /// `CHECK  RESULT  DETAIL` lines, hints indented under their check, then a summary.
+    pub fn render_table(&self) -> String {
+        let width = self.checks.iter().map(|c| c.name.len()).chain(["CHECK".len()]).max().unwrap_or(0);
+        let mut out = format!("{:<width$}  RESULT  DETAIL\n", "CHECK");
+        for check in &self.checks {
+            let result = match check.outcome {
+                Outcome::Ok => "ok",
+                Outcome::Warn => "warn",
+                Outcome::Fail => "fail",
+            };
+            out.push_str(&format!("{:<width$}  {result:<6}  {}\n", check.name, check.detail));
+            if let Some(hint) = &check.hint {
+                out.push_str(&format!("{:indent$}hint: {hint}\n", "", indent = width + 10));
+            }
+        }
+        let (fails, warns, oks) = (self.count(Outcome::Fail), self.count(Outcome::Warn), self.count(Outcome::Ok));
+        let plural = if warns == 1 { "" } else { "s" };
+        out.push_str(&format!("\n{fails} failed, {warns} warning{plural}, {oks} ok\n"));
+        out
+    }
+}
+
+/// Everything the checks look at, gathered by [`diagnose_command`].
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Where the manager was asked (`unix:///run/pgwarden/manager.sock`).
+    pub api_target: String,
+    /// `GET /status`, or why it failed.
+    pub status: Result<InstanceStatus, String>,
+    /// Status code of `GET /readyz`; `None` when it was not asked or not answered.
+    pub readyz: Option<u16>,
+    /// The data directory, when its path is known (`--data-dir` or the status).
+    pub data_dir: Option<DataDirFacts>,
+    /// Space on the data directory's filesystem, when the directory exists.
+    pub disk: Option<Result<DiskFacts, String>>,
+}
+
+/// Metadata of the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDirFacts {
+    /// Its path.
+    pub path: PathBuf,
+    /// Why it could not be inspected (other than not existing).
+    pub inspect_error: Option<String>,
+    /// Whether the path exists.
+    pub exists: bool,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// Permission bits (`0o700`).
+    pub mode: u32,
+    /// Owner of the directory.
+    pub owner_uid: u32,
+    /// Owner of `PG_VERSION` (the directory's own owner without it): Postgres refuses to
+    /// start when the directory is not owned by the user that owns the cluster's files.
+    pub expected_owner_uid: u32,
+    /// Whether `PG_VERSION` is present, i.e. the directory was initialised.
+    pub has_pg_version: bool,
+}
+
+/// Space on a filesystem, as seen by an unprivileged user (root's reserve counts as used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFacts {
+    /// Size of the filesystem.
+    pub total_bytes: u64,
+    /// Bytes an unprivileged user can still write.
+    pub available_bytes: u64,
+}
+
+/// Runs the checks and prints them as a table (or a JSON array with `json`). Returns the
+/// exit code: 0 when no check failed, 1 otherwise. `data_dir_override` (`--data-dir`) is
+/// checked even when the manager is unreachable.
+pub async fn diagnose_command(
+    client: &ApiClient,
+    data_dir_override: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let facts = gather_facts(client, data_dir_override).await;
+    let result = CheckResult::from(evaluate_checks(&facts));
+    let text = if json { serde_json::to_string_pretty(&result)? } else { result.render_table() };
+    write_stdout(&text)?;
+    Ok(result.exit_code())
+}
+
+async fn gather_facts(client: &ApiClient, data_dir_override: Option<PathBuf>) -> Facts {
+    let status = client.get_json::<InstanceStatus>("/status").await.map_err(|e| e.message());
+    let readyz = match &status {
+        Ok(_) => client.get_raw("/readyz").await.ok().map(|(code, _)| code),
+        Err(_) => None,
+    };
+    let path = data_dir_override.or_else(|| status.as_ref().ok().map(|s| PathBuf::from(&s.data_dir)));
+    let data_dir = path.as_deref().map(inspect_data_dir);
+    let disk = data_dir.as_ref().filter(|d| d.exists).map(|d| filesystem_space(&d.path));
+    Facts { api_target: client.target().to_string(), status, readyz, data_dir, disk }
+}
+
+fn inspect_data_dir(path: &Path) -> DataDirFacts {
+    let mut facts = DataDirFacts {
+        path: path.to_owned(),
+        inspect_error: None,
+        exists: false,
+        is_dir: false,
+        mode: 0,
+        owner_uid: 0,
+        expected_owner_uid: 0,
+        has_pg_version: false,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return facts,
+        Err(e) => return DataDirFacts { inspect_error: Some(e.to_string()), ..facts },
+    };
+    (facts.exists, facts.is_dir, facts.mode, facts.owner_uid) = (true, meta.is_dir(), meta.mode() & 0o7777, meta.uid());
+    facts.expected_owner_uid = meta.uid();
+    match std::fs::metadata(path.join("PG_VERSION")) {
+        Ok(pg_version) => (facts.has_pg_version, facts.expected_owner_uid) = (true, pg_version.uid()),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {}
+        Err(e) => facts.inspect_error = Some(format!("cannot read PG_VERSION: {e}")),
+    }
+    facts
+}
+
+fn filesystem_space(path: &Path) -> Result<DiskFacts, String> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+    let fragment = stat.fragment_size() as u64;
+    Ok(DiskFacts {
+        total_bytes: (stat.blocks() as u64).saturating_mul(fragment),
+        available_bytes: (stat.blocks_available() as u64).saturating_mul(fragment),
+    })
+}
+
+/// The checks, in the order a person would look: the manager, the files, Postgres, its role.
+pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
+    let mut checks = vec![manager_check(f), data_dir_check(f.data_dir.as_ref())];
+    if let (Some(disk), Some(dir)) = (&f.disk, &f.data_dir) {
+        checks.push(disk_check(disk, &dir.path));
+    }
+    if let Ok(s) = &f.status {
+        checks.extend([postgres_check(s), connections_check(s, f.readyz)]);
+        checks.extend(replication_checks(s));
+        checks.extend([pending_restart_check(s), config_error_check(s)]);
+    }
+    checks
+}
+
+fn manager_check(f: &Facts) -> Check {
+    match &f.status {
+        Ok(s) => Check::ok(
+            "manager reachable",
+            format!(
+                "{} answered: manager {} (pid {}), {} {}",
+                f.api_target, s.manager_version, s.manager_pid, s.role, s.name
+            ),
+        ),
+        Err(e) => Check::fail(
+            "manager reachable",
+            e.clone(),
+            "is the instance manager running (kubectl logs POD)? pass --api URL if it listens elsewhere, \
+             --data-dir PATH to check the files anyway",
+        ),
+    }
+}
+
+fn data_dir_check(dir: Option<&DataDirFacts>) -> Check {
+    const NAME: &str = "data directory";
+    let Some(d) = dir else {
+        return Check::warn(NAME, "not checked: its path is unknown without /status", "pass --data-dir PATH");
+    };
+    let path = d.path.display();
+    if let Some(e) = &d.inspect_error {
+        return Check::fail(
+            NAME,
+            format!("cannot inspect {path}: {e}"),
+            "run diagnose as root or as the postgres user",
+        );
+    }
+    if !d.exists {
+        let hint = "is the volume mounted (kubectl describe pod)? is the path right (--data-dir)?";
+        return Check::fail(NAME, format!("{path} does not exist"), hint);
+    }
+    if !d.is_dir {
+        return Check::fail(NAME, format!("{path} is not a directory"), "point --data-dir at the data directory");
+    }
+    if d.mode != 0o700 && d.mode != 0o750 {
+        let detail = format!("{path} has mode {:04o}; Postgres requires 0700 or 0750", d.mode);
+        return Check::fail(NAME, detail, format!("chmod 0700 {path}"));
+    }
+    if d.owner_uid != d.expected_owner_uid {
+        let detail = format!("{path} is owned by uid {} but PG_VERSION by uid {}", d.owner_uid, d.expected_owner_uid);
+        return Check::fail(NAME, detail, format!("chown -R {} {path}", d.expected_owner_uid));
+    }
+    if !d.has_pg_version {
+        let hint = "the directory was never initialised (bootstrap still running or failed?) or the path is wrong";
+        return Check::fail(NAME, format!("{path} has no PG_VERSION"), hint);
+    }
+    Check::ok(NAME, format!("{path}, mode {:04o}, owner uid {}", d.mode, d.owner_uid))
+}
+
+fn disk_check(disk: &Result<DiskFacts, String>, path: &Path) -> Check {
+    const NAME: &str = "disk space";
+    let d = match disk {
+        Ok(d) if d.total_bytes > 0 => d,
+        Ok(_) => return Check::warn(NAME, "the filesystem reports a size of 0", "check the volume"),
+        Err(e) => return Check::warn(NAME, format!("cannot measure: {e}"), "check the volume (df -h)"),
+    };
+    let used = d.total_bytes.saturating_sub(d.available_bytes);
+    let percent = u64::try_from(u128::from(used) * 100 / u128::from(d.total_bytes)).unwrap_or(100);
+    let detail = format!(
+        "{percent}% used, {} free of {} under {}",
+        human_bytes(d.available_bytes),
+        human_bytes(d.total_bytes),
+        path.display()
+    );
+    if percent >= DISK_FAIL_PERCENT {
+        Check::fail(NAME, detail, "grow the volume (PVC) now: Postgres stops when it cannot write WAL")
+    } else if percent >= DISK_WARN_PERCENT {
+        Check::warn(NAME, detail, "grow the volume (PVC) before it fills up")
+    } else {
+        Check::ok(NAME, detail)
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let (mut value, mut unit) = (bytes as f64, 0);
+    while value >= 1024.0 && unit + 1 < units.len() {
+        (value, unit) = (value / 1024.0, unit + 1);
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
+}
+
+fn postgres_check(s: &InstanceStatus) -> Check {
+    const NAME: &str = "postgres running";
+    let p = &s.postgres;
+    let version = p.version.as_deref().unwrap_or("unknown version");
+    match (p.state, p.pid) {
+        (PostgresProcessState::Running, Some(pid)) => Check::ok(NAME, format!("pid {pid}, {version}")),
+        (PostgresProcessState::Running, None) => {
+            Check::fail(NAME, "running but without a known pid", "check the manager's log (kubectl logs POD)")
+        }
+        (PostgresProcessState::Stopped, _) if s.fenced || s.role == "fenced" => {
+            Check::warn(NAME, "stopped: the instance is fenced", "instance-manager unfence")
+        }
+        (state @ (PostgresProcessState::Starting | PostgresProcessState::Bootstrapping), _) => {
+            Check::warn(NAME, state_name(state), "wait a little; if it stays so, read the log (kubectl logs POD)")
+        }
+        (state, _) => {
+            let exit = p.last_exit.as_deref().map(|e| format!(", last exit: {e}")).unwrap_or_default();
+            let detail = format!("{}{exit}, {} restarts", state_name(state), p.restarts);
+            Check::fail(NAME, detail, "read the Postgres log (kubectl logs POD)")
+        }
+    }
+}
+
+fn connections_check(s: &InstanceStatus, readyz: Option<u16>) -> Check {
+    const NAME: &str = "accepting connections";
+    let ready = match readyz {
+        Some(200) => "ready".to_owned(),
+        Some(code) => format!("not ready (/readyz answered {code})"),
+        None => "readiness unknown (/readyz did not answer)".to_owned(),
+    };
+    match (s.postgres.accepting_connections, readyz) {
+        (false, _) => Check::fail(
+            NAME,
+            format!("no; {ready}"),
+            "Postgres is down or still recovering: see \"postgres running\" and the log",
+        ),
+        (true, Some(200)) => Check::ok(NAME, format!("yes; {ready}")),
+        (true, _) => Check::warn(
+            NAME,
+            format!("yes; {ready}"),
+            "the pod gets no Service traffic; the replication checks below say why",
+        ),
+    }
+}
+
+fn replication_checks(s: &InstanceStatus) -> Vec<Check> {
+    let role = if s.role == "primary" || s.role == "replica" { &s.role } else { &s.configured_role };
+    match role.as_str() {
+        "primary" => vec![primary_replication_check(s)],
+        "replica" => {
+            let mut checks = vec![replica_streaming_check(s)];
+            checks.extend(replay_lag_check(s));
+            checks
+        }
+        _ => vec![],
+    }
+}
+
+fn primary_replication_check(s: &InstanceStatus) -> Check {
+    if s.replication.is_empty() {
+        let hint = "replicas may be down or unable to reach this primary; run diagnose in a replica pod";
+        return Check::warn("replication", "no standby connected", hint);
+    }
+    let peers: Vec<String> = s.replication.iter().map(|p| format!("{} {}", p.name, p.state)).collect();
+    Check::ok("replication", format!("{} standbys connected: {}", peers.len(), peers.join(", ")))
+}
+
+fn replica_streaming_check(s: &InstanceStatus) -> Check {
+    match &s.wal_receiver {
+        Some(w) if w.status == "streaming" => Check::ok("replication", wal_receiver_text(w)),
+        other => {
+            let seen = other.as_ref().map_or_else(|| "no WAL receiver running".to_owned(), wal_receiver_text);
+            Check::fail(
+                "replication",
+                format!("not streaming: {seen}"),
+                "check primary_conninfo and that the primary accepts connections from this pod \
+                 (the Postgres log says why the WAL receiver stopped)",
+            )
+        }
+    }
+}
+
+fn replay_lag_check(s: &InstanceStatus) -> Option<Check> {
+    let lag = s.replay_lag_seconds?;
+    let detail = format!("{lag:.1}s since the last replayed transaction committed on the primary");
+    Some(if lag > REPLAY_LAG_WARN_SECONDS {
+        let hint = "the standby replays slower than the primary writes, or the primary has been idle (then no harm)";
+        Check::warn("replay lag", detail, hint)
+    } else {
+        Check::ok("replay lag", detail)
+    })
+}
+
+fn pending_restart_check(s: &InstanceStatus) -> Check {
+    if s.pending_restart.is_empty() {
+        return Check::ok("pending restart", "none");
+    }
+    Check::warn(
+        "pending restart",
+        format!("changed, applied only after a restart: {}", s.pending_restart.join(", ")),
+        "`instance-manager restart` is not available yet: restart the pod (kubectl delete pod POD)",
+    )
+}
+
+fn config_error_check(s: &InstanceStatus) -> Check {
+    match &s.config_error {
+        None => Check::ok("configuration", "the last reload was applied"),
+        Some(e) => Check::fail(
+            "configuration",
+            e.clone(),
+            "fix the configuration (the cluster spec or config file); the previous settings stay in effect",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::api::WalReceiver;
+    use crate::cli::status::tests::{primary_status, replica_status};
+
+    fn healthy(status: InstanceStatus) -> Facts {
+        let path = PathBuf::from(&status.data_dir);
+        let data_dir = DataDirFacts {
+            path,
+            inspect_error: None,
+            exists: true,
+            is_dir: true,
+            mode: 0o700,
+            owner_uid: 999,
+            expected_owner_uid: 999,
+            has_pg_version: true,
+        };
+        let disk = DiskFacts { total_bytes: 100 << 30, available_bytes: 60 << 30 };
+        Facts {
+            api_target: "unix:///run/pgwarden/manager.sock".into(),
+            status: Ok(status),
+            readyz: Some(200),
+            data_dir: Some(data_dir),
+            disk: Some(Ok(disk)),
+        }
+    }
+
+    fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
+    }
+
+    #[test]
+    fn healthy_primary_passes_every_check() {
+        let checks = evaluate_checks(&healthy(primary_status()));
+        assert!(checks.iter().all(|c| c.outcome == Outcome::Ok && c.hint.is_none()), "{checks:#?}");
+        assert_eq!(
+            find(&checks, "replication").detail,
+            "2 standbys connected: pg-1 streaming, pg-2-long-name streaming"
+        );
+        assert_eq!(
+            find(&checks, "disk space").detail,
+            "40% used, 60.0 GiB free of 100.0 GiB under /var/lib/postgresql/data"
+        );
+        assert_eq!(CheckResult::from(checks).exit_code(), 0);
+    }
+
+    #[test]
+    fn replica_not_streaming_fails_with_a_hint() {
+        let mut status = replica_status();
+        status.wal_receiver = Some(WalReceiver { status: "waiting".into(), sender_host: None, sender_port: None });
+        let checks = evaluate_checks(&healthy(status));
+        let check = find(&checks, "replication");
+        assert_eq!((check.outcome, check.detail.as_str()), (Outcome::Fail, "not streaming: waiting"));
+        assert!(check.hint.as_deref().is_some_and(|h| h.contains("primary_conninfo")), "{check:?}");
+        let result = CheckResult::from(checks);
+        assert_eq!(result.exit_code(), 1);
+        let table = result.render_table();
+        let hint_line = table.lines().skip_while(|l| !l.starts_with("replication")).nth(1).unwrap_or_default();
+        assert!(hint_line.starts_with(&format!("{:31}hint: check primary_conninfo", "")), "{table}");
+    }
+
+    #[test]
+    fn replica_lag_and_pending_restart_warn_config_error_fails() {
+        let mut status = replica_status();
+        (status.replay_lag_seconds, status.config_error) = (Some(75.0), Some("invalid work_mem".into()));
+        status.pending_restart = vec!["shared_buffers".into()];
+        let checks = evaluate_checks(&healthy(status));
+        assert_eq!(find(&checks, "replication").outcome, Outcome::Ok);
+        assert_eq!(find(&checks, "replay lag").outcome, Outcome::Warn);
+        let pending = find(&checks, "pending restart");
+        assert!(pending.outcome == Outcome::Warn && pending.detail.ends_with("shared_buffers"), "{pending:?}");
+        assert!(pending.hint.as_deref().is_some_and(|h| h.contains("restart the pod")), "{pending:?}");
+        let config = find(&checks, "configuration");
+        assert_eq!((config.outcome, config.detail.as_str()), (Outcome::Fail, "invalid work_mem"));
+    }
+
+    #[test]
+    fn primary_without_standbys_warns() {
+        let mut status = primary_status();
+        status.replication.clear();
+        let check = evaluate_checks(&healthy(status)).into_iter().find(|c| c.name == "replication");
+        assert_eq!(check.map(|c| c.outcome), Some(Outcome::Warn));
+    }
+
+    #[test]
+    fn nearly_full_disk_fails() {
+        let mut facts = healthy(primary_status());
+        facts.disk = Some(Ok(DiskFacts { total_bytes: 100 << 30, available_bytes: 4 << 30 }));
+        let checks = evaluate_checks(&facts);
+        let disk = find(&checks, "disk space");
+        assert_eq!(disk.outcome, Outcome::Fail, "{disk:?}");
+        assert!(disk.detail.starts_with("96% used"), "{disk:?}");
+        facts.disk = Some(Ok(DiskFacts { total_bytes: 100, available_bytes: 15 }));
+        assert_eq!(find(&evaluate_checks(&facts), "disk space").outcome, Outcome::Warn);
+    }
+
+    #[test]
+    fn open_data_dir_mode_fails_with_chmod() {
+        let mut facts = healthy(primary_status());
+        if let Some(dir) = &mut facts.data_dir {
+            dir.mode = 0o755;
+        }
+        let checks = evaluate_checks(&facts);
+        let dir = find(&checks, "data directory");
+        assert_eq!(dir.outcome, Outcome::Fail);
+        assert!(dir.detail.contains("mode 0755"), "{dir:?}");
+        assert_eq!(dir.hint.as_deref(), Some("chmod 0700 /var/lib/postgresql/data"));
+    }
+
+    #[test]
+    fn unreachable_manager_still_checks_local_files() {
+        let mut facts = healthy(primary_status());
+        facts.status = Err("the instance manager at unix:///x.sock is not reachable: connection refused".into());
+        let checks = evaluate_checks(&facts);
+        let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["manager reachable", "data directory", "disk space"]);
+        assert_eq!(checks[0].outcome, Outcome::Fail);
+        assert!(checks[0].hint.as_deref().is_some_and(|h| h.contains("--api URL")), "{:?}", checks[0]);
+        facts.data_dir = None;
+        facts.disk = None;
+        let checks = evaluate_checks(&facts);
+        assert_eq!(find(&checks, "data directory").hint.as_deref(), Some("pass --data-dir PATH"));
+    }
+
+    #[test]
+    fn checks_serialise_in_snake_case() {
+        let check = Check::fail("disk space", "96% used", "grow it");
+        let json = serde_json::to_value(CheckResult::from(vec![check])).unwrap();
+        let expected =
+            serde_json::json!([{"name": "disk space", "outcome": "fail", "detail": "96% used", "hint": "grow it"}]);
+        assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn inspects_a_real_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "15\n").unwrap();
+        let facts = inspect_data_dir(dir.path());
+        assert!(facts.exists && facts.is_dir && facts.has_pg_version && facts.inspect_error.is_none(), "{facts:?}");
+        assert_eq!((facts.mode, facts.owner_uid), (0o750, facts.expected_owner_uid));
+        assert!(!inspect_data_dir(&dir.path().join("missing")).exists);
+        let disk = filesystem_space(dir.path()).unwrap();
+        assert!(disk.total_bytes > 0 && disk.available_bytes <= disk.total_bytes, "{disk:?}");
+    }
+}

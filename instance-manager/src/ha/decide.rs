@@ -1,0 +1,278 @@
+//! The decision of one HA tick: a pure function from what the instance observes to what it
+//! must do. No I/O and no clock of its own, so every safety invariant of DESIGN §4.3 is a
+//! unit test below.
+
+use std::time::Duration;
+
+use crate::clock::BootInstant;
+use crate::lease::{LeaseRecord, LeaseTiming, Version};
+
+/// The lease as the last read saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseView {
+    /// The store did not answer (within its deadline).
+    Unreadable(String),
+    /// There is no lease yet.
+    Absent,
+    /// The lease, its version, and since when (our clock) we have seen that version unchanged.
+    Present {
+        /// The record.
+        record: LeaseRecord,
+        /// Its version.
+        version: Version,
+        /// When this version was first observed by us.
+        unchanged_since: BootInstant,
+    },
+}
+
+/// The local Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgState {
+    /// Not running (or not answering).
+    Down,
+    /// Running; `in_recovery` false means it accepts writes.
+    Running {
+        /// `pg_is_in_recovery()`.
+        in_recovery: bool,
+    },
+}
+
+/// This instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Local {
+    /// Postgres.
+    pub postgres: PgState,
+    /// Received (replica) or current (primary) WAL position.
+    pub lsn: Option<u64>,
+    /// Timeline.
+    pub timeline: Option<u32>,
+    /// Fenced by an operator.
+    pub fenced: bool,
+    /// Failover priority; 0 never becomes primary automatically.
+    pub priority: u32,
+}
+
+/// Another member, as its `/status` answered (`None`: unreachable within the deadline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peer {
+    /// Its name.
+    pub name: String,
+    /// What it reported.
+    pub status: Option<PeerStatus>,
+}
+
+/// The parts of a peer's `/status` that matter for an election.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    /// `primary`, `replica`, `stopped`, …
+    pub role: String,
+    /// Received (replica) or current (primary) WAL position.
+    pub lsn: Option<u64>,
+    /// Timeline.
+    pub timeline: Option<u32>,
+    /// Whether it could be promoted: a running, unfenced replica with priority > 0.
+    pub eligible: bool,
+    /// Failover priority.
+    pub priority: u32,
+}
+
+/// What the HA loop remembers between ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// When the last *successful* write of the lease by us as holder was **sent**.
+    pub last_renew_sent: Option<BootInstant>,
+    /// When this tick was due to start; a tick that starts later than that by more than the
+    /// fence budget (a frozen process, a suspended machine) assumes the lease is lost.
+    pub expected_wake: Option<BootInstant>,
+}
+
+/// Cluster-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Lease timing.
+    pub timing: LeaseTiming,
+    /// Automatic failover disabled.
+    pub paused: bool,
+    /// Synchronous replication with `dataDurability: required`: only members of the
+    /// published synchronous set may be promoted automatically.
+    pub sync_required: bool,
+}
+
+/// Everything one decision looks at.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// Now, on the boot-time clock.
+    pub now: BootInstant,
+    /// This instance's name.
+    pub me: &'a str,
+    /// The lease.
+    pub lease: &'a LeaseView,
+    /// This instance.
+    pub local: &'a Local,
+    /// The other members.
+    pub peers: &'a [Peer],
+    /// What the loop remembers.
+    pub memory: &'a Memory,
+    /// Settings.
+    pub settings: &'a Settings,
+}
+
+/// What to do, in order. The loop stops at the first action that fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Stop Postgres at once (immediate shutdown, SIGKILL if needed): it is writable without
+    /// a live lease.
+    Fence {
+        /// Why.
+        reason: String,
+    },
+    /// Write our lease again (compare-and-swap on the observed version).
+    Renew,
+    /// Take the lease: create it, or compare-and-swap over the observed expired version.
+    Acquire {
+        /// There is no lease object yet.
+        create: bool,
+    },
+    /// Promote the local Postgres (we hold a fresh lease).
+    Promote,
+    /// Run as a replica of `holder`.
+    Follow {
+        /// The lease holder.
+        holder: String,
+    },
+    /// Nothing to do.
+    Wait {
+        /// Why not.
+        reason: String,
+    },
+}
+
+impl<'a> Inputs<'a> {
+    fn since(&self, t: BootInstant) -> Duration {
+        self.now.duration_since(t)
+    }
+
+    /// Whether a renew sent less than `renewDeadline` ago succeeded.
+    pub fn renew_fresh(&self) -> bool {
+        self.memory.last_renew_sent.is_some_and(|t| self.since(t) < self.settings.timing.renew_deadline)
+    }
+
+    fn woke_late(&self) -> bool {
+        self.memory
+            .expected_wake
+            .is_some_and(|due| self.now > due && self.since(due) > self.settings.timing.fence_budget)
+    }
+
+    fn writable(&self) -> bool {
+        self.local.postgres == PgState::Running { in_recovery: false }
+    }
+}
+
+/// The decision of one tick.
+pub fn decide(i: &Inputs<'_>) -> Vec<Action> {
+    if let Some(reason) = fence_reason(i) {
+        return vec![Action::Fence { reason }];
+    }
+    match i.lease {
+        LeaseView::Unreadable(e) => vec![wait(format!("lease store unreadable: {e}"))],
+        LeaseView::Absent => match candidacy(i, None) {
+            Ok(()) => vec![Action::Acquire { create: true }],
+            Err(why) => vec![wait(why)],
+        },
+        LeaseView::Present { record, unchanged_since, .. } => decide_present(i, record, *unchanged_since),
+    }
+}
+
+fn wait(reason: impl Into<String>) -> Action {
+    Action::Wait { reason: reason.into() }
+}
+
+/// Invariants 1 and 8: a writable Postgres without a live lease of ours is stopped at once.
+fn fence_reason(i: &Inputs<'_>) -> Option<String> {
+    if !i.writable() {
+        return None;
+    }
+    if i.woke_late() {
+        return Some("the HA loop woke up later than the fence budget allows; the lease may be lost".into());
+    }
+    if !i.renew_fresh() {
+        return Some(format!("no successful lease renew for {:?} (renewDeadline)", i.settings.timing.renew_deadline));
+    }
+    if let LeaseView::Present { record, .. } = i.lease
+        && record.holder.as_deref() != Some(i.me)
+    {
+        return Some(format!("the lease is held by {}", record.holder.as_deref().unwrap_or("nobody")));
+    }
+    None
+}
+
+fn decide_present(i: &Inputs<'_>, record: &LeaseRecord, unchanged_since: BootInstant) -> Vec<Action> {
+    let expired = i.since(unchanged_since) >= i.settings.timing.lease_duration;
+    match record.holder.as_deref() {
+        Some(h) if h == i.me => {
+            let mut actions = vec![Action::Renew];
+            if i.local.postgres == (PgState::Running { in_recovery: true }) && !i.local.fenced {
+                actions.push(Action::Promote);
+            }
+            actions
+        }
+        Some(h) if !expired => vec![Action::Follow { holder: h.to_string() }],
+        _ if i.settings.paused => vec![wait("paused: automatic failover is disabled")],
+        _ => match candidacy(i, Some(record)) {
+            Ok(()) => vec![Action::Acquire { create: false }],
+            Err(why) => match record.holder.as_deref() {
+                Some(h) => vec![Action::Follow { holder: h.to_string() }, wait(why)],
+                None => vec![wait(why)],
+            },
+        },
+    }
+}
+
+/// Invariant 3: may this instance try to take the lease? `Err` says why not.
+pub fn candidacy(i: &Inputs<'_>, record: Option<&LeaseRecord>) -> Result<(), String> {
+    let l = i.local;
+    if l.fenced {
+        return Err("fenced".into());
+    }
+    if l.priority == 0 {
+        return Err("priority 0: never promoted automatically".into());
+    }
+    if l.postgres == PgState::Down {
+        return Err("postgres is not running".into());
+    }
+    let Some(my_lsn) = l.lsn else { return Err("own WAL position unknown".into()) };
+    let reachable = i.peers.iter().filter_map(|p| p.status.as_ref().map(|s| (p.name.as_str(), s)));
+    for (name, s) in reachable.clone() {
+        if s.role == "primary" {
+            return Err(format!("{name} reports a running primary"));
+        }
+        if s.timeline.zip(l.timeline).is_some_and(|(theirs, mine)| theirs > mine) {
+            return Err(format!("{name} is on a later timeline"));
+        }
+    }
+    let me = (my_lsn, l.priority, std::cmp::Reverse(i.me));
+    for (name, s) in reachable.filter(|(_, s)| s.eligible) {
+        let them = (s.lsn.unwrap_or(0), s.priority, std::cmp::Reverse(name));
+        if them > me {
+            return Err(format!("{name} is a better candidate"));
+        }
+    }
+    if i.settings.sync_required {
+        let set = record.map(|r| r.sync_standbys.as_slice()).unwrap_or(&[]);
+        if set.is_empty() {
+            return Err("synchronous mode: no published synchronous standby may be promoted safely".into());
+        }
+        if !set.iter().any(|s| s == i.me) {
+            return Err("synchronous mode: not in the published synchronous set".into());
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 4: a promotion needs a renew fresh enough to leave at least the fence budget.
+pub fn may_promote(now: BootInstant, memory: &Memory, timing: &LeaseTiming) -> bool {
+    memory.last_renew_sent.is_some_and(|t| {
+        let age = now.duration_since(t);
+        age < timing.renew_deadline && timing.renew_deadline - age >= timing.fence_budget
+    })
+}

@@ -1,0 +1,266 @@
+//! The safety invariants of DESIGN §4.3, one test (or more) each, on the pure decision.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use super::decide::*;
+use crate::clock::BootInstant;
+use crate::lease::{LeaseRecord, LeaseTiming, Version};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+struct World {
+    t0: BootInstant,
+    settings: Settings,
+    memory: Memory,
+    local: Local,
+    peers: Vec<Peer>,
+    lease: LeaseView,
+}
+
+fn at(t0: BootInstant, secs: u64) -> BootInstant {
+    t0.checked_add(S(secs)).unwrap()
+}
+
+fn record(holder: Option<&str>) -> LeaseRecord {
+    LeaseRecord {
+        holder: holder.map(Into::into),
+        lease_duration_seconds: 15,
+        acquire_time: None,
+        renew_time: None,
+        transitions: 3,
+        sync_standbys: vec![],
+        switchover_to: None,
+    }
+}
+
+fn replica(lsn: u64) -> Local {
+    Local {
+        postgres: PgState::Running { in_recovery: true },
+        lsn: Some(lsn),
+        timeline: Some(1),
+        fenced: false,
+        priority: 100,
+    }
+}
+
+fn peer(name: &str, role: &str, lsn: u64) -> Peer {
+    Peer {
+        name: name.into(),
+        status: Some(PeerStatus {
+            role: role.into(),
+            lsn: Some(lsn),
+            timeline: Some(1),
+            eligible: role == "replica",
+            priority: 100,
+        }),
+    }
+}
+
+impl World {
+    fn new() -> Self {
+        let t0 = BootInstant::now();
+        Self {
+            t0,
+            settings: Settings { timing: LeaseTiming::default(), paused: false, sync_required: false },
+            memory: Memory::default(),
+            local: replica(100),
+            peers: vec![],
+            lease: LeaseView::Absent,
+        }
+    }
+
+    fn held_by(mut self, holder: Option<&str>, seen_at: u64) -> Self {
+        self.lease = LeaseView::Present {
+            record: record(holder),
+            version: Version("7".into()),
+            unchanged_since: at(self.t0, seen_at),
+        };
+        self
+    }
+
+    fn decide_at(&self, secs: u64) -> Vec<Action> {
+        decide(&Inputs {
+            now: at(self.t0, secs),
+            me: "pg-2",
+            lease: &self.lease,
+            local: &self.local,
+            peers: &self.peers,
+            memory: &self.memory,
+            settings: &self.settings,
+        })
+    }
+}
+
+fn is_fence(a: &[Action]) -> bool {
+    matches!(a, [Action::Fence { .. }])
+}
+
+// 1. One writer.
+#[test]
+fn primary_fences_when_no_renew_succeeded_for_renew_deadline() {
+    let mut w = World::new().held_by(Some("pg-2"), 0);
+    w.local.postgres = PgState::Running { in_recovery: false };
+    w.memory.last_renew_sent = Some(at(w.t0, 0));
+    w.memory.expected_wake = Some(at(w.t0, 9));
+    assert_eq!(w.decide_at(9), vec![Action::Renew], "a fresh lease keeps renewing");
+    w.lease = LeaseView::Unreadable("timeout".into());
+    assert!(!is_fence(&w.decide_at(9)), "store down but the renew is still fresh");
+    assert!(is_fence(&w.decide_at(10)), "renewDeadline passed since the last successful send");
+}
+
+#[test]
+fn primary_fences_when_someone_else_holds_the_lease() {
+    let mut w = World::new().held_by(Some("pg-3"), 0);
+    w.local.postgres = PgState::Running { in_recovery: false };
+    w.memory.last_renew_sent = Some(at(w.t0, 0));
+    assert!(is_fence(&w.decide_at(1)));
+}
+
+#[test]
+fn writable_without_any_renew_is_fenced() {
+    let mut w = World::new().held_by(Some("pg-2"), 0);
+    w.local.postgres = PgState::Running { in_recovery: false };
+    assert!(is_fence(&w.decide_at(0)));
+}
+
+// 8. Backstop: a loop that woke up late assumes the lease is lost.
+#[test]
+fn late_wakeup_fences_even_with_a_recent_renew_record() {
+    let mut w = World::new().held_by(Some("pg-2"), 0);
+    w.local.postgres = PgState::Running { in_recovery: false };
+    w.memory.last_renew_sent = Some(at(w.t0, 5));
+    w.memory.expected_wake = Some(at(w.t0, 7));
+    // Due at 7 with a fence budget of 2 s: starting at 9 is not late, at 10 it is.
+    assert!(!is_fence(&w.decide_at(9)));
+    let mut w2 = w;
+    w2.memory.last_renew_sent = Some(at(w2.t0, 9));
+    assert!(is_fence(&w2.decide_at(10)));
+}
+
+// 2. Acquire only after observed expiry or explicit release.
+#[test]
+fn held_lease_is_taken_only_after_lease_duration_unchanged() {
+    let w = World::new().held_by(Some("pg-1"), 0);
+    assert_eq!(w.decide_at(14), vec![Action::Follow { holder: "pg-1".into() }]);
+    assert_eq!(w.decide_at(15), vec![Action::Acquire { create: false }]);
+}
+
+#[test]
+fn released_lease_is_taken_at_once() {
+    let w = World::new().held_by(None, 0);
+    assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
+}
+
+#[test]
+fn missing_lease_is_created() {
+    let w = World::new();
+    assert_eq!(w.decide_at(0), vec![Action::Acquire { create: true }]);
+}
+
+// 3. Best candidate.
+#[test]
+fn a_reachable_running_primary_blocks_the_election() {
+    let mut w = World::new().held_by(Some("pg-1"), 0);
+    w.peers = vec![peer("pg-1", "primary", 100)];
+    let a = w.decide_at(20);
+    assert!(a.iter().all(|a| !matches!(a, Action::Acquire { .. })), "{a:?}");
+}
+
+#[test]
+fn the_replica_with_the_most_wal_wins() {
+    let mut w = World::new().held_by(Some("pg-1"), 0);
+    w.peers = vec![peer("pg-1", "stopped", 0), peer("pg-3", "replica", 101)];
+    assert!(!w.decide_at(20).contains(&Action::Acquire { create: false }));
+    w.peers[1] = peer("pg-3", "replica", 99);
+    assert_eq!(w.decide_at(20), vec![Action::Acquire { create: false }]);
+}
+
+#[test]
+fn ties_go_to_priority_then_name() {
+    let mut w = World::new().held_by(None, 0);
+    w.peers = vec![peer("pg-1", "replica", 100)];
+    // Same LSN and priority: "pg-1" < "pg-2" wins.
+    assert!(!w.decide_at(0).contains(&Action::Acquire { create: false }));
+    w.local.priority = 200;
+    assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
+}
+
+#[test]
+fn unreachable_peers_do_not_block_and_timeline_behind_does() {
+    let mut w = World::new().held_by(None, 0);
+    w.peers = vec![Peer { name: "pg-1".into(), status: None }];
+    assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
+    let mut p = peer("pg-3", "replica", 50);
+    if let Some(s) = p.status.as_mut() {
+        s.timeline = Some(2);
+    }
+    w.peers.push(p);
+    assert!(!w.decide_at(0).contains(&Action::Acquire { create: false }));
+}
+
+#[test]
+fn fenced_down_or_priority_zero_never_run() {
+    for f in [
+        |l: &mut Local| l.fenced = true,
+        |l: &mut Local| l.postgres = PgState::Down,
+        |l: &mut Local| l.priority = 0,
+        |l: &mut Local| l.lsn = None,
+    ] {
+        let mut w = World::new().held_by(None, 0);
+        f(&mut w.local);
+        assert!(matches!(w.decide_at(0).as_slice(), [Action::Wait { .. }]), "{:?}", w.local);
+    }
+}
+
+// 4. Promote only as holder, with enough of the deadline left.
+#[test]
+fn holder_in_recovery_renews_then_promotes() {
+    let w = World::new().held_by(Some("pg-2"), 0);
+    assert_eq!(w.decide_at(1), vec![Action::Renew, Action::Promote]);
+}
+
+#[test]
+fn promotion_needs_deadline_left() {
+    let t = LeaseTiming::default();
+    let t0 = BootInstant::now();
+    let m = Memory { last_renew_sent: Some(t0), expected_wake: None };
+    assert!(may_promote(at(t0, 7), &m, &t));
+    assert!(!may_promote(at(t0, 9), &m, &t), "10 s deadline - 9 s < 2 s fence budget");
+    assert!(!may_promote(t0, &Memory::default(), &t));
+}
+
+// 5. Never writable without the lease: a non-holder never gets Promote.
+#[test]
+fn non_holders_never_promote() {
+    for holder in [Some("pg-1"), None] {
+        let w = World::new().held_by(holder, 0);
+        for t in [0, 5, 15, 30] {
+            assert!(!w.decide_at(t).contains(&Action::Promote), "{holder:?} at {t}");
+        }
+    }
+}
+
+// 7. Synchronous durability: only published synchronous standbys are promotable.
+#[test]
+fn sync_required_restricts_candidates_to_the_published_set() {
+    let mut w = World::new().held_by(None, 0);
+    w.settings.sync_required = true;
+    assert!(!w.decide_at(0).contains(&Action::Acquire { create: false }), "empty set: nobody");
+    if let LeaseView::Present { record, .. } = &mut w.lease {
+        record.sync_standbys = vec!["pg-3".into()];
+    }
+    assert!(!w.decide_at(0).contains(&Action::Acquire { create: false }), "not in the set");
+    if let LeaseView::Present { record, .. } = &mut w.lease {
+        record.sync_standbys = vec!["pg-2".into(), "pg-3".into()];
+    }
+    assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
+}
+
+// 9. Maintenance: paused disables automatic failover.
+#[test]
+fn paused_never_acquires_an_expired_lease() {
+    let mut w = World::new().held_by(Some("pg-1"), 0);
+    w.settings.paused = true;
+    assert!(matches!(w.decide_at(60).as_slice(), [Action::Wait { .. }]));
+}

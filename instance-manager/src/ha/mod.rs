@@ -1,0 +1,28 @@
+//! High availability through a lease (DESIGN §4): the instances elect their primary
+//! themselves.
+//!
+//! - [`decide`]: the pure decision of one tick, where every safety invariant lives.
+//! - [`actor`]: the loop that owns the lease state — it reads the lease, asks the peers, runs
+//!   the decision and carries it out (renew, acquire, promote, follow, fence), and publishes
+//!   what it sees for `/status`. It is the only writer of the lease and of its version.
+//! - [`deadman`]: the backstop — a tiny separate process that SIGKILLs Postgres when the
+//!   loop stops renewing (a frozen or stopped manager cannot fence itself).
+//!
+//! ```text
+//!                    lease absent/expired, best candidate
+//!   ┌─────────┐  ───────────────────────────────────────▶ ┌──────────┐ renew ok   ┌─────────┐
+//!   │ replica │        Acquire (CAS, term+1)               │  holder  │──────────▶ │ primary │
+//!   │(Follow) │ ◀─────────────────────────────────────── ─ │(in recov)│  Promote   │ (Renew) │
+//!   └─────────┘        lease held by another               └──────────┘            └─────────┘
+//!        ▲                                                                              │
+//!        │ rewind + start as standby        no renew for renewDeadline / late wake-up / │
+//!        └──────────────────────────────── Fence (immediate, SIGKILL) ◀──────────────────┘
+//! ```
+
+pub mod actor;
+pub mod deadman;
+pub mod decide;
+#[cfg(test)]
+mod decide_tests;
+
+pub use actor::{HaLoop, open_store};

@@ -1,0 +1,90 @@
+//! Giving a running Postgres the role it should have: promotion, following another primary,
+//! and what a new primary must find in place (roles, application database).
+
+use std::time::Duration;
+
+use super::state::{Desired, Instance};
+use crate::api::PostgresProcessState;
+use crate::postgres::{Postmaster, roles};
+
+/// What a role change needed.
+pub(super) enum Change {
+    /// Applied live.
+    Done,
+    /// Nothing to do.
+    Ignored,
+    /// Postgres must be stopped and started again in the new role.
+    NeedsRestart,
+}
+
+/// Postgres accepts connections: publish it, and make sure a primary has its roles.
+pub(super) async fn on_ready(instance: &Instance, running: &Desired) {
+    instance.update_process(|p| p.state = PostgresProcessState::Running);
+    tracing::info!(role = ?running, "postgres accepts connections");
+    if *running == Desired::Primary {
+        ensure_roles(instance).await;
+    }
+}
+
+async fn ensure_roles(instance: &Instance) {
+    let v = instance.config();
+    match instance.db.client(Duration::from_secs(5)).await {
+        Ok(client) => {
+            if let Err(e) = roles::ensure_roles(&client, &v).await {
+                tracing::error!(error = %e, "cannot create or update roles and the application database");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot connect to create roles"),
+    }
+}
+
+/// Moves a running Postgres from `running` to `want`.
+pub(super) async fn change_role(
+    instance: &Instance,
+    pm: &Postmaster,
+    running: &Desired,
+    want: &Desired,
+    is_ready: bool,
+) -> Change {
+    match (running, want) {
+        (_, Desired::Unknown) => Change::Ignored,
+        (a, b) if a == b => Change::Ignored,
+        (Desired::Replica(_), Desired::Primary) if is_ready => match promote(instance).await {
+            Ok(()) => {
+                instance.note_promoted();
+                rerender(instance, pm, None);
+                ensure_roles(instance).await;
+                Change::Done
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "promotion failed; restarting postgres as primary");
+                Change::NeedsRestart
+            }
+        },
+        (Desired::Replica(_), Desired::Replica(up)) => {
+            tracing::info!(upstream = ?up.as_ref().map(|u| &u.name), "following a new primary");
+            rerender(instance, pm, up.as_ref());
+            Change::Done
+        }
+        _ => Change::NeedsRestart,
+    }
+}
+
+async fn promote(instance: &Instance) -> Result<(), String> {
+    tracing::info!("promoting postgres");
+    let client = instance.db.client(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    let row = client.query_one("SELECT pg_promote(true, 60)", &[]).await.map_err(|e| e.to_string())?;
+    if row.get::<_, bool>(0) { Ok(()) } else { Err("pg_promote returned false (not promoted within 60 s)".into()) }
+}
+
+/// Rewrites the configuration for `upstream` and reloads Postgres.
+fn rerender(instance: &Instance, pm: &Postmaster, upstream: Option<&crate::pgconf::Upstream>) {
+    let v = instance.config();
+    if let Err(e) = crate::pgconf::write_all(&v, &instance.paths, upstream) {
+        tracing::error!(error = %e, "cannot write the Postgres configuration");
+        return;
+    }
+    if let Err(e) = pm.reload() {
+        tracing::warn!(error = %e, "cannot signal postgres to reload");
+    }
+}

@@ -1,0 +1,104 @@
+//! Getting a data directory ready for a start in the desired role: bootstrap when it is
+//! empty, configuration and signal files, and a rewind when a former primary must follow.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::run::Error;
+use super::state::{Desired, Instance};
+use crate::config::Validated;
+use crate::pgconf::Upstream;
+use crate::pgdata;
+use crate::supervisor::Supervisor;
+
+/// Creates the data directory when it is empty: initdb when this instance is to be the
+/// primary, a base backup of the primary when it is to be a replica (retried until the
+/// primary answers). Waits while the role is undecided.
+pub(super) async fn bootstrap(
+    sup: &Supervisor,
+    instance: &Instance,
+    desired: &mut watch::Receiver<Desired>,
+) -> Result<(), Error> {
+    if pgdata::is_initialized(&instance.paths.data_dir) {
+        return Ok(());
+    }
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let want = desired.borrow_and_update().clone();
+        let v = instance.config();
+        match want {
+            Desired::Primary => {
+                tracing::info!(data_dir = %instance.paths.data_dir.display(), "initialising a new data directory");
+                pgdata::initdb(sup, &v, &instance.paths).await?;
+                break;
+            }
+            Desired::Replica(Some(up)) => {
+                tracing::info!(upstream = %up.name, host = %up.host, port = up.port, "cloning the primary with pg_basebackup");
+                match pgdata::clone_from(sup, &v, &instance.paths, &up.host, up.port).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot clone the primary yet");
+                        let _ = tokio::time::timeout(delay, desired.changed()).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            Desired::Replica(None) | Desired::Unknown => {
+                tracing::info!("empty data directory: waiting for a primary to clone");
+                if desired.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    tracing::info!("data directory ready");
+    Ok(())
+}
+
+/// Renders configuration and signal files for a start as `desired`. A replica whose data
+/// directory was last a primary is rewound onto its upstream first, and re-cloned when the
+/// rewind fails: it must never start writable, and never on a diverged timeline.
+pub(super) async fn prepare_start(
+    sup: &Supervisor,
+    instance: &Instance,
+    v: &Validated,
+    desired: &Desired,
+) -> Result<(), Error> {
+    let paths = &instance.paths;
+    let upstream = match desired {
+        Desired::Replica(up) => up.clone(),
+        _ => None,
+    };
+    if let Some(up) = &upstream {
+        rewind_if_needed(sup, instance, v, up).await?;
+    }
+    crate::pgconf::write_all(v, paths, upstream.as_ref())
+        .map_err(|source| Error::Render { path: paths.data_dir.display().to_string(), source })?;
+    pgdata::set_standby_signal(v, paths, matches!(desired, Desired::Replica(_)))?;
+    Ok(())
+}
+
+async fn rewind_if_needed(sup: &Supervisor, instance: &Instance, v: &Validated, up: &Upstream) -> Result<(), Error> {
+    let paths = &instance.paths;
+    if paths.data_dir.join("backup_label").exists() {
+        // A fresh base backup: pg_control is the primary's copy, the data is a standby's.
+        return Ok(());
+    }
+    let state = pgdata::cluster_state(sup, v, paths).await?;
+    if !state.was_primary() {
+        return Ok(());
+    }
+    tracing::info!(?state, upstream = %up.name, "this data directory was a primary: rewinding it onto the new primary");
+    crate::pgconf::write_pgpass(v, paths)
+        .map_err(|source| Error::Render { path: paths.pgpass().display().to_string(), source })?;
+    match pgdata::rewind(sup, v, paths, &up.host, up.port).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "pg_rewind failed; re-cloning from the primary");
+            pgdata::remove_data_dir(paths)?;
+            pgdata::clone_from(sup, v, paths, &up.host, up.port).await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `pg_controldata` and `pg_rewind`: what the data directory was last doing, and moving a
+//! former primary onto the new primary's timeline.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::{Error, postgres_env};
+use crate::config::Validated;
+use crate::paths::Paths;
+use crate::supervisor::{self, Supervisor};
+
+/// `Database cluster state` from `pg_control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// `starting up`
+    StartingUp,
+    /// `shut down`: a primary, stopped cleanly.
+    ShutDown,
+    /// `shut down in recovery`: a standby, stopped cleanly.
+    ShutDownInRecovery,
+    /// `shutting down`
+    ShuttingDown,
+    /// `in crash recovery`
+    InCrashRecovery,
+    /// `in archive recovery`: a standby.
+    InArchiveRecovery,
+    /// `in production`: a running (or crashed) primary.
+    InProduction,
+}
+
+impl ClusterState {
+    /// Parses `pg_controldata` output.
+    pub fn parse(output: &str) -> Option<Self> {
+        let line = output.lines().find_map(|l| l.strip_prefix("Database cluster state:"))?;
+        Some(match line.trim() {
+            "starting up" => Self::StartingUp,
+            "shut down" => Self::ShutDown,
+            "shut down in recovery" => Self::ShutDownInRecovery,
+            "shutting down" => Self::ShuttingDown,
+            "in crash recovery" => Self::InCrashRecovery,
+            "in archive recovery" => Self::InArchiveRecovery,
+            "in production" => Self::InProduction,
+            _ => return None,
+        })
+    }
+
+    /// Whether the data directory was last running as a primary (so it may hold WAL that a
+    /// new primary does not have).
+    pub fn was_primary(self) -> bool {
+        matches!(self, Self::InProduction | Self::ShutDown | Self::InCrashRecovery | Self::ShuttingDown)
+    }
+}
+
+/// Reads the cluster state with `pg_controldata`.
+pub async fn cluster_state(sup: &Supervisor, v: &Validated, paths: &Paths) -> Result<ClusterState, Error> {
+    let mut cmd = Command::new(v.bin("pg_controldata"));
+    cmd.arg("-D").arg(&paths.data_dir);
+    postgres_env(v, &mut cmd);
+    let out = supervisor::run_quiet(sup, "pg_controldata", &mut cmd, Duration::from_secs(30)).await?;
+    if !out.status.success() {
+        return Err(Error::Tool { tool: "pg_controldata", status: out.status, last_line: out.last_line().into() });
+    }
+    ClusterState::parse(&out.stdout).ok_or_else(|| Error::Tool {
+        tool: "pg_controldata",
+        status: out.status,
+        last_line: "no \"Database cluster state\" in its output".into(),
+    })
+}
+
+/// `pg_rewind` of the data directory onto the primary at `host:port` (as the superuser, with
+/// the password from the pgpass file). pg_rewind finishes crash recovery itself first when the
+/// former primary did not shut down cleanly.
+pub async fn rewind(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, port: u16) -> Result<(), Error> {
+    let source = format!(
+        "host={host} port={port} user={} dbname=postgres passfile={} connect_timeout=5",
+        crate::pgconf::SUPERUSER,
+        paths.pgpass().display()
+    );
+    let mut cmd = Command::new(v.bin("pg_rewind"));
+    cmd.arg("--target-pgdata").arg(&paths.data_dir).arg(format!("--source-server={source}")).arg("--progress");
+    // The single-user crash recovery pg_rewind may run reads the data directory's own
+    // postgresql.conf; our managed file is passed to the real server only.
+    postgres_env(v, &mut cmd);
+    let out = supervisor::run_logged(sup, "pg_rewind", &mut cmd, Duration::from_secs(3600)).await?;
+    if !out.status.success() {
+        return Err(Error::Tool { tool: "pg_rewind", status: out.status, last_line: out.last_line().into() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cluster_state() {
+        let out =
+            "pg_control version number:            1300\nDatabase cluster state:               shut down in recovery\n";
+        assert_eq!(ClusterState::parse(out), Some(ClusterState::ShutDownInRecovery));
+        assert!(!ClusterState::ShutDownInRecovery.was_primary());
+        assert!(ClusterState::InProduction.was_primary());
+        assert_eq!(ClusterState::parse("nothing"), None);
+    }
+}
