@@ -71,6 +71,10 @@ pub async fn cluster_state(sup: &Supervisor, v: &Validated, paths: &Paths) -> Re
 /// the password from the pgpass file). pg_rewind finishes crash recovery itself first when the
 /// former primary did not shut down cleanly.
 pub async fn rewind(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, port: u16) -> Result<(), Error> {
+    // A just-promoted primary records its new timeline in pg_control only at its next
+    // checkpoint; before that pg_rewind sees "the same timeline" and does nothing, leaving a
+    // replica that cannot follow. Ask for that checkpoint first.
+    checkpoint_source(v, host, port).await?;
     let source = format!(
         "host={host} port={port} user={} dbname=postgres passfile={} connect_timeout=5",
         crate::pgconf::SUPERUSER,
@@ -86,6 +90,33 @@ pub async fn rewind(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, 
         return Err(Error::Tool { tool: "pg_rewind", status: out.status, last_line: out.last_line().into() });
     }
     Ok(())
+}
+
+async fn checkpoint_source(v: &Validated, host: &str, port: u16) -> Result<(), Error> {
+    let Some(file) = &v.config.credentials.superuser_password_file else {
+        return Err(Error::Tool {
+            tool: "pg_rewind",
+            status: supervisor::ExitStatus::Code(-1),
+            last_line: "no superuser password file: pg_rewind cannot connect to the primary".into(),
+        });
+    };
+    let password = crate::osuser::read_secret(file)?;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(host)
+        .port(port)
+        .user(crate::pgconf::SUPERUSER)
+        .password(password.expose())
+        .dbname("postgres")
+        .application_name("pgwarden-rewind")
+        .connect_timeout(Duration::from_secs(5));
+    let fail = |e: tokio_postgres::Error| Error::Tool {
+        tool: "CHECKPOINT on the primary",
+        status: supervisor::ExitStatus::Code(-1),
+        last_line: e.to_string(),
+    };
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+    tokio::spawn(conn);
+    client.batch_execute("CHECKPOINT").await.map_err(fail)
 }
 
 #[cfg(test)]

@@ -27,12 +27,24 @@ pub struct InstanceOptions {
     pub smart_timeout: u64,
     /// `shutdown.stopTimeoutSeconds`.
     pub stop_timeout: u64,
+    /// Fixed ports (Postgres, API) instead of free ones (clusters know each other's ports).
+    pub ports: Option<(u16, u16)>,
+    /// YAML appended to the generated configuration (lease, members, ...).
+    pub extra_yaml: String,
 }
 
 impl InstanceOptions {
     /// A primary named `name`.
     pub fn primary(name: &str) -> Self {
-        Self { name: name.into(), primary: None, parameters: BTreeMap::new(), smart_timeout: 5, stop_timeout: 10 }
+        Self {
+            name: name.into(),
+            primary: None,
+            parameters: BTreeMap::new(),
+            smart_timeout: 5,
+            stop_timeout: 10,
+            ports: None,
+            extra_yaml: String::new(),
+        }
     }
 
     /// A replica of `primary`.
@@ -76,8 +88,7 @@ impl TestInstance {
                     .expect("write secret");
             }
         }
-        let pg_port = free_port();
-        let api_port = free_port();
+        let (pg_port, api_port) = opts.ports.unwrap_or_else(|| (free_port(), free_port()));
         let yaml = render_config(opts, &dir, &secrets, pg_port, api_port);
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
@@ -245,6 +256,7 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, pg_port: u1
     }
     let role = match &opts.primary {
         Some((host, port)) => format!("role: replica\nprimary: {{host: {host}, port: {port}}}\n"),
+        None if opts.extra_yaml.contains("lease:") => String::new(),
         None => "role: primary\n".into(),
     };
     format!(
@@ -252,7 +264,8 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, pg_port: u1
          postgres:\n  port: {pg_port}\n  listenAddresses: 127.0.0.1\n  parameters:\n{params}\
          api:\n  listen: 127.0.0.1:{api_port}\n\
          credentials:\n  superuserPasswordFile: {s}/superuser\n  appPasswordFile: {s}/app\n  replicationPasswordFile: {s}/replication\n\
-         shutdown:\n  smartTimeoutSeconds: {smart}\n  stopTimeoutSeconds: {stop}\n",
+         shutdown:\n  smartTimeoutSeconds: {smart}\n  stopTimeoutSeconds: {stop}\n{extra}",
+        extra = opts.extra_yaml,
         name = opts.name,
         dir = dir.display(),
         s = secrets.display(),

@@ -7,17 +7,29 @@
 //! Tests run as root; the manager then runs Postgres as the OS user `postgres`, which must
 //! exist (`.ci/run` creates it). Every wait here has a deadline and says what it saw.
 
+mod cluster;
 mod instance;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use cluster::{FAST, TestCluster, Timing};
 pub use instance::{InstanceOptions, TestInstance};
 
-/// A temporary directory that Postgres' OS user can traverse (mode 0755), removed on drop.
+/// A temporary directory that Postgres' OS user can traverse (mode 0755), removed on drop
+/// unless `PGWARDEN_KEEP_TEST_DIRS` is set (to read the logs of a failed test).
 pub struct TestDir {
     dir: tempfile::TempDir,
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::env::var_os("PGWARDEN_KEEP_TEST_DIRS").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept test directory {}", self.dir.path().display());
+        }
+    }
 }
 
 impl TestDir {
