@@ -41,7 +41,11 @@ pub fn peer_view(name: &str, status: Option<&InstanceStatus>) -> Peer {
             role: s.role.clone(),
             lsn: election_lsn(s),
             timeline: s.timeline,
-            eligible: s.role == "replica" && !s.fenced && s.priority > 0,
+            // A member that cannot read the lease cannot take it: it must not block the others.
+            eligible: s.role == "replica"
+                && !s.fenced
+                && s.priority > 0
+                && s.lease.as_ref().is_none_or(|l| l.last_error.is_none()),
             priority: s.priority,
         }),
     }

@@ -23,7 +23,9 @@ pub fn watch_config(file: &Path, tx: mpsc::Sender<()>) -> notify::Result<ConfigW
     let name = file.file_name().map(|n| n.to_os_string());
     let mut debouncer = new_debouncer(Duration::from_millis(200), None, move |res: DebounceEventResult| {
         let Ok(events) = res else { return };
-        let relevant = events.iter().flat_map(|e| e.paths.iter()).any(|p| {
+        // Reads (our own reload opens the file) are access events: only changes count.
+        let changes = events.iter().filter(|e| e.kind.is_create() || e.kind.is_modify() || e.kind.is_remove());
+        let relevant = changes.flat_map(|e| e.paths.iter()).any(|p| {
             let n = p.file_name();
             n == name.as_deref() || n == Some(std::ffi::OsStr::new("..data"))
         });

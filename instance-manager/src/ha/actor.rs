@@ -113,8 +113,28 @@ impl HaLoop {
         }
     }
 
+    /// How long a lease call may take: a period, and never past the moment a holder must
+    /// fence (a hung store must not delay the fence).
+    fn call_deadline(&self) -> Duration {
+        let mut d = self.timing.retry_period;
+        if let Some(sent) = self.memory.last_renew_sent {
+            let left = self.timing.renew_deadline.saturating_sub(BootInstant::now().duration_since(sent));
+            d = d.min(left);
+        }
+        d
+    }
+
     async fn read_lease(&mut self) -> LeaseView {
-        let deadline = self.timing.retry_period;
+        if self.memory.last_renew_sent.is_some() && self.call_deadline().is_zero() {
+            // The renew deadline passed: we no longer hold the lease, whatever the store says.
+            // Forget the renew (decide() fences a writable Postgres) and read normally.
+            tracing::warn!("the renew deadline passed without a successful renew");
+            self.memory.last_renew_sent = None;
+            self.instance.set_primary_allowed_until(None);
+            // Decide now (a fence must not wait for a read); read at the next tick.
+            return LeaseView::Unreadable("the renew deadline passed".into());
+        }
+        let deadline = self.call_deadline();
         match with_deadline(self.store.get(), deadline).await {
             Ok(Some((record, version))) => {
                 let now = BootInstant::now();
@@ -215,6 +235,7 @@ impl HaLoop {
             Action::Fence { reason } => {
                 tracing::error!(reason, "fencing");
                 self.memory.last_renew_sent = None;
+                self.instance.set_primary_allowed_until(None);
                 self.instance.fence_now(reason);
                 self.disarm();
                 self.instance.set_desired(Desired::Replica(holder_upstream(view, v)));
@@ -295,7 +316,10 @@ impl HaLoop {
         };
         let acquiring = previous.as_deref() != Some(me);
         let sent = BootInstant::now();
-        let deadline = self.timing.retry_period.min(self.timing.renew_deadline);
+        let deadline = if acquiring { self.timing.retry_period } else { self.call_deadline() };
+        if deadline.is_zero() {
+            return false;
+        }
         let result = match (&version, create) {
             (Some(ver), false) => with_deadline(self.store.replace(&record, ver), deadline).await,
             _ => with_deadline(self.store.create(&record), deadline).await,
@@ -321,6 +345,7 @@ impl HaLoop {
         v: &Validated,
     ) -> bool {
         self.memory.last_renew_sent = Some(sent);
+        self.instance.set_primary_allowed_until(sent.checked_add(self.timing.renew_deadline));
         self.seen = Some((version, BootInstant::now()));
         if acquiring {
             tracing::info!(term = record.transitions, previous = ?previous, "acquired the lease");
@@ -362,6 +387,7 @@ impl HaLoop {
                 tracing::info!(acquiring, "lost the lease race: someone else wrote first");
                 if !acquiring {
                     self.memory.last_renew_sent = None;
+                    self.instance.set_primary_allowed_until(None);
                 }
                 false
             }

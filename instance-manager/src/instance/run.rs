@@ -168,17 +168,18 @@ fn stopped_idle(instance: &Instance, mode: ShutdownMode, crashed: Option<ExitSta
     }
 }
 
-/// Waits until Postgres may be started: a role is decided and the instance is not fenced.
+/// Waits until Postgres may be started: a role is decided, the instance is not fenced, and a
+/// primary holds a fresh lease.
 async fn startable(instance: &Instance, rx: &mut watch::Receiver<Desired>) -> Desired {
     loop {
         let d = rx.borrow_and_update().clone();
-        if d != Desired::Unknown && !instance.is_fenced() {
+        let blocked =
+            d == Desired::Unknown || instance.is_fenced() || (d == Desired::Primary && !instance.may_start_primary());
+        if !blocked {
             return d;
         }
-        if rx.changed().await.is_err() {
-            // The sender lives in the instance, which outlives this loop.
-            std::future::pending::<()>().await;
-        }
+        // The lease's freshness changes without a notification: look again shortly.
+        let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
     }
 }
 
@@ -228,9 +229,16 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
     }
 }
 
+/// Waits until Postgres accepts connections. `postmaster.pid` says when it is `ready` (or a
+/// `standby` accepting reads), so no connection is tried earlier (each would log a FATAL).
 async fn wait_accepting(instance: &Instance) {
-    while !instance.db.accepting(Duration::from_secs(1)).await {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        let pidfile = std::fs::read_to_string(instance.paths.data_dir.join("postmaster.pid")).unwrap_or_default();
+        let status = pidfile.lines().nth(7).map(str::trim).unwrap_or("");
+        if matches!(status, "ready" | "standby") && instance.db.accepting(Duration::from_secs(1)).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -62,6 +62,7 @@ pub struct Instance {
     lease_status: Mutex<Option<LeaseStatus>>,
     fenced: std::sync::atomic::AtomicBool,
     promoted_at: Mutex<Option<crate::clock::BootInstant>>,
+    primary_allowed_until: Mutex<Option<crate::clock::BootInstant>>,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -108,6 +109,7 @@ impl Instance {
             lease_status: Mutex::new(None),
             fenced: false.into(),
             promoted_at: Mutex::new(None),
+            primary_allowed_until: Mutex::new(None),
         }
     }
 
@@ -153,6 +155,19 @@ impl Instance {
     /// The HA loop's view of the lease.
     pub fn lease_status(&self) -> Option<LeaseStatus> {
         read(&self.lease_status)
+    }
+
+    /// Invariant 5, in the run loop: with a lease, Postgres may start (or restart) as a
+    /// primary only until the renew deadline of the HA loop's last successful renew.
+    pub fn may_start_primary(&self) -> bool {
+        if self.config().config.lease.is_none() {
+            return true;
+        }
+        read(&self.primary_allowed_until).is_some_and(|t| crate::clock::BootInstant::now() < t)
+    }
+
+    pub(crate) fn set_primary_allowed_until(&self, t: Option<crate::clock::BootInstant>) {
+        write(&self.primary_allowed_until, t);
     }
 
     /// When Postgres last finished a promotion.

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod instance;
+mod writer;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use cluster::{FAST, TestCluster, Timing};
 pub use instance::{InstanceOptions, TestInstance};
+pub use writer::{Ack, Writer};
 
 /// A temporary directory that Postgres' OS user can traverse (mode 0755), removed on drop
 /// unless `PGWARDEN_KEEP_TEST_DIRS` is set (to read the logs of a failed test).

@@ -1,0 +1,81 @@
+//! A durability probe: a task that commits numbered rows to one instance as fast as it can
+//! and remembers every commit Postgres acknowledged, and when.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One acknowledged commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    /// The row id.
+    pub id: i64,
+    /// When the acknowledgement arrived.
+    pub at: Instant,
+}
+
+/// A running writer; [`stop`](Writer::stop) returns what it saw acknowledged.
+pub struct Writer {
+    acks: Arc<Mutex<Vec<Ack>>>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts writing rows `first..` into `table` (created if missing) on the Postgres whose
+    /// socket is in `run_dir` on `port`, one row per transaction, every `pause`.
+    pub fn start(run_dir: PathBuf, port: u16, table: &str, first: i64, pause: Duration) -> Self {
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let cancel = CancellationToken::new();
+        let (a, c, table) = (Arc::clone(&acks), cancel.clone(), table.to_string());
+        let task = tokio::spawn(async move {
+            let mut id = first;
+            let mut client: Option<tokio_postgres::Client> = None;
+            while !c.is_cancelled() {
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    client = connect(&run_dir, port).await;
+                    if let Some(cl) = &client {
+                        let _ = cl
+                            .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table} (id bigint primary key)"))
+                            .await;
+                    }
+                }
+                if let Some(cl) = &client {
+                    let sql = format!("INSERT INTO {table} VALUES ({id})");
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), cl.batch_execute(&sql)).await {
+                        a.lock().expect("acks").push(Ack { id, at: Instant::now() });
+                        id += 1;
+                    } else {
+                        client = None;
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Self { acks, cancel, task }
+    }
+
+    /// Acknowledged commits so far.
+    pub fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().expect("acks").clone()
+    }
+
+    /// Stops the writer and returns every acknowledged commit.
+    pub async fn stop(self) -> Vec<Ack> {
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        self.acks.lock().expect("acks").clone()
+    }
+}
+
+async fn connect(run_dir: &std::path::Path, port: u16) -> Option<tokio_postgres::Client> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host_path(run_dir).port(port).user("postgres").dbname("postgres").connect_timeout(Duration::from_secs(1));
+    let (client, conn) =
+        tokio::time::timeout(Duration::from_secs(2), cfg.connect(tokio_postgres::NoTls)).await.ok()?.ok()?;
+    tokio::spawn(conn);
+    Some(client)
+}
