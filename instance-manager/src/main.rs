@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(args)),
         command => {
             instance_manager::logging::init_cli();
-            match runtime.block_on(client_command(cli.api, command)) {
+            match runtime.block_on(client_command(cli.api, cli.token_file, command)) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -72,7 +72,11 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn client_command(api: Option<String>, command: Command) -> anyhow::Result<u8> {
+async fn client_command(
+    api: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    command: Command,
+) -> anyhow::Result<u8> {
     if let Command::Version = command {
         print_version();
         return Ok(0);
@@ -82,15 +86,33 @@ async fn client_command(api: Option<String>, command: Command) -> anyhow::Result
         None => ApiTarget::default_local(),
     };
     let client = ApiClient::new(target);
-    let code = match command {
-        Command::Status { output } => cli::status_command(&client, output == Output::Json).await,
+    let token = match &token_file {
+        Some(f) => Some(instance_manager::osuser::read_secret(f).context("cannot read --token-file")?),
+        None => None,
+    };
+    let token = token.as_ref().map(|t| t.expose());
+    let (path, body) = match command {
+        Command::Status { output } => return Ok(code_of(cli::status_command(&client, output == Output::Json).await?)),
         Command::Diagnose { output, data_dir } => {
-            cli::diagnose_command(&client, data_dir, output == Output::Json).await
+            return Ok(code_of(cli::diagnose_command(&client, data_dir, output == Output::Json).await?));
         }
-        Command::Run(_) | Command::Version | Command::Deadman => Ok(0),
-    }
-    .context("command failed")?;
-    Ok(u8::try_from(code).unwrap_or(1))
+        Command::Switchover { to } => ("/switchover", serde_json::json!({ "target": to })),
+        Command::Promote { force } => ("/promote", serde_json::json!({ "force": force })),
+        Command::Fence => ("/fence", serde_json::json!({})),
+        Command::Unfence => ("/unfence", serde_json::json!({})),
+        Command::Pause => ("/pause", serde_json::json!({})),
+        Command::Resume => ("/resume", serde_json::json!({})),
+        Command::Run(_) | Command::Version | Command::Deadman => return Ok(0),
+    };
+    // A switchover waits for a shutdown and a catch-up: allow it time.
+    let client = client.with_timeout(std::time::Duration::from_secs(90));
+    let answer: serde_json::Value = client.post_json(path, &body, token).await.context("command failed")?;
+    println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    Ok(0)
+}
+
+fn code_of(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
 }
 
 fn print_version() {

@@ -175,6 +175,10 @@ pub struct ApiSpec {
     /// `address:port` the API listens on over TCP.
     #[serde(default = "default_api_listen")]
     pub listen: String,
+    /// File holding the bearer token required by the mutating endpoints over TCP (a mounted
+    /// Secret). Without it they are available on the local socket only.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// What a freshly initialised primary creates.
@@ -231,7 +235,7 @@ impl Default for PostgresSpec {
 
 impl Default for ApiSpec {
     fn default() -> Self {
-        Self { listen: default_api_listen() }
+        Self { listen: default_api_listen(), token_file: None }
     }
 }
 

@@ -14,6 +14,10 @@ pub struct Cli {
     /// (PGWARDEN_RUN_DIR defaults to /run/pgwarden).
     #[arg(long, global = true, env = "PGWARDEN_API", value_name = "URL")]
     pub api: Option<String>,
+    /// File holding the bearer token for mutating commands over TCP (the manager's
+    /// api.tokenFile). Not needed on the local socket.
+    #[arg(long, global = true, env = "PGWARDEN_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -46,6 +50,28 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Planned handover: the primary stops, the target catches up and takes the lease.
+    /// Run it against the primary.
+    Switchover {
+        /// The replica to hand over to (default: the best streaming replica).
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
+    },
+    /// Promote this replica. Refused while a live primary holds the lease, unless --force
+    /// (which waits until that primary must have fenced itself before promoting).
+    Promote {
+        /// Take the lease from a live primary.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop Postgres and keep it stopped (a primary gives up its lease).
+    Fence,
+    /// Let a fenced instance run Postgres again.
+    Unfence,
+    /// Disable automatic failover on this instance (switchover and promote still work).
+    Pause,
+    /// Enable automatic failover again.
+    Resume,
     /// Print the version of the instance manager and of the Postgres binaries on PATH.
     Version,
     /// Internal: the backstop process `run` starts to kill Postgres if the HA loop stalls.

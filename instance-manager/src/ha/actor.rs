@@ -59,11 +59,38 @@ pub fn timing_of(v: &Validated) -> LeaseTiming {
         .unwrap_or_default()
 }
 
+/// Requests to the HA loop, answered on their `reply` channel.
+pub enum HaCommand {
+    /// Hand the lease to `target` (or the best replica); answers the new primary's name.
+    Switchover {
+        /// The replica to hand over to.
+        target: Option<String>,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+    /// Promote this replica now; with `force`, even from a live holder.
+    Promote {
+        /// Take the lease from a live holder.
+        force: bool,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+    /// Run a tick now (a peer just handed us the lease).
+    Tick,
+    /// Give the lease up (holder none) after Postgres stopped, so others take over at once.
+    Release {
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+}
+
 /// The HA loop of one instance.
 pub struct HaLoop {
-    instance: Arc<Instance>,
-    store: Arc<dyn LeaseStore>,
-    timing: LeaseTiming,
+    pub(super) instance: Arc<Instance>,
+    pub(super) store: Arc<dyn LeaseStore>,
+    pub(super) sup: crate::supervisor::Supervisor,
+    commands: tokio::sync::mpsc::Receiver<HaCommand>,
+    pub(super) timing: LeaseTiming,
     memory: Memory,
     /// The version last read and when we first saw it.
     seen: Option<(Version, BootInstant)>,
@@ -73,15 +100,26 @@ pub struct HaLoop {
     /// A change of primary we started: (kind, from, term, when decided).
     pending_transition: Option<(String, Option<String>, u64, BootInstant)>,
     last_transition: Option<Transition>,
+    /// A forced promotion waits until the previous holder must have fenced itself.
+    promote_not_before: Option<BootInstant>,
 }
 
 impl HaLoop {
-    /// A loop for `instance` over `store`.
-    pub fn new(instance: Arc<Instance>, store: Arc<dyn LeaseStore>, deadman: Option<Deadman>) -> Self {
+    /// A loop for `instance` over `store`; connects the instance's command channel to it.
+    pub fn new(
+        instance: Arc<Instance>,
+        store: Arc<dyn LeaseStore>,
+        sup: crate::supervisor::Supervisor,
+        deadman: Option<Deadman>,
+    ) -> Self {
         let timing = timing_of(&instance.config());
+        let (tx, commands) = tokio::sync::mpsc::channel(4);
+        instance.set_ha(tx);
         Self {
             instance,
             store,
+            sup,
+            commands,
             timing,
             memory: Memory::default(),
             seen: None,
@@ -90,6 +128,7 @@ impl HaLoop {
             deadman,
             pending_transition: None,
             last_transition: None,
+            promote_not_before: None,
         }
     }
 
@@ -109,8 +148,127 @@ impl HaLoop {
                 }
             }
             due = now.checked_add(sleep).unwrap_or(now);
-            tokio::time::sleep(sleep).await;
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                Some(cmd) = self.commands.recv() => {
+                    self.command(cmd).await;
+                    // A command is not a late wake-up: the next tick is due now.
+                    due = BootInstant::now();
+                }
+            }
         }
+    }
+
+    async fn command(&mut self, cmd: HaCommand) {
+        match cmd {
+            HaCommand::Switchover { target, reply } => {
+                let r = self.switchover(target).await;
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "switchover refused");
+                }
+                let _ = reply.send(r);
+            }
+            HaCommand::Promote { force, reply } => {
+                let _ = reply.send(self.manual_promote(force).await);
+            }
+            HaCommand::Tick => {}
+            HaCommand::Release { reply } => {
+                let _ = reply.send(self.release().await);
+            }
+        }
+    }
+
+    /// Whether our last renew is within the renew deadline.
+    pub(super) fn renew_is_fresh(&self) -> bool {
+        self.memory.last_renew_sent.is_some_and(|t| BootInstant::now().duration_since(t) < self.timing.renew_deadline)
+    }
+
+    /// From now on we do not hold the lease.
+    pub(super) fn forget_renew(&mut self) {
+        self.memory.last_renew_sent = None;
+        self.instance.set_primary_allowed_until(None);
+        self.disarm();
+    }
+
+    /// Renews with `switchover_to` set, announcing a handover.
+    pub(super) async fn write_switchover_intent(&mut self, view: &LeaseView, target: &str) -> bool {
+        let LeaseView::Present { record, version, unchanged_since } = view else { return false };
+        let mut r = record.clone();
+        r.switchover_to = Some(target.to_string());
+        let announced = LeaseView::Present { record: r, version: version.clone(), unchanged_since: *unchanged_since };
+        let v = self.instance.config();
+        self.write(&announced, &v, false).await
+    }
+
+    /// An operator's promote: take the lease when it is free or expired (ignoring the election's
+    /// preferences and `paused`), or with `force` from a live holder, in which case promotion
+    /// waits until that holder must have fenced itself (renewDeadline + fenceBudget).
+    async fn manual_promote(&mut self, force: bool) -> Result<String, String> {
+        let v = self.instance.config();
+        let view = self.read_lease().await;
+        let local = self.local().await;
+        if local.postgres != (PgState::Running { in_recovery: true }) {
+            return Err("postgres is not running as a replica here".into());
+        }
+        let holder = match &view {
+            LeaseView::Present { record, unchanged_since, .. } => {
+                let expired = BootInstant::now().duration_since(*unchanged_since) >= self.timing.lease_duration;
+                record.holder.clone().filter(|_| !expired)
+            }
+            LeaseView::Absent => None,
+            LeaseView::Unreadable(e) => return Err(format!("the lease cannot be read: {e}")),
+        };
+        if holder.as_deref() == Some(v.name.as_str()) {
+            return Ok("already the lease holder".into());
+        }
+        if let (Some(h), false) = (&holder, force) {
+            return Err(format!("a live primary ({h}) holds the lease; use switchover on it, or promote with force"));
+        }
+        if !self.write(&view, &v, matches!(view, LeaseView::Absent)).await {
+            return Err("could not take the lease (someone else wrote first); try again".into());
+        }
+        if holder.is_some() {
+            // The previous holder stops writing at the latest renewDeadline + fenceBudget after
+            // its last renew, which was before our write.
+            self.promote_not_before =
+                BootInstant::now().checked_add(self.timing.renew_deadline + self.timing.fence_budget);
+        }
+        self.pending_transition = Some(("promote".into(), holder.clone(), self.seen_term(), BootInstant::now()));
+        self.promote();
+        Ok(match holder {
+            Some(h) => format!("took the lease from {h}; promoting once it must have fenced itself"),
+            None => "promoting".into(),
+        })
+    }
+
+    fn seen_term(&self) -> u64 {
+        self.instance.lease_status().map(|l| l.term + 1).unwrap_or(0)
+    }
+
+    /// Gives the lease up when we hold it and Postgres is stopped.
+    async fn release(&mut self) -> Result<(), String> {
+        let me = self.instance.config().name.clone();
+        let (record, version) = match with_deadline(self.store.get(), self.timing.retry_period).await {
+            Ok(Some(rv)) => rv,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if record.holder.as_deref() != Some(me.as_str()) {
+            return Ok(());
+        }
+        if self.instance.process().pid.is_some() {
+            return Err("postgres is still running".into());
+        }
+        let mut next = record;
+        next.holder = None;
+        next.renew_time = Some(jiff::Timestamp::now());
+        self.forget_renew();
+        with_deadline(self.store.replace(&next, &version), self.timing.retry_period)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())?;
+        tracing::info!("released the lease");
+        Ok(())
     }
 
     /// How long a lease call may take: a period, and never past the moment a holder must
@@ -124,7 +282,7 @@ impl HaLoop {
         d
     }
 
-    async fn read_lease(&mut self) -> LeaseView {
+    pub(super) async fn read_lease(&mut self) -> LeaseView {
         if self.memory.last_renew_sent.is_some() && self.call_deadline().is_zero() {
             // The renew deadline passed: we no longer hold the lease, whatever the store says.
             // Forget the renew (decide() fences a writable Postgres) and read normally.
@@ -158,7 +316,7 @@ impl HaLoop {
         }
     }
 
-    async fn local(&self) -> Local {
+    pub(super) async fn local(&self) -> Local {
         let v = self.instance.config();
         let o = self.instance.observe().await;
         Local {
@@ -205,7 +363,17 @@ impl HaLoop {
         } else {
             Vec::new()
         };
-        let settings = Settings { timing: self.timing, paused: v.config.paused, sync_required: false };
+        let settings = Settings { timing: self.timing, paused: self.instance.is_paused(), sync_required: false };
+        if self.instance.is_fenced() && self.instance.process().pid.is_none() {
+            if let LeaseView::Present { record, .. } = &view {
+                if record.holder.as_deref() == Some(me.as_str()) {
+                    // A fenced primary must not keep the lease: the others take over at once.
+                    if let Err(e) = self.release().await {
+                        tracing::warn!(error = %e, "cannot release the lease of a fenced primary");
+                    }
+                }
+            }
+        }
         let initialized = crate::pgdata::is_initialized(&self.instance.paths.data_dir);
         let now = BootInstant::now();
         let inputs = Inputs {
@@ -250,6 +418,16 @@ impl HaLoop {
                 ok
             }
             Action::Promote => {
+                if self.pending_transition.is_none() && self.instance.desired() != Desired::Primary {
+                    if let LeaseView::Present { record, .. } = view {
+                        let kind = if record.switchover_to.as_deref() == Some(v.name.as_str()) {
+                            "switchover"
+                        } else {
+                            "failover"
+                        };
+                        self.pending_transition = Some((kind.into(), None, record.transitions, BootInstant::now()));
+                    }
+                }
                 self.promote();
                 true
             }
@@ -272,6 +450,10 @@ impl HaLoop {
     }
 
     fn promote(&mut self) {
+        if self.promote_not_before.is_some_and(|t| BootInstant::now() < t) {
+            tracing::info!("forced promotion: waiting until the previous holder must have fenced itself");
+            return;
+        }
         if may_promote(BootInstant::now(), &self.memory, &self.timing) {
             self.instance.set_desired(Desired::Primary);
             self.arm();
@@ -282,7 +464,7 @@ impl HaLoop {
 
     /// Renew (`create` false, holder is us), acquire over an expired or released lease
     /// (holder is someone else or nobody), or create a missing lease.
-    async fn write(&mut self, view: &LeaseView, v: &Validated, create: bool) -> bool {
+    pub(super) async fn write(&mut self, view: &LeaseView, v: &Validated, create: bool) -> bool {
         let me = v.name.as_str();
         let wall = jiff::Timestamp::now();
         let (record, version, previous) = match view {
@@ -293,6 +475,10 @@ impl HaLoop {
                     r.transitions += 1;
                     r.acquire_time = Some(wall);
                     r.sync_standbys.retain(|s| s != me);
+                    r.switchover_to = None;
+                }
+                if !r.switchover_to.as_deref().is_some_and(|t| t != me) && self.instance.promoted_at().is_some() {
+                    // The announced handover to us is complete.
                     r.switchover_to = None;
                 }
                 r.holder = Some(me.to_string());
@@ -409,7 +595,7 @@ impl HaLoop {
         d.arm(pid, left);
     }
 
-    fn disarm(&mut self) {
+    pub(super) fn disarm(&mut self) {
         if let Some(d) = self.deadman.as_mut() {
             d.disarm();
         }
@@ -485,7 +671,7 @@ fn bootstrap_actions(i: &Inputs<'_>, v: &Validated) -> Vec<Action> {
     }
 }
 
-fn upstream_of(members: &[Member], name: &str) -> Option<Upstream> {
+pub(super) fn upstream_of(members: &[Member], name: &str) -> Option<Upstream> {
     members.iter().find(|m| m.name == name).map(|m| Upstream {
         name: m.name.clone(),
         host: m.host.clone(),

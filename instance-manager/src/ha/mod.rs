@@ -24,5 +24,7 @@ pub mod deadman;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
+mod handover;
 
-pub use actor::{HaLoop, open_store};
+pub use actor::{HaCommand, HaLoop, open_store};
+pub use handover::choose_target;

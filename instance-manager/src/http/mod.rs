@@ -3,6 +3,7 @@
 //! The same router is served over TCP (`api.listen`, for probes, peers and the operator) and
 //! over the Unix socket `<runDir>/manager.sock` (for the CLI inside the pod).
 
+mod auth;
 mod error;
 pub mod routes;
 
@@ -37,9 +38,16 @@ pub enum Error {
     },
 }
 
-/// The API router for `instance`.
-pub fn router(instance: Arc<Instance>) -> Router {
-    routes::all().with_state(instance)
+/// The API router for `instance`. On TCP (`authenticated`) the mutating routes need the
+/// bearer token; on the local socket they do not.
+pub fn router(instance: Arc<Instance>, authenticated: bool) -> Router {
+    let control = if authenticated {
+        routes::control().route_layer(axum::middleware::from_fn_with_state(Arc::clone(&instance), auth::require_token))
+    } else {
+        routes::control()
+    };
+    // Request bodies are tiny JSON documents.
+    routes::all().merge(control).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)).with_state(instance)
 }
 
 /// Binds the TCP listener and the Unix socket, then serves both in background tasks.
@@ -48,9 +56,9 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
     let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Tcp { addr: addr.to_string(), source })?;
     let socket = instance.paths.manager_socket();
     let unix = bind_unix(&socket)?;
-    let app = router(instance);
+    let app = router(Arc::clone(&instance), false);
     tracing::info!(%addr, socket = %socket.display(), "HTTP API listening");
-    let tcp_app = app.clone();
+    let tcp_app = router(instance, true);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(tcp, tcp_app).await {
             tracing::error!(error = %e, "HTTP API (tcp) stopped");

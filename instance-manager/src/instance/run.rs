@@ -155,7 +155,7 @@ async fn start_ha(sup: &Supervisor, instance: &Arc<Instance>) -> Result<(), Erro
     let store = crate::ha::open_store(&v).await.map_err(Error::Lease)?;
     let deadman = crate::ha::deadman::Deadman::spawn(sup)?;
     tracing::info!(store = %store.describe(), "leader election through the lease");
-    tokio::spawn(crate::ha::HaLoop::new(Arc::clone(instance), store, Some(deadman)).run());
+    tokio::spawn(crate::ha::HaLoop::new(Arc::clone(instance), store, sup.clone(), Some(deadman)).run());
     Ok(())
 }
 
@@ -197,10 +197,31 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
     tokio::pin!(ready);
     let mut is_ready = false;
     inbox.desired.borrow_and_update();
+    // SIGTERM on a lease-holding primary: a handover runs first (the HA loop halts Postgres
+    // through the desired role), and the manager exits once the lease is handed over.
+    let mut handover: Option<tokio::task::JoinHandle<Result<String, String>>> = None;
     loop {
         tokio::select! {
             status = pm.wait() => return Supervised::Exited(status),
-            mode = inbox.signals.next() => return Supervised::Stopped(stop(instance, pm, &mut inbox.signals, mode).await),
+            mode = inbox.signals.next() => {
+                if handover.is_none() && mode == ShutdownMode::Smart && running == Desired::Primary && instance.config().config.lease.is_some() {
+                    tracing::info!("SIGTERM on the primary: handing the lease over before stopping");
+                    let inst = Arc::clone(instance);
+                    handover = Some(tokio::spawn(async move {
+                        inst.ha_command(|reply| crate::ha::HaCommand::Switchover { target: None, reply }).await
+                    }));
+                    continue;
+                }
+                return Supervised::Stopped(stop_and_release(instance, pm, &mut inbox.signals, mode).await);
+            }
+            Some(r) = async { match handover.as_mut() { Some(h) => Some(h.await), None => None } }, if handover.is_some() => {
+                match r {
+                    Ok(Ok(target)) => tracing::info!(%target, "handover done"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "handover not possible; stopping anyway"),
+                    Err(e) => tracing::warn!(error = %e, "handover task failed; stopping anyway"),
+                }
+                return Supervised::Stopped(stop_and_release(instance, pm, &mut inbox.signals, ShutdownMode::Smart).await);
+            }
             Some(reason) = inbox.fence.recv() => {
                 fence(instance, pm, &reason).await;
                 return Supervised::Fenced;
@@ -216,7 +237,15 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
                     super::roles::Change::Done => running = want,
                     super::roles::Change::Ignored => {}
                     super::roles::Change::NeedsRestart => {
-                        stop(instance, pm, &mut inbox.signals, ShutdownMode::Fast).await;
+                        let reason = stop(instance, pm, &mut inbox.signals, ShutdownMode::Fast).await;
+                        if let Some(task) = handover.take() {
+                            // Exiting: wait (bounded) for the lease to reach the target.
+                            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                                Ok(Ok(Ok(target))) => tracing::info!(%target, "handover done"),
+                                other => tracing::warn!(result = ?other.map(|r| r.map(|r| r.err())), "handover did not complete"),
+                            }
+                            return Supervised::Stopped(reason);
+                        }
                         return Supervised::Restart;
                     }
                 }
@@ -227,6 +256,26 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
             }
         }
     }
+}
+
+/// Stops Postgres, then gives up the lease if this instance holds it, so that a replica can
+/// take over at once instead of after the lease expires.
+async fn stop_and_release(
+    instance: &Instance,
+    pm: &Postmaster,
+    signals: &mut Signals,
+    mode: ShutdownMode,
+) -> ExitReason {
+    let reason = stop(instance, pm, signals, mode).await;
+    if instance.config().config.lease.is_some() {
+        let release = instance.ha_command(|reply| crate::ha::HaCommand::Release { reply });
+        match tokio::time::timeout(Duration::from_secs(5), release).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the lease"),
+            Err(_) => tracing::warn!("releasing the lease timed out"),
+        }
+    }
+    reason
 }
 
 /// Waits until Postgres accepts connections. `postmaster.pid` says when it is `ready` (or a

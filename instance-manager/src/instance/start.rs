@@ -44,7 +44,7 @@ pub(super) async fn bootstrap(
                     }
                 }
             }
-            Desired::Replica(None) | Desired::Unknown => {
+            Desired::Replica(None) | Desired::Unknown | Desired::Halted => {
                 tracing::info!("empty data directory: waiting for a primary to clone");
                 if desired.changed().await.is_err() {
                     std::future::pending::<()>().await;

@@ -39,6 +39,8 @@ pub enum Desired {
     Primary,
     /// A read-only standby streaming from the upstream, when it is known.
     Replica(Option<Upstream>),
+    /// Stopped (fast) and kept stopped: a primary handing its lease over.
+    Halted,
 }
 
 /// An instance: configuration, process state and the connection to Postgres.
@@ -63,6 +65,8 @@ pub struct Instance {
     fenced: std::sync::atomic::AtomicBool,
     promoted_at: Mutex<Option<crate::clock::BootInstant>>,
     primary_allowed_until: Mutex<Option<crate::clock::BootInstant>>,
+    ha: Mutex<Option<mpsc::Sender<crate::ha::HaCommand>>>,
+    paused: std::sync::atomic::AtomicBool,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -110,6 +114,8 @@ impl Instance {
             fenced: false.into(),
             promoted_at: Mutex::new(None),
             primary_allowed_until: Mutex::new(None),
+            ha: Mutex::new(None),
+            paused: false.into(),
         }
     }
 
@@ -168,6 +174,38 @@ impl Instance {
 
     pub(crate) fn set_primary_allowed_until(&self, t: Option<crate::clock::BootInstant>) {
         write(&self.primary_allowed_until, t);
+    }
+
+    /// Whether automatic failover is paused (by the configuration or at runtime).
+    pub fn is_paused(&self) -> bool {
+        self.config().config.paused || self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Pauses or resumes automatic failover at runtime.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sends a command to the HA loop without waiting (dropped when the loop is busy).
+    pub fn ha_notify(&self, cmd: crate::ha::HaCommand) -> bool {
+        read(&self.ha).is_some_and(|tx| tx.try_send(cmd).is_ok())
+    }
+
+    /// Connects the HA loop's command channel (set once at start).
+    pub(crate) fn set_ha(&self, tx: mpsc::Sender<crate::ha::HaCommand>) {
+        write(&self.ha, Some(tx));
+    }
+
+    /// Sends a command to the HA loop and waits for its answer. `Err` when there is no lease
+    /// (and so no HA loop) or the loop is gone.
+    pub async fn ha_command<T>(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> crate::ha::HaCommand,
+    ) -> Result<T, String> {
+        let Some(tx) = read(&self.ha) else { return Err("no lease is configured: there is no leader election".into()) };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(make(reply)).await.map_err(|_| "the HA loop is not running".to_string())?;
+        rx.await.map_err(|_| "the HA loop dropped the request".to_string())?
     }
 
     /// When Postgres last finished a promotion.
@@ -281,7 +319,7 @@ impl Instance {
             lease: self.lease_status(),
             fenced: self.is_fenced(),
             priority: v.config.priority,
-            paused: v.config.paused,
+            paused: self.is_paused(),
             data_dir: self.paths.data_dir.display().to_string(),
             manager_pid: std::process::id(),
             manager_version: env!("CARGO_PKG_VERSION").into(),

@@ -67,6 +67,24 @@ pub async fn cluster_state(sup: &Supervisor, v: &Validated, paths: &Paths) -> Re
     })
 }
 
+/// `Latest checkpoint location` from `pg_control` (after a clean shutdown: the shutdown
+/// checkpoint, the last record a primary wrote).
+pub async fn latest_checkpoint(sup: &Supervisor, v: &Validated, paths: &Paths) -> Result<u64, Error> {
+    let mut cmd = Command::new(v.bin("pg_controldata"));
+    cmd.arg("-D").arg(&paths.data_dir);
+    postgres_env(v, &mut cmd);
+    let out = supervisor::run_quiet(sup, "pg_controldata", &mut cmd, Duration::from_secs(30)).await?;
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Latest checkpoint location:"))
+        .and_then(|l| crate::peers::parse_lsn(l.trim()))
+        .ok_or_else(|| Error::Tool {
+            tool: "pg_controldata",
+            status: out.status,
+            last_line: "no \"Latest checkpoint location\" in its output".into(),
+        })
+}
+
 /// `pg_rewind` of the data directory onto the primary at `host:port` (as the superuser, with
 /// the password from the pgpass file). pg_rewind finishes crash recovery itself first when the
 /// former primary did not shut down cleanly.

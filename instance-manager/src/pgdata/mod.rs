@@ -11,7 +11,7 @@ mod control;
 use std::path::Path;
 use std::process::Command;
 
-pub use control::{ClusterState, cluster_state, rewind};
+pub use control::{ClusterState, cluster_state, latest_checkpoint, rewind};
 use std::time::Duration;
 
 use crate::config::Validated;

@@ -1,5 +1,6 @@
 //! One route per file.
 
+mod control;
 mod fallback;
 mod healthz;
 mod readyz;
@@ -9,13 +10,25 @@ mod status;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::instance::Instance;
 
-/// Every route of the API.
+/// The mutating routes (switchover, promote, fence, …).
+pub fn control() -> Router<Arc<Instance>> {
+    Router::new()
+        .route("/switchover", post(control::switchover))
+        .route("/promote", post(control::promote))
+        .route("/fence", post(control::fence))
+        .route("/unfence", post(control::unfence))
+        .route("/pause", post(control::pause))
+        .route("/resume", post(control::resume))
+}
+
+/// The read-only routes and the fallbacks.
 pub fn all() -> Router<Arc<Instance>> {
     Router::new()
+        .route("/ha/tick", post(control::tick))
         .route("/healthz", get(healthz::get))
         .route("/readyz", get(readyz::get))
         .route("/status", get(status::get))

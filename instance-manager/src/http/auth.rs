@@ -1,0 +1,55 @@
+//! Authentication of the mutating endpoints on TCP: `Authorization: Bearer <token>`, the
+//! token read from `api.tokenFile` (a mounted Secret) at every request, so a rotated token
+//! works at once. Without a token file the mutating endpoints are refused on TCP; the local
+//! Unix socket (mode 0600) is trusted and used by the CLI inside the pod.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::http::ApiError;
+use crate::instance::Instance;
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Middleware: lets the request through only with the right bearer token.
+pub async fn require_token(State(instance): State<Arc<Instance>>, req: Request, next: Next) -> Response {
+    let v = instance.config();
+    let Some(file) = &v.config.api.token_file else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "mutating endpoints are disabled over TCP: no api.tokenFile is configured",
+            "set api.tokenFile, or use the local socket (kubectl exec <pod> -- instance-manager ...)",
+        )
+        .into_response();
+    };
+    let expected = match crate::osuser::read_secret(file) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the API token file");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API token cannot be read",
+                "check api.tokenFile",
+            )
+            .into_response();
+        }
+    };
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.trim().as_bytes(), expected.expose().as_bytes()) => next.run(req).await,
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+            "pass --token-file (or PGWARDEN_TOKEN_FILE) with the token from api.tokenFile",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,94 @@
+//! The mutating endpoints (authenticated on TCP, see `http::auth`):
+//! `POST /switchover {target?}`, `/promote {force?}`, `/fence`, `/unfence`, `/pause`, `/resume`,
+//! and the harmless `POST /ha/tick` a former primary uses to wake the new holder.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::ha::HaCommand;
+use crate::http::ApiError;
+use crate::instance::Instance;
+
+/// Body of `POST /switchover`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    /// The replica to hand over to; default: the best one.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// Body of `POST /promote`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// Take the lease even from a live holder (it fences itself within its renew deadline;
+    /// promotion waits until then).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn conflict(error: String, hint: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, error, hint)
+}
+
+/// `POST /switchover`: planned handover, on the primary.
+pub async fn switchover(
+    State(instance): State<Arc<Instance>>,
+    body: Option<Json<SwitchoverRequest>>,
+) -> Result<Json<Value>, ApiError> {
+    let target = body.map(|Json(b)| b.target).unwrap_or_default();
+    match instance.ha_command(|reply| HaCommand::Switchover { target, reply }).await {
+        Ok(new) => Ok(Json(json!({ "primary": new }))),
+        Err(e) => Err(conflict(e, "run it against the primary, with a streaming, caught-up replica as target")),
+    }
+}
+
+/// `POST /promote`: promote this replica.
+pub async fn promote(
+    State(instance): State<Arc<Instance>>,
+    body: Option<Json<PromoteRequest>>,
+) -> Result<Json<Value>, ApiError> {
+    let force = body.map(|Json(b)| b.force).unwrap_or_default();
+    match instance.ha_command(|reply| HaCommand::Promote { force, reply }).await {
+        Ok(msg) => Ok(Json(json!({ "result": msg }))),
+        Err(e) => {
+            Err(conflict(e, "use switchover on the primary, or promote with force to take over from a live primary"))
+        }
+    }
+}
+
+/// `POST /fence`: stop Postgres and keep it stopped (a primary also gives up its lease).
+pub async fn fence(State(instance): State<Arc<Instance>>) -> Json<Value> {
+    instance.set_fenced(true);
+    Json(json!({ "fenced": true }))
+}
+
+/// `POST /unfence`: let Postgres run again.
+pub async fn unfence(State(instance): State<Arc<Instance>>) -> Json<Value> {
+    instance.set_fenced(false);
+    Json(json!({ "fenced": false }))
+}
+
+/// `POST /pause`: no automatic failover from this instance.
+pub async fn pause(State(instance): State<Arc<Instance>>) -> Json<Value> {
+    instance.set_paused(true);
+    Json(json!({ "paused": true }))
+}
+
+/// `POST /resume`: automatic failover again.
+pub async fn resume(State(instance): State<Arc<Instance>>) -> Json<Value> {
+    instance.set_paused(false);
+    Json(json!({ "paused": false }))
+}
+
+/// `POST /ha/tick`: re-read the lease now.
+pub async fn tick(State(instance): State<Arc<Instance>>) -> Json<Value> {
+    let _ = instance.ha_notify(HaCommand::Tick);
+    Json(json!({ "ok": true }))
+}
