@@ -71,6 +71,33 @@ pub struct InstanceConfig {
     /// Maintenance: no automatic failover while true (switchover and promote still work).
     #[serde(default)]
     pub paused: bool,
+    /// Synchronous replication: every acknowledged commit is on `number` published standbys.
+    #[serde(default)]
+    pub synchronous: Option<SynchronousSpec>,
+}
+
+/// Synchronous replication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SynchronousSpec {
+    /// How many standbys must have every acknowledged commit.
+    pub number: u32,
+    /// `required` (default): commits wait rather than run without their standbys.
+    /// `preferred`: a dead synchronous standby is dropped after `lease.leaseDurationSeconds`
+    /// (unpublished first), and the degradation is logged.
+    #[serde(default)]
+    pub data_durability: DataDurability,
+}
+
+/// What a synchronous cluster does when its standbys are gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataDurability {
+    /// Commits wait.
+    #[default]
+    Required,
+    /// Fall back to fewer standbys after a timeout.
+    Preferred,
 }
 
 /// Where and how the lease is kept.

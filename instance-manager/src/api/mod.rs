@@ -13,8 +13,8 @@ mod error;
 mod status;
 
 pub use config::{
-    ApiSpec, BootstrapSpec, CredentialsSpec, InstanceConfig, LeaseBackend, LeaseSpec, Member, PostgresSpec,
-    PrimaryEndpoint, Role, ShutdownSpec,
+    ApiSpec, BootstrapSpec, CredentialsSpec, DataDurability, InstanceConfig, LeaseBackend, LeaseSpec, Member,
+    PostgresSpec, PrimaryEndpoint, Role, ShutdownSpec, SynchronousSpec,
 };
 pub use error::ErrorBody;
 pub use status::{

@@ -138,7 +138,7 @@ fn rendered_configuration_is_stable() {
     let paths = crate::paths::Paths::new(&v.config.data_dir, &v.config.run_dir);
     insta::assert_snapshot!(
         "pgwarden_conf",
-        crate::pgconf::render_conf(&v, &paths, crate::pgconf::configured_upstream(&v).as_ref())
+        crate::pgconf::render_conf(&v, &paths, crate::pgconf::configured_upstream(&v).as_ref(), "")
     );
     insta::assert_snapshot!("pg_hba", crate::pgconf::render_hba(&v.config.postgres.pg_hba));
     insta::assert_snapshot!("pg_ident", crate::pgconf::render_ident("root", "postgres"));

@@ -462,6 +462,23 @@ fn check_lease(c: &mut Collector, cfg: &InstanceConfig, name: Option<&str>) {
             c.add(&format!("{field}.api"), format!("{:?} is not an API address", m.api), "use http://HOST:PORT");
         }
     }
+    if let Some(sync) = &cfg.synchronous {
+        if cfg.lease.is_none() {
+            c.add(
+                "synchronous",
+                "needs a lease",
+                "configure lease (synchronous replication is managed by the HA loop)",
+            );
+        }
+        let others = cfg.members.len().saturating_sub(1);
+        if sync.number == 0 || sync.number as usize > others {
+            c.add(
+                "synchronous.number",
+                format!("{} is not between 1 and the number of other members ({others})", sync.number),
+                "use 1 for a three-member cluster",
+            );
+        }
+    }
     let Some(lease) = &cfg.lease else { return };
     if let Err(errors) = crate::lease::LeaseTiming::from_seconds(
         lease.lease_duration_seconds,

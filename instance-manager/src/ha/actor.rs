@@ -102,6 +102,12 @@ pub struct HaLoop {
     last_transition: Option<Transition>,
     /// A forced promotion waits until the previous holder must have fenced itself.
     promote_not_before: Option<BootInstant>,
+    /// The synchronous names last seen in force, and the WAL position when first seen.
+    pub(super) sync_in_force: Option<(crate::ha::sync::SyncNames, u64)>,
+    /// Published synchronous standbys not streaming, since when.
+    pub(super) sync_dead_since: std::collections::BTreeMap<String, BootInstant>,
+    /// The sync set of the lease as last read or written.
+    last_sync_set: Vec<String>,
 }
 
 impl HaLoop {
@@ -129,6 +135,9 @@ impl HaLoop {
             pending_transition: None,
             last_transition: None,
             promote_not_before: None,
+            sync_in_force: None,
+            sync_dead_since: std::collections::BTreeMap::new(),
+            last_sync_set: Vec::new(),
         }
     }
 
@@ -363,7 +372,12 @@ impl HaLoop {
         } else {
             Vec::new()
         };
-        let settings = Settings { timing: self.timing, paused: self.instance.is_paused(), sync_required: false };
+        let sync_required =
+            v.config.synchronous.as_ref().is_some_and(|s| s.data_durability == crate::api::DataDurability::Required);
+        let settings = Settings { timing: self.timing, paused: self.instance.is_paused(), sync_required };
+        if let LeaseView::Present { record, .. } = &view {
+            self.last_sync_set = record.sync_standbys.clone();
+        }
         if self.instance.is_fenced() && self.instance.process().pid.is_none() {
             if let LeaseView::Present { record, .. } = &view {
                 if record.holder.as_deref() == Some(me.as_str()) {
@@ -394,6 +408,9 @@ impl HaLoop {
             }
         }
         self.finish_transition(&local);
+        if self.renew_is_fresh() && local.postgres == (PgState::Running { in_recovery: false }) {
+            self.manage_sync(&view).await;
+        }
         self.publish(&view, &me, eligibility);
     }
 
@@ -455,6 +472,9 @@ impl HaLoop {
             return;
         }
         if may_promote(BootInstant::now(), &self.memory, &self.timing) {
+            if self.instance.desired() != Desired::Primary {
+                self.prepare_primary_sync(&self.last_sync_set.clone());
+            }
             self.instance.set_desired(Desired::Primary);
             self.arm();
         } else {
@@ -546,6 +566,7 @@ impl HaLoop {
         }
         if self.instance.desired() != Desired::Primary && self.instance.process().pid.is_none() {
             // We hold the lease and Postgres is not running: start it as the primary.
+            self.prepare_primary_sync(&record.sync_standbys.clone());
             self.instance.set_desired(Desired::Primary);
         }
         if self.instance.desired() == Desired::Primary {

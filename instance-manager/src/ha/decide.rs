@@ -250,20 +250,23 @@ pub fn candidacy(i: &Inputs<'_>, record: Option<&LeaseRecord>) -> Result<(), Str
             return Err(format!("{name} is on a later timeline"));
         }
     }
-    let me = (my_lsn, l.priority, std::cmp::Reverse(i.me));
-    for (name, s) in reachable.filter(|(_, s)| s.eligible) {
-        let them = (s.lsn.unwrap_or(0), s.priority, std::cmp::Reverse(name));
-        if them > me {
-            return Err(format!("{name} is a better candidate"));
-        }
-    }
+    let set = record.map(|r| r.sync_standbys.as_slice()).unwrap_or(&[]);
     if i.settings.sync_required {
-        let set = record.map(|r| r.sync_standbys.as_slice()).unwrap_or(&[]);
         if set.is_empty() {
             return Err("synchronous mode: no published synchronous standby may be promoted safely".into());
         }
         if !set.iter().any(|s| s == i.me) {
             return Err("synchronous mode: not in the published synchronous set".into());
+        }
+    }
+    // Only peers that could themselves be promoted compete: in synchronous mode, the
+    // published set's members.
+    let competes = |name: &str| !i.settings.sync_required || set.iter().any(|s| s == name);
+    let me = (my_lsn, l.priority, std::cmp::Reverse(i.me));
+    for (name, s) in reachable.filter(|(name, s)| s.eligible && competes(name)) {
+        let them = (s.lsn.unwrap_or(0), s.priority, std::cmp::Reverse(name));
+        if them > me {
+            return Err(format!("{name} is a better candidate"));
         }
     }
     Ok(())

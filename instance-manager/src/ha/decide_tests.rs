@@ -264,3 +264,15 @@ fn paused_never_acquires_an_expired_lease() {
     w.settings.paused = true;
     assert!(matches!(w.decide_at(60).as_slice(), [Action::Wait { .. }]));
 }
+
+#[test]
+fn in_sync_mode_only_published_members_compete() {
+    let mut w = World::new().held_by(None, 0);
+    w.settings.sync_required = true;
+    if let LeaseView::Present { record, .. } = &mut w.lease {
+        record.sync_standbys = vec!["pg-2".into()];
+    }
+    // pg-3 has more WAL but is asynchronous: it cannot be promoted, so it must not block pg-2.
+    w.peers = vec![peer("pg-3", "replica", 500)];
+    assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
+}

@@ -25,6 +25,7 @@ pub mod decide;
 #[cfg(test)]
 mod decide_tests;
 mod handover;
+pub mod sync;
 
 pub use actor::{HaCommand, HaLoop, open_store};
 pub use handover::choose_target;

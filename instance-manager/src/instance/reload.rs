@@ -27,7 +27,7 @@ pub async fn apply(instance: &Instance, pm: Option<&Postmaster>, running: &Desir
         Desired::Replica(up) => up.clone(),
         _ => None,
     };
-    if let Err(e) = crate::pgconf::write_all(&merged, &instance.paths, upstream.as_ref()) {
+    if let Err(e) = crate::pgconf::write_all(&merged, &instance.paths, upstream.as_ref(), &instance.sync_names()) {
         tracing::error!(error = %e, "cannot write the new Postgres configuration");
         instance.set_config_error(Some(format!("cannot write the new Postgres configuration: {e}")));
         return;

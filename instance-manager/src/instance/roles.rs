@@ -28,7 +28,7 @@ pub(super) async fn on_ready(instance: &Instance, running: &Desired) {
 
 async fn ensure_roles(instance: &Instance) {
     let v = instance.config();
-    match instance.db.client(Duration::from_secs(5)).await {
+    match instance.db.dedicated(Duration::from_secs(5)).await {
         Ok(client) => {
             if let Err(e) = roles::ensure_roles(&client, &v).await {
                 tracing::error!(error = %e, "cannot create or update roles and the application database");
@@ -49,10 +49,9 @@ pub(super) async fn change_role(
     match (running, want) {
         (_, Desired::Unknown) => Change::Ignored,
         (a, b) if a == b => Change::Ignored,
-        (Desired::Replica(_), Desired::Primary) if is_ready => match promote(instance).await {
+        (Desired::Replica(_), Desired::Primary) if is_ready => match promote(instance, pm).await {
             Ok(()) => {
                 instance.note_promoted();
-                rerender(instance, pm, None);
                 ensure_roles(instance).await;
                 Change::Done
             }
@@ -70,17 +69,35 @@ pub(super) async fn change_role(
     }
 }
 
-async fn promote(instance: &Instance) -> Result<(), String> {
-    tracing::info!("promoting postgres");
-    let client = instance.db.client(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+/// Promotes, with `synchronous_standby_names` in force first: the new primary's very first
+/// commit already waits for a standby.
+async fn promote(instance: &Instance, pm: &Postmaster) -> Result<(), String> {
+    let client = instance.db.dedicated(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    rerender(instance, pm, None);
+    let want = instance.sync_names();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let row = client
+            .query_one("SELECT current_setting('synchronous_standby_names')", &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        if row.get::<_, String>(0) == want {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("synchronous_standby_names did not become {want:?} in time"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(synchronous_standby_names = %want, "promoting postgres");
     let row = client.query_one("SELECT pg_promote(true, 60)", &[]).await.map_err(|e| e.to_string())?;
     if row.get::<_, bool>(0) { Ok(()) } else { Err("pg_promote returned false (not promoted within 60 s)".into()) }
 }
 
 /// Rewrites the configuration for `upstream` and reloads Postgres.
-fn rerender(instance: &Instance, pm: &Postmaster, upstream: Option<&crate::pgconf::Upstream>) {
+pub(super) fn rerender(instance: &Instance, pm: &Postmaster, upstream: Option<&crate::pgconf::Upstream>) {
     let v = instance.config();
-    if let Err(e) = crate::pgconf::write_all(&v, &instance.paths, upstream) {
+    if let Err(e) = crate::pgconf::write_all(&v, &instance.paths, upstream, &instance.sync_names()) {
         tracing::error!(error = %e, "cannot write the Postgres configuration");
         return;
     }

@@ -82,6 +82,7 @@ struct Inbox {
     reload: mpsc::Receiver<()>,
     desired: watch::Receiver<Desired>,
     fence: mpsc::Receiver<String>,
+    sync: watch::Receiver<crate::ha::sync::SyncNames>,
 }
 
 /// Runs the instance until a signal stops it.
@@ -101,7 +102,13 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     if v.config.lease.is_some() {
         start_ha(&sup, &instance).await?;
     }
-    let mut inbox = Inbox { signals: Signals::new()?, reload, desired: instance.watch_desired(), fence };
+    let mut inbox = Inbox {
+        signals: Signals::new()?,
+        reload,
+        desired: instance.watch_desired(),
+        fence,
+        sync: instance.watch_sync_names(),
+    };
     tokio::select! {
         r = bootstrap(&sup, &instance, &mut inbox.desired) => r?,
         mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, None)),
@@ -196,7 +203,9 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
     let ready = wait_accepting(instance);
     tokio::pin!(ready);
     let mut is_ready = false;
+    let mut sync_pending = false;
     inbox.desired.borrow_and_update();
+    inbox.sync.borrow_and_update();
     // SIGTERM on a lease-holding primary: a handover runs first (the HA loop halts Postgres
     // through the desired role), and the manager exits once the lease is handed over.
     let mut handover: Option<tokio::task::JoinHandle<Result<String, String>>> = None;
@@ -228,9 +237,24 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
             }
             _ = &mut ready, if !is_ready => {
                 is_ready = true;
+                if sync_pending {
+                    let upstream = match &running { Desired::Replica(up) => up.clone(), _ => None };
+                    super::roles::rerender(instance, pm, upstream.as_ref());
+                }
                 super::roles::on_ready(instance, &running).await;
             }
             Some(()) = inbox.reload.recv() => super::reload::apply(instance, Some(pm), &running).await,
+            Ok(()) = inbox.sync.changed() => {
+                inbox.sync.borrow_and_update();
+                // A SIGHUP before the postmaster installed its handlers would kill it: a
+                // postmaster that is not ready yet reads the new file when it starts up.
+                if is_ready {
+                    let upstream = match &running { Desired::Replica(up) => up.clone(), _ => None };
+                    super::roles::rerender(instance, pm, upstream.as_ref());
+                } else {
+                    sync_pending = true;
+                }
+            }
             Ok(()) = inbox.desired.changed() => {
                 let want = inbox.desired.borrow_and_update().clone();
                 match super::roles::change_role(instance, pm, &running, &want, is_ready).await {

@@ -73,7 +73,7 @@ pub(super) async fn prepare_start(
     if let Some(up) = &upstream {
         rewind_if_needed(sup, instance, v, up).await?;
     }
-    crate::pgconf::write_all(v, paths, upstream.as_ref())
+    crate::pgconf::write_all(v, paths, upstream.as_ref(), &instance.sync_names())
         .map_err(|source| Error::Render { path: paths.data_dir.display().to_string(), source })?;
     pgdata::set_standby_signal(v, paths, matches!(desired, Desired::Replica(_)))?;
     Ok(())

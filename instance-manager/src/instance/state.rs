@@ -67,6 +67,7 @@ pub struct Instance {
     primary_allowed_until: Mutex<Option<crate::clock::BootInstant>>,
     ha: Mutex<Option<mpsc::Sender<crate::ha::HaCommand>>>,
     paused: std::sync::atomic::AtomicBool,
+    sync_names: watch::Sender<crate::ha::sync::SyncNames>,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -116,6 +117,7 @@ impl Instance {
             primary_allowed_until: Mutex::new(None),
             ha: Mutex::new(None),
             paused: false.into(),
+            sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
         }
     }
 
@@ -174,6 +176,28 @@ impl Instance {
 
     pub(crate) fn set_primary_allowed_until(&self, t: Option<crate::clock::BootInstant>) {
         write(&self.primary_allowed_until, t);
+    }
+
+    /// The `synchronous_standby_names` Postgres should have (rendered into its configuration).
+    pub fn sync_names(&self) -> String {
+        self.sync_names.borrow().render()
+    }
+
+    /// Sets the synchronous standby names; the run loop reloads Postgres.
+    pub fn set_sync_names(&self, n: crate::ha::sync::SyncNames) {
+        self.sync_names.send_if_modified(|cur| {
+            if *cur == n {
+                return false;
+            }
+            tracing::info!(from = %cur.render(), to = %n.render(), "synchronous_standby_names");
+            *cur = n;
+            true
+        });
+    }
+
+    /// Subscribes to changes of the synchronous standby names.
+    pub fn watch_sync_names(&self) -> watch::Receiver<crate::ha::sync::SyncNames> {
+        self.sync_names.subscribe()
     }
 
     /// Whether automatic failover is paused (by the configuration or at runtime).

@@ -69,7 +69,12 @@ pub struct Upstream {
 
 /// The managed parameters, in the order written. `upstream` is the primary a replica
 /// streams from (`None` for a primary, or a replica that does not know its primary yet).
-pub fn managed_parameters(v: &Validated, paths: &Paths, upstream: Option<&Upstream>) -> Vec<(&'static str, String)> {
+pub fn managed_parameters(
+    v: &Validated,
+    paths: &Paths,
+    upstream: Option<&Upstream>,
+    synchronous_standby_names: &str,
+) -> Vec<(&'static str, String)> {
     let cfg = &v.config;
     let mut p = vec![
         ("listen_addresses", cfg.postgres.listen_addresses.clone()),
@@ -88,6 +93,7 @@ pub fn managed_parameters(v: &Validated, paths: &Paths, upstream: Option<&Upstre
     ];
     let conninfo = upstream.map(|u| primary_conninfo(v, paths, &u.host, u.port)).unwrap_or_default();
     p.push(("primary_conninfo", conninfo));
+    p.push(("synchronous_standby_names", synchronous_standby_names.to_string()));
     p
 }
 
@@ -102,7 +108,7 @@ pub fn configured_upstream(v: &Validated) -> Option<Upstream> {
 }
 
 /// The text of `pgwarden.conf`.
-pub fn render_conf(v: &Validated, paths: &Paths, upstream: Option<&Upstream>) -> String {
+pub fn render_conf(v: &Validated, paths: &Paths, upstream: Option<&Upstream>, sync: &str) -> String {
     let mut s = String::from(
         "# Managed by pgwarden: rewritten at every start and configuration change. Do not edit;\n\
          # set postgres.parameters in the instance configuration instead.\n\
@@ -117,7 +123,7 @@ pub fn render_conf(v: &Validated, paths: &Paths, upstream: Option<&Upstream>) ->
         let _ = writeln!(s, "{name} = {}", quote(value));
     }
     s.push_str("\n# managed by pgwarden\n");
-    for (name, value) in managed_parameters(v, paths, upstream) {
+    for (name, value) in managed_parameters(v, paths, upstream, sync) {
         let _ = writeln!(s, "{name} = {}", quote(&value));
     }
     s
@@ -136,9 +142,9 @@ pub fn render_pgpass(replication: &Secret, superuser: Option<&Secret>) -> String
 
 /// Writes `pgwarden.conf`, the hba and ident files into the data directory (which must exist),
 /// and the replication pgpass into the run directory when a replication password is configured.
-pub fn write_all(v: &Validated, paths: &Paths, upstream: Option<&Upstream>) -> std::io::Result<()> {
+pub fn write_all(v: &Validated, paths: &Paths, upstream: Option<&Upstream>, sync: &str) -> std::io::Result<()> {
     let dir = &paths.data_dir;
-    write_atomic(&dir.join("pgwarden.conf"), render_conf(v, paths, upstream).as_bytes(), 0o600)?;
+    write_atomic(&dir.join("pgwarden.conf"), render_conf(v, paths, upstream, sync).as_bytes(), 0o600)?;
     write_atomic(&dir.join("pgwarden_hba.conf"), render_hba(&v.config.postgres.pg_hba).as_bytes(), 0o600)?;
     write_atomic(&dir.join("pgwarden_ident.conf"), render_ident(&manager_user(), &v.os_user.name).as_bytes(), 0o600)?;
     for f in ["pgwarden.conf", "pgwarden_hba.conf", "pgwarden_ident.conf"] {

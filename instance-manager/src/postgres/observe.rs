@@ -29,6 +29,8 @@ pub struct Observed {
     pub replay_lag_seconds: Option<f64>,
     /// Parameters waiting for a restart.
     pub pending_restart: Vec<String>,
+    /// `synchronous_standby_names` in force.
+    pub synchronous_standby_names: String,
     /// Connected standbys (primary).
     pub replication: Vec<ReplicationPeer>,
     /// WAL receiver (standby).
@@ -43,7 +45,8 @@ const SELF_QUERY: &str = "SELECT pg_is_in_recovery(), current_setting('server_ve
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
     CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
-    ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name)";
+    ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name), \
+    current_setting('synchronous_standby_names')";
 
 const REPLICATION_QUERY: &str = "SELECT coalesce(application_name, ''), client_addr::text, coalesce(state, ''), \
     coalesce(sync_state, ''), sent_lsn::text, flush_lsn::text, replay_lsn::text, \
@@ -70,6 +73,7 @@ async fn observe_inner(client: &Client) -> Result<Observed, Error> {
         replayed_lsn: row.get(6),
         replay_lag_seconds: row.get(7),
         pending_restart: row.get(8),
+        synchronous_standby_names: row.get(9),
         ..Observed::default()
     };
     if o.in_recovery {

@@ -39,6 +39,9 @@ fn verifier(file: &std::path::Path) -> Result<String, crate::osuser::Error> {
 /// Creates the replication role, the application owner and database when missing, and sets
 /// every password that has a file.
 pub async fn ensure_roles(client: &Client, v: &Validated) -> Result<(), RolesError> {
+    // These are bootstrap statements, idempotent and repeated at every start: they must not
+    // wait for a synchronous standby that cannot connect before its role exists.
+    client.batch_execute("SET synchronous_commit TO local").await.map_err(Error::from)?;
     let creds = &v.config.credentials;
     let boot = &v.config.bootstrap;
     ensure_role(client, REPLICATION_USER, "LOGIN REPLICATION").await?;

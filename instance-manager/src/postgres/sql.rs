@@ -69,6 +69,13 @@ impl Db {
         Ok(client)
     }
 
+    /// A connection of its own, for statements that may wait (promotion, DDL under synchronous
+    /// replication): the cached one serves the HA loop's observations, which must never queue
+    /// behind them.
+    pub async fn dedicated(&self, timeout: Duration) -> Result<Client, Error> {
+        tokio::time::timeout(timeout, self.connect(timeout)).await.map_err(|_| Error::Timeout(timeout))?
+    }
+
     /// Whether Postgres accepts a connection and answers `SELECT 1` within `timeout`.
     pub async fn accepting(&self, timeout: Duration) -> bool {
         let probe = async {
