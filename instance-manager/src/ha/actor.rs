@@ -359,6 +359,7 @@ impl HaLoop {
     }
 
     async fn tick(&mut self) {
+        self.instance.ha_heartbeat();
         let v = self.instance.config();
         let me = v.name.clone();
         let view = self.read_lease().await;

@@ -68,6 +68,7 @@ pub struct Instance {
     ha: Mutex<Option<mpsc::Sender<crate::ha::HaCommand>>>,
     paused: std::sync::atomic::AtomicBool,
     sync_names: watch::Sender<crate::ha::sync::SyncNames>,
+    ha_heartbeat: Mutex<Option<crate::clock::BootInstant>>,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -118,6 +119,7 @@ impl Instance {
             ha: Mutex::new(None),
             paused: false.into(),
             sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
+            ha_heartbeat: Mutex::new(None),
         }
     }
 
@@ -176,6 +178,24 @@ impl Instance {
 
     pub(crate) fn set_primary_allowed_until(&self, t: Option<crate::clock::BootInstant>) {
         write(&self.primary_allowed_until, t);
+    }
+
+    /// The HA loop calls this at every tick.
+    pub(crate) fn ha_heartbeat(&self) {
+        write(&self.ha_heartbeat, Some(crate::clock::BootInstant::now()));
+    }
+
+    /// `Err` when the HA loop has stalled: no tick for `stall` (liveness fails then).
+    pub fn ha_liveness(&self, stall: Duration) -> Result<(), String> {
+        if self.config().config.lease.is_none() {
+            return Ok(());
+        }
+        match read(&self.ha_heartbeat) {
+            Some(t) if t.elapsed() > stall => {
+                Err(format!("the HA loop has not run for {:.1} s", t.elapsed().as_secs_f64()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The `synchronous_standby_names` Postgres should have (rendered into its configuration).
