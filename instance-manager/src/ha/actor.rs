@@ -10,7 +10,7 @@ use crate::config::Validated;
 use crate::ha::deadman::Deadman;
 use crate::ha::decide::{Action, Inputs, LeaseView, Local, Memory, PgState, Settings, candidacy, decide, may_promote};
 use crate::instance::{Desired, Instance};
-use crate::lease::{LeaseError, LeaseRecord, LeaseStore, LeaseTiming, Version, with_deadline};
+use crate::lease::{LeaseStore, LeaseTiming, Version};
 use crate::pgconf::Upstream;
 
 /// How long peers get to answer `/status` during an election.
@@ -89,25 +89,25 @@ pub struct HaLoop {
     pub(super) instance: Arc<Instance>,
     pub(super) store: Arc<dyn LeaseStore>,
     pub(super) sup: crate::supervisor::Supervisor,
-    commands: tokio::sync::mpsc::Receiver<HaCommand>,
+    pub(super) commands: tokio::sync::mpsc::Receiver<HaCommand>,
     pub(super) timing: LeaseTiming,
-    memory: Memory,
+    pub(super) memory: Memory,
     /// The version last read and when we first saw it.
-    seen: Option<(Version, BootInstant)>,
-    last_error: Option<String>,
-    last_decision: String,
-    deadman: Option<Deadman>,
+    pub(super) seen: Option<(Version, BootInstant)>,
+    pub(super) last_error: Option<String>,
+    pub(super) last_decision: String,
+    pub(super) deadman: Option<Deadman>,
     /// A change of primary we started: (kind, from, term, when decided).
-    pending_transition: Option<(String, Option<String>, u64, BootInstant)>,
-    last_transition: Option<Transition>,
+    pub(super) pending_transition: Option<(String, Option<String>, u64, BootInstant)>,
+    pub(super) last_transition: Option<Transition>,
     /// A forced promotion waits until the previous holder must have fenced itself.
-    promote_not_before: Option<BootInstant>,
+    pub(super) promote_not_before: Option<BootInstant>,
     /// The synchronous names last seen in force, and the WAL position when first seen.
     pub(super) sync_in_force: Option<(crate::ha::sync::SyncNames, u64)>,
     /// Published synchronous standbys not streaming, since when.
     pub(super) sync_dead_since: std::collections::BTreeMap<String, BootInstant>,
     /// The sync set of the lease as last read or written.
-    last_sync_set: Vec<String>,
+    pub(super) last_sync_set: Vec<String>,
 }
 
 impl HaLoop {
@@ -187,144 +187,6 @@ impl HaLoop {
         }
     }
 
-    /// Whether our last renew is within the renew deadline.
-    pub(super) fn renew_is_fresh(&self) -> bool {
-        self.memory.last_renew_sent.is_some_and(|t| BootInstant::now().duration_since(t) < self.timing.renew_deadline)
-    }
-
-    /// From now on we do not hold the lease.
-    pub(super) fn forget_renew(&mut self) {
-        self.memory.last_renew_sent = None;
-        self.instance.set_primary_allowed_until(None);
-        self.disarm();
-    }
-
-    /// Renews with `switchover_to` set, announcing a handover.
-    pub(super) async fn write_switchover_intent(&mut self, view: &LeaseView, target: &str) -> bool {
-        let LeaseView::Present { record, version, unchanged_since } = view else { return false };
-        let mut r = record.clone();
-        r.switchover_to = Some(target.to_string());
-        let announced = LeaseView::Present { record: r, version: version.clone(), unchanged_since: *unchanged_since };
-        let v = self.instance.config();
-        self.write(&announced, &v, false).await
-    }
-
-    /// An operator's promote: take the lease when it is free or expired (ignoring the election's
-    /// preferences and `paused`), or with `force` from a live holder, in which case promotion
-    /// waits until that holder must have fenced itself (renewDeadline + fenceBudget).
-    async fn manual_promote(&mut self, force: bool) -> Result<String, String> {
-        let v = self.instance.config();
-        let view = self.read_lease().await;
-        let local = self.local().await;
-        if local.postgres != (PgState::Running { in_recovery: true }) {
-            return Err("postgres is not running as a replica here".into());
-        }
-        let holder = match &view {
-            LeaseView::Present { record, unchanged_since, .. } => {
-                let expired = BootInstant::now().duration_since(*unchanged_since) >= self.timing.lease_duration;
-                record.holder.clone().filter(|_| !expired)
-            }
-            LeaseView::Absent => None,
-            LeaseView::Unreadable(e) => return Err(format!("the lease cannot be read: {e}")),
-        };
-        if holder.as_deref() == Some(v.name.as_str()) {
-            return Ok("already the lease holder".into());
-        }
-        if let (Some(h), false) = (&holder, force) {
-            return Err(format!("a live primary ({h}) holds the lease; use switchover on it, or promote with force"));
-        }
-        if !self.write(&view, &v, matches!(view, LeaseView::Absent)).await {
-            return Err("could not take the lease (someone else wrote first); try again".into());
-        }
-        if holder.is_some() {
-            // The previous holder stops writing at the latest renewDeadline + fenceBudget after
-            // its last renew, which was before our write.
-            self.promote_not_before =
-                BootInstant::now().checked_add(self.timing.renew_deadline + self.timing.fence_budget);
-        }
-        self.pending_transition = Some(("promote".into(), holder.clone(), self.seen_term(), BootInstant::now()));
-        self.promote();
-        Ok(match holder {
-            Some(h) => format!("took the lease from {h}; promoting once it must have fenced itself"),
-            None => "promoting".into(),
-        })
-    }
-
-    fn seen_term(&self) -> u64 {
-        self.instance.lease_status().map(|l| l.term + 1).unwrap_or(0)
-    }
-
-    /// Gives the lease up when we hold it and Postgres is stopped.
-    async fn release(&mut self) -> Result<(), String> {
-        let me = self.instance.config().name.clone();
-        let (record, version) = match with_deadline(self.store.get(), self.timing.retry_period).await {
-            Ok(Some(rv)) => rv,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
-        if record.holder.as_deref() != Some(me.as_str()) {
-            return Ok(());
-        }
-        if self.instance.process().pid.is_some() {
-            return Err("postgres is still running".into());
-        }
-        let mut next = record;
-        next.holder = None;
-        next.renew_time = Some(jiff::Timestamp::now());
-        self.forget_renew();
-        with_deadline(self.store.replace(&next, &version), self.timing.retry_period)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())?;
-        tracing::info!("released the lease");
-        Ok(())
-    }
-
-    /// How long a lease call may take: a period, and never past the moment a holder must
-    /// fence (a hung store must not delay the fence).
-    fn call_deadline(&self) -> Duration {
-        let mut d = self.timing.retry_period;
-        if let Some(sent) = self.memory.last_renew_sent {
-            let left = self.timing.renew_deadline.saturating_sub(BootInstant::now().duration_since(sent));
-            d = d.min(left);
-        }
-        d
-    }
-
-    pub(super) async fn read_lease(&mut self) -> LeaseView {
-        if self.memory.last_renew_sent.is_some() && self.call_deadline().is_zero() {
-            // The renew deadline passed: we no longer hold the lease, whatever the store says.
-            // Forget the renew (decide() fences a writable Postgres) and read normally.
-            tracing::warn!("the renew deadline passed without a successful renew");
-            self.memory.last_renew_sent = None;
-            self.instance.set_primary_allowed_until(None);
-            // Decide now (a fence must not wait for a read); read at the next tick.
-            return LeaseView::Unreadable("the renew deadline passed".into());
-        }
-        let deadline = self.call_deadline();
-        match with_deadline(self.store.get(), deadline).await {
-            Ok(Some((record, version))) => {
-                let now = BootInstant::now();
-                let since = match &self.seen {
-                    Some((v, t)) if *v == version => *t,
-                    _ => now,
-                };
-                self.seen = Some((version.clone(), since));
-                self.last_error = None;
-                LeaseView::Present { record, version, unchanged_since: since }
-            }
-            Ok(None) => {
-                self.seen = None;
-                self.last_error = None;
-                LeaseView::Absent
-            }
-            Err(e) => {
-                self.last_error = Some(e.to_string());
-                LeaseView::Unreadable(e.to_string())
-            }
-        }
-    }
-
     pub(super) async fn local(&self) -> Local {
         let v = self.instance.config();
         let o = self.instance.observe().await;
@@ -346,7 +208,7 @@ impl HaLoop {
         }
     }
 
-    fn needs_peers(&self, view: &LeaseView, me: &str) -> bool {
+    pub(super) fn needs_peers(&self, view: &LeaseView, me: &str) -> bool {
         match view {
             LeaseView::Absent => true,
             LeaseView::Unreadable(_) => false,
@@ -379,14 +241,14 @@ impl HaLoop {
         if let LeaseView::Present { record, .. } = &view {
             self.last_sync_set = record.sync_standbys.clone();
         }
-        if self.instance.is_fenced() && self.instance.process().pid.is_none() {
-            if let LeaseView::Present { record, .. } = &view {
-                if record.holder.as_deref() == Some(me.as_str()) {
-                    // A fenced primary must not keep the lease: the others take over at once.
-                    if let Err(e) = self.release().await {
-                        tracing::warn!(error = %e, "cannot release the lease of a fenced primary");
-                    }
-                }
+        if self.instance.is_fenced()
+            && self.instance.process().pid.is_none()
+            && let LeaseView::Present { record, .. } = &view
+            && record.holder.as_deref() == Some(me.as_str())
+        {
+            // A fenced primary must not keep the lease: the others take over at once.
+            if let Err(e) = self.release().await {
+                tracing::warn!(error = %e, "cannot release the lease of a fenced primary");
             }
         }
         let initialized = crate::pgdata::is_initialized(&self.instance.paths.data_dir);
@@ -436,15 +298,16 @@ impl HaLoop {
                 ok
             }
             Action::Promote => {
-                if self.pending_transition.is_none() && self.instance.desired() != Desired::Primary {
-                    if let LeaseView::Present { record, .. } = view {
-                        let kind = if record.switchover_to.as_deref() == Some(v.name.as_str()) {
-                            "switchover"
-                        } else {
-                            "failover"
-                        };
-                        self.pending_transition = Some((kind.into(), None, record.transitions, BootInstant::now()));
-                    }
+                if self.pending_transition.is_none()
+                    && self.instance.desired() != Desired::Primary
+                    && let LeaseView::Present { record, .. } = view
+                {
+                    let kind = if record.switchover_to.as_deref() == Some(v.name.as_str()) {
+                        "switchover"
+                    } else {
+                        "failover"
+                    };
+                    self.pending_transition = Some((kind.into(), None, record.transitions, BootInstant::now()));
                 }
                 self.promote();
                 true
@@ -467,7 +330,7 @@ impl HaLoop {
         }
     }
 
-    fn promote(&mut self) {
+    pub(super) fn promote(&mut self) {
         if self.promote_not_before.is_some_and(|t| BootInstant::now() < t) {
             tracing::info!("forced promotion: waiting until the previous holder must have fenced itself");
             return;
@@ -483,130 +346,7 @@ impl HaLoop {
         }
     }
 
-    /// Renew (`create` false, holder is us), acquire over an expired or released lease
-    /// (holder is someone else or nobody), or create a missing lease.
-    pub(super) async fn write(&mut self, view: &LeaseView, v: &Validated, create: bool) -> bool {
-        let me = v.name.as_str();
-        let wall = jiff::Timestamp::now();
-        let (record, version, previous) = match view {
-            LeaseView::Present { record, version, .. } => {
-                let mut r = record.clone();
-                let previous = r.holder.clone();
-                if previous.as_deref() != Some(me) {
-                    r.transitions += 1;
-                    r.acquire_time = Some(wall);
-                    r.sync_standbys.retain(|s| s != me);
-                    r.switchover_to = None;
-                }
-                if !r.switchover_to.as_deref().is_some_and(|t| t != me) && self.instance.promoted_at().is_some() {
-                    // The announced handover to us is complete.
-                    r.switchover_to = None;
-                }
-                r.holder = Some(me.to_string());
-                r.renew_time = Some(wall);
-                r.lease_duration_seconds = self.timing.lease_duration.as_secs().max(1) as u32;
-                (r, Some(version.clone()), previous)
-            }
-            _ => (
-                LeaseRecord {
-                    holder: Some(me.to_string()),
-                    lease_duration_seconds: self.timing.lease_duration.as_secs().max(1) as u32,
-                    acquire_time: Some(wall),
-                    renew_time: Some(wall),
-                    transitions: 1,
-                    sync_standbys: Vec::new(),
-                    switchover_to: None,
-                },
-                None,
-                None,
-            ),
-        };
-        let acquiring = previous.as_deref() != Some(me);
-        let sent = BootInstant::now();
-        let deadline = if acquiring { self.timing.retry_period } else { self.call_deadline() };
-        if deadline.is_zero() {
-            return false;
-        }
-        let result = match (&version, create) {
-            (Some(ver), false) => with_deadline(self.store.replace(&record, ver), deadline).await,
-            _ => with_deadline(self.store.create(&record), deadline).await,
-        };
-        match result {
-            Ok(new_version) => self.wrote(record, new_version, sent, acquiring, previous, v),
-            Err(LeaseError::Conflict) => self.after_conflict(&record, sent, acquiring, previous, v).await,
-            Err(e) => {
-                tracing::warn!(error = %e, acquiring, "lease write failed");
-                self.last_error = Some(e.to_string());
-                false
-            }
-        }
-    }
-
-    fn wrote(
-        &mut self,
-        record: LeaseRecord,
-        version: Version,
-        sent: BootInstant,
-        acquiring: bool,
-        previous: Option<String>,
-        v: &Validated,
-    ) -> bool {
-        self.memory.last_renew_sent = Some(sent);
-        self.instance.set_primary_allowed_until(sent.checked_add(self.timing.renew_deadline));
-        self.seen = Some((version, BootInstant::now()));
-        if acquiring {
-            tracing::info!(term = record.transitions, previous = ?previous, "acquired the lease");
-            let kind = if record.switchover_to.is_some() {
-                "switchover"
-            } else if previous.is_some() {
-                "failover"
-            } else {
-                "bootstrap"
-            };
-            self.pending_transition = Some((kind.into(), previous, record.transitions, sent));
-        }
-        if self.instance.desired() != Desired::Primary && self.instance.process().pid.is_none() {
-            // We hold the lease and Postgres is not running: start it as the primary.
-            self.prepare_primary_sync(&record.sync_standbys.clone());
-            self.instance.set_desired(Desired::Primary);
-        }
-        if self.instance.desired() == Desired::Primary {
-            self.arm();
-        }
-        let _ = v;
-        true
-    }
-
-    /// A 409: someone wrote first — unless the re-read shows our own write landed.
-    async fn after_conflict(
-        &mut self,
-        ours: &LeaseRecord,
-        sent: BootInstant,
-        acquiring: bool,
-        previous: Option<String>,
-        v: &Validated,
-    ) -> bool {
-        match with_deadline(self.store.get(), self.timing.retry_period).await {
-            Ok(Some((record, version))) if record.normalized() == ours.normalized() => {
-                tracing::info!("the lease write landed although its answer was a conflict");
-                self.wrote(record, version, sent, acquiring, previous, v)
-            }
-            Ok(_) => {
-                tracing::info!(acquiring, "lost the lease race: someone else wrote first");
-                if !acquiring {
-                    self.memory.last_renew_sent = None;
-                    self.instance.set_primary_allowed_until(None);
-                }
-                false
-            }
-            Err(e) => {
-                self.last_error = Some(e.to_string());
-                false
-            }
-        }
-    }
-
-    fn arm(&mut self) {
+    pub(super) fn arm(&mut self) {
         let (Some(sent), Some(d), Some(pid)) =
             (self.memory.last_renew_sent, self.deadman.as_mut(), self.instance.process().pid)
         else {
@@ -623,7 +363,7 @@ impl HaLoop {
         }
     }
 
-    fn finish_transition(&mut self, local: &Local) {
+    pub(super) fn finish_transition(&mut self, local: &Local) {
         let Some((kind, from, term, started)) = &self.pending_transition else { return };
         if local.postgres != (PgState::Running { in_recovery: false }) {
             return;
@@ -646,7 +386,7 @@ impl HaLoop {
         self.pending_transition = None;
     }
 
-    fn publish(&self, view: &LeaseView, me: &str, not_eligible: Option<String>) {
+    pub(super) fn publish(&self, view: &LeaseView, me: &str, not_eligible: Option<String>) {
         let now = BootInstant::now();
         let (holder, term, sync, expires) = match view {
             LeaseView::Present { record, unchanged_since, .. } => (

@@ -150,10 +150,10 @@ impl HaLoop {
             .with_timeout(Duration::from_secs(1));
         let deadline = BootInstant::now().checked_add(CATCH_UP_TIMEOUT).unwrap_or_else(BootInstant::now);
         loop {
-            if let Ok(s) = client.get_json::<InstanceStatus>("/status").await {
-                if s.received_lsn.as_deref().and_then(crate::peers::parse_lsn).is_some_and(|r| r > checkpoint) {
-                    return Ok(());
-                }
+            if let Ok(s) = client.get_json::<InstanceStatus>("/status").await
+                && s.received_lsn.as_deref().and_then(crate::peers::parse_lsn).is_some_and(|r| r > checkpoint)
+            {
+                return Ok(());
             }
             if BootInstant::now() >= deadline {
                 return Err(format!("{target} did not receive the shutdown checkpoint within {CATCH_UP_TIMEOUT:?}"));

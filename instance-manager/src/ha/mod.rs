@@ -20,12 +20,14 @@
 //! ```
 
 pub mod actor;
+mod control;
 pub mod deadman;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
 mod handover;
 pub mod sync;
+mod writes;
 
 pub use actor::{HaCommand, HaLoop, open_store};
 pub use handover::choose_target;

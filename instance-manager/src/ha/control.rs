@@ -1,0 +1,63 @@
+//! Operator commands carried out by the HA loop: promote (forced or not) and the announcement
+//! of a switchover.
+
+use super::actor::HaLoop;
+use super::decide::{LeaseView, PgState};
+use crate::clock::BootInstant;
+
+impl HaLoop {
+    /// Renews with `switchover_to` set, announcing a handover.
+    pub(super) async fn write_switchover_intent(&mut self, view: &LeaseView, target: &str) -> bool {
+        let LeaseView::Present { record, version, unchanged_since } = view else { return false };
+        let mut r = record.clone();
+        r.switchover_to = Some(target.to_string());
+        let announced = LeaseView::Present { record: r, version: version.clone(), unchanged_since: *unchanged_since };
+        let v = self.instance.config();
+        self.write(&announced, &v, false).await
+    }
+
+    /// An operator's promote: take the lease when it is free or expired (ignoring the election's
+    /// preferences and `paused`), or with `force` from a live holder, in which case promotion
+    /// waits until that holder must have fenced itself (renewDeadline + fenceBudget).
+    pub(super) async fn manual_promote(&mut self, force: bool) -> Result<String, String> {
+        let v = self.instance.config();
+        let view = self.read_lease().await;
+        let local = self.local().await;
+        if local.postgres != (PgState::Running { in_recovery: true }) {
+            return Err("postgres is not running as a replica here".into());
+        }
+        let holder = match &view {
+            LeaseView::Present { record, unchanged_since, .. } => {
+                let expired = BootInstant::now().duration_since(*unchanged_since) >= self.timing.lease_duration;
+                record.holder.clone().filter(|_| !expired)
+            }
+            LeaseView::Absent => None,
+            LeaseView::Unreadable(e) => return Err(format!("the lease cannot be read: {e}")),
+        };
+        if holder.as_deref() == Some(v.name.as_str()) {
+            return Ok("already the lease holder".into());
+        }
+        if let (Some(h), false) = (&holder, force) {
+            return Err(format!("a live primary ({h}) holds the lease; use switchover on it, or promote with force"));
+        }
+        if !self.write(&view, &v, matches!(view, LeaseView::Absent)).await {
+            return Err("could not take the lease (someone else wrote first); try again".into());
+        }
+        if holder.is_some() {
+            // The previous holder stops writing at the latest renewDeadline + fenceBudget after
+            // its last renew, which was before our write.
+            self.promote_not_before =
+                BootInstant::now().checked_add(self.timing.renew_deadline + self.timing.fence_budget);
+        }
+        self.pending_transition = Some(("promote".into(), holder.clone(), self.seen_term(), BootInstant::now()));
+        self.promote();
+        Ok(match holder {
+            Some(h) => format!("took the lease from {h}; promoting once it must have fenced itself"),
+            None => "promoting".into(),
+        })
+    }
+
+    pub(super) fn seen_term(&self) -> u64 {
+        self.instance.lease_status().map(|l| l.term + 1).unwrap_or(0)
+    }
+}
