@@ -79,3 +79,19 @@ async fn node_loss_fails_over_and_the_old_primary_rejoins() {
     let st = cluster.get("pg-1").status().await.unwrap();
     assert_eq!((st.role.as_str(), st.timeline), ("replica", Some(2)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_on_the_primary_recovers_in_place_without_failover() {
+    let cluster = TestCluster::start(3, FAST);
+    let all = ["pg-1", "pg-2", "pg-3"];
+    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
+    let pg = cluster.get("pg-1").postgres_pid().expect("postmaster pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pg as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The manager restarts Postgres at once in the same role while it keeps renewing.
+    let again = cluster.wait_primary(&all, Duration::from_secs(30)).await;
+    assert_eq!(again, "pg-1");
+    let lease = cluster.lease().unwrap();
+    assert_eq!((lease.holder.as_deref(), lease.transitions), (Some("pg-1"), 1), "no change of term");
+    let st = cluster.get("pg-1").status().await.unwrap();
+    assert_eq!((st.postgres.restarts, st.timeline), (1, Some(1)));
+}
