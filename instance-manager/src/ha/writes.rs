@@ -10,6 +10,33 @@ use crate::config::Validated;
 use crate::instance::Desired;
 use crate::lease::{LeaseError, LeaseRecord, Version, with_deadline};
 
+/// The record a write by `me` carries (invariant 6: the term is the fencing token). A renew
+/// keeps the term; an acquisition — the holder was someone else, nobody, or there was no
+/// lease — increments it, takes `me` out of the synchronous set (a primary is not its own
+/// standby) and clears a switchover announcement. `handover_done` (we run as primary) clears
+/// an announcement that named us.
+pub fn next_record(
+    current: Option<&LeaseRecord>,
+    me: &str,
+    now: jiff::Timestamp,
+    lease_seconds: u32,
+    handover_done: bool,
+) -> LeaseRecord {
+    let mut r = current.cloned().unwrap_or_default();
+    if r.holder.as_deref() != Some(me) {
+        r.transitions += 1;
+        r.acquire_time = Some(now);
+        r.sync_standbys.retain(|s| s != me);
+        r.switchover_to = None;
+    } else if handover_done && r.switchover_to.as_deref() == Some(me) {
+        r.switchover_to = None;
+    }
+    r.holder = Some(me.to_string());
+    r.renew_time = Some(now);
+    r.lease_duration_seconds = lease_seconds;
+    r
+}
+
 impl HaLoop {
     /// Whether our last renew is within the renew deadline.
     pub(super) fn renew_is_fresh(&self) -> bool {
@@ -99,39 +126,15 @@ impl HaLoop {
     pub(super) async fn write(&mut self, view: &LeaseView, v: &Validated, create: bool) -> bool {
         let me = v.name.as_str();
         let wall = jiff::Timestamp::now();
-        let (record, version, previous) = match view {
-            LeaseView::Present { record, version, .. } => {
-                let mut r = record.clone();
-                let previous = r.holder.clone();
-                if previous.as_deref() != Some(me) {
-                    r.transitions += 1;
-                    r.acquire_time = Some(wall);
-                    r.sync_standbys.retain(|s| s != me);
-                    r.switchover_to = None;
-                }
-                if r.switchover_to.as_deref().is_none_or(|t| t == me) && self.instance.promoted_at().is_some() {
-                    // The announced handover to us is complete.
-                    r.switchover_to = None;
-                }
-                r.holder = Some(me.to_string());
-                r.renew_time = Some(wall);
-                r.lease_duration_seconds = self.timing.lease_duration.as_secs().max(1) as u32;
-                (r, Some(version.clone()), previous)
-            }
-            _ => (
-                LeaseRecord {
-                    holder: Some(me.to_string()),
-                    lease_duration_seconds: self.timing.lease_duration.as_secs().max(1) as u32,
-                    acquire_time: Some(wall),
-                    renew_time: Some(wall),
-                    transitions: 1,
-                    sync_standbys: Vec::new(),
-                    switchover_to: None,
-                },
-                None,
-                None,
-            ),
+        let current = match view {
+            LeaseView::Present { record, version, .. } => Some((record, version)),
+            _ => None,
         };
+        let previous = current.and_then(|(r, _)| r.holder.clone());
+        let version = current.map(|(_, v)| v.clone());
+        let handover_done = self.instance.desired() == Desired::Primary;
+        let lease_seconds = self.timing.lease_duration.as_secs().max(1) as u32;
+        let record = next_record(current.map(|(r, _)| r), me, wall, lease_seconds, handover_done);
         let acquiring = previous.as_deref() != Some(me);
         let sent = BootInstant::now();
         let deadline = if acquiring { self.timing.retry_period } else { self.call_deadline() };
@@ -215,5 +218,45 @@ impl HaLoop {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(holder: &str, term: u64) -> LeaseRecord {
+        LeaseRecord {
+            holder: Some(holder.into()),
+            transitions: term,
+            sync_standbys: vec!["pg-2".into(), "pg-3".into()],
+            ..LeaseRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_renew_keeps_the_term_and_an_acquisition_increments_it() {
+        let now = jiff::Timestamp::now();
+        let renew = next_record(Some(&held("pg-1", 4)), "pg-1", now, 15, false);
+        assert_eq!((renew.transitions, renew.holder.as_deref()), (4, Some("pg-1")));
+        let taken = next_record(Some(&held("pg-1", 4)), "pg-2", now, 15, false);
+        assert_eq!((taken.transitions, taken.holder.as_deref()), (5, Some("pg-2")));
+        assert_eq!(taken.sync_standbys, vec!["pg-3".to_string()], "the new primary is not its own standby");
+        assert_eq!(taken.acquire_time, Some(now));
+        let first = next_record(None, "pg-1", now, 15, false);
+        assert_eq!((first.transitions, first.lease_duration_seconds), (1, 15));
+        let released = LeaseRecord { holder: None, ..held("x", 7) };
+        assert_eq!(next_record(Some(&released), "pg-3", now, 15, false).transitions, 8);
+    }
+
+    #[test]
+    fn a_switchover_announcement_lasts_until_the_target_runs_as_primary() {
+        let now = jiff::Timestamp::now();
+        let handed = LeaseRecord { switchover_to: Some("pg-2".into()), ..held("pg-2", 5) };
+        assert_eq!(next_record(Some(&handed), "pg-2", now, 15, false).switchover_to.as_deref(), Some("pg-2"));
+        assert_eq!(next_record(Some(&handed), "pg-2", now, 15, true).switchover_to, None);
+        // The old primary's own announcement naming its target survives its renews.
+        let announced = LeaseRecord { switchover_to: Some("pg-3".into()), ..held("pg-1", 5) };
+        assert_eq!(next_record(Some(&announced), "pg-1", now, 15, true).switchover_to.as_deref(), Some("pg-3"));
     }
 }
