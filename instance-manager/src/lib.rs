@@ -37,6 +37,7 @@ pub mod peers;
 pub mod pgconf;
 pub mod pgdata;
 pub mod postgres;
+pub mod routing;
 pub mod supervisor;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -106,6 +106,8 @@ pub struct HaLoop {
     pub(super) sync_in_force: Option<(crate::ha::sync::SyncNames, u64)>,
     /// Published synchronous standbys not streaming, since when.
     pub(super) sync_dead_since: std::collections::BTreeMap<String, BootInstant>,
+    /// Since when this replica's WAL receiver has not been streaming.
+    pub(super) not_streaming_since: Option<BootInstant>,
     /// The sync set of the lease as last read or written.
     pub(super) last_sync_set: Vec<String>,
 }
@@ -138,6 +140,7 @@ impl HaLoop {
             sync_in_force: None,
             sync_dead_since: std::collections::BTreeMap::new(),
             last_sync_set: Vec::new(),
+            not_streaming_since: None,
         }
     }
 
@@ -315,6 +318,7 @@ impl HaLoop {
             Action::Follow { holder } => {
                 self.disarm();
                 self.instance.set_desired(Desired::Replica(upstream_of(&v.config.members, &holder)));
+                self.check_diverged(&holder, local).await;
                 true
             }
             Action::Wait { reason } => {
@@ -326,6 +330,40 @@ impl HaLoop {
                     self.instance.set_desired(Desired::Replica(holder_upstream(view, v)));
                 }
                 true
+            }
+        }
+    }
+
+    /// A replica that cannot stream from the primary for long while the primary is on a later
+    /// timeline has diverged (it received WAL the new primary never had): rewind it.
+    async fn check_diverged(&mut self, holder: &str, local: &Local) {
+        let streaming = match self.instance.observe().await {
+            Some(o) if o.in_recovery => o.wal_receiver.is_some_and(|w| w.status == "streaming"),
+            _ => {
+                self.not_streaming_since = None;
+                return;
+            }
+        };
+        if streaming {
+            self.not_streaming_since = None;
+            return;
+        }
+        let since = *self.not_streaming_since.get_or_insert_with(BootInstant::now);
+        if since.elapsed() < self.timing.lease_duration.max(Duration::from_secs(10)) {
+            return;
+        }
+        let v = self.instance.config();
+        let peers = crate::peers::statuses(&v.config.members, &v.name, Duration::from_secs(1)).await;
+        let primary = peers.iter().find(|(m, _)| m.name == holder).and_then(|(_, s)| s.as_ref());
+        if let Some(p) = primary.filter(|p| p.role == "primary") {
+            if p.timeline.zip(local.timeline).is_some_and(|(theirs, mine)| theirs > mine) {
+                let reason = format!(
+                    "this replica (timeline {:?}) cannot follow {holder} (timeline {:?}): rewinding it",
+                    local.timeline, p.timeline
+                );
+                tracing::warn!("{reason}");
+                self.not_streaming_since = None;
+                self.instance.request_rewind(reason);
             }
         }
     }

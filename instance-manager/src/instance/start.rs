@@ -85,11 +85,17 @@ async fn rewind_if_needed(sup: &Supervisor, instance: &Instance, v: &Validated, 
         // A fresh base backup: pg_control is the primary's copy, the data is a standby's.
         return Ok(());
     }
+    let forced = instance.take_rewind_request();
     let state = pgdata::cluster_state(sup, v, paths).await?;
-    if !state.was_primary() {
+    if !state.was_primary() && !forced {
         return Ok(());
     }
-    tracing::info!(?state, upstream = %up.name, "this data directory was a primary: rewinding it onto the new primary");
+    if forced {
+        // pg_rewind may first finish crash recovery in single-user mode, which refuses to run
+        // with standby.signal present; prepare_start puts it back afterwards.
+        pgdata::set_standby_signal(v, paths, false)?;
+    }
+    tracing::info!(?state, forced, upstream = %up.name, "rewinding this data directory onto the primary");
     crate::pgconf::write_pgpass(v, paths)
         .map_err(|source| Error::Render { path: paths.pgpass().display().to_string(), source })?;
     match pgdata::rewind(sup, v, paths, &up.host, up.port).await {

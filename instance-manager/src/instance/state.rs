@@ -69,6 +69,7 @@ pub struct Instance {
     paused: std::sync::atomic::AtomicBool,
     sync_names: watch::Sender<crate::ha::sync::SyncNames>,
     ha_heartbeat: Mutex<Option<crate::clock::BootInstant>>,
+    force_rewind: std::sync::atomic::AtomicBool,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -120,6 +121,7 @@ impl Instance {
             paused: false.into(),
             sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
             ha_heartbeat: Mutex::new(None),
+            force_rewind: false.into(),
         }
     }
 
@@ -178,6 +180,18 @@ impl Instance {
 
     pub(crate) fn set_primary_allowed_until(&self, t: Option<crate::clock::BootInstant>) {
         write(&self.primary_allowed_until, t);
+    }
+
+    /// Stops Postgres and rewinds it onto its upstream before it starts again (a replica that
+    /// diverged from the primary's timeline).
+    pub fn request_rewind(&self, reason: String) {
+        self.force_rewind.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.fence_now(reason);
+    }
+
+    /// Whether a rewind was requested; clears the request.
+    pub(crate) fn take_rewind_request(&self) -> bool {
+        self.force_rewind.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The HA loop calls this at every tick.

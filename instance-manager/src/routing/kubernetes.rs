@@ -24,7 +24,9 @@ use kube::core::{Request, Status};
 use tokio::time::Instant;
 
 use super::slice::{Publish, plan_publish, plan_release};
-use super::{DEFAULT_CALL_DEADLINE, ROLE_LABEL, Result, Routing, RoutingError, RoutingFuture, desired_slice, with_deadline};
+use super::{
+    DEFAULT_CALL_DEADLINE, ROLE_LABEL, Result, Routing, RoutingError, RoutingFuture, desired_slice, with_deadline,
+};
 
 /// How many times a write is decided and sent before giving up with a conflict.
 const MAX_ATTEMPTS: u32 = 4;
@@ -176,7 +178,8 @@ impl KubernetesRouting {
     /// Creates the slice, or replaces it at the `resourceVersion` it carries.
     async fn write_slice(&self, end: Instant, mut slice: EndpointSlice, create: bool) -> Result<Cas> {
         let verb = if create { "create" } else { "replace" };
-        let (name, what) = (self.slice_name(), format!("{verb} endpointslice {}/{}", self.namespace, self.slice_name()));
+        let (name, what) =
+            (self.slice_name(), format!("{verb} endpointslice {}/{}", self.namespace, self.slice_name()));
         slice.metadata.managed_fields = None;
         if create {
             slice.metadata.resource_version = None;
@@ -273,7 +276,8 @@ impl KubernetesRouting {
 /// Whether `v` is a Kubernetes label value: at most 63 characters, alphanumerics and `-_.`
 /// inside, alphanumeric at both ends (empty is allowed by Kubernetes, not by us).
 fn is_label_value(v: &str) -> bool {
-    let alnum_ends = v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let alnum_ends =
+        v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric());
     v.len() <= 63 && alnum_ends && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -305,7 +309,12 @@ impl Routing for KubernetesRouting {
 
     fn describe(&self) -> String {
         let address = std::net::SocketAddr::new(self.pod_ip, self.port);
-        format!("kubernetes endpointslice {}/{} (pod {} at {address})", self.namespace, self.slice_name(), self.pod_name)
+        format!(
+            "kubernetes endpointslice {}/{} (pod {} at {address})",
+            self.namespace,
+            self.slice_name(),
+            self.pod_name
+        )
     }
 }
 

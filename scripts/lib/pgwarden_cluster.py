@@ -1,0 +1,537 @@
+"""A pgwarden HA cluster as local processes: the cluster directory, the instances' configurations
+(a file lease shared by all of them, every member listed), starting and stopping managers, and
+asking their HTTP APIs who is primary. Shared by `scripts/local-cluster` and `scripts/bench-failover`.
+
+Python 3 standard library only. Functions that can fail raise `Failure(message, hint)`.
+"""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+import time
+
+from pgwarden_local import (
+    Failure, http_get, http_json, info, pid_alive, port_free, postmaster_pid, read_pidfile,
+    signal_pid, stop_stray_postmaster, tail, wait_gone, who_listens, write_private, yaml_str,
+)
+
+STATE_FILE = "cluster.json"
+LEASE_FILE = "lease.json"
+CLUSTER_NAME = "local"
+HOST = "127.0.0.1"
+APP_USER = "app"
+APP_DB = "app"
+SECRETS = {"superuser": "superuser.password", "app": "app.password", "replication": "replication.password",
+           "api_token": "api.token"}
+# Shutdown escalation written into each config: sessions get a moment, then a fast shutdown.
+SMART_TIMEOUT = 5
+STOP_TIMEOUT = 20
+
+# Lease timing (seconds), DESIGN §4.2: the defaults, and a fast profile for clusters whose lease
+# store always answers within a second (a file on one host does).
+TIMING_KEYS = ("lease_duration", "renew_deadline", "retry_period", "fence_budget")
+DEFAULT_TIMING = {"lease_duration": 15, "renew_deadline": 10, "retry_period": 2, "fence_budget": 2}
+FAST_TIMING = {"lease_duration": 5, "renew_deadline": 3, "retry_period": 1, "fence_budget": 1.5}
+TIMING_FIELDS = {"lease_duration": "leaseDurationSeconds", "renew_deadline": "renewDeadlineSeconds",
+                 "retry_period": "retryPeriodSeconds", "fence_budget": "fenceBudgetSeconds"}
+
+
+def num(x):
+    """15.0 -> '15', 1.5 -> '1.5' (YAML and messages)."""
+    return f"{x:g}"
+
+
+def timing_str(t):
+    return "/".join(num(t[k]) for k in TIMING_KEYS)
+
+
+class Cluster:
+    """The cluster directory and what was decided at creation (cluster.json).
+
+    `cmd` is how hints tell the user to call the owning script again (e.g. `scripts/local-cluster`)."""
+
+    def __init__(self, directory, cmd="scripts/local-cluster"):
+        self.dir = os.path.abspath(directory)
+        self.cmd = cmd
+        self.state = None
+
+    # -- state --
+    @property
+    def state_path(self):
+        return os.path.join(self.dir, STATE_FILE)
+
+    @property
+    def lease_path(self):
+        return os.path.join(self.dir, LEASE_FILE)
+
+    def exists(self):
+        return os.path.exists(self.state_path)
+
+    def load(self):
+        if not self.exists():
+            raise Failure(f"no local cluster in {self.dir} (no {STATE_FILE})", f"start one with `{self.cmd} up`")
+        try:
+            with open(self.state_path) as f:
+                self.state = json.load(f)
+        except ValueError as e:
+            raise Failure(f"{self.state_path} is not valid JSON: {e}",
+                          f"`{self.cmd} down --purge` and `up` again") from None
+        return self
+
+    def save(self):
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, self.state_path)
+
+    @property
+    def legacy(self):
+        """A cluster created by the static-role version of local-cluster (pg-1 primary by config)."""
+        return "lease" not in self.state
+
+    @property
+    def instances(self):
+        return self.state["instances"]
+
+    def instance(self, name):
+        for inst in self.instances:
+            if inst["name"] == name:
+                return inst
+        names = ", ".join(i["name"] for i in self.instances)
+        raise Failure(f"no instance named {name!r} in {self.dir}", f"instances: {names}")
+
+    # -- paths --
+    def secret_path(self, which):
+        return os.path.join(self.dir, "secrets", SECRETS[which])
+
+    def inst_dir(self, inst):
+        return os.path.join(self.dir, inst["name"])
+
+    def config_path(self, inst):
+        return os.path.join(self.inst_dir(inst), "config.yaml")
+
+    def log_path(self, inst):
+        return os.path.join(self.inst_dir(inst), "manager.log")
+
+    def pid_path(self, inst):
+        return os.path.join(self.inst_dir(inst), "manager.pid")
+
+    def data_dir(self, inst):
+        return os.path.join(self.inst_dir(inst), "pgdata")
+
+    def run_dir(self, inst):
+        return os.path.join(self.inst_dir(inst), "run")
+
+    def socket_url(self, inst):
+        """The manager's local socket: mutating CLI commands need no token there."""
+        return "unix://" + os.path.join(self.run_dir(inst), "manager.sock")
+
+    @staticmethod
+    def api_url(inst):
+        return f"http://{HOST}:{inst['api_port']}"
+
+    def manager_pid(self, inst):
+        """Pid of the instance's running manager, None when it is down. The command line must
+        name this instance's config, so a recycled pid is not mistaken for it."""
+        pid = read_pidfile(self.pid_path(inst))
+        if pid and pid_alive(pid, must_contain=[self.config_path(inst)]):
+            return pid
+        return None
+
+    def read_secret(self, which):
+        try:
+            with open(self.secret_path(which)) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            raise Failure(f"secret file {self.secret_path(which)} is missing",
+                          f"`{self.cmd} up` recreates missing secrets "
+                          "(an existing cluster keeps its old password for that user)") from None
+
+    def read_lease_file(self):
+        """The lease record as the file backend stores it ({"record": {...}}), or None."""
+        try:
+            with open(self.lease_path) as f:
+                doc = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+        rec = doc.get("record") if isinstance(doc, dict) else None
+        return rec if isinstance(rec, dict) else None
+
+    def log_excerpt(self, inst, n=12):
+        lines = tail(self.log_path(inst), n)
+        if not lines:
+            return f"\n  ({self.log_path(inst)} is empty)"
+        return f"\n  last lines of {self.log_path(inst)}:\n" + "\n".join("    " + line[:300] for line in lines)
+
+
+# --- creation ---------------------------------------------------------------------------------
+
+def new_state(instances, pg_ports, api_ports, timing, synchronous, base_port=None, api_base_port=None):
+    return {
+        "cluster": CLUSTER_NAME,
+        "base_port": base_port,
+        "api_base_port": api_base_port,
+        "lease": {k: timing[k] for k in TIMING_KEYS},
+        "synchronous": synchronous,
+        "instances": [new_instance(i, pg_ports[i - 1], api_ports[i - 1]) for i in range(1, instances + 1)],
+    }
+
+
+def new_instance(i, pg_port, api_port):
+    return {"name": f"pg-{i}", "pg_port": pg_port, "api_port": api_port}
+
+
+def check_ports(cluster, inst, hint=None):
+    """Fails clearly when another process holds a port this (dead) instance needs."""
+    for port, what in ((inst["pg_port"], "Postgres"), (inst["api_port"], "HTTP API")):
+        if not port_free(port, HOST):
+            holder = who_listens(port) or "another process"
+            raise Failure(f"port {port} ({what} of {inst['name']}) is already in use by {holder}",
+                          hint or "stop that process, or use other ports")
+
+
+def write_secrets(cluster):
+    sdir = os.path.join(cluster.dir, "secrets")
+    os.makedirs(sdir, mode=0o700, exist_ok=True)
+    os.chmod(sdir, 0o700)
+    for which in SECRETS:
+        path = cluster.secret_path(which)
+        if not os.path.exists(path):  # never rewrite: the running cluster uses them
+            write_private(path, secrets.token_urlsafe(24) + "\n")
+
+
+def config_text(cluster, inst, bin_dir, data_dir=None):
+    """The InstanceConfig YAML of one member of an HA cluster."""
+    st = cluster.state
+    t = st["lease"]
+    lines = [
+        "# InstanceConfig written by scripts/local-cluster (schema: instance-manager/src/api/config.rs).",
+        "# Postgres settings are applied on save (reload); manager settings (ports, dirs, lease, members)",
+        f"# at the next start: `{cluster.cmd} stop {inst['name']}; {cluster.cmd} start {inst['name']}`.",
+        "# The role is not configured: the members elect the primary through the lease file.",
+        f"name: {yaml_str(inst['name'])}",
+        f"cluster: {yaml_str(st['cluster'])}",
+        f"dataDir: {yaml_str(data_dir or cluster.data_dir(inst))}",
+        f"runDir: {yaml_str(cluster.run_dir(inst))}",
+        f"binDir: {yaml_str(bin_dir)}",
+        "postgres:",
+        f"  port: {inst['pg_port']}",
+        f"  listenAddresses: {yaml_str(HOST)}",
+        "  parameters:",
+        "    shared_buffers: 64MB",
+        "api:",
+        f"  listen: {yaml_str(HOST + ':' + str(inst['api_port']))}",
+    ]
+    if st.get("api_token", True):
+        lines.append(f"  tokenFile: {yaml_str(cluster.secret_path('api_token'))}")
+    lines += [
+        "bootstrap:",
+        f"  database: {APP_DB}",
+        f"  owner: {APP_USER}",
+        "credentials:",
+        f"  superuserPasswordFile: {yaml_str(cluster.secret_path('superuser'))}",
+        f"  appPasswordFile: {yaml_str(cluster.secret_path('app'))}",
+        f"  replicationPasswordFile: {yaml_str(cluster.secret_path('replication'))}",
+        "shutdown:",
+        f"  smartTimeoutSeconds: {SMART_TIMEOUT}",
+        f"  stopTimeoutSeconds: {STOP_TIMEOUT}",
+        "lease:",
+        "  backend: file",
+        f"  path: {yaml_str(cluster.lease_path)}",
+    ]
+    lines += [f"  {TIMING_FIELDS[k]}: {num(t[k])}" for k in TIMING_KEYS]
+    lines.append("members:")
+    for m in cluster.instances:
+        lines.append(f"  - {{name: {yaml_str(m['name'])}, host: {yaml_str(HOST)}, port: {m['pg_port']}, "
+                     f"api: {yaml_str(Cluster.api_url(m))}}}")
+    if st.get("synchronous"):
+        lines.append(f"synchronous: {{number: {st['synchronous']}}}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(cluster, inst, bin_dir):
+    """Writes pg-N/config.yaml unless it exists (it may have been edited by hand)."""
+    path = cluster.config_path(inst)
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(config_text(cluster, inst, bin_dir))
+
+
+def validate_config(cluster, manager_bin, bin_dir):
+    """Asks the manager binary whether it accepts the configuration `up` is about to write,
+    without starting anything: the config is checked with one deliberately invalid field
+    (postgres.port 70000), so a binary that accepts it stops at validation (exit code 2) and
+    lists every other problem too. Returns normally when the poison is the only complaint."""
+    inst = cluster.instances[0]
+    with tempfile.TemporaryDirectory(prefix="pgwarden-validate-") as tmp:
+        text = config_text(cluster, inst, bin_dir, data_dir=os.path.join(tmp, "pgdata"))
+        text = text.replace(f"  port: {inst['pg_port']}\n", "  port: 70000\n", 1)
+        path = os.path.join(tmp, "config.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        try:
+            res = subprocess.run([manager_bin, "run", "--config", path], stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=20, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"{manager_bin} did not stop at an invalid configuration within 20 s",
+                          "this binary does not validate as expected; build the current one") from None
+    out = (res.stdout + res.stderr).strip()
+    if "unknown field `tokenFile`" in out and cluster.state.get("api_token", True):
+        cluster.state["api_token"] = False  # an older binary: mutating endpoints on the local socket only
+        return validate_config(cluster, manager_bin, bin_dir)
+    if "unknown field `synchronous`" in out:
+        raise Failure("synchronous replication is not available yet: this instance-manager does not accept "
+                      "`synchronous` in its configuration",
+                      f"run `up` without --synchronous, or build a newer instance manager ({manager_bin})")
+    if "unknown field `lease`" in out or "unknown field `members`" in out:
+        raise Failure(f"{manager_bin} predates leader election (it does not accept `lease`/`members`)",
+                      "build the current instance manager (`cargo build --release -p instance-manager`)")
+    problems = [line.strip() for line in out.splitlines()
+                if line.startswith("  ") and "postgres.port: 70000" not in line and line.strip()]
+    if res.returncode != 2 or "postgres.port" not in out:
+        raise Failure(f"could not validate the configuration with {manager_bin} (exit code {res.returncode}):\n  "
+                      + "\n  ".join(out.splitlines()[-10:]))
+    if problems:
+        raise Failure("the instance manager refuses this configuration:\n  " + "\n  ".join(problems),
+                      "fix the options of `up` (lease timings, --synchronous)")
+
+
+# --- processes --------------------------------------------------------------------------------
+
+def launch(cluster, inst, manager_bin, quiet=False):
+    """Starts the instance's manager detached (its own session, like setsid), logging to
+    pg-N/manager.log; returns the Popen so an early exit is noticed at once."""
+    os.makedirs(cluster.run_dir(inst), mode=0o755, exist_ok=True)
+    stray = stop_stray_postmaster(cluster.data_dir(inst))
+    if stray and not quiet:
+        info(f"{inst['name']}: stopped postmaster pid {stray}, left over from a manager that died")
+    check_ports(cluster, inst, f"stop that process, or `{cluster.cmd} down --purge` and create the cluster "
+                               "on other ports (`up --base-port 25432 --api-base-port 28001`)")
+    with open(cluster.log_path(inst), "ab") as log:
+        proc = subprocess.Popen([manager_bin, "run", "--config", cluster.config_path(inst)],
+                                cwd=cluster.inst_dir(inst), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(cluster.pid_path(inst), "w") as f:
+        f.write(f"{proc.pid}\n")
+    if not quiet:
+        info(f"{inst['name']}: started manager pid {proc.pid} (postgres :{inst['pg_port']}, api :{inst['api_port']})")
+    return proc
+
+
+def probe(inst, path, timeout=2):
+    """(HTTP status or None, short text of what was seen) for GET path."""
+    status, body = http_get(Cluster.api_url(inst) + path, timeout=timeout)
+    seen = "no answer" if status is None else f"HTTP {status}"
+    body = " ".join(body.split())[:200]
+    return status, f"GET {path}: {seen}{': ' + body if body else ''}"
+
+
+def cluster_health(cluster, insts=None):
+    """(primaries, not ready {name: what was seen}) over `insts` (default: all): the instances
+    answering /primary 200, and the others whose /readyz is not 200."""
+    primaries, not_ready = [], {}
+    for inst in insts or cluster.instances:
+        if cluster.manager_pid(inst) is None:
+            not_ready[inst["name"]] = "not running"
+            continue
+        status, _ = probe(inst, "/primary")
+        if status == 200:
+            primaries.append(inst["name"])
+            continue
+        status, seen = probe(inst, "/readyz")
+        if status != 200:
+            not_ready[inst["name"]] = seen
+    return primaries, not_ready
+
+
+def check_procs(cluster, procs):
+    """Fails at once when a manager started by us has exited."""
+    for name, proc in procs.items():
+        code = proc.poll()
+        if code is not None:
+            inst = cluster.instance(name)
+            raise Failure(f"{name}: the instance manager exited with code {code} before the cluster was ready"
+                          + cluster.log_excerpt(inst),
+                          f"read {cluster.log_path(inst)}; fix the cause, then `{cluster.cmd} start {name}`")
+
+
+def wait_healthy(cluster, procs, timeout, quiet=False):
+    """Waits (bounded) until exactly one instance answers /primary 200 and every other one
+    /readyz 200 (a replica's manager requires it to stream for that). Returns the primary's name."""
+    deadline = time.monotonic() + timeout
+    reported = set()
+    while True:
+        check_procs(cluster, procs)
+        primaries, not_ready = cluster_health(cluster)
+        if not quiet:
+            for name in primaries:
+                if name not in reported:
+                    info(f"{name}: primary (holds the lease, accepts writes)")
+                    reported.add(name)
+            for inst in cluster.instances:
+                name = inst["name"]
+                if name not in primaries and name not in not_ready and name not in reported:
+                    info(f"{name}: ready (replica, streaming)")
+                    reported.add(name)
+        if len(primaries) == 1 and not not_ready:
+            return primaries[0]
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    for name, seen in not_ready.items():
+        if seen == "not running" and name not in procs:
+            inst = cluster.instance(name)
+            raise Failure(f"{name} is not running (its manager exited)" + cluster.log_excerpt(inst),
+                          f"read {cluster.log_path(inst)}; `{cluster.cmd} start {name}` starts it again")
+    rec = cluster.read_lease_file()
+    lease = (f"the lease file names {rec.get('holder') or 'no holder'} (term {rec.get('transitions')})"
+             if rec else f"there is no lease file {cluster.lease_path} yet")
+    if not primaries:
+        blame = cluster.instance(rec["holder"]) if rec and rec.get("holder") else cluster.instances[0]
+        why = f"no instance answers /primary with 200 after {timeout} s ({lease})"
+    elif len(primaries) > 1:
+        blame = cluster.instance(primaries[0])
+        why = f"several instances answer /primary with 200: {', '.join(primaries)} ({lease}); please report this"
+    else:
+        name = next(iter(not_ready))
+        blame = cluster.instance(name)
+        why = f"{name} not ready after {timeout} s (last seen: {not_ready[name]}); primary: {primaries[0]}"
+    others = ", ".join(f"{n} ({s})" for n, s in not_ready.items() if n != blame["name"])
+    raise Failure(why + (f"; also not ready: {others}" if others else "") + cluster.log_excerpt(blame),
+                  f"read {cluster.log_path(blame)} (and the other pg-*/manager.log); the cluster is left running "
+                  f"(`{cluster.cmd} status`, `down` to stop it); a slow machine may need --timeout")
+
+
+def wait_ready(cluster, inst, proc, timeout):
+    """Waits (bounded) until one instance answers /readyz 200; returns its role."""
+    deadline = time.monotonic() + timeout
+    while True:
+        check_procs(cluster, {inst["name"]: proc} if proc else {})
+        status, seen = probe(inst, "/readyz")
+        if status == 200:
+            return "primary" if probe(inst, "/primary")[0] == 200 else "replica"
+        if time.monotonic() >= deadline:
+            raise Failure(f"{inst['name']} not ready after {timeout} s (last seen: {seen})" + cluster.log_excerpt(inst),
+                          f"read {cluster.log_path(inst)}; `{cluster.cmd} status` shows the others "
+                          "(a replica is ready only once it streams from a primary)")
+        time.sleep(0.25)
+
+
+def stop_instances(cluster, insts, timeout):
+    """SIGTERM every manager of `insts`, then waits (bounded) for all of them."""
+    signalled = []
+    for inst in insts:
+        pid = cluster.manager_pid(inst)
+        if pid is None:
+            info(f"{inst['name']}: not running")
+        else:
+            info(f"{inst['name']}: stopping manager pid {pid} (SIGTERM)")
+            signal_pid(pid, signal.SIGTERM)
+            signalled.append((inst, pid))
+    stuck = []
+    deadline = time.monotonic() + timeout
+    for inst, pid in signalled:
+        if wait_gone(pid, max(0.0, deadline - time.monotonic()), must_contain=[cluster.config_path(inst)]):
+            info(f"{inst['name']}: stopped")
+        else:
+            stuck.append((inst, pid))
+    if stuck:
+        names = ", ".join(f"{i['name']} (manager pid {p})" for i, p in stuck)
+        first = stuck[0][0]
+        raise Failure(f"{names} did not exit within {timeout} s of SIGTERM" + cluster.log_excerpt(first),
+                      f"read {cluster.log_path(first)}; wait and run the command again, or force it with "
+                      f"`kill -KILL {stuck[0][1]}` (Postgres then needs crash recovery on the next start)")
+    for inst in insts:
+        stop_stray_postmaster(cluster.data_dir(inst))
+        try:
+            os.unlink(cluster.pid_path(inst))
+        except FileNotFoundError:
+            pass
+
+
+def find_primary(cluster):
+    """The instance whose /primary answers 200 (asked, never assumed)."""
+    found = []
+    for inst in cluster.instances:
+        if cluster.manager_pid(inst) is None:
+            continue
+        status, _ = http_get(cluster.api_url(inst) + "/primary", timeout=2)
+        if status == 200:
+            found.append(inst)
+    if not found:
+        rec = None if cluster.legacy else cluster.read_lease_file()
+        why = ""
+        if rec is not None:
+            why = f" (the lease names {rec.get('holder') or 'no holder'}, term {rec.get('transitions')}: a failover may be under way)"
+        raise Failure("no instance answers 200 on /primary: the cluster has no primary right now" + why,
+                      f"see `{cluster.cmd} status`; `{cluster.cmd} up` starts stopped instances")
+    if len(found) > 1:
+        raise Failure(f"several instances claim to be primary: {', '.join(i['name'] for i in found)}",
+                      "pass --instance NAME to choose one, and report this: it must not happen")
+    return found[0]
+
+
+# --- status -----------------------------------------------------------------------------------
+
+def collect(cluster):
+    """One JSON object per instance: its /status document plus api_url, manager_pid,
+    postgres_pid, ready and postgres_port; down instances get role "down" and nulls (their
+    postgres_pid is that of a postmaster still running without its manager, if any)."""
+    out = []
+    for inst in cluster.instances:
+        url = cluster.api_url(inst)
+        pid = cluster.manager_pid(inst)
+        doc = None
+        error = None
+        if pid is not None:
+            status, doc, body = http_json(url + "/status", timeout=3)
+            if status != 200 or not isinstance(doc, dict):
+                error = f"GET /status: {'no answer: ' + body if status is None else f'HTTP {status}'}"
+                doc = None
+        if doc is None:
+            entry = {"name": inst["name"], "role": "down" if pid is None else "unknown",
+                     "configured_role": inst.get("role")}
+            if error:
+                entry["error"] = error
+        else:
+            entry = dict(doc)
+        readyz, _ = http_get(url + "/readyz", timeout=2) if doc is not None else (None, "")
+        pg_pid = ((doc or {}).get("postgres") or {}).get("pid")
+        if pid is None:
+            pg_pid = postmaster_pid(cluster.data_dir(inst))
+        entry.update({
+            "api_url": url,
+            "manager_pid": pid,
+            "postgres_pid": pg_pid,
+            "ready": readyz == 200,
+            "postgres_port": inst["pg_port"],
+        })
+        out.append(entry)
+    return out
+
+
+def lease_view(entries):
+    """What the answering instances say about the lease: (holder, term, expires_in, seen_by,
+    sync_standbys, last_transition) or None when no document has a lease object."""
+    docs = [e for e in entries if isinstance(e.get("lease"), dict)]
+    if not docs:
+        return None
+    term = max(d["lease"].get("term") or 0 for d in docs)
+    current = [d for d in docs if (d["lease"].get("term") or 0) == term]
+    holder = next((d["lease"].get("holder") for d in current), None)
+    own = next((d for d in current if d["lease"].get("held_by_me")), None)
+    seen = [own] if own else [d for d in current if d["lease"].get("expires_in_seconds") is not None]
+    expires, seen_by = None, None
+    if seen:
+        best = min(seen, key=lambda d: d["lease"]["expires_in_seconds"]
+                   if d["lease"].get("expires_in_seconds") is not None else float("inf"))
+        expires, seen_by = best["lease"].get("expires_in_seconds"), best["name"]
+    trans = [d["lease"]["last_transition"] for d in docs if d["lease"].get("last_transition")]
+    last = max(trans, key=lambda t: (t.get("term") or 0, t.get("at") or "")) if trans else None
+    sync = next((d["lease"].get("sync_standbys") for d in current if d["lease"].get("sync_standbys")), [])
+    return {"holder": holder, "term": term, "expires_in": expires, "seen_by": seen_by,
+            "sync_standbys": sync or [], "last_transition": last}
