@@ -355,16 +355,16 @@ impl HaLoop {
         let v = self.instance.config();
         let peers = crate::peers::statuses(&v.config.members, &v.name, Duration::from_secs(1)).await;
         let primary = peers.iter().find(|(m, _)| m.name == holder).and_then(|(_, s)| s.as_ref());
-        if let Some(p) = primary.filter(|p| p.role == "primary") {
-            if p.timeline.zip(local.timeline).is_some_and(|(theirs, mine)| theirs > mine) {
-                let reason = format!(
-                    "this replica (timeline {:?}) cannot follow {holder} (timeline {:?}): rewinding it",
-                    local.timeline, p.timeline
-                );
-                tracing::warn!("{reason}");
-                self.not_streaming_since = None;
-                self.instance.request_rewind(reason);
-            }
+        if let Some(p) = primary.filter(|p| p.role == "primary")
+            && p.timeline.zip(local.timeline).is_some_and(|(theirs, mine)| theirs > mine)
+        {
+            let reason = format!(
+                "this replica (timeline {:?}) cannot follow {holder} (timeline {:?}): rewinding it",
+                local.timeline, p.timeline
+            );
+            tracing::warn!("{reason}");
+            self.not_streaming_since = None;
+            self.instance.request_rewind(reason);
         }
     }
 
