@@ -103,7 +103,7 @@ pub(super) fn plan_publish(
     let hint = "hint: delete the EndpointSlice; the primary recreates it";
     match stored_term(existing) {
         Err(why) => return Err(RoutingError::Rejected { message: format!("{}: {why}; {hint}", name_of(existing)) }),
-        Ok(Some(theirs)) if theirs > term + 10 => return Err(RoutingError::StaleTerm { ours: term, theirs }),
+        Ok(Some(theirs)) if theirs > term => return Err(RoutingError::StaleTerm { ours: term, theirs }),
         Ok(_) => {}
     }
     let desired = build(Some(existing));
