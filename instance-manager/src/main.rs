@@ -11,6 +11,8 @@ use instance_manager::instance::{self, ExitReason, Instance};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One process-wide TLS provider for every rustls user (the Kubernetes client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

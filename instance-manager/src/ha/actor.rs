@@ -42,6 +42,34 @@ fn with_faults<S: LeaseStore>(store: S, fault_file: Option<std::path::PathBuf>) 
     }
 }
 
+/// The routing the configuration implies: the `-rw` EndpointSlice and pod label in Kubernetes
+/// (pod IP from `POD_IP`, the downward API), nothing with a file lease.
+pub async fn open_routing(v: &Validated) -> Arc<dyn crate::routing::Routing> {
+    let kubernetes = v.config.lease.as_ref().is_some_and(|l| l.backend == LeaseBackend::Kubernetes);
+    let ip = std::env::var("POD_IP").ok().and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    match (kubernetes, ip) {
+        (true, Some(ip)) => match kube::Client::try_default().await {
+            Ok(client) => Arc::new(crate::routing::KubernetesRouting::new(
+                client,
+                v.config.namespace.clone().unwrap_or_else(|| "default".into()),
+                v.cluster.clone(),
+                v.name.clone(),
+                ip,
+                v.port,
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach the Kubernetes API for routing; the -rw Service will not follow");
+                Arc::new(crate::routing::NoRouting)
+            }
+        },
+        (true, None) => {
+            tracing::error!("POD_IP is not set: the -rw EndpointSlice cannot be written (set it from status.podIP)");
+            Arc::new(crate::routing::NoRouting)
+        }
+        (false, _) => Arc::new(crate::routing::NoRouting),
+    }
+}
+
 /// The lease timing the configuration asks for.
 pub fn timing_of(v: &Validated) -> LeaseTiming {
     v.config
@@ -108,6 +136,8 @@ pub struct HaLoop {
     pub(super) sync_dead_since: std::collections::BTreeMap<String, BootInstant>,
     /// Since when this replica's WAL receiver has not been streaming.
     pub(super) not_streaming_since: Option<BootInstant>,
+    /// What routing should say about this instance (see `routing_task`).
+    pub(super) route: tokio::sync::watch::Sender<super::routing_task::RouteState>,
     /// The sync set of the lease as last read or written.
     pub(super) last_sync_set: Vec<String>,
 }
@@ -141,7 +171,14 @@ impl HaLoop {
             sync_dead_since: std::collections::BTreeMap::new(),
             last_sync_set: Vec::new(),
             not_streaming_since: None,
+            route: tokio::sync::watch::channel(super::routing_task::RouteState::Unknown).0,
         }
+    }
+
+    /// Starts the routing task fed by this loop.
+    pub fn with_routing(self, routing: Arc<dyn crate::routing::Routing>) -> Self {
+        tokio::spawn(super::routing_task::run(routing, self.route.subscribe()));
+        self
     }
 
     /// Runs forever: a tick every `retryPeriod`, and exactly at the renew deadline when that
@@ -274,9 +311,21 @@ impl HaLoop {
             }
         }
         self.finish_transition(&local);
-        if self.renew_is_fresh() && local.postgres == (PgState::Running { in_recovery: false }) {
+        let primary = self.renew_is_fresh() && local.postgres == (PgState::Running { in_recovery: false });
+        if primary {
             self.manage_sync(&view).await;
         }
+        let term = match &view {
+            LeaseView::Present { record, .. } => Some(record.transitions),
+            _ => None,
+        };
+        let route = match (primary, term) {
+            (true, Some(term)) => super::routing_task::RouteState::Primary(term),
+            (true, None) => *self.route.borrow(),
+            (false, _) if local.postgres == PgState::Down => *self.route.borrow(),
+            (false, _) => super::routing_task::RouteState::Replica,
+        };
+        self.route.send_if_modified(|r| std::mem::replace(r, route) != route);
         self.publish(&view, &me, eligibility);
     }
 

@@ -26,6 +26,7 @@ pub mod decide;
 #[cfg(test)]
 mod decide_tests;
 mod handover;
+pub mod routing_task;
 pub mod sync;
 mod writes;
 

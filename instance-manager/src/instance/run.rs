@@ -162,7 +162,11 @@ async fn start_ha(sup: &Supervisor, instance: &Arc<Instance>) -> Result<(), Erro
     let store = crate::ha::open_store(&v).await.map_err(Error::Lease)?;
     let deadman = crate::ha::deadman::Deadman::spawn(sup)?;
     tracing::info!(store = %store.describe(), "leader election through the lease");
-    tokio::spawn(crate::ha::HaLoop::new(Arc::clone(instance), store, sup.clone(), Some(deadman)).run());
+    let routing = crate::ha::actor::open_routing(&v).await;
+    tracing::info!(routing = %routing.describe(), "routing");
+    tokio::spawn(
+        crate::ha::HaLoop::new(Arc::clone(instance), store, sup.clone(), Some(deadman)).with_routing(routing).run(),
+    );
     Ok(())
 }
 
