@@ -190,10 +190,17 @@ impl HaLoop {
             self.tick().await;
             let now = BootInstant::now();
             let mut sleep = self.timing.retry_period;
-            if let Some(sent) = self.memory.last_renew_sent {
-                let fence_at = sent.checked_add(self.timing.renew_deadline).unwrap_or(now);
-                if fence_at > now {
-                    sleep = sleep.min(fence_at.duration_since(now));
+            // Wake exactly when something is due: the holder's fence deadline, and for the
+            // others the moment the observed lease expires (a failover should not wait for
+            // the next period).
+            let fence_at = self.memory.last_renew_sent.and_then(|t| t.checked_add(self.timing.renew_deadline));
+            let expires_at = match (&self.memory.last_renew_sent, &self.seen) {
+                (None, Some((_, since))) => since.checked_add(self.timing.lease_duration),
+                _ => None,
+            };
+            for at in [fence_at, expires_at].into_iter().flatten() {
+                if at > now {
+                    sleep = sleep.min(at.duration_since(now));
                 }
             }
             due = now.checked_add(sleep).unwrap_or(now);
