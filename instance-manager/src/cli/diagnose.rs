@@ -222,8 +222,41 @@ pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
         checks.extend([postgres_check(s), connections_check(s, f.readyz)]);
         checks.extend(replication_checks(s));
         checks.extend([pending_restart_check(s), config_error_check(s)]);
+        checks.extend(lease_check(s));
     }
     checks
+}
+
+/// Leadership: can this instance read the lease, and does what it runs agree with it?
+fn lease_check(s: &InstanceStatus) -> Option<Check> {
+    let l = s.lease.as_ref()?;
+    let holder = l.holder.as_deref().unwrap_or("nobody");
+    Some(if let Some(e) = &l.last_error {
+        Check::fail(
+            "lease",
+            format!("the lease store ({}) cannot be read: {e}", l.store),
+            "a primary fences itself when it cannot renew; check the API server / lease file and this pod's RBAC",
+        )
+    } else if s.role == "primary" && !l.held_by_me {
+        Check::fail(
+            "lease",
+            format!("postgres runs as primary but the lease is held by {holder}"),
+            "it is being fenced; see the log",
+        )
+    } else if s.role == "replica" && !l.eligible {
+        Check::warn(
+            "lease",
+            format!(
+                "held by {holder}, term {}; this replica cannot be promoted: {}",
+                l.term,
+                l.not_eligible_because.as_deref().unwrap_or("unknown")
+            ),
+            "failover needs at least one eligible replica",
+        )
+    } else {
+        let expiry = l.expires_in_seconds.map(|e| format!(", expires in {e:.1} s unless renewed")).unwrap_or_default();
+        Check::ok("lease", format!("held by {holder}, term {}{expiry}", l.term))
+    })
 }
 
 fn manager_check(f: &Facts) -> Check {

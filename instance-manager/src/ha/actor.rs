@@ -310,7 +310,11 @@ impl HaLoop {
             settings: &settings,
         };
         let actions = if initialized { decide(&inputs) } else { bootstrap_actions(&inputs, &v) };
-        let eligibility = candidacy(&inputs, None).err();
+        let record = match &view {
+            LeaseView::Present { record, .. } => Some(record),
+            _ => None,
+        };
+        let eligibility = candidacy(&inputs, record).err();
         self.last_decision = format!("{actions:?}");
         for action in actions {
             if !self.execute(action, &view, &local, &v).await {
