@@ -31,6 +31,8 @@ pub struct InstanceOptions {
     pub ports: Option<(u16, u16)>,
     /// YAML appended to the generated configuration (lease, members, ...).
     pub extra_yaml: String,
+    /// A command that runs the manager (e.g. `unshare --pid --fork --mount-proc`).
+    pub wrapper: Vec<String>,
 }
 
 impl InstanceOptions {
@@ -44,6 +46,7 @@ impl InstanceOptions {
             stop_timeout: 10,
             ports: None,
             extra_yaml: String::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -68,6 +71,7 @@ pub struct TestInstance {
     /// Manager stdout+stderr.
     pub log_path: PathBuf,
     child: Option<Child>,
+    wrapper: Vec<String>,
 }
 
 /// Password written to every secret file of test clusters.
@@ -100,6 +104,7 @@ impl TestInstance {
             config_path,
             log_path: dir.join("manager.log"),
             child: None,
+            wrapper: opts.wrapper.clone(),
         };
         inst.spawn();
         inst
@@ -108,7 +113,15 @@ impl TestInstance {
     /// Starts (again) the manager with the existing config.
     pub fn spawn(&mut self) {
         let log = File::options().create(true).append(true).open(&self.log_path).expect("open log");
-        let child = Command::new(manager_binary())
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(manager_binary());
+                c
+            }
+            None => Command::new(manager_binary()),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
