@@ -295,7 +295,10 @@ async fn stop_and_release(
     mode: ShutdownMode,
 ) -> ExitReason {
     let reason = stop(instance, pm, signals, mode).await;
-    if instance.config().config.lease.is_some() {
+    // Alone, keep the lease: released, the next start would come up as a standby and promote
+    // itself onto a new timeline.
+    let v = instance.config();
+    if v.config.lease.is_some() && v.config.members.iter().any(|m| m.name != v.name) {
         let release = instance.ha_command(|reply| crate::ha::HaCommand::Release { reply });
         match tokio::time::timeout(Duration::from_secs(5), release).await {
             Ok(Ok(())) => {}
