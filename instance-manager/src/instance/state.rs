@@ -385,7 +385,14 @@ impl Instance {
         }
     }
 
-    /// `Ok` when the instance can serve: Postgres accepts connections, and a replica streams.
+    /// Whether a running primary may present itself as one: with a lease, only while it holds
+    /// it with a renew younger than the renew deadline.
+    pub fn holds_live_lease(&self) -> bool {
+        self.config().config.lease.is_none() || self.may_start_primary()
+    }
+
+    /// `Ok` when the instance can serve: Postgres accepts connections; a primary (with a
+    /// lease) holds it; a replica streams.
     pub async fn readiness(&self) -> Result<(), String> {
         let p = self.process();
         if p.state != PostgresProcessState::Running {
@@ -400,6 +407,8 @@ impl Instance {
                 Some(w) => Err(format!("replica is not streaming (wal receiver: {})", w.status)),
                 None => Err("replica is not streaming (no wal receiver)".into()),
             }
+        } else if !self.holds_live_lease() {
+            Err("primary without a live lease (it is being fenced)".into())
         } else {
             Ok(())
         }

@@ -12,7 +12,10 @@ use crate::instance::Instance;
 
 async fn expect(instance: &Instance, want: &str) -> Result<Json<Value>, ApiError> {
     let status = instance.status().await;
-    if status.role == want {
+    // A primary answers only while it holds a live lease: between losing it and being fenced
+    // it must not attract writes.
+    let live = want != "primary" || instance.holds_live_lease();
+    if status.role == want && live {
         Ok(Json(json!({ "role": status.role })))
     } else {
         Err(ApiError::unavailable(format!("instance is {}, not {want}", status.role), "route to another instance"))
