@@ -61,9 +61,17 @@ async fn switchover_to_a_named_then_to_the_best_replica() {
     assert_eq!((lease.holder.as_deref(), lease.transitions), (Some("pg-3"), 2));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut acks = Vec::new();
+    let mut per: Vec<Vec<instance_manager::testkit::Ack>> = Vec::new();
     for w in writers {
-        acks.extend(w.stop().await);
+        let a = w.stop().await;
+        per.push(a.clone());
+        acks.extend(a);
     }
+    // One writer at a time: pg-1's last acknowledged commit precedes pg-3's first.
+    let last_old = per[0].last().map(|a| a.at).expect("pg-1 acknowledged writes before");
+    let first_new = per[2].first().map(|a| a.at).expect("pg-3 acknowledged writes after");
+    assert!(last_old < first_new, "pg-1 acknowledged a commit after pg-3's first");
+    assert!(per[1].is_empty(), "pg-2 was never primary");
     let gap = longest_gap(&mut acks);
     eprintln!("switchover write gap: {gap:?}");
     assert!(gap < Duration::from_secs(10), "writes stopped for {gap:?}");

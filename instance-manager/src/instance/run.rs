@@ -116,19 +116,24 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     let mut last_crash: Option<ExitStatus> = None;
     loop {
-        let desired = tokio::select! {
+        let start = tokio::select! {
             d = startable(&instance, &mut inbox.desired) => d,
             mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, last_crash)),
         };
         let v = instance.config();
-        prepare_start(&sup, &instance, &v, &desired).await?;
+        tracing::info!(role = ?start, "starting postgres");
+        prepare_start(&sup, &instance, &v, &start).await?;
         let pm = Postmaster::start(&sup, &v, &instance.paths)?;
         instance.db.set_port(pm.port).await;
         instance.update_process(|p| {
             p.state = PostgresProcessState::Starting;
             p.pid = Some(pm.pid());
         });
-        let status = match supervise(&instance, &pm, desired, &mut inbox).await {
+        let running = match start {
+            StartAs::Primary => Desired::Primary,
+            StartAs::Replica(up) => Desired::Replica(up),
+        };
+        let status = match supervise(&instance, &pm, running, &mut inbox).await {
             Supervised::Stopped(reason) => return Ok(reason),
             Supervised::Restart | Supervised::Fenced => {
                 last_crash = None;
@@ -179,15 +184,32 @@ fn stopped_idle(instance: &Instance, mode: ShutdownMode, crashed: Option<ExitSta
     }
 }
 
-/// Waits until Postgres may be started: a role is decided, the instance is not fenced, and a
-/// primary holds a fresh lease.
-async fn startable(instance: &Instance, rx: &mut watch::Receiver<Desired>) -> Desired {
+/// How Postgres may be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAs {
+    /// Writable: only with a fresh lease (or no lease configured).
+    Primary,
+    /// A read-only standby of the upstream, when known.
+    Replica(Option<crate::pgconf::Upstream>),
+}
+
+/// Invariant 5 at every (re)start: what Postgres may be started as, given the desired role,
+/// a fence, and whether a fresh lease allows a primary. `None`: do not start.
+pub fn start_as(desired: &Desired, fenced: bool, may_be_primary: bool) -> Option<StartAs> {
+    match desired {
+        _ if fenced => None,
+        Desired::Primary if may_be_primary => Some(StartAs::Primary),
+        Desired::Replica(up) => Some(StartAs::Replica(up.clone())),
+        Desired::Primary | Desired::Unknown | Desired::Halted => None,
+    }
+}
+
+/// Waits until Postgres may be started: see [`start_as`].
+async fn startable(instance: &Instance, rx: &mut watch::Receiver<Desired>) -> StartAs {
     loop {
         let d = rx.borrow_and_update().clone();
-        let blocked =
-            d == Desired::Unknown || instance.is_fenced() || (d == Desired::Primary && !instance.may_start_primary());
-        if !blocked {
-            return d;
+        if let Some(start) = start_as(&d, instance.is_fenced(), instance.may_start_primary()) {
+            return start;
         }
         // The lease's freshness changes without a notification: look again shortly.
         let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
@@ -370,5 +392,21 @@ async fn stop(instance: &Instance, pm: &Postmaster, signals: &mut Signals, mode:
         ExitReason::Clean
     } else {
         ExitReason::Unclean(format!("postgres stopped with {status} after a {used:?} shutdown"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_starts_writable_only_with_a_fresh_lease() {
+        assert_eq!(start_as(&Desired::Primary, false, true), Some(StartAs::Primary));
+        assert_eq!(start_as(&Desired::Primary, false, false), None, "no fresh lease: not even as a replica");
+        assert_eq!(start_as(&Desired::Primary, true, true), None, "fenced");
+        assert_eq!(start_as(&Desired::Halted, false, true), None, "halted for a handover");
+        assert_eq!(start_as(&Desired::Unknown, false, true), None, "undecided");
+        assert_eq!(start_as(&Desired::Replica(None), false, false), Some(StartAs::Replica(None)));
+        assert_eq!(start_as(&Desired::Replica(None), true, false), None);
     }
 }

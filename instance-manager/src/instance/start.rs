@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::run::Error;
+use super::run::{Error, StartAs};
 use super::state::{Desired, Instance};
 use crate::config::Validated;
 use crate::pgconf::Upstream;
@@ -63,19 +63,19 @@ pub(super) async fn prepare_start(
     sup: &Supervisor,
     instance: &Instance,
     v: &Validated,
-    desired: &Desired,
+    start: &StartAs,
 ) -> Result<(), Error> {
     let paths = &instance.paths;
-    let upstream = match desired {
-        Desired::Replica(up) => up.clone(),
-        _ => None,
+    let upstream = match start {
+        StartAs::Replica(up) => up.clone(),
+        StartAs::Primary => None,
     };
     if let Some(up) = &upstream {
         rewind_if_needed(sup, instance, v, up).await?;
     }
     crate::pgconf::write_all(v, paths, upstream.as_ref(), &instance.sync_names())
         .map_err(|source| Error::Render { path: paths.data_dir.display().to_string(), source })?;
-    pgdata::set_standby_signal(v, paths, matches!(desired, Desired::Replica(_)))?;
+    pgdata::set_standby_signal(v, paths, matches!(start, StartAs::Replica(_)))?;
     Ok(())
 }
 
