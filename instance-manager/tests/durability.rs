@@ -58,4 +58,25 @@ async fn synchronous_mode_loses_no_acknowledged_commit_on_node_loss() {
     }
     let total: usize = acked.iter().map(Vec::len).sum();
     eprintln!("{total} acknowledged commits, all present on {new}");
+
+    // A second loss right after: the last replica must be promotable although its WAL receiver
+    // died with its primary (its timeline is read from what it followed, not its restartpoint).
+    let last = if new == "pg-2" { "pg-3" } else { "pg-2" };
+    wait_for("the last replica published as synchronous", Duration::from_secs(30), || async {
+        match cluster.lease() {
+            Some(l) if l.sync_standbys == [last.to_string()] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let w =
+        Writer::start(cluster.get(&new).run_dir(), cluster.get(&new).pg_port, "probe9", 1, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.get_mut(&new).kill_all();
+    let acks = w.stop().await;
+    assert!(!acks.is_empty(), "no commit acknowledged before the second loss");
+    assert_eq!(cluster.wait_primary(&[last], Duration::from_secs(60)).await, last);
+    let c = cluster.get(last).connect("postgres").await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM probe9", &[]).await.unwrap().get(0);
+    assert!(n >= acks.len() as i64, "{} acknowledged, {n} present on {last}", acks.len());
 }

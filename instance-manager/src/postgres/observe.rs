@@ -1,4 +1,9 @@
 //! What `/status` reports about Postgres, read with SQL in one round trip per view.
+//!
+//! A standby's timeline is the highest of: the WAL receiver's, the last restartpoint's, and the
+//! newest timeline history file it holds. Without a running WAL receiver (its primary just died)
+//! the restartpoint's alone lags behind a timeline switch it already followed, and an election
+//! would then wrongly see it as behind.
 
 use std::time::Duration;
 
@@ -40,7 +45,8 @@ pub struct Observed {
 const SELF_QUERY: &str = "SELECT pg_is_in_recovery(), current_setting('server_version'), \
     (SELECT system_identifier::text FROM pg_control_system()), \
     CASE WHEN pg_is_in_recovery() \
-      THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint())) \
+      THEN greatest((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()), \
+        (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}[.]history$')) \
       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
