@@ -97,6 +97,20 @@ pub enum PostgresProcessState {
     Stopped,
 }
 
+impl PostgresProcessState {
+    /// The state as the API spells it (`running`, `crashed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bootstrapping => "bootstrapping",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Crashed => "crashed",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// A standby connected to this primary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationPeer {

@@ -117,14 +117,7 @@ fn lease_text(l: &LeaseStatus) -> String {
 
 /// The state as the API spells it.
 pub(super) fn state_name(state: PostgresProcessState) -> &'static str {
-    match state {
-        PostgresProcessState::Bootstrapping => "bootstrapping",
-        PostgresProcessState::Starting => "starting",
-        PostgresProcessState::Running => "running",
-        PostgresProcessState::Crashed => "crashed",
-        PostgresProcessState::Stopping => "stopping",
-        PostgresProcessState::Stopped => "stopped",
-    }
+    state.as_str()
 }
 
 /// `streaming from pg-0.pg:5432`.

@@ -430,14 +430,7 @@ pub fn role_name(state: PostgresProcessState, o: Option<&Observed>) -> &'static 
 }
 
 fn state_name(s: PostgresProcessState) -> &'static str {
-    match s {
-        PostgresProcessState::Bootstrapping => "bootstrapping",
-        PostgresProcessState::Starting => "starting",
-        PostgresProcessState::Running => "running",
-        PostgresProcessState::Crashed => "crashed",
-        PostgresProcessState::Stopping => "stopping",
-        PostgresProcessState::Stopped => "stopped",
-    }
+    s.as_str()
 }
 
 /// How long to wait before restarting Postgres after its `crashes_in_window`-th crash within
