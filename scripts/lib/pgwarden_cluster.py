@@ -204,7 +204,7 @@ def write_secrets(cluster):
             write_private(path, secrets.token_urlsafe(24) + "\n")
 
 
-def config_text(cluster, inst, bin_dir, data_dir=None):
+def config_text(cluster, inst, bin_dir):
     """The InstanceConfig YAML of one member of an HA cluster."""
     st = cluster.state
     t = st["lease"]
@@ -215,7 +215,7 @@ def config_text(cluster, inst, bin_dir, data_dir=None):
         "# The role is not configured: the members elect the primary through the lease file.",
         f"name: {yaml_str(inst['name'])}",
         f"cluster: {yaml_str(st['cluster'])}",
-        f"dataDir: {yaml_str(data_dir or cluster.data_dir(inst))}",
+        f"dataDir: {yaml_str(cluster.data_dir(inst))}",
         f"runDir: {yaml_str(cluster.run_dir(inst))}",
         f"binDir: {yaml_str(bin_dir)}",
         "postgres:",
@@ -268,7 +268,12 @@ def validate_config(cluster, manager_bin, bin_dir):
     lists every other problem too. Returns normally when the poison is the only complaint."""
     inst = cluster.instances[0]
     with tempfile.TemporaryDirectory(prefix="pgwarden-validate-") as tmp:
-        text = config_text(cluster, inst, bin_dir, data_dir=os.path.join(tmp, "pgdata"))
+        scratch = Cluster(tmp, cmd=cluster.cmd)  # same state; secrets and lease file in tmp
+        scratch.state = cluster.state
+        write_secrets(scratch)
+        os.chmod(tmp, 0o755)
+        os.makedirs(scratch.run_dir(inst), mode=0o755)
+        text = config_text(scratch, inst, bin_dir)
         text = text.replace(f"  port: {inst['pg_port']}\n", "  port: 70000\n", 1)
         path = os.path.join(tmp, "config.yaml")
         with open(path, "w") as f:
@@ -514,15 +519,21 @@ def collect(cluster):
     return out
 
 
-def lease_view(entries):
-    """What the answering instances say about the lease: (holder, term, expires_in, seen_by,
-    sync_standbys, last_transition) or None when no document has a lease object."""
+def lease_view(entries, record=None):
+    """What the lease says: (holder, term) from the lease file's `record` when given (the
+    truth: /status documents lag it by up to a retry period), else from the answering
+    instances; expiry as seen by the holder itself, else by the instance that will see it
+    expire first; the published synchronous set and the latest change of primary.
+    None when there is neither a record nor a document with a lease object."""
     docs = [e for e in entries if isinstance(e.get("lease"), dict)]
-    if not docs:
+    if not docs and record is None:
         return None
-    term = max(d["lease"].get("term") or 0 for d in docs)
-    current = [d for d in docs if (d["lease"].get("term") or 0) == term]
-    holder = next((d["lease"].get("holder") for d in current), None)
+    if record is not None:
+        holder, term = record.get("holder"), record.get("transitions") or 0
+    else:
+        term = max(d["lease"].get("term") or 0 for d in docs)
+        holder = next((d["lease"].get("holder") for d in docs if (d["lease"].get("term") or 0) == term), None)
+    current = [d for d in docs if (d["lease"].get("term") or 0) == term and d["lease"].get("holder") == holder]
     own = next((d for d in current if d["lease"].get("held_by_me")), None)
     seen = [own] if own else [d for d in current if d["lease"].get("expires_in_seconds") is not None]
     expires, seen_by = None, None
@@ -532,6 +543,9 @@ def lease_view(entries):
         expires, seen_by = best["lease"].get("expires_in_seconds"), best["name"]
     trans = [d["lease"]["last_transition"] for d in docs if d["lease"].get("last_transition")]
     last = max(trans, key=lambda t: (t.get("term") or 0, t.get("at") or "")) if trans else None
-    sync = next((d["lease"].get("sync_standbys") for d in current if d["lease"].get("sync_standbys")), [])
+    if record is not None:
+        sync = record.get("syncStandbys") or []
+    else:
+        sync = next((d["lease"].get("sync_standbys") for d in current if d["lease"].get("sync_standbys")), [])
     return {"holder": holder, "term": term, "expires_in": expires, "seen_by": seen_by,
             "sync_standbys": sync or [], "last_transition": last}

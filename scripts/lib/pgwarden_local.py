@@ -380,3 +380,21 @@ def human_bytes(n):
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def descendants(*pids):
+    """Every live descendant of `pids` (children, grandchildren, ...), from /proc."""
+    children = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(p))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    out, todo = [], [p for p in pids if p]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
