@@ -80,3 +80,32 @@ async fn synchronous_mode_loses_no_acknowledged_commit_on_node_loss() {
     let n: i64 = c.query_one("SELECT count(*) FROM probe9", &[]).await.unwrap().get(0);
     assert!(n >= acks.len() as i64, "{} acknowledged, {n} present on {last}", acks.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_durability_degrades_to_asynchronous_when_its_standby_is_gone() {
+    let mut cluster = TestCluster::start_with(2, FAST, |o| {
+        o.extra_yaml.push_str("synchronous: {number: 1, dataDurability: preferred}\n");
+    });
+    assert_eq!(cluster.wait_primary(&["pg-1", "pg-2"], BOOT).await, "pg-1");
+    wait_for("pg-2 published as synchronous", Duration::from_secs(30), || async {
+        match cluster.lease() {
+            Some(l) if l.sync_standbys == ["pg-2".to_string()] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let p = cluster.get("pg-1");
+    let w = Writer::start(p.run_dir(), p.pg_port, "probe", 1, Duration::from_millis(20));
+    cluster.get_mut("pg-2").kill_all();
+    let killed = tokio::time::Instant::now();
+    // Commits wait for the dead standby, then it is unpublished and commits go on alone.
+    wait_for("commits acknowledged again without the standby", Duration::from_secs(30), || async {
+        let after = w.acks().iter().filter(|a| a.at > killed + Duration::from_secs(1)).count();
+        if after > 5 { Ok(()) } else { Err(format!("{after} commits since")) }
+    })
+    .await;
+    let lease = cluster.lease().unwrap();
+    assert!(lease.sync_standbys.is_empty(), "the dead standby is still published: {lease:?}");
+    assert!(cluster.get("pg-1").log().contains("synchronous replication degraded"), "the degradation was not logged");
+    w.stop().await;
+}

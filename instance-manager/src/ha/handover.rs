@@ -249,10 +249,18 @@ impl HaLoop {
             in_force_since_lsn: since,
             standbys: &standbys,
             droppable: &droppable,
+            allow_async: spec.data_durability == crate::api::DataDurability::Preferred,
         });
         match step {
             super::sync::SyncStep::Nothing => {}
-            super::sync::SyncStep::SetNames(n) => self.instance.set_sync_names(n),
+            super::sync::SyncStep::SetNames(n) => {
+                if n.render().is_empty() {
+                    tracing::warn!(
+                        "synchronous replication degraded: no standby streams, commits are asynchronous (dataDurability: preferred)"
+                    );
+                }
+                self.instance.set_sync_names(n);
+            }
             super::sync::SyncStep::Publish(set) => {
                 if set.len() < record.sync_standbys.len() {
                     tracing::warn!(from = ?record.sync_standbys, to = ?set, "synchronous replication degraded: unpublishing a dead standby");

@@ -91,6 +91,8 @@ pub struct SyncInputs<'a> {
     pub standbys: &'a [Standby],
     /// Published members that `preferred` durability may drop now (dead past the timeout).
     pub droppable: &'a [String],
+    /// `preferred` durability: with nobody left to require, commits go on asynchronously.
+    pub allow_async: bool,
 }
 
 /// One step at a time; the HA loop applies it and asks again at its next tick.
@@ -140,8 +142,12 @@ pub fn next_step(i: &SyncInputs<'_>) -> SyncStep {
         }
     }
     if published.is_empty() {
+        if i.allow_async && !i.standbys.iter().any(|s| s.streaming) {
+            // `preferred`, and no standby streams at all: run asynchronously (logged by the caller).
+            return set(i.in_force, SyncNames::default());
+        }
         // Nobody to require yet: keep whatever protects commits now (a new primary's
-        // "any other member"), never fall back to asynchronous on our own.
+        // "any other member"), never fall back to asynchronous under `required`.
         return SyncStep::Nothing;
     }
     set(i.in_force, required)
@@ -179,6 +185,7 @@ mod tests {
             in_force_since_lsn: since,
             standbys,
             droppable: &[],
+            allow_async: false,
         })
     }
 
@@ -222,8 +229,15 @@ mod tests {
             in_force_since_lsn: None,
             standbys: &[],
             droppable: &dead,
+            allow_async: true,
         };
         assert_eq!(next_step(&i), SyncStep::Publish(vec![]));
+        // Then, with nobody streaming, commits go on asynchronously (required would wait).
+        let none: Vec<String> = vec![];
+        let i = SyncInputs { published: &none, droppable: &[], ..i };
+        assert_eq!(next_step(&i), SyncStep::SetNames(SyncNames::default()));
+        let i = SyncInputs { allow_async: false, ..i };
+        assert_eq!(next_step(&i), SyncStep::Nothing);
     }
 
     #[test]
