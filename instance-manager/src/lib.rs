@@ -23,6 +23,8 @@
 //! | `testkit` | (feature `testkit`) temporary instances for integration tests |
 
 pub mod api;
+pub mod archive;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -104,6 +104,10 @@ async fn client_command(
         Command::Unfence => ("/unfence", serde_json::json!({})),
         Command::Pause => ("/pause", serde_json::json!({})),
         Command::Resume => ("/resume", serde_json::json!({})),
+        Command::WalArchive { path } => return Ok(cli::wal_archive(&client, &path).await),
+        Command::WalRestore { name, destination, strict } => {
+            return Ok(cli::wal_restore(&client, &name, &destination, strict).await);
+        }
         Command::Run(_) | Command::Version | Command::Deadman => return Ok(0),
     };
     // A switchover waits for a shutdown and a catch-up: allow it time.

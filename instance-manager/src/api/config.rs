@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::backup::{BackupSpec, RecoverySpec};
+
 /// The whole configuration of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -73,7 +75,9 @@ pub struct InstanceConfig {
     pub paused: bool,
     /// Synchronous replication: every acknowledged commit is on `number` published standbys.
     #[serde(default)]
-    pub synchronous: Option<SynchronousSpec>,
+    pub synchronous: Option<SynchronousSpec>,    /// WAL archive and base backups to an object store. Absent: no archive.
+    #[serde(default)]
+    pub backup: Option<BackupSpec>,
 }
 
 /// Synchronous replication.
@@ -217,7 +221,25 @@ pub struct BootstrapSpec {
     pub database: String,
     /// Its owner, a login role.
     #[serde(default = "default_app")]
-    pub owner: String,
+    pub owner: String,    /// Build the first primary from a backup (restore and point-in-time recovery) instead of
+    /// `initdb`.
+    #[serde(default)]
+    pub recovery: Option<RecoverySpec>,
+    /// Where a new replica gets its data: `primary` (`pg_basebackup`, the default) or `backup`
+    /// (the latest base backup plus archived WAL, sparing the primary; needs `backup`).
+    #[serde(default)]
+    pub replica_source: ReplicaSource,
+}
+
+/// Where a new replica's data comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaSource {
+    /// `pg_basebackup` from the primary.
+    #[default]
+    Primary,
+    /// The latest base backup and the WAL archive.
+    Backup,
 }
 
 /// Password files. Each file holds the password alone (a trailing newline is ignored).
@@ -268,7 +290,7 @@ impl Default for ApiSpec {
 
 impl Default for BootstrapSpec {
     fn default() -> Self {
-        Self { database: default_app(), owner: default_app() }
+        Self { database: default_app(), owner: default_app(), recovery: None, replica_source: ReplicaSource::Primary }
     }
 }
 

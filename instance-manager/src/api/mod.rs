@@ -8,15 +8,20 @@
 //!
 //! Nothing here does I/O; loading and validating a configuration is the `config` module's job.
 
+mod backup;
 mod config;
 mod error;
 mod status;
 
+pub use backup::{
+    AzureSpec, BackupSpec, BaseBackupSpec, Compression, GcsSpec, RecoverySpec, RecoveryTarget, RetentionSpec,
+    S3Spec, StoreSpec, WalSpec,
+};
 pub use config::{
     ApiSpec, BootstrapSpec, CredentialsSpec, DataDurability, InstanceConfig, LeaseBackend, LeaseSpec, Member,
-    PostgresSpec, PrimaryEndpoint, Role, ShutdownSpec, SynchronousSpec,
+    PostgresSpec, PrimaryEndpoint, ReplicaSource, Role, ShutdownSpec, SynchronousSpec,
 };
 pub use error::ErrorBody;
 pub use status::{
-    InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, WalReceiver,
+    ArchiveStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, WalReceiver,
 };

@@ -52,6 +52,9 @@ pub struct InstanceStatus {
     /// Automatic failover disabled.
     #[serde(default)]
     pub paused: bool,
+    /// The WAL archive; `null` when no backup store is configured.
+    #[serde(default)]
+    pub archive: Option<ArchiveStatus>,
     /// The data directory.
     pub data_dir: String,
     /// PID of the instance manager.
@@ -190,4 +193,27 @@ pub struct Transition {
     pub at: String,
     /// From the decision to the promoted primary accepting writes, in milliseconds.
     pub duration_ms: u64,
+}
+
+/// The WAL archive as this instance's manager sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveStatus {
+    /// Where WAL goes (no credentials).
+    pub destination: String,
+    /// The newest WAL file archived by this manager.
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    pub last_archived_at: Option<jiff::Timestamp>,
+    /// Files archived since the manager started.
+    pub archived_total: u64,
+    /// Failed attempts since the manager started.
+    pub failures_total: u64,
+    /// The file of the last failure.
+    pub last_failed_wal: Option<String>,
+    /// Why it failed.
+    pub last_failure: Option<String>,
+    /// When.
+    pub last_failed_at: Option<jiff::Timestamp>,
+    /// Files Postgres has marked ready and not yet archived (`archive_status/*.ready`).
+    pub backlog: Option<u64>,
 }

@@ -72,6 +72,28 @@ pub enum Command {
     Pause,
     /// Enable automatic failover again.
     Resume,
+    /// Postgres' archive_command: has the local manager archive one WAL file (`%p`).
+    ///
+    /// Exit codes: 0 archived (or already archived with the same content); 1 not archived
+    /// (Postgres keeps the file and retries).
+    WalArchive {
+        /// The WAL file, relative to the data directory (`%p`).
+        path: PathBuf,
+    },
+    /// Postgres' restore_command: has the local manager fetch one WAL file (`%f %p`).
+    ///
+    /// Exit codes: 0 restored; 1 not in the archive (or, on a streaming standby, the store
+    /// failing); 255 the store failed during a recovery bootstrap (recovery stops rather than
+    /// ending early).
+    WalRestore {
+        /// The WAL file name (`%f`).
+        name: String,
+        /// Where to write it (`%p`).
+        destination: PathBuf,
+        /// Recovery bootstrap: any failure stops recovery, an unreachable manager included.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Print the version of the instance manager and of the Postgres binaries on PATH.
     Version,
     /// Internal: the backstop process `run` starts to kill Postgres if the HA loop stalls.

@@ -290,6 +290,13 @@ impl ApiClient {
         self.decode(path, answer)
     }
 
+    /// `POST path` with a JSON body, returning the status and body whatever the status.
+    pub async fn post_raw<B: Serialize>(&self, path: &str, body: &B) -> Result<(u16, Bytes), ClientError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ClientError::Request { path: path.to_owned(), detail: e.to_string() })?;
+        self.send(Method::POST, path, Some(Bytes::from(body)), None).await
+    }
+
     fn decode<T: DeserializeOwned>(&self, path: &str, answer: (u16, Bytes)) -> Result<T, ClientError> {
         let (status, body) = answer;
         if !(200..300).contains(&status) {

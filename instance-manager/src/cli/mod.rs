@@ -5,8 +5,10 @@ mod args;
 mod client;
 mod diagnose;
 mod status;
+mod wal;
 
 pub use args::{Cli, Command, Output, RunArgs};
 pub use client::{ApiClient, ApiTarget, ClientError};
 pub use diagnose::{Check, CheckResult, DataDirFacts, DiskFacts, Facts, Outcome, diagnose_command, evaluate_checks};
 pub use status::{render_status_table, status_command};
+pub use wal::{EXIT_FATAL, wal_archive, wal_restore};

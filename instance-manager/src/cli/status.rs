@@ -236,6 +236,7 @@ pub(super) mod tests {
             fenced: false,
             priority: 1,
             paused: false,
+            archive: None,
             data_dir: "/var/lib/postgresql/data".into(),
             manager_pid: 1,
             manager_version: "0.1.0".into(),

@@ -6,6 +6,7 @@
 //! rest of the manager never re-derives it.
 
 mod validate;
+mod validate_backup;
 mod watch;
 
 use std::path::{Path, PathBuf};

@@ -111,10 +111,10 @@ impl Validated {
     }
 }
 
-struct Collector(Vec<Problem>);
+pub(super) struct Collector(Vec<Problem>);
 
 impl Collector {
-    fn add(&mut self, field: &str, message: impl Into<String>, hint: impl Into<String>) {
+    pub(super) fn add(&mut self, field: &str, message: impl Into<String>, hint: impl Into<String>) {
         self.0.push(Problem { field: field.into(), message: message.into(), hint: hint.into() });
     }
 }
@@ -145,6 +145,9 @@ pub fn validate(cfg: InstanceConfig) -> Result<Validated, Problems> {
     check_credentials(&mut c, &cfg);
     check_shutdown(&mut c, &cfg);
     check_lease(&mut c, &cfg, name.as_deref());
+    if let Some(cluster) = &cluster {
+        super::validate_backup::check_backup(&mut c, &cfg, cluster);
+    }
     match (c.0.is_empty(), name, cluster, bin_dir, os_user, api_listen, port) {
         (true, Some(name), Some(cluster), Some(bin_dir), Some(os_user), Some(api_listen), Some(port)) => {
             Ok(Validated { config: cfg, name, cluster, bin_dir, os_user, api_listen, port })

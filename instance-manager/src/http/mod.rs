@@ -44,7 +44,8 @@ pub fn router(instance: Arc<Instance>, authenticated: bool) -> Router {
     let control = if authenticated {
         routes::control().route_layer(axum::middleware::from_fn_with_state(Arc::clone(&instance), auth::require_token))
     } else {
-        routes::control()
+        // The local socket also serves Postgres' archive and restore commands.
+        routes::control().merge(routes::local())
     };
     // Request bodies are tiny JSON documents.
     routes::all().merge(control).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)).with_state(instance)

@@ -70,6 +70,9 @@ pub struct Instance {
     sync_names: watch::Sender<crate::ha::sync::SyncNames>,
     ha_heartbeat: Mutex<Option<crate::clock::BootInstant>>,
     force_rewind: std::sync::atomic::AtomicBool,
+    /// The WAL archiver, when `backup` is configured (settings apply at the manager's start).
+    pub archiver: Option<Arc<crate::archive::Archiver>>,
+    restorer: Mutex<Option<Arc<crate::archive::Restorer>>>,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -100,6 +103,8 @@ impl Instance {
         };
         let (desired, _) = watch::channel(initial);
         let (fence_tx, fence_rx) = mpsc::channel(4);
+        let archiver = open_archiver(&v);
+        let restorer = archiver.as_ref().map(|a| open_restorer(&v, a.store().clone()));
         Self {
             paths,
             config_path,
@@ -122,6 +127,8 @@ impl Instance {
             sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
             ha_heartbeat: Mutex::new(None),
             force_rewind: false.into(),
+            restorer: Mutex::new(restorer),
+            archiver,
         }
     }
 
@@ -378,6 +385,7 @@ impl Instance {
             fenced: self.is_fenced(),
             priority: v.config.priority,
             paused: self.is_paused(),
+            archive: self.archiver.as_ref().map(|a| a.status()),
             data_dir: self.paths.data_dir.display().to_string(),
             manager_pid: std::process::id(),
             manager_version: env!("CARGO_PKG_VERSION").into(),
@@ -450,5 +458,36 @@ mod tests {
     fn restart_backoff_grows_and_caps() {
         let d: Vec<u64> = (1..=9).map(|n| restart_delay(n).as_secs()).collect();
         assert_eq!(d, vec![0, 1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}
+
+/// The archiver `backup` asks for; a store that cannot be opened is logged (validation has
+/// checked the settings, so this is the disk or the environment).
+fn open_archiver(v: &Validated) -> Option<Arc<crate::archive::Archiver>> {
+    let b = v.config.backup.as_ref()?;
+    match crate::archive::store::open(&b.store, &v.cluster, "backup.store") {
+        Ok(store) => Some(crate::archive::Archiver::new(store, &v.config.data_dir, b.wal.compression, b.wal.max_parallel)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the backup store: WAL will not be archived");
+            None
+        }
+    }
+}
+
+fn open_restorer(v: &Validated, store: crate::archive::Store) -> Arc<crate::archive::Restorer> {
+    let wal = v.config.backup.as_ref().map(|b| b.wal.clone()).unwrap_or_default();
+    let user = nix::unistd::geteuid().is_root().then(|| v.os_user.clone());
+    crate::archive::Restorer::new(store, &v.config.data_dir, wal.compression, wal.restore_prefetch, user)
+}
+
+impl Instance {
+    /// The WAL restorer `restore_command` uses now, if any.
+    pub fn restorer(&self) -> Option<Arc<crate::archive::Restorer>> {
+        read(&self.restorer)
+    }
+
+    /// Replaces the restorer (a recovery bootstrap restores from its source's archive).
+    pub fn set_restorer(&self, r: Option<Arc<crate::archive::Restorer>>) {
+        write(&self.restorer, r);
     }
 }

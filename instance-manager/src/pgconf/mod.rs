@@ -91,10 +91,35 @@ pub fn managed_parameters(
         ("cluster_name", v.cluster.clone()),
         ("recovery_target_timeline", "latest".into()),
     ];
+    if v.config.backup.is_some() {
+        p.push(("archive_mode", "on".into()));
+        p.push(("archive_command", manager_command(paths, "wal-archive %p")));
+        p.push(("restore_command", manager_command(paths, "wal-restore %f %p")));
+    }
     let conninfo = upstream.map(|u| primary_conninfo(v, paths, &u.host, u.port)).unwrap_or_default();
     p.push(("primary_conninfo", conninfo));
     p.push(("synchronous_standby_names", synchronous_standby_names.to_string()));
     p
+}
+
+/// A shell command running this manager's binary as a client of its local socket, for
+/// Postgres to run (`archive_command`, `restore_command`).
+pub fn manager_command(paths: &Paths, args: &str) -> String {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "instance-manager".into());
+    format!(
+        "{} --api {} {args}",
+        shell_quote(&exe.to_string_lossy()),
+        shell_quote(&format!("unix://{}", paths.manager_socket().display()))
+    )
+}
+
+/// Quotes a word for `sh`.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-:+=@".contains(&b)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// The upstream the static configuration names (`role: replica` with `primary`).
@@ -118,6 +143,10 @@ pub fn render_conf(v: &Validated, paths: &Paths, upstream: Option<&Upstream>, sy
     for (name, value) in DEFAULTS.iter().filter(|(n, _)| !user.contains_key(*n)) {
         let _ = writeln!(s, "{name} = {}", quote(value));
     }
+    if v.config.backup.is_some() && !user.contains_key("archive_timeout") {
+        // A quiet primary still archives a segment every 5 minutes: a bounded recovery point.
+        let _ = writeln!(s, "archive_timeout = '5min'");
+    }
     s.push_str("\n# postgres.parameters\n");
     for (name, value) in user {
         let _ = writeln!(s, "{name} = {}", quote(value));
@@ -126,8 +155,13 @@ pub fn render_conf(v: &Validated, paths: &Paths, upstream: Option<&Upstream>, sy
     for (name, value) in managed_parameters(v, paths, upstream, sync) {
         let _ = writeln!(s, "{name} = {}", quote(&value));
     }
+    // Present only while a recovery bootstrap replays to its target.
+    let _ = writeln!(s, "include_if_exists '{RECOVERY_CONF}'");
     s
 }
+
+/// The file holding a recovery bootstrap's target, beside `pgwarden.conf`.
+pub const RECOVERY_CONF: &str = "pgwarden-recovery.conf";
 
 /// The `.pgpass` lines for the replication user and, when known, the superuser (pg_rewind
 /// connects to the new primary as the superuser).

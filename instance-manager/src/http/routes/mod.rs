@@ -6,6 +6,7 @@ mod healthz;
 mod readyz;
 mod role;
 mod status;
+mod wal;
 
 use std::sync::Arc;
 
@@ -23,6 +24,11 @@ pub fn control() -> Router<Arc<Instance>> {
         .route("/unfence", post(control::unfence))
         .route("/pause", post(control::pause))
         .route("/resume", post(control::resume))
+}
+
+/// The routes served on the local Unix socket only: Postgres' archive and restore commands.
+pub fn local() -> Router<Arc<Instance>> {
+    Router::new().route("/wal/archive", post(wal::archive)).route("/wal/restore", post(wal::restore))
 }
 
 /// The read-only routes and the fallbacks.

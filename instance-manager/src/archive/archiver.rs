@@ -1,0 +1,278 @@
+//! The manager's side of `archive_command`: uploads WAL files in parallel, and ahead of
+//! Postgres' calls.
+//!
+//! Postgres calls `archive_command` for one segment at a time and waits for it. When asked
+//! for segment N, the archiver starts N's upload and also the uploads of the next segments
+//! Postgres has marked ready (`pg_wal/archive_status/*.ready`), up to `maxParallel` at
+//! once; when Postgres asks for those a moment later they are done or in flight, and the
+//! call returns at once. A call for a file already uploaded by this manager answers at once.
+//!
+//! Safety:
+//! - Uploads are create-only ([`Store::create`]): archived WAL is never overwritten. When an
+//!   object of that name exists, its content is compared with the local file: the same bytes
+//!   are success (Postgres retrying after a crash), different bytes a loud failure.
+//! - Before its first upload the archiver checks that the destination belongs to this cluster
+//!   (`cluster.json`, the system identifier), and refuses an archive holding another
+//!   cluster's WAL or WAL of unknown origin.
+//! - Success is reported only after the store acknowledged the object: Postgres then may
+//!   recycle the segment.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use tokio::sync::Semaphore;
+
+use super::layout::{self, Layout, parse_wal_name};
+use super::store::{Created, Store};
+use super::{compress, identity};
+use crate::api::{ArchiveStatus, Compression};
+
+/// How many archived names are remembered to answer repeated calls at once.
+const REMEMBERED: usize = 4096;
+
+type Upload = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
+
+/// The WAL archiver of one instance.
+pub struct Archiver {
+    store: Store,
+    pg_wal: PathBuf,
+    data_dir: PathBuf,
+    compression: Compression,
+    max_parallel: usize,
+    permits: Arc<Semaphore>,
+    state: Mutex<State>,
+    identity_checked: tokio::sync::Mutex<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    inflight: HashMap<String, Upload>,
+    done: BTreeSet<String>,
+    done_order: VecDeque<String>,
+    status: ArchiveStatus,
+}
+
+impl Archiver {
+    /// An archiver of `data_dir`'s WAL to `store`.
+    pub fn new(store: Store, data_dir: &Path, compression: Compression, max_parallel: u32) -> Arc<Self> {
+        let max_parallel = max_parallel.clamp(1, 64) as usize;
+        let status = ArchiveStatus { destination: store.describe(), ..Default::default() };
+        Arc::new(Self {
+            store,
+            pg_wal: data_dir.join("pg_wal"),
+            data_dir: data_dir.to_path_buf(),
+            compression,
+            max_parallel,
+            permits: Arc::new(Semaphore::new(max_parallel)),
+            state: Mutex::new(State { status, ..Default::default() }),
+            identity_checked: tokio::sync::Mutex::new(false),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The archive's state for `/status` (the backlog is counted now).
+    pub fn status(&self) -> ArchiveStatus {
+        let mut status = self.state().status.clone();
+        status.backlog = ready_files(&self.pg_wal).map(|r| r.len() as u64).ok();
+        status
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Archives the WAL file at `path` (absolute, or relative to the data directory, inside
+    /// `pg_wal`), returning when it is safely in the store.
+    pub async fn archive(self: &Arc<Self>, path: &Path) -> Result<(), String> {
+        let name = self.wal_file_name(path)?;
+        if let Err(e) = self.check_identity().await {
+            self.record_failure(&name, &e);
+            return Err(e);
+        }
+        let upload = self.start(&name);
+        self.look_ahead(&name);
+        let result = upload.await;
+        self.finish(&name, &result);
+        result.map_err(|e| e.to_string())
+    }
+
+    /// The file name of `path`, after checking it is a WAL file inside `pg_wal`.
+    fn wal_file_name(&self, path: &Path) -> Result<String, String> {
+        let full = if path.is_absolute() { path.to_path_buf() } else { self.data_dir.join(path) };
+        let name = full.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if parse_wal_name(&name).is_none() {
+            return Err(format!("{} is not a WAL file name Postgres archives", path.display()));
+        }
+        let dir = full.parent().unwrap_or(Path::new(""));
+        let in_pg_wal = dir == self.pg_wal
+            || std::fs::canonicalize(dir).ok().zip(std::fs::canonicalize(&self.pg_wal).ok()).is_some_and(|(a, b)| a == b);
+        if !in_pg_wal {
+            return Err(format!("{} is not in {}", path.display(), self.pg_wal.display()));
+        }
+        Ok(name)
+    }
+
+    async fn check_identity(&self) -> Result<(), String> {
+        let mut checked = self.identity_checked.lock().await;
+        if !*checked {
+            identity::ensure(&self.store, &self.data_dir).await?;
+            *checked = true;
+        }
+        Ok(())
+    }
+
+    /// The upload of `name`: the one in flight, a finished one, or a new one.
+    fn start(self: &Arc<Self>, name: &str) -> Upload {
+        let mut state = self.state();
+        if state.done.contains(name) {
+            return futures_util::future::ready(Ok(())).boxed().shared();
+        }
+        if let Some(upload) = state.inflight.get(name) {
+            return upload.clone();
+        }
+        let me = Arc::clone(self);
+        let owned = name.to_string();
+        // A task of its own: the upload goes on when the caller gives up (Postgres' call
+        // times out), and the next call finds it done.
+        let task = tokio::spawn(async move {
+            let _permit = me.permits.acquire().await.map_err(|e| Arc::new(e.to_string()))?;
+            me.upload(&owned).await.map_err(Arc::new)
+        });
+        let upload: Upload = async move { task.await.unwrap_or_else(|e| Err(Arc::new(format!("upload task: {e}")))) }
+            .boxed()
+            .shared();
+        state.inflight.insert(name.to_string(), upload.clone());
+        upload
+    }
+
+    /// Starts the uploads of the next ready files after `name`, up to `maxParallel` in flight.
+    fn look_ahead(self: &Arc<Self>, name: &str) {
+        let Ok(ready) = ready_files(&self.pg_wal) else { return };
+        let mut started = 0;
+        for next in ready.iter().filter(|n| n.as_str() != name) {
+            let busy = {
+                let state = self.state();
+                if state.done.contains(next) || state.inflight.contains_key(next) {
+                    continue;
+                }
+                state.inflight.len()
+            };
+            if busy >= self.max_parallel * 2 || started >= self.max_parallel {
+                break;
+            }
+            let me = Arc::clone(self);
+            let upload = self.start(next);
+            let next = next.clone();
+            tokio::spawn(async move {
+                let result = upload.await;
+                me.finish(&next, &result);
+            });
+            started += 1;
+        }
+    }
+
+    fn finish(&self, name: &str, result: &Result<(), Arc<String>>) {
+        let mut state = self.state();
+        state.inflight.remove(name);
+        match result {
+            Ok(()) => {
+                if state.done.insert(name.to_string()) {
+                    state.done_order.push_back(name.to_string());
+                    state.status.archived_total += 1;
+                    if state.status.last_archived_wal.as_deref().is_none_or(|last| name > last) {
+                        state.status.last_archived_wal = Some(name.to_string());
+                    }
+                    state.status.last_archived_at = Some(jiff::Timestamp::now());
+                }
+                while state.done_order.len() > REMEMBERED {
+                    if let Some(old) = state.done_order.pop_front() {
+                        state.done.remove(&old);
+                    }
+                }
+            }
+            Err(e) => {
+                drop(state);
+                self.record_failure(name, e);
+            }
+        }
+    }
+
+    fn record_failure(&self, name: &str, error: &str) {
+        tracing::error!(wal = name, error, "WAL archive failed");
+        let mut state = self.state();
+        state.status.failures_total += 1;
+        state.status.last_failed_wal = Some(name.to_string());
+        state.status.last_failure = Some(error.to_string());
+        state.status.last_failed_at = Some(jiff::Timestamp::now());
+    }
+
+    /// Reads, compresses and uploads one file; compares with what is there when the name is
+    /// taken.
+    async fn upload(&self, name: &str) -> Result<(), String> {
+        let local = self.pg_wal.join(name);
+        let data = tokio::fs::read(&local).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+        let c = self.compression;
+        let object = self.store.layout.wal_object(name, c).ok_or_else(|| format!("{name} is not a WAL file"))?;
+        let (data, packed) = tokio::task::spawn_blocking(move || compress::compress(c, &data).map(|p| (data, p)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot compress {name}: {e}"))?;
+        let started = std::time::Instant::now();
+        match self.store.create(&object, Bytes::from(packed)).await.map_err(|e| e.to_string())? {
+            Created::Written => {
+                tracing::info!(wal = name, object = %object, ms = started.elapsed().as_millis() as u64, "WAL archived");
+                Ok(())
+            }
+            Created::AlreadyExists => self.compare_existing(name, &object, c, &data).await,
+        }
+    }
+
+    async fn compare_existing(
+        &self,
+        name: &str,
+        object: &object_store::path::Path,
+        c: Compression,
+        local: &[u8],
+    ) -> Result<(), String> {
+        let existing = self.store.get(object).await.map_err(|e| e.to_string())?.unwrap_or_default();
+        let size = local.len();
+        let existing = tokio::task::spawn_blocking(move || compress::decompress(c, &existing, size))
+            .await
+            .map_err(|e| e.to_string())?;
+        match existing {
+            Ok(bytes) if bytes == local => {
+                tracing::info!(wal = name, "WAL already archived with the same content");
+                Ok(())
+            }
+            _ => Err(format!(
+                "refusing to overwrite {object} in {}: the archive holds a different {name}; \
+                 another cluster may be archiving to this destination (give each cluster its own destination or name)",
+                self.store.describe()
+            )),
+        }
+    }
+
+    /// The layout (for tests and the restorer).
+    pub fn layout(&self) -> &Layout {
+        &self.store.layout
+    }
+}
+
+/// WAL files Postgres has marked ready to archive, oldest first (history files first: a
+/// promotion's history file must land before the new timeline's segments).
+pub fn ready_files(pg_wal: &Path) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(pg_wal.join("archive_status"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".ready").map(str::to_string))
+        .filter(|n| parse_wal_name(n).is_some())
+        .collect();
+    names.sort_by_key(|n| (!matches!(parse_wal_name(n), Some(layout::WalName::History(_))), n.clone()));
+    Ok(names)
+}

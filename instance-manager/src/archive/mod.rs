@@ -1,0 +1,21 @@
+//! The WAL archive in an object store: where things go ([`layout`]), how they are packed
+//! ([`compress`]), the store client ([`store`]), and the manager's archiver and restorer.
+//!
+//! Postgres' `archive_command` and `restore_command` are thin clients
+//! (`instance-manager wal-archive %p`, `wal-restore %f %p`) that ask the running manager
+//! over its Unix socket; the manager keeps one store client, uploads in parallel and ahead of
+//! Postgres' calls, and prefetches during recovery.
+
+pub mod archiver;
+pub mod compress;
+pub mod destination;
+pub mod identity;
+pub mod layout;
+pub mod restorer;
+pub mod store;
+
+pub use archiver::Archiver;
+pub use destination::{Destination, Scheme};
+pub use restorer::Restorer;
+pub use layout::{Layout, SegmentId, WalName, parse_wal_name};
+pub use store::{Created, Store, StoreError};

@@ -1,0 +1,198 @@
+//! The manager's side of `restore_command`: fetches a WAL file from the archive and, for a
+//! segment, starts fetching the next ones into a spool directory, so that recovery does not
+//! wait for one round trip per segment.
+//!
+//! A file missing from the archive is [`Restored::Missing`] (exit code 1: "not available",
+//! which Postgres expects at the end of the archive and for timeline probes). A store that
+//! fails is an [`RestoreFailure`]: during a recovery bootstrap it is fatal (Postgres must not
+//! mistake an unreachable store for the end of the archive and end recovery early); on a
+//! streaming standby it is reported as "not available" and the standby streams instead.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+use super::compress;
+use super::layout::{DEFAULT_SEGMENT_SIZE, WalName, compressions_from, parse_wal_name};
+use super::store::Store;
+use crate::api::Compression;
+use crate::osuser::OsUser;
+
+/// What a restore found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// The file is at the destination.
+    Found,
+    /// The archive does not have it.
+    Missing,
+}
+
+/// A restore that failed for another reason than a missing file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFailure {
+    /// What went wrong.
+    pub message: String,
+    /// Whether recovery must stop rather than treat the file as missing.
+    pub fatal: bool,
+}
+
+type Fetch = Shared<BoxFuture<'static, Result<bool, Arc<String>>>>;
+
+/// The WAL restorer of one instance.
+pub struct Restorer {
+    store: Store,
+    data_dir: PathBuf,
+    spool: PathBuf,
+    compression: Compression,
+    prefetch: u32,
+    os_user: Option<OsUser>,
+    inflight: Mutex<HashMap<String, Fetch>>,
+    strict: std::sync::atomic::AtomicBool,
+}
+
+impl Restorer {
+    /// A restorer into `data_dir`'s `pg_wal`, spooling beside the data directory
+    /// (`<dataDir>-wal-spool`: the same volume, outside what backups and rewinds copy).
+    pub fn new(store: Store, data_dir: &Path, compression: Compression, prefetch: u32, os_user: Option<OsUser>) -> Arc<Self> {
+        let mut spool = data_dir.as_os_str().to_owned();
+        spool.push("-wal-spool");
+        let spool = PathBuf::from(spool);
+        // Files of an earlier life may belong to another timeline's history: start empty.
+        let _ = std::fs::remove_dir_all(&spool);
+        Arc::new(Self {
+            store,
+            data_dir: data_dir.to_path_buf(),
+            spool,
+            compression,
+            prefetch: prefetch.min(64),
+            os_user,
+            inflight: Mutex::new(HashMap::new()),
+            strict: false.into(),
+        })
+    }
+
+    /// Store failures are fatal to recovery while set (a recovery bootstrap).
+    pub fn set_strict(&self, strict: bool) {
+        self.strict.store(strict, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Restores the WAL file `name` to `dest` (absolute, or relative to the data directory,
+    /// inside `pg_wal`).
+    pub async fn restore(self: &Arc<Self>, name: &str, dest: &Path) -> Result<Restored, RestoreFailure> {
+        let fatal = self.strict.load(std::sync::atomic::Ordering::SeqCst);
+        let fail = |message: String| RestoreFailure { message, fatal };
+        let dest = self.check_destination(dest).map_err(|m| RestoreFailure { message: m, fatal: true })?;
+        let Some(kind) = parse_wal_name(name) else {
+            return Err(RestoreFailure { message: format!("{name:?} is not a WAL file name"), fatal: true });
+        };
+        let fetched = self.fetch(name).await.map_err(|e| fail(e.to_string()))?;
+        if let WalName::Segment(id) = kind {
+            self.prefetch_after(id);
+            self.forget_before(name);
+        }
+        if !fetched {
+            return Ok(Restored::Missing);
+        }
+        let spooled = self.spool.join(name);
+        self.deliver(&spooled, &dest).map_err(fail)?;
+        Ok(Restored::Found)
+    }
+
+    fn check_destination(&self, dest: &Path) -> Result<PathBuf, String> {
+        let full = if dest.is_absolute() { dest.to_path_buf() } else { self.data_dir.join(dest) };
+        let pg_wal = self.data_dir.join("pg_wal");
+        let dir = full.parent().unwrap_or(Path::new(""));
+        let ok = dir == pg_wal
+            || std::fs::canonicalize(dir).ok().zip(std::fs::canonicalize(&pg_wal).ok()).is_some_and(|(a, b)| a == b);
+        if !ok || full.file_name().is_none() {
+            return Err(format!("{} is not a file in {}", dest.display(), pg_wal.display()));
+        }
+        Ok(full)
+    }
+
+    /// The fetch of `name` into the spool: true when the file is there.
+    fn fetch(self: &Arc<Self>, name: &str) -> Fetch {
+        if self.spool.join(name).is_file() {
+            return futures_util::future::ready(Ok(true)).boxed().shared();
+        }
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = inflight.get(name) {
+            return f.clone();
+        }
+        let me = Arc::clone(self);
+        let owned = name.to_string();
+        let task = tokio::spawn(async move {
+            let result = me.download(&owned).await.map_err(Arc::new);
+            me.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&owned);
+            result
+        });
+        let fetch: Fetch =
+            async move { task.await.unwrap_or_else(|e| Err(Arc::new(format!("fetch task: {e}")))) }.boxed().shared();
+        inflight.insert(name.to_string(), fetch.clone());
+        fetch
+    }
+
+    fn prefetch_after(self: &Arc<Self>, id: super::layout::SegmentId) {
+        let mut next = id;
+        for _ in 0..self.prefetch {
+            next = next.next(DEFAULT_SEGMENT_SIZE);
+            // Dropping the handle does not cancel: the task runs on.
+            drop(self.fetch(&next.file_name()));
+        }
+    }
+
+    /// Removes spooled segments older than `name`: recovery has moved past them.
+    fn forget_before(&self, name: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.spool) else { return };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if matches!(parse_wal_name(&file), Some(WalName::Segment(_))) && file.as_str() < name && file[..8] == name[..8] {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Downloads `name` into the spool, trying the configured compression first.
+    async fn download(&self, name: &str) -> Result<bool, String> {
+        for c in compressions_from(self.compression) {
+            let Some(object) = self.store.layout.wal_object(name, c) else { return Ok(false) };
+            let Some(packed) = self.store.get(&object).await.map_err(|e| e.to_string())? else { continue };
+            let data = tokio::task::spawn_blocking(move || compress::decompress(c, &packed, DEFAULT_SEGMENT_SIZE as usize))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{object} is corrupt: {e}"))?;
+            self.write_spool(name, &data)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn write_spool(&self, name: &str, data: &[u8]) -> Result<(), String> {
+        std::fs::create_dir_all(&self.spool).map_err(|e| format!("cannot create {}: {e}", self.spool.display()))?;
+        let path = self.spool.join(name);
+        crate::paths::write_atomic(&path, data, 0o600).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(())
+    }
+
+    /// Moves a spooled file to `dest`, owned by Postgres' user.
+    fn deliver(&self, spooled: &Path, dest: &Path) -> Result<(), String> {
+        let tmp = dest.with_extension("pgwarden-tmp");
+        let err = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", dest.display());
+        if std::fs::rename(spooled, &tmp).is_err() {
+            std::fs::copy(spooled, &tmp).map_err(|e| err("copy to", e))?;
+            let _ = std::fs::remove_file(spooled);
+        }
+        if let Some(user) = &self.os_user {
+            user.chown(&tmp).map_err(|e| format!("cannot give {} to Postgres: {e}", tmp.display()))?;
+        }
+        std::fs::rename(&tmp, dest).map_err(|e| err("move into", e))
+    }
+}
