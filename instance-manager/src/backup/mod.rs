@@ -2,3 +2,6 @@
 //! recovery bootstrap that restores one.
 
 pub mod schedule;
+pub mod catalog;
+
+pub use catalog::{BackupFile, BackupInfo};

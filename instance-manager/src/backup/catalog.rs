@@ -1,0 +1,221 @@
+//! The catalog of base backups: `base/<id>/backup.json` in the store (see `archive::layout`).
+//!
+//! A backup exists once its `backup.json` is written, and that is written last, after every
+//! data object is complete: a backup interrupted midway leaves objects without a
+//! description, which listing ignores and retention removes.
+//!
+//! A backup's data is one tar stream of the data directory (`data.tar[.zst|.lz4|.gz]`), with
+//! the `backup_label` (and `tablespace_map`) that `pg_backup_stop` returned, and without
+//! what Postgres recreates (`pg_wal` content, `postmaster.pid`, temporary files). Restoring
+//! it needs the WAL from `startWal` to `stopWal` from the archive.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::Compression;
+use crate::archive::Store;
+
+/// `backup.json`: everything needed to choose and restore a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupInfo {
+    /// Sortable id: the start time, `YYYYMMDDTHHMMSSZ`.
+    pub id: String,
+    /// The cluster that took it.
+    pub cluster: String,
+    /// The instance it was taken on.
+    pub instance: String,
+    /// Whether it was taken on a standby.
+    pub from_standby: bool,
+    /// `pg_control`'s system identifier, decimal.
+    pub system_identifier: String,
+    /// `server_version` (`15.18`).
+    pub postgres_version: String,
+    /// `server_version_num` (`150018`).
+    pub postgres_version_num: u32,
+    /// The timeline the backup started on.
+    pub timeline: u32,
+    /// Bytes per WAL segment.
+    pub segment_size: u64,
+    /// `pg_backup_start`'s LSN.
+    pub start_lsn: String,
+    /// `pg_backup_stop`'s LSN: recovery must replay at least this far to be consistent.
+    pub stop_lsn: String,
+    /// The first WAL file recovery needs.
+    pub start_wal: String,
+    /// The WAL file holding `stop_lsn`.
+    pub stop_wal: String,
+    /// When `pg_backup_start` returned.
+    pub started_at: jiff::Timestamp,
+    /// When `pg_backup_stop` returned.
+    pub stopped_at: jiff::Timestamp,
+    /// Compression of the data objects.
+    pub compression: Compression,
+    /// The data objects, in restore order.
+    pub files: Vec<BackupFile>,
+    /// Bytes of the data directory read.
+    pub data_bytes: u64,
+    /// Bytes stored (compressed).
+    pub stored_bytes: u64,
+}
+
+/// One data object of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFile {
+    /// Object name inside the backup's directory (`data.tar.zst`).
+    pub name: String,
+    /// Stored size in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+}
+
+impl BackupInfo {
+    /// The backup's start LSN as a number.
+    pub fn start_lsn_value(&self) -> Option<u64> {
+        crate::peers::parse_lsn(&self.start_lsn)
+    }
+
+    /// The backup's stop LSN as a number.
+    pub fn stop_lsn_value(&self) -> Option<u64> {
+        crate::peers::parse_lsn(&self.stop_lsn)
+    }
+}
+
+/// Every complete backup in `store`, oldest first. Directories without a readable
+/// `backup.json` (an interrupted backup) are skipped.
+pub async fn list(store: &Store) -> Result<Vec<BackupInfo>, String> {
+    let objects = store.list(&store.layout.base_dir()).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for meta in objects.iter().filter(|m| m.location.filename() == Some("backup.json")) {
+        match store.get(&meta.location).await.map_err(|e| e.to_string())? {
+            Some(bytes) => match serde_json::from_slice::<BackupInfo>(&bytes) {
+                Ok(info) => out.push(info),
+                Err(e) => tracing::warn!(object = %meta.location, error = %e, "unreadable backup description skipped"),
+            },
+            None => {}
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// The backup `id`.
+pub async fn get(store: &Store, id: &str) -> Result<Option<BackupInfo>, String> {
+    match store.get(&store.layout.backup_json(id)).await.map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("backup {id}: backup.json: {e}")),
+    }
+}
+
+/// Writes `backup.json`, the step that makes a backup exist.
+pub async fn publish(store: &Store, info: &BackupInfo) -> Result<(), String> {
+    let body = serde_json::to_vec_pretty(info).map_err(|e| e.to_string())?;
+    store.overwrite(&store.layout.backup_json(&info.id), body.into()).await.map_err(|e| e.to_string())
+}
+
+/// Deletes backup `id`: its description first (so it stops existing at once), then its data.
+pub async fn delete(store: &Store, id: &str) -> Result<(), String> {
+    store.delete(&store.layout.backup_json(id)).await.map_err(|e| e.to_string())?;
+    let objects = store.list(&store.layout.backup_dir(id)).await.map_err(|e| e.to_string())?;
+    for meta in objects {
+        store.delete(&meta.location).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A new backup id for a backup starting at `t`.
+pub fn new_id(t: jiff::Timestamp) -> String {
+    t.strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// The backup to restore for a recovery target: `id` when given; else the latest whose end
+/// is before the target time or LSN (any backup ends before an xid or name target is
+/// reached, as far as can be known: the latest one).
+pub fn choose<'a>(
+    backups: &'a [BackupInfo],
+    id: Option<&str>,
+    target: Option<&crate::api::RecoveryTarget>,
+) -> Result<&'a BackupInfo, String> {
+    if let Some(id) = id {
+        return backups.iter().find(|b| b.id == id).ok_or_else(|| format!("there is no backup {id}"));
+    }
+    let time = target.and_then(|t| t.time.as_deref()).and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let lsn = target.and_then(|t| t.lsn.as_deref()).and_then(crate::peers::parse_lsn);
+    backups
+        .iter()
+        .rev()
+        .find(|b| {
+            time.is_none_or(|t| b.stopped_at <= t) && lsn.is_none_or(|l| b.stop_lsn_value().is_some_and(|s| s <= l))
+        })
+        .ok_or_else(|| match (time, lsn) {
+            (Some(t), _) => format!("no backup ended before {t}"),
+            (_, Some(_)) => "no backup ended before the target LSN".to_string(),
+            _ => "there is no backup".to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::api::RecoveryTarget;
+
+    pub(crate) fn info(id: &str, stopped: &str, stop_lsn: &str) -> BackupInfo {
+        BackupInfo {
+            id: id.into(),
+            cluster: "main".into(),
+            instance: "pg-1".into(),
+            from_standby: false,
+            system_identifier: "1".into(),
+            postgres_version: "15.18".into(),
+            postgres_version_num: 150018,
+            timeline: 1,
+            segment_size: 16 << 20,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: stop_lsn.into(),
+            start_wal: "000000010000000000000002".into(),
+            stop_wal: "000000010000000000000002".into(),
+            started_at: stopped.parse().unwrap(),
+            stopped_at: stopped.parse().unwrap(),
+            compression: Compression::Zstd,
+            files: vec![],
+            data_bytes: 0,
+            stored_bytes: 0,
+        }
+    }
+
+    fn target(time: Option<&str>, lsn: Option<&str>) -> RecoveryTarget {
+        RecoveryTarget {
+            time: time.map(Into::into),
+            lsn: lsn.map(Into::into),
+            xid: None,
+            name: None,
+            immediate: false,
+            inclusive: true,
+        }
+    }
+
+    #[test]
+    fn the_latest_backup_before_the_target_is_chosen() {
+        let all = [
+            info("a", "2026-11-30T10:00:00Z", "0/3000000"),
+            info("b", "2026-11-30T11:00:00Z", "0/5000000"),
+            info("c", "2026-11-30T12:00:00Z", "0/7000000"),
+        ];
+        assert_eq!(choose(&all, None, None).unwrap().id, "c");
+        assert_eq!(choose(&all, None, Some(&target(Some("2026-11-30T11:30:00Z"), None))).unwrap().id, "b");
+        assert_eq!(choose(&all, None, Some(&target(None, Some("0/5000000")))).unwrap().id, "b");
+        assert_eq!(choose(&all, Some("a"), None).unwrap().id, "a");
+        assert!(choose(&all, None, Some(&target(Some("2026-11-30T09:00:00Z"), None))).unwrap_err().contains("no backup"));
+        assert!(choose(&all, Some("zz"), None).unwrap_err().contains("zz"));
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        let a = new_id("2026-11-30T09:05:01Z".parse().unwrap());
+        let b = new_id("2026-11-30T10:00:00Z".parse().unwrap());
+        assert_eq!(a, "20261130T090501Z");
+        assert!(a < b);
+    }
+}
