@@ -10,6 +10,7 @@
 //! <runDir>/                      sockets and runtime files (owned by the OS user, 0750)
 //!   .s.PGSQL.<port>              Postgres' socket
 //!   manager.sock                 the manager's HTTP API for the local CLI
+//!   wal.sock                     archive/restore routes only, for Postgres' commands
 //!   pgpass                       replication password for primary_conninfo (0600)
 //! ```
 
@@ -52,6 +53,12 @@ impl Paths {
     /// The manager's API socket.
     pub fn manager_socket(&self) -> PathBuf {
         self.run_dir.join("manager.sock")
+    }
+
+    /// The socket Postgres' archive and restore commands use: the WAL routes only, owned by
+    /// Postgres' OS user.
+    pub fn wal_socket(&self) -> PathBuf {
+        self.run_dir.join("wal.sock")
     }
     /// Where bootstrap builds a data directory before renaming it into place.
     pub fn staging_dir(&self) -> PathBuf {

@@ -1,7 +1,9 @@
 //! The HTTP API (axum): one route per file under [`routes`], JSON errors ([`ApiError`]).
 //!
 //! The same router is served over TCP (`api.listen`, for probes, peers and the operator) and
-//! over the Unix socket `<runDir>/manager.sock` (for the CLI inside the pod).
+//! over the Unix socket `<runDir>/manager.sock` (for the CLI inside the pod). A third socket,
+//! `<runDir>/wal.sock`, owned by Postgres' OS user, serves only the WAL routes its
+//! `archive_command` and `restore_command` call.
 
 mod auth;
 mod error;
@@ -44,8 +46,7 @@ pub fn router(instance: Arc<Instance>, authenticated: bool) -> Router {
     let control = if authenticated {
         routes::control().route_layer(axum::middleware::from_fn_with_state(Arc::clone(&instance), auth::require_token))
     } else {
-        // The local socket also serves Postgres' archive and restore commands.
-        routes::control().merge(routes::local())
+        routes::control()
     };
     // Request bodies are tiny JSON documents.
     routes::all().merge(control).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)).with_state(instance)
@@ -59,6 +60,25 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
     let unix = bind_unix(&socket)?;
     let app = router(Arc::clone(&instance), false);
     tracing::info!(%addr, socket = %socket.display(), "HTTP API listening");
+    let wal_socket = instance.paths.wal_socket();
+    let wal = bind_unix(&wal_socket)?;
+    // Postgres' archive_command runs as Postgres' OS user: that user may reach the WAL
+    // routes, and nothing else.
+    if nix::unistd::geteuid().is_root() {
+        instance.config().os_user.chown(&wal_socket).map_err(|e| Error::Unix {
+            path: wal_socket.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    let wal_app = routes::local()
+        .fallback(routes::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(Arc::clone(&instance));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(wal, wal_app).await {
+            tracing::error!(error = %e, "HTTP API (wal socket) stopped");
+        }
+    });
     let tcp_app = router(instance, true);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(tcp, tcp_app).await {

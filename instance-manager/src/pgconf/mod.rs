@@ -102,14 +102,14 @@ pub fn managed_parameters(
     p
 }
 
-/// A shell command running this manager's binary as a client of its local socket, for
+/// A shell command running this manager's binary as a client of its WAL socket, for
 /// Postgres to run (`archive_command`, `restore_command`).
 pub fn manager_command(paths: &Paths, args: &str) -> String {
     let exe = std::env::current_exe().unwrap_or_else(|_| "instance-manager".into());
     format!(
         "{} --api {} {args}",
         shell_quote(&exe.to_string_lossy()),
-        shell_quote(&format!("unix://{}", paths.manager_socket().display()))
+        shell_quote(&format!("unix://{}", paths.wal_socket().display()))
     )
 }
 

@@ -15,6 +15,8 @@ use axum::routing::{get, post};
 
 use crate::instance::Instance;
 
+pub use fallback::not_found;
+
 /// The mutating routes (switchover, promote, fence, …).
 pub fn control() -> Router<Arc<Instance>> {
     Router::new()
@@ -26,7 +28,7 @@ pub fn control() -> Router<Arc<Instance>> {
         .route("/resume", post(control::resume))
 }
 
-/// The routes served on the local Unix socket only: Postgres' archive and restore commands.
+/// The routes of the WAL socket (`<runDir>/wal.sock`): Postgres' archive and restore commands.
 pub fn local() -> Router<Arc<Instance>> {
     Router::new().route("/wal/archive", post(wal::archive)).route("/wal/restore", post(wal::restore))
 }
