@@ -3,5 +3,7 @@
 
 pub mod schedule;
 pub mod catalog;
+pub mod recover;
+pub mod restore;
 
 pub use catalog::{BackupFile, BackupInfo};

@@ -40,6 +40,9 @@ pub enum Error {
     /// The lease store could not be opened.
     #[error("cannot open the lease store: {0}")]
     Lease(String),
+    /// A recovery bootstrap failed.
+    #[error("recovery bootstrap failed: {0}")]
+    Recovery(#[from] crate::backup::recover::RecoverError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use super::run::{Error, StartAs};
 use super::state::{Desired, Instance};
+use crate::api::ReplicaSource;
 use crate::config::Validated;
 use crate::pgconf::Upstream;
 use crate::pgdata;
@@ -29,8 +30,17 @@ pub(super) async fn bootstrap(
         let v = instance.config();
         match want {
             Desired::Primary => {
-                tracing::info!(data_dir = %instance.paths.data_dir.display(), "initialising a new data directory");
-                pgdata::initdb(sup, &v, &instance.paths).await?;
+                if let Some(spec) = &v.config.bootstrap.recovery {
+                    crate::backup::recover::recovery_bootstrap(sup, instance, &v, spec).await?;
+                } else {
+                    tracing::info!(data_dir = %instance.paths.data_dir.display(), "initialising a new data directory");
+                    pgdata::initdb(sup, &v, &instance.paths).await?;
+                }
+                break;
+            }
+            Desired::Replica(Some(_)) if v.config.bootstrap.replica_source == ReplicaSource::Backup
+                && replica_from_backup(sup, instance, &v).await =>
+            {
                 break;
             }
             Desired::Replica(Some(up)) => {
@@ -54,6 +64,32 @@ pub(super) async fn bootstrap(
     }
     tracing::info!("data directory ready");
     Ok(())
+}
+
+/// A new replica from the latest base backup of this cluster: it then restores the rest
+/// from the archive and streams. False (and a log line) when there is no usable backup: the
+/// caller clones the primary instead.
+async fn replica_from_backup(sup: &Supervisor, instance: &Instance, v: &Validated) -> bool {
+    let Some(store) = instance.archiver.as_ref().map(|a| a.store().clone()) else { return false };
+    let attempt = async {
+        let backups = crate::backup::catalog::list(&store).await.map_err(|e| e.to_string())?;
+        let backup = crate::backup::catalog::choose(&backups, None, None)?;
+        let staging = crate::backup::recover::unpack_into_staging(sup, v, &instance.paths, &store, backup)
+            .await
+            .map_err(|e| e.to_string())?;
+        pgdata::install_staging(&staging, &instance.paths.data_dir).map_err(|e| e.to_string())?;
+        Ok::<_, String>(backup.id.clone())
+    };
+    match attempt.await {
+        Ok(id) => {
+            tracing::info!(backup = %id, "replica data restored from a base backup; the archive and streaming bring it up to date");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build the replica from a backup; cloning the primary instead");
+            false
+        }
+    }
 }
 
 /// Renders configuration and signal files for a start as `desired`. A replica whose data

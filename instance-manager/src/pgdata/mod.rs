@@ -124,7 +124,8 @@ fn private_copy(v: &Validated, paths: &Paths, file: &Path) -> Result<std::path::
     Ok(dest)
 }
 
-fn prepare_staging(v: &Validated, paths: &Paths) -> Result<std::path::PathBuf, Error> {
+/// An empty staging directory beside the data directory (an interrupted one is removed).
+pub fn prepare_staging(v: &Validated, paths: &Paths) -> Result<std::path::PathBuf, Error> {
     let staging = paths.staging_dir();
     if staging.exists() {
         tracing::warn!(path = %staging.display(), "removing the staging directory of an interrupted bootstrap");
@@ -134,7 +135,8 @@ fn prepare_staging(v: &Validated, paths: &Paths) -> Result<std::path::PathBuf, E
     Ok(staging)
 }
 
-fn install_staging(staging: &Path, data_dir: &Path) -> Result<(), Error> {
+/// Moves a complete staging directory into place as the data directory.
+pub fn install_staging(staging: &Path, data_dir: &Path) -> Result<(), Error> {
     if data_dir.exists() {
         // Validation made sure it is empty; remove_dir refuses anything else.
         std::fs::remove_dir(data_dir).map_err(io("cannot replace the empty data directory", data_dir))?;

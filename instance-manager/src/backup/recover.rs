@@ -1,0 +1,219 @@
+//! The recovery bootstrap: a new cluster's first primary built from a base backup and the
+//! archived WAL, replayed to a target (point-in-time recovery), promoted on a new timeline.
+//!
+//! Everything happens in the staging directory beside the data directory; only a recovered,
+//! promoted and cleanly stopped data directory is moved into place. A crash at any point
+//! leaves no data directory, and the next start begins again from the backup — never a
+//! half-recovered primary, never one promoted before its target by a confused manager.
+//!
+//! ```text
+//! choose backup ─▶ unpack into staging ─▶ recovery.signal + pgwarden-recovery.conf
+//!   ─▶ postgres (no TCP clients, restore_command strict) replays and promotes at the target
+//!   ─▶ fast shutdown ─▶ remove pgwarden-recovery.conf ─▶ staging becomes the data directory
+//! ```
+//!
+//! A replica bootstrapped from a backup (`bootstrap.replicaSource: backup`) uses the same
+//! unpacking, then starts as a standby that restores from the archive and streams.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::catalog::{self, BackupInfo};
+use crate::api::{RecoverySpec, RecoveryTarget};
+use crate::archive::{Restorer, Store};
+use crate::config::Validated;
+use crate::instance::Instance;
+use crate::paths::Paths;
+use crate::pgconf::{RECOVERY_CONF, manager_command, quote};
+use crate::postgres::{Postmaster, ShutdownMode};
+use crate::supervisor::Supervisor;
+
+/// Why a recovery bootstrap failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The store, the catalog or the backup.
+    #[error("{0}")]
+    Backup(String),
+    /// The data directory could not be prepared.
+    #[error(transparent)]
+    PgData(#[from] crate::pgdata::Error),
+    /// Postgres could not be run.
+    #[error("cannot run postgres for recovery: {0}")]
+    Postgres(String),
+}
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> RecoverError {
+    let text = format!("{what} {}", path.display());
+    move |e| RecoverError::Backup(format!("{text}: {e}"))
+}
+
+/// The text of `pgwarden-recovery.conf` for `target`: strict restores, no archiving until the
+/// data directory is in place (segments stay `.ready`), no TCP clients, promote at the target.
+pub fn recovery_conf(paths: &Paths, target: Option<&RecoveryTarget>) -> String {
+    let mut s = String::from("# Written by pgwarden for a recovery bootstrap; removed when it ends.\n");
+    let _ = writeln!(s, "restore_command = {}", quote(&manager_command(paths, "wal-restore --strict %f %p")));
+    let _ = writeln!(s, "archive_command = ''");
+    let _ = writeln!(s, "listen_addresses = ''");
+    let _ = writeln!(s, "recovery_target_timeline = 'latest'");
+    if let Some(t) = target {
+        let set = |s: &mut String, k: &str, v: &str| {
+            let _ = writeln!(s, "{k} = {}", quote(v));
+        };
+        if let Some(v) = &t.time {
+            set(&mut s, "recovery_target_time", v);
+        }
+        if let Some(v) = &t.lsn {
+            set(&mut s, "recovery_target_lsn", v);
+        }
+        if let Some(v) = &t.xid {
+            set(&mut s, "recovery_target_xid", v);
+        }
+        if let Some(v) = &t.name {
+            set(&mut s, "recovery_target_name", v);
+        }
+        if t.immediate {
+            set(&mut s, "recovery_target", "immediate");
+        }
+        set(&mut s, "recovery_target_inclusive", if t.inclusive { "on" } else { "off" });
+        set(&mut s, "recovery_target_action", "promote");
+    }
+    s
+}
+
+/// The store and backup a recovery bootstrap restores.
+pub async fn choose(v: &Validated, spec: &RecoverySpec) -> Result<(Store, BackupInfo), RecoverError> {
+    let source = spec.source_cluster.clone().unwrap_or_else(|| v.cluster.clone());
+    let store = crate::archive::store::open(&spec.store, &source, "bootstrap.recovery.store")
+        .map_err(|e| RecoverError::Backup(e.to_string()))?;
+    let backups = catalog::list(&store).await.map_err(RecoverError::Backup)?;
+    let backup = catalog::choose(&backups, spec.backup_id.as_deref(), spec.target.as_ref())
+        .map_err(|e| RecoverError::Backup(format!("{} (cluster {source}): {e}", store.describe())))?
+        .clone();
+    Ok((store, backup))
+}
+
+/// Unpacks `backup` into a fresh staging directory owned by Postgres' user; returns it.
+pub async fn unpack_into_staging(
+    sup: &Supervisor,
+    v: &Validated,
+    paths: &Paths,
+    store: &Store,
+    backup: &BackupInfo,
+) -> Result<std::path::PathBuf, RecoverError> {
+    check_version(sup, v, backup).await?;
+    let staging = crate::pgdata::prepare_staging(v, paths)?;
+    let started = std::time::Instant::now();
+    tracing::info!(backup = %backup.id, from = %store.describe(), "restoring a base backup");
+    let bytes = super::restore::unpack(store, backup, &staging).await.map_err(RecoverError::Backup)?;
+    for dir in ["pg_wal/archive_status", "pg_replslot", "pg_stat_tmp", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans", "pg_dynshmem"] {
+        std::fs::create_dir_all(staging.join(dir)).map_err(io("cannot create", &staging.join(dir)))?;
+    }
+    chown_tree(v, &staging)?;
+    tracing::info!(backup = %backup.id, bytes, seconds = started.elapsed().as_secs_f64(), "base backup restored");
+    Ok(staging)
+}
+
+async fn check_version(sup: &Supervisor, v: &Validated, backup: &BackupInfo) -> Result<(), RecoverError> {
+    let major = backup.postgres_version_num / 10000;
+    let mut cmd = std::process::Command::new(v.bin("postgres"));
+    cmd.arg("--version");
+    let out = crate::supervisor::run_quiet(sup, "postgres --version", &mut cmd, Duration::from_secs(30))
+        .await
+        .map_err(|e| RecoverError::Postgres(e.to_string()))?;
+    // "postgres (PostgreSQL) 15.18 (Debian ...)"
+    let local = out.stdout.split_whitespace().nth(2).and_then(|w| w.split('.').next()?.parse::<u32>().ok());
+    match local {
+        Some(l) if l != major => Err(RecoverError::Backup(format!(
+            "backup {} is of PostgreSQL {major}, these binaries are {l}: restore it with PostgreSQL {major} binaries",
+            backup.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn chown_tree(v: &Validated, dir: &Path) -> Result<(), RecoverError> {
+    v.os_user.chown(dir).map_err(|e| RecoverError::Backup(e.to_string()))?;
+    for entry in std::fs::read_dir(dir).map_err(io("cannot read", dir))? {
+        let entry = entry.map_err(io("cannot read", dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io("cannot stat", &path))?.is_dir() {
+            chown_tree(v, &path)?;
+        } else {
+            v.os_user.chown(&path).map_err(|e| RecoverError::Backup(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The whole recovery bootstrap; leaves a promoted data directory in place.
+pub async fn recovery_bootstrap(
+    sup: &Supervisor,
+    instance: &Instance,
+    v: &Validated,
+    spec: &RecoverySpec,
+) -> Result<(), RecoverError> {
+    let paths = &instance.paths;
+    let (store, backup) = choose(v, spec).await?;
+    let staging = unpack_into_staging(sup, v, paths, &store, &backup).await?;
+    let staged = Paths::new(&staging, &paths.run_dir);
+    crate::pgconf::write_all(v, &staged, None, "").map_err(io("cannot write the configuration in", &staging))?;
+    let conf = staging.join(RECOVERY_CONF);
+    crate::paths::write_atomic(&conf, recovery_conf(paths, spec.target.as_ref()).as_bytes(), 0o600)
+        .map_err(io("cannot write", &conf))?;
+    let signal = staging.join("recovery.signal");
+    crate::paths::write_atomic(&signal, b"", 0o600).map_err(io("cannot write", &signal))?;
+    for f in [&conf, &signal] {
+        v.os_user.chown(f).map_err(|e| RecoverError::Backup(e.to_string()))?;
+    }
+
+    // restore_command reaches this restorer through the WAL socket; store failures stop
+    // recovery instead of ending it early.
+    let wal = v.config.backup.as_ref().map(|b| b.wal.clone()).unwrap_or_default();
+    let restorer = Restorer::new(store, &staging, wal.compression, wal.restore_prefetch, Some(v.os_user.clone()));
+    restorer.set_strict(true);
+    let previous = instance.restorer();
+    instance.set_restorer(Some(Arc::clone(&restorer)));
+    let result = replay(sup, instance, v, &staged).await;
+    instance.set_restorer(previous);
+    result?;
+
+    std::fs::remove_file(&conf).map_err(io("cannot remove", &conf))?;
+    crate::pgdata::install_staging(&staging, &paths.data_dir)?;
+    tracing::info!(backup = %backup.id, "recovery bootstrap done: this is a new primary on a new timeline");
+    Ok(())
+}
+
+/// Runs Postgres on the staging directory until it has promoted, then stops it cleanly.
+async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &Paths) -> Result<(), RecoverError> {
+    let pm = Postmaster::start(sup, v, staged).map_err(|e| RecoverError::Postgres(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            status = pm.wait() => {
+                return Err(RecoverError::Postgres(format!(
+                    "postgres exited ({status}) before recovery ended; its log says why (a target after the end of the archive, a missing WAL file, a damaged backup)"
+                )));
+            }
+            _ = ticker.tick() => {}
+        }
+        let Ok(db) = instance.db.client(Duration::from_secs(2)).await else { continue };
+        match db.query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text", &[]).await {
+            Ok(row) if !row.get::<_, bool>(0) => break,
+            Ok(row) => {
+                let at: Option<String> = row.get(1);
+                tracing::info!(replayed = at.as_deref().unwrap_or("-"), seconds = started.elapsed().as_secs(), "recovering");
+            }
+            Err(e) => tracing::debug!(error = %e, "recovery progress unknown"),
+        }
+    }
+    instance.db.reset().await;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "recovery reached its end and promoted; stopping to install the data directory");
+    let (status, mode) = pm.stop(ShutdownMode::Fast, Duration::from_secs(60), Duration::from_secs(300)).await;
+    if mode > ShutdownMode::Fast {
+        return Err(RecoverError::Postgres(format!("postgres did not stop cleanly after recovery ({status})")));
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Restoring a base backup's data into a directory: the stored tar is streamed from the
+//! store, checked against the SHA-256 in `backup.json`, decompressed and unpacked on a
+//! blocking thread, with at most a few chunks in memory.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::mpsc;
+
+use futures_util::StreamExt;
+use object_store::ObjectStoreExt;
+use sha2::{Digest, Sha256};
+
+use super::catalog::BackupInfo;
+use crate::archive::Store;
+
+/// Chunks buffered between the download and the unpacker.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// A `Read` over chunks sent by the downloading task; hashes what it reads.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<bytes::Bytes, String>>,
+    current: bytes::Bytes,
+    hash: Sha256,
+    total: u64,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.hash.update(&chunk);
+                    self.total += chunk.len() as u64;
+                    self.current = chunk;
+                }
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Downloads and unpacks the data of `backup` into `dir` (an empty directory). Returns the
+/// bytes downloaded.
+pub async fn unpack(store: &Store, backup: &BackupInfo, dir: &Path) -> Result<u64, String> {
+    let mut total = 0;
+    for file in &backup.files {
+        let path = object_store::path::Path::from(format!("{}/{}", store.layout.backup_dir(&backup.id), file.name));
+        let result = store.client().get(&path).await.map_err(|e| format!("cannot read {path}: {e}"))?;
+        let mut stream = result.into_stream();
+        let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+        let compression = backup.compression;
+        let target = dir.to_path_buf();
+        let unpacker = tokio::task::spawn_blocking(move || -> Result<(u64, String), String> {
+            let mut reader = ChannelReader { rx, current: bytes::Bytes::new(), hash: Sha256::new(), total: 0 };
+            {
+                let decoder = crate::archive::compress::decoder(compression, &mut reader).map_err(|e| e.to_string())?;
+                let mut archive = tar::Archive::new(decoder);
+                archive.set_preserve_permissions(true);
+                archive.set_overwrite(false);
+                archive.unpack(&target).map_err(|e| format!("cannot unpack: {e}"))?;
+            }
+            // Drain what the tar reader left (the compressor's trailer, padding) into the hash.
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
+            Ok((reader.total, hex(&reader.hash.finalize())))
+        });
+        while let Some(chunk) = stream.next().await {
+            let item = chunk.map_err(|e| format!("cannot read {path}: {e}"));
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                break;
+            }
+        }
+        drop(tx);
+        let (size, sha) = unpacker.await.map_err(|e| e.to_string())??;
+        if size != file.size || sha != file.sha256 {
+            return Err(format!(
+                "{path} does not match backup.json (size {size} vs {}, sha256 {sha} vs {}): the backup is damaged",
+                file.size, file.sha256
+            ));
+        }
+        total += size;
+    }
+    Ok(total)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
