@@ -378,7 +378,7 @@ impl HaLoop {
             Action::Follow { holder } => {
                 self.disarm();
                 self.instance.set_desired(Desired::Replica(upstream_of(&v.config.members, &holder)));
-                self.check_diverged(&holder, local).await;
+                self.check_diverged(&holder).await;
                 true
             }
             Action::Wait { reason } => {
@@ -395,10 +395,13 @@ impl HaLoop {
     }
 
     /// A replica that cannot stream from the primary for long while the primary is on a later
-    /// timeline has diverged (it received WAL the new primary never had): rewind it.
-    async fn check_diverged(&mut self, holder: &str, local: &Local) {
-        let streaming = match self.instance.observe().await {
-            Some(o) if o.in_recovery => o.wal_receiver.is_some_and(|w| w.status == "streaming"),
+    /// timeline than the one it replays has diverged (it received WAL the new primary never
+    /// had): rewind it. The replayed timeline, not the reported one: a diverged replica's WAL
+    /// receiver fetches the new timeline's history file all the same, which raises the
+    /// reported timeline to the primary's although it can never follow it.
+    async fn check_diverged(&mut self, holder: &str) {
+        let (streaming, replaying) = match self.instance.observe().await {
+            Some(o) if o.in_recovery => (o.wal_receiver.is_some_and(|w| w.status == "streaming"), o.replay_timeline),
             _ => {
                 self.not_streaming_since = None;
                 return;
@@ -416,11 +419,11 @@ impl HaLoop {
         let peers = crate::peers::statuses(&v.config.members, &v.name, Duration::from_secs(1)).await;
         let primary = peers.iter().find(|(m, _)| m.name == holder).and_then(|(_, s)| s.as_ref());
         if let Some(p) = primary.filter(|p| p.role == "primary")
-            && p.timeline.zip(local.timeline).is_some_and(|(theirs, mine)| theirs > mine)
+            && p.timeline.zip(replaying).is_some_and(|(theirs, mine)| theirs > mine)
         {
             let reason = format!(
-                "this replica (timeline {:?}) cannot follow {holder} (timeline {:?}): rewinding it",
-                local.timeline, p.timeline
+                "this replica (replaying timeline {replaying:?}) cannot follow {holder} (timeline {:?}): rewinding it",
+                p.timeline
             );
             tracing::warn!("{reason}");
             self.not_streaming_since = None;

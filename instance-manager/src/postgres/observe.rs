@@ -3,7 +3,9 @@
 //! A standby's timeline is the highest of: the WAL receiver's, the last restartpoint's, and the
 //! newest timeline history file it holds. Without a running WAL receiver (its primary just died)
 //! the restartpoint's alone lags behind a timeline switch it already followed, and an election
-//! would then wrongly see it as behind.
+//! would then wrongly see it as behind. The timeline it replays ([`Observed::replay_timeline`])
+//! leaves the history files out: a diverged ex-primary fetches the new timeline's history file
+//! from its new primary although it can never follow that timeline.
 
 use std::time::Duration;
 
@@ -24,6 +26,10 @@ pub struct Observed {
     pub system_identifier: Option<String>,
     /// Timeline.
     pub timeline: Option<u32>,
+    /// The timeline whose WAL is replayed: a standby's WAL receiver's, else its last
+    /// restartpoint's (a primary's: its timeline). Unlike `timeline`, not raised by a history
+    /// file fetched for a timeline the standby cannot follow.
+    pub replay_timeline: Option<u32>,
     /// Primary's current LSN.
     pub current_lsn: Option<String>,
     /// Standby's received LSN.
@@ -52,7 +58,9 @@ const SELF_QUERY: &str = "SELECT pg_is_in_recovery(), current_setting('server_ve
     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
     CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END, \
     ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name), \
-    current_setting('synchronous_standby_names')";
+    current_setting('synchronous_standby_names'), \
+    CASE WHEN pg_is_in_recovery() \
+      THEN greatest((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint())) END";
 
 const REPLICATION_QUERY: &str = "SELECT coalesce(application_name, ''), client_addr::text, coalesce(state, ''), \
     coalesce(sync_state, ''), sent_lsn::text, flush_lsn::text, replay_lsn::text, \
@@ -69,11 +77,14 @@ pub async fn observe(client: &Client, timeout: Duration) -> Result<Observed, Err
 async fn observe_inner(client: &Client) -> Result<Observed, Error> {
     let row = client.query_one(SELF_QUERY, &[]).await?;
     let timeline: Option<i32> = row.get(3);
+    let timeline = timeline.and_then(|t| u32::try_from(t).ok());
+    let replay_timeline: Option<i32> = row.get(10);
     let mut o = Observed {
         in_recovery: row.get(0),
         version: row.get(1),
         system_identifier: row.get(2),
-        timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+        timeline,
+        replay_timeline: replay_timeline.and_then(|t| u32::try_from(t).ok()).or(timeline),
         current_lsn: row.get(4),
         received_lsn: row.get(5),
         replayed_lsn: row.get(6),
