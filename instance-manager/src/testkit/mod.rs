@@ -9,6 +9,7 @@
 
 mod cluster;
 mod instance;
+mod s3;
 mod writer;
 
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +18,10 @@ use std::time::{Duration, Instant};
 
 pub use cluster::{FAST, TestCluster, Timing};
 pub use instance::{InstanceOptions, TestInstance};
+pub use s3::{
+    S3Server, S3ServerConfig, S3ServerError, TEST_ACCESS_KEY, TEST_BUCKET, TEST_REGION, TEST_SECRET_KEY, TestS3,
+    TestS3Options, TlsIdentity,
+};
 pub use writer::{Ack, Writer};
 
 /// A temporary directory that Postgres' OS user can traverse (mode 0755), removed on drop
