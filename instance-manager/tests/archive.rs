@@ -228,3 +228,31 @@ async fn manager_killed_while_archiving_loses_and_duplicates_nothing() {
         id = id.next(SEGMENT);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_archive_is_opaque_without_the_key() {
+    let root = TestDir::new();
+    let store = root.path().join("archive");
+    let key_file = root.path().join("archive.key");
+    std::fs::write(&key_file, format!("{}\n", "5a".repeat(32))).unwrap();
+    let extra = format!("    encryption:\n      keyFile: {}\n", key_file.display());
+    let mut o = InstanceOptions::primary("pg-1");
+    o.extra_yaml = format!("backup:\n  store:\n    destination: file://{}\n{extra}", store.display());
+    let pg = TestInstance::start(root.path(), &o);
+    pg.wait_ready(READY).await;
+    let last = switch_segments(&pg, 2).await;
+    wait_archived(&pg, &last, Duration::from_secs(30)).await;
+    let sysid = sysid(&pg).await;
+    let cipher = instance_manager::archive::cipher::Cipher::from_key_file(&key_file).unwrap();
+    let segments = stored_segments(&store, "test");
+    assert!(!segments.is_empty());
+    for (name, path) in segments {
+        let stored = std::fs::read(&path).unwrap();
+        assert!(stored.starts_with(b"PGWENC01"), "{name} is not encrypted");
+        let packed = cipher.open(&stored).unwrap();
+        let data = compress::decompress(Compression::Zstd, &packed, SEGMENT as usize).unwrap();
+        assert_intact_segment(&name, &data, sysid);
+        let wrong = instance_manager::archive::cipher::Cipher::new(&[0; 32]);
+        assert!(wrong.open(&stored).is_err(), "{name} opens with the wrong key");
+    }
+}

@@ -47,6 +47,18 @@ pub struct StoreSpec {
     /// Azure Blob Storage.
     #[serde(default)]
     pub azure: Option<AzureSpec>,
+    /// Client-side encryption of WAL and backup data.
+    #[serde(default)]
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// Client-side encryption (chunked XChaCha20-Poly1305, a random nonce prefix per object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionSpec {
+    /// File holding the 32-byte key as 64 hexadecimal characters (`openssl rand -hex 32`).
+    /// Losing it loses the backups; restoring needs the same key.
+    pub key_file: PathBuf,
 }
 
 /// S3 settings. Unset credentials come from the environment (`AWS_ACCESS_KEY_ID`,

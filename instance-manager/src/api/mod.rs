@@ -9,19 +9,21 @@
 //! Nothing here does I/O; loading and validating a configuration is the `config` module's job.
 
 mod backup;
+mod backups;
 mod config;
 mod error;
 mod status;
 
 pub use backup::{
-    AzureSpec, BackupSpec, BaseBackupSpec, Compression, GcsSpec, RecoverySpec, RecoveryTarget, RetentionSpec,
+    AzureSpec, BackupSpec, BaseBackupSpec, Compression, EncryptionSpec, GcsSpec, RecoverySpec, RecoveryTarget, RetentionSpec,
     S3Spec, StoreSpec, WalSpec,
 };
+pub use backups::{BackupList, BackupRequest, BackupStarted, ListedBackup, RetentionVerdict};
 pub use config::{
     ApiSpec, BootstrapSpec, CredentialsSpec, DataDurability, InstanceConfig, LeaseBackend, LeaseSpec, Member,
     PostgresSpec, PrimaryEndpoint, ReplicaSource, Role, ShutdownSpec, SynchronousSpec,
 };
 pub use error::ErrorBody;
 pub use status::{
-    ArchiveStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, WalReceiver,
+    ArchiveStatus, BackupStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, WalReceiver,
 };

@@ -226,7 +226,9 @@ impl Archiver {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot compress {name}: {e}"))?;
         let started = std::time::Instant::now();
-        match self.store.create(&object, Bytes::from(packed)).await.map_err(|e| e.to_string())? {
+        let store = self.store.clone();
+        let sealed = tokio::task::spawn_blocking(move || store.seal(packed)).await.map_err(|e| e.to_string())?;
+        match self.store.create(&object, Bytes::from(sealed)).await.map_err(|e| e.to_string())? {
             Created::Written => {
                 tracing::info!(wal = name, object = %object, ms = started.elapsed().as_millis() as u64, "WAL archived");
                 Ok(())
@@ -244,9 +246,12 @@ impl Archiver {
     ) -> Result<(), String> {
         let existing = self.store.get(object).await.map_err(|e| e.to_string())?.unwrap_or_default();
         let size = local.len();
-        let existing = tokio::task::spawn_blocking(move || compress::decompress(c, &existing, size))
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = self.store.clone();
+        let existing = tokio::task::spawn_blocking(move || {
+            store.unseal(existing.to_vec()).map_err(std::io::Error::other).and_then(|e| compress::decompress(c, &e, size))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         match existing {
             Ok(bytes) if bytes == local => {
                 tracing::info!(wal = name, "WAL already archived with the same content");

@@ -7,6 +7,7 @@
 //! Postgres' calls, and prefetches during recovery.
 
 pub mod archiver;
+pub mod cipher;
 pub mod compress;
 pub mod destination;
 pub mod identity;

@@ -165,10 +165,14 @@ impl Restorer {
         for c in compressions_from(self.compression) {
             let Some(object) = self.store.layout.wal_object(name, c) else { return Ok(false) };
             let Some(packed) = self.store.get(&object).await.map_err(|e| e.to_string())? else { continue };
-            let data = tokio::task::spawn_blocking(move || compress::decompress(c, &packed, DEFAULT_SEGMENT_SIZE as usize))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{object} is corrupt: {e}"))?;
+            let store = self.store.clone();
+            let data = tokio::task::spawn_blocking(move || {
+                let packed = store.unseal(packed.to_vec())?;
+                compress::decompress(c, &packed, DEFAULT_SEGMENT_SIZE as usize).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{object} cannot be read: {e}"))?;
             self.write_spool(name, &data)?;
             return Ok(true);
         }

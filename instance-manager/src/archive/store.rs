@@ -14,6 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::destination::{self, Destination, Scheme};
+use super::cipher::{self, Cipher};
 use super::layout::Layout;
 use crate::api::StoreSpec;
 
@@ -62,6 +63,7 @@ pub struct Store {
     /// Where this cluster's objects are.
     pub layout: Layout,
     destination: Destination,
+    cipher: Option<Arc<Cipher>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,7 +117,15 @@ pub fn check(spec: &StoreSpec, field: &str) -> Result<Destination, StoreError> {
         secret(&format!("{field}.{name}"), &file)?;
     }
     client_options(spec, &format!("{field}.s3.caFile"))?;
+    cipher_of(spec, field)?;
     Ok(dest)
+}
+
+fn cipher_of(spec: &StoreSpec, field: &str) -> Result<Option<Arc<Cipher>>, StoreError> {
+    let Some(e) = &spec.encryption else { return Ok(None) };
+    Cipher::from_key_file(&e.key_file)
+        .map(|c| Some(Arc::new(c)))
+        .map_err(|m| StoreError::config(&format!("{field}.encryption.keyFile"), m, "mount the key Secret there"))
 }
 
 /// Opens the store `spec` describes for `cluster`. `field` names the spec in errors
@@ -223,7 +233,8 @@ pub fn open(spec: &StoreSpec, cluster: &str, field: &str) -> Result<Store, Store
         }
     };
     let layout = Layout::new(&dest.prefix, cluster);
-    Ok(Store { inner, layout, destination: dest })
+    let cipher = cipher_of(spec, field)?;
+    Ok(Store { inner, layout, destination: dest, cipher })
 }
 
 /// What a create-only upload found.
@@ -239,6 +250,34 @@ impl Store {
     /// The destination, for logs and status (never holds credentials).
     pub fn describe(&self) -> String {
         self.destination.to_string()
+    }
+
+    /// The encryption key, when objects are encrypted.
+    pub fn cipher(&self) -> Option<&Arc<Cipher>> {
+        self.cipher.as_ref()
+    }
+
+    /// Encrypts a data object when encryption is configured.
+    pub fn seal(&self, data: Vec<u8>) -> Vec<u8> {
+        match &self.cipher {
+            Some(c) => c.seal(&data),
+            None => data,
+        }
+    }
+
+    /// Decrypts a data object when it is encrypted; an encrypted object without the key, or
+    /// one that fails authentication, is an error.
+    pub fn unseal(&self, data: Vec<u8>) -> Result<Vec<u8>, String> {
+        if !cipher::is_sealed(&data) {
+            return Ok(data);
+        }
+        match &self.cipher {
+            Some(c) => c.open(&data),
+            None => Err(format!(
+                "{} holds encrypted objects: set encryption.keyFile to the key they were written with",
+                self.describe()
+            )),
+        }
     }
 
     /// The underlying client (multipart uploads, listing).
@@ -297,7 +336,7 @@ mod tests {
     use crate::api::S3Spec;
 
     fn spec(destination: &str) -> StoreSpec {
-        StoreSpec { destination: destination.into(), s3: None, gcs: None, azure: None }
+        StoreSpec { destination: destination.into(), s3: None, gcs: None, azure: None, encryption: None }
     }
 
     fn config_error(r: Result<Store, StoreError>) -> String {
