@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 
+from pgwarden_backup import backup_yaml, recovery_yaml
 from pgwarden_local import (
     Failure, http_get, http_json, info, pid_alive, port_free, postmaster_pid, read_pidfile,
     signal_pid, stop_stray_postmaster, tail, wait_gone, who_listens, write_private, yaml_str,
@@ -26,6 +27,8 @@ APP_USER = "app"
 APP_DB = "app"
 SECRETS = {"superuser": "superuser.password", "app": "app.password", "replication": "replication.password",
            "api_token": "api.token"}
+# Written only when `up` was given their values (S3 keys from AWS_* variables), never generated.
+GIVEN_SECRETS = {"s3_access_key_id": "s3-access-key-id", "s3_secret_access_key": "s3-secret-access-key"}
 # Shutdown escalation written into each config: sessions get a moment, then a fast shutdown.
 SMART_TIMEOUT = 5
 STOP_TIMEOUT = 20
@@ -57,6 +60,8 @@ class Cluster:
         self.dir = os.path.abspath(directory)
         self.cmd = cmd
         self.state = None
+        # {GIVEN_SECRETS key: value} that `write_secrets` writes when the file is missing.
+        self.given_secrets = {}
 
     # -- state --
     @property
@@ -106,7 +111,7 @@ class Cluster:
 
     # -- paths --
     def secret_path(self, which):
-        return os.path.join(self.dir, "secrets", SECRETS[which])
+        return os.path.join(self.dir, "secrets", SECRETS.get(which) or GIVEN_SECRETS[which])
 
     def inst_dir(self, inst):
         return os.path.join(self.dir, inst["name"])
@@ -170,9 +175,14 @@ class Cluster:
 
 # --- creation ---------------------------------------------------------------------------------
 
-def new_state(instances, pg_ports, api_ports, timing, synchronous, base_port=None, api_base_port=None):
+def new_state(instances, pg_ports, api_ports, timing, synchronous, base_port=None, api_base_port=None,
+              name=CLUSTER_NAME, archive=None, recovery=None):
+    """What cluster.json holds. `archive`: the StoreSpec WAL and backups go to (None: no
+    archive); `recovery`: the bootstrap.recovery spec of a cluster restored from a backup."""
     return {
-        "cluster": CLUSTER_NAME,
+        "cluster": name,
+        "archive": archive,
+        "recovery": recovery,
         "base_port": base_port,
         "api_base_port": api_base_port,
         "lease": {k: timing[k] for k in TIMING_KEYS},
@@ -202,6 +212,9 @@ def write_secrets(cluster):
         path = cluster.secret_path(which)
         if not os.path.exists(path):  # never rewrite: the running cluster uses them
             write_private(path, secrets.token_urlsafe(24) + "\n")
+    for which, value in cluster.given_secrets.items():
+        if not os.path.exists(cluster.secret_path(which)):
+            write_private(cluster.secret_path(which), value + "\n")
 
 
 def config_text(cluster, inst, bin_dir):
@@ -232,6 +245,9 @@ def config_text(cluster, inst, bin_dir):
         "bootstrap:",
         f"  database: {APP_DB}",
         f"  owner: {APP_USER}",
+    ]
+    lines += recovery_yaml(st.get("recovery"), cluster.secret_path)
+    lines += [
         "credentials:",
         f"  superuserPasswordFile: {yaml_str(cluster.secret_path('superuser'))}",
         f"  appPasswordFile: {yaml_str(cluster.secret_path('app'))}",
@@ -250,6 +266,7 @@ def config_text(cluster, inst, bin_dir):
                      f"api: {yaml_str(Cluster.api_url(m))}}}")
     if st.get("synchronous"):
         lines.append(f"synchronous: {{number: {st['synchronous']}}}")
+    lines += backup_yaml(st.get("archive"), cluster.secret_path)
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +287,7 @@ def validate_config(cluster, manager_bin, bin_dir):
     with tempfile.TemporaryDirectory(prefix="pgwarden-validate-") as tmp:
         scratch = Cluster(tmp, cmd=cluster.cmd)  # same state; secrets and lease file in tmp
         scratch.state = cluster.state
+        scratch.given_secrets = cluster.given_secrets
         write_secrets(scratch)
         os.chmod(tmp, 0o755)
         os.makedirs(scratch.run_dir(inst), mode=0o755)
@@ -292,6 +310,9 @@ def validate_config(cluster, manager_bin, bin_dir):
         raise Failure("synchronous replication is not available yet: this instance-manager does not accept "
                       "`synchronous` in its configuration",
                       f"run `up` without --synchronous, or build a newer instance manager ({manager_bin})")
+    if "unknown field `backup`" in out or "unknown field `recovery`" in out:
+        raise Failure(f"{manager_bin} predates WAL archiving and restores (it does not accept `backup`/`recovery`)",
+                      "build the current instance manager, or run `up --no-archive` (no --restore-from)")
     if "unknown field `lease`" in out or "unknown field `members`" in out:
         raise Failure(f"{manager_bin} predates leader election (it does not accept `lease`/`members`)",
                       "build the current instance manager (`cargo build --release -p instance-manager`)")
@@ -302,7 +323,7 @@ def validate_config(cluster, manager_bin, bin_dir):
                       + "\n  ".join(out.splitlines()[-10:]))
     if problems:
         raise Failure("the instance manager refuses this configuration:\n  " + "\n  ".join(problems),
-                      "fix the options of `up` (lease timings, --synchronous)")
+                      "fix the options of `up` (lease timings, --synchronous, --archive, --restore-from)")
 
 
 # --- processes --------------------------------------------------------------------------------
