@@ -253,7 +253,7 @@ def _ago(ts, now):
     return f"{s / 3600:.1f} h ago"
 
 
-def archive_lines(entries, now=None):
+def archive_lines(entries, now=None, cluster=None):
     """What `status` says about the WAL archive and base backups, from each instance's /status
     `archive` and `backup` objects: the destination once, one line per running instance, and the
     newest backup. [] when no instance reports an archive."""
@@ -262,7 +262,7 @@ def archive_lines(entries, now=None):
     if not docs:
         return []
     dests = sorted({d["archive"].get("destination") or "?" for d in docs})
-    out = [f"archive: {', '.join(dests)}"]
+    out = [f"archive: {', '.join(dests)}" + (f" (cluster {cluster})" if cluster else "")]
     for e in docs:
         a = e["archive"]
         if a.get("last_archived_wal"):
@@ -285,7 +285,8 @@ def archive_lines(entries, now=None):
         b = max(last, key=lambda x: x.get("stopped_at") or "")
         out.append(f"last backup: {b.get('id')} by {b.get('instance')}, {_ago(b.get('stopped_at'), now)}")
     elif backups:
-        out.append("last backup: none yet")
+        # Managers other than the one that took it re-read the catalog only now and then.
+        out.append("last backup: none seen by the running managers (`backup list` reads the catalog)")
     for e in entries:
         b = e.get("backup") if isinstance(e.get("backup"), dict) else {}
         if b.get("running"):
