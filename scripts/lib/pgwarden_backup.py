@@ -1,6 +1,7 @@
 """The backup side of a local pgwarden cluster: where its WAL archive goes (`backup.store`), a
-recovery bootstrap from another cluster's backups (`bootstrap.recovery`), the YAML of both,
-the checks `up` makes before writing anything, and the archive/backup lines of `status`.
+recovery bootstrap from another cluster's backups (`bootstrap.recovery`): the flags of `up` that
+choose them, the checks it makes before writing anything, the YAML of both, and the
+archive/backup lines of `status`.
 
 Store specs are kept in cluster.json with the InstanceConfig's own (camelCase) keys, so they
 render into the YAML as they are. Python 3 standard library only; failures raise `Failure`.
@@ -198,6 +199,95 @@ def check_not_own_archive(archive, recovery, cluster_name):
                       f"({archive['destination']}, cluster {cluster_name!r}): its WAL would mix with the source's",
                       "give the new cluster another name (--cluster NAME), or archive elsewhere (--archive URL; "
                       "by default a cluster archives into its own DIR/archive), or --no-archive")
+
+
+# --- the flags of `up` ------------------------------------------------------------------------
+
+def add_backup_flags(up, default_cluster):
+    """The archive and restore flags of `up`."""
+    g = up.add_argument_group("WAL archive and base backups (fixed when the cluster is created)")
+    g.add_argument("--cluster", metavar="NAME",
+                   help=f"cluster name: the archive keeps each cluster under STORE/NAME/ (default {default_cluster})")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--archive", metavar="URL",
+                       help="where WAL and base backups go: a directory, file:///dir, s3://bucket/prefix, gs://, "
+                            "az:// (default: file://DIR/archive)")
+    where.add_argument("--no-archive", action="store_true", help="no WAL archive, no base backups")
+    g.add_argument("--s3-endpoint", metavar="URL", help="an S3-compatible endpoint (default $AWS_ENDPOINT_URL; "
+                                                         "absent: AWS)")
+    g.add_argument("--s3-region", metavar="REGION", help="default $AWS_REGION, else us-east-1")
+    g.add_argument("--s3-access-key-file", metavar="FILE",
+                   help="file holding the access key id (default: $AWS_ACCESS_KEY_ID, copied into DIR/secrets/)")
+    g.add_argument("--s3-secret-key-file", metavar="FILE",
+                   help="file holding the secret access key (default: $AWS_SECRET_ACCESS_KEY, copied likewise)")
+    g.add_argument("--s3-ca-file", metavar="FILE", help="PEM CA certificates to trust for the endpoint")
+    r = up.add_argument_group("restore: a new cluster from a backup and archived WAL (point-in-time recovery)")
+    r.add_argument("--restore-from", metavar="URL",
+                   help="the source cluster's store (a local cluster's: its DIR/archive); the lease holder restores, "
+                        "the other instances clone it")
+    r.add_argument("--source-cluster", metavar="NAME",
+                   help=f"the cluster that took the backups (default: the only one in a local store, else {default_cluster})")
+    r.add_argument("--backup-id", metavar="ID", help="the backup to restore (default: the latest before the target)")
+    t = r.add_mutually_exclusive_group()
+    t.add_argument("--target-time", metavar="T",
+                   help="replay up to this time, with a zone: 2026-11-30T12:00:00Z or as psql prints now()")
+    t.add_argument("--target-lsn", metavar="LSN", help="replay up to this WAL position (0/3000060)")
+    t.add_argument("--target-xid", metavar="XID", help="replay up to this transaction id")
+    t.add_argument("--target-name", metavar="NAME", help="replay up to this pg_create_restore_point() name")
+    t.add_argument("--target-immediate", action="store_true",
+                   help="stop as soon as the backup is consistent (default: replay the whole archive)")
+
+
+def plan_backup(cluster, args, name, default_source):
+    """(backup.store, bootstrap.recovery) of a new cluster from the flags of `up`; checks the
+    restore source now, and that the cluster would not archive into it under the same name."""
+    s3, given = s3_settings(args)
+    archive = None
+    if not args.no_archive:
+        url = store_url(args.archive, "--archive") if args.archive else \
+            "file://" + os.path.join(cluster.dir, ARCHIVE_DIR)
+        archive = store_spec(url, s3)
+        require_s3_keys(archive, "--archive")
+    recovery = None
+    if args.restore_from:
+        url = store_url(args.restore_from, "--restore-from")
+        recovery = recovery_spec(url, s3, args.source_cluster, args.backup_id, recovery_target(args),
+                                 default_source, "scripts/local-cluster")
+        require_s3_keys(recovery["store"], "--restore-from")
+        check_not_own_archive(archive, recovery, name)
+    elif args.source_cluster or args.backup_id or any(getattr(args, "target_" + k) for k in TARGET_KINDS):
+        raise Failure("--source-cluster, --backup-id and --target-* choose what --restore-from restores",
+                      "add --restore-from URL (the source cluster's archive)")
+    used = {v["secret"] for spec in (archive, (recovery or {}).get("store")) if spec
+            for v in (spec.get("s3") or {}).values() if isinstance(v, dict)}
+    cluster.given_secrets = {k: v for k, v in given.items() if k in used}
+    return archive, recovery
+
+
+def refuse_backup_changes(cluster, args):
+    """Archive, name and restore source are fixed when a cluster is created."""
+    st = cluster.state
+    again = f"`{cluster.cmd} down --purge` and `up` again with the new settings (which deletes the data)"
+    if args.cluster is not None and args.cluster != st["cluster"]:
+        raise Failure(f"the cluster in {cluster.dir} is named {st['cluster']!r}, not {args.cluster!r}", again)
+    if args.restore_from:
+        raise Failure(f"the cluster in {cluster.dir} exists already; --restore-from only creates a new cluster",
+                      f"use another --dir for the restored cluster, or {again}")
+    have = (st.get("archive") or {}).get("destination")
+    if args.no_archive and have:
+        raise Failure(f"the cluster in {cluster.dir} archives to {have}; --no-archive applies to a new cluster",
+                      f"remove `backup:` from every pg-N/config.yaml and stop/start each, or {again}")
+    if args.archive and store_url(args.archive, "--archive") != have:
+        raise Failure(f"the cluster in {cluster.dir} archives to {have or 'nowhere (--no-archive)'}, "
+                      f"not {args.archive}", f"edit `backup.store` in every pg-N/config.yaml and stop/start each, "
+                                             f"or {again}")
+
+
+def no_archive_why(cluster):
+    if "archive" not in cluster.state:
+        return "the cluster was created by a local-cluster that did not archive yet"
+    return "created with --no-archive"
+
 
 
 # --- YAML -------------------------------------------------------------------------------------
