@@ -62,7 +62,7 @@ pub fn recovery_conf(paths: &Paths, target: Option<&RecoveryTarget>) -> String {
             let _ = writeln!(s, "{k} = {}", quote(v));
         };
         if let Some(v) = &t.time {
-            set(&mut s, "recovery_target_time", v);
+            set(&mut s, "recovery_target_time", &postgres_time(v));
         }
         if let Some(v) = &t.lsn {
             set(&mut s, "recovery_target_lsn", v);
@@ -80,6 +80,15 @@ pub fn recovery_conf(paths: &Paths, target: Option<&RecoveryTarget>) -> String {
         set(&mut s, "recovery_target_action", "promote");
     }
     s
+}
+
+/// A timestamp as Postgres' `recovery_target_time` accepts it: `Z` is a zone abbreviation
+/// Postgres cannot resolve while it reads its configuration, so UTC is written as `+00:00`.
+pub fn postgres_time(rfc3339: &str) -> String {
+    match rfc3339.parse::<jiff::Timestamp>() {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
 }
 
 /// The store and backup a recovery bootstrap restores.
@@ -216,4 +225,40 @@ async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &P
         return Err(RecoverError::Postgres(format!("postgres did not stop cleanly after recovery ({status})")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn times_are_written_with_a_numeric_zone() {
+        assert_eq!(postgres_time("2026-11-30T12:00:00Z"), "2026-11-30 12:00:00.000000+00:00");
+        assert_eq!(postgres_time("2026-11-30T13:00:00.25+01:00"), "2026-11-30 12:00:00.250000+00:00");
+    }
+
+    #[test]
+    fn recovery_conf_promotes_at_the_target_and_keeps_clients_out() {
+        let paths = Paths::new(Path::new("/data/pgdata"), Path::new("/run/pgwarden"));
+        let t = RecoveryTarget {
+            time: None,
+            lsn: Some("0/3000060".into()),
+            xid: None,
+            name: None,
+            immediate: false,
+            inclusive: false,
+        };
+        let conf = recovery_conf(&paths, Some(&t));
+        for line in [
+            "recovery_target_lsn = '0/3000060'",
+            "recovery_target_inclusive = 'off'",
+            "recovery_target_action = 'promote'",
+            "listen_addresses = ''",
+            "archive_command = ''",
+        ] {
+            assert!(conf.contains(line), "{line} missing from:\n{conf}");
+        }
+        assert!(conf.contains("wal-restore --strict %f %p") && conf.contains("unix:///run/pgwarden/wal.sock"), "{conf}");
+    }
 }
