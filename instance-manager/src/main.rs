@@ -58,6 +58,7 @@ async fn run(args: RunArgs) -> ExitCode {
         tracing::error!(error = %e, "cannot start the HTTP API");
         return ExitCode::from(3);
     }
+    instance_manager::backup::runner::spawn(Arc::clone(&inst));
     match instance::run(inst).await {
         Ok(ExitReason::Clean) => {
             tracing::info!("instance manager stopped cleanly");
@@ -104,6 +105,7 @@ async fn client_command(
         Command::Unfence => ("/unfence", serde_json::json!({})),
         Command::Pause => ("/pause", serde_json::json!({})),
         Command::Resume => ("/resume", serde_json::json!({})),
+        Command::Backup { command } => return Ok(code_of(cli::backup_command(&client, token, command).await?)),
         Command::WalArchive { path } => return Ok(cli::wal_archive(&client, &path).await),
         Command::WalRestore { name, destination, strict } => {
             return Ok(cli::wal_restore(&client, &name, &destination, strict).await);

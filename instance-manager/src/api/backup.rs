@@ -162,7 +162,7 @@ pub struct BaseBackupSpec {
     #[serde(default)]
     pub compression: Compression,
     /// Size of each uploaded part, in MiB.
-    #[serde(default = "default_part_size")]
+    #[serde(default = "default_part_size", rename = "partSizeMiB", alias = "partSizeMib")]
     pub part_size_mib: u32,
     /// Parts uploaded at once.
     #[serde(default = "default_max_parallel")]

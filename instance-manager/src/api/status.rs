@@ -55,6 +55,9 @@ pub struct InstanceStatus {
     /// The WAL archive; `null` when no backup store is configured.
     #[serde(default)]
     pub archive: Option<ArchiveStatus>,
+    /// Base backups; `null` when no backup store is configured.
+    #[serde(default)]
+    pub backup: Option<BackupStatus>,
     /// The data directory.
     pub data_dir: String,
     /// PID of the instance manager.
@@ -216,4 +219,34 @@ pub struct ArchiveStatus {
     pub last_failed_at: Option<jiff::Timestamp>,
     /// Files Postgres has marked ready and not yet archived (`archive_status/*.ready`).
     pub backlog: Option<u64>,
+}
+
+/// Base backups as this instance's manager sees them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupStatus {
+    /// The newest backup of the catalog (taken by any instance), as last read.
+    pub last_backup: Option<LastBackup>,
+    /// The id of the backup this instance is taking now.
+    pub running: Option<String>,
+    /// The last backup of this instance that failed, and why.
+    pub last_failure: Option<String>,
+    /// When it failed.
+    pub last_failed_at: Option<jiff::Timestamp>,
+    /// The last retention run that failed, and why (cleared by a successful run).
+    pub retention_error: Option<String>,
+    /// When the schedule fires next (on the lease holder only).
+    pub next_scheduled_at: Option<jiff::Timestamp>,
+}
+
+/// The newest complete backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastBackup {
+    /// Its id.
+    pub id: String,
+    /// The instance that took it.
+    pub instance: String,
+    /// When `pg_backup_stop` returned.
+    pub stopped_at: jiff::Timestamp,
+    /// Seconds since then.
+    pub age_seconds: u64,
 }

@@ -1,9 +1,16 @@
-//! Base backups: taking them, the catalog in the store, retention, the schedule, and the
-//! recovery bootstrap that restores one.
+//! Base backups: taking them ([`take`], streaming [`tarball`] through [`sink`]), the
+//! catalog in the store ([`catalog`]), [`retention`], the [`schedule`], one backup at a time
+//! per instance ([`runner`]), and the recovery bootstrap that restores one.
 
-pub mod schedule;
 pub mod catalog;
 pub mod recover;
 pub mod restore;
+pub mod retention;
+pub mod runner;
+pub mod schedule;
+pub mod sink;
+pub mod take;
+pub mod tarball;
 
 pub use catalog::{BackupFile, BackupInfo};
+pub use runner::Backups;

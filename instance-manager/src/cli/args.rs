@@ -72,6 +72,12 @@ pub enum Command {
     Pause,
     /// Enable automatic failover again.
     Resume,
+    /// Base backups to the backup store: take one, list the catalog, delete one.
+    Backup {
+        /// What to do.
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Postgres' archive_command: has the local manager archive one WAL file (`%p`).
     ///
     /// Exit codes: 0 archived (or already archived with the same content); 1 not archived
@@ -99,6 +105,35 @@ pub enum Command {
     /// Internal: the backstop process `run` starts to kill Postgres if the HA loop stalls.
     #[command(hide = true)]
     Deadman,
+}
+
+/// `backup` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a base backup of this instance. Without --wait it starts the backup and returns
+    /// its id; `status` shows when it is done.
+    Create {
+        /// Wait until the backup is done and print it (a large database takes a while).
+        #[arg(long)]
+        wait: bool,
+        /// Take it on this replica (refused on the primary; without it, refused on a replica).
+        #[arg(long)]
+        from_standby: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// List the backups in the store, oldest first, with what retention does with each.
+    List {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Delete a backup.
+    Delete {
+        /// The backup's id (see `backup list`).
+        id: String,
+    },
 }
 
 /// Output formats.

@@ -290,6 +290,12 @@ impl ApiClient {
         self.decode(path, answer)
     }
 
+    /// `DELETE path` with an optional bearer token, decoding a 2xx JSON answer.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str, bearer: Option<&str>) -> Result<T, ClientError> {
+        let answer = self.send(Method::DELETE, path, None, bearer).await?;
+        self.decode(path, answer)
+    }
+
     /// `POST path` with a JSON body, returning the status and body whatever the status.
     pub async fn post_raw<B: Serialize>(&self, path: &str, body: &B) -> Result<(u16, Bytes), ClientError> {
         let body = serde_json::to_vec(body)

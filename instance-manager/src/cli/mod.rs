@@ -2,12 +2,14 @@
 //! DBA runs with `kubectl exec <pod> -- instance-manager …`, each a thin client of the HTTP API.
 
 mod args;
+mod backup;
 mod client;
 mod diagnose;
 mod status;
 mod wal;
 
-pub use args::{Cli, Command, Output, RunArgs};
+pub use args::{BackupCommand, Cli, Command, Output, RunArgs};
+pub use backup::{backup_command, render_backups};
 pub use client::{ApiClient, ApiTarget, ClientError};
 pub use diagnose::{Check, CheckResult, DataDirFacts, DiskFacts, Facts, Outcome, diagnose_command, evaluate_checks};
 pub use status::{render_status_table, status_command};

@@ -5,7 +5,9 @@ use std::io::Write as _;
 use anyhow::Context as _;
 
 use super::client::ApiClient;
-use crate::api::{InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, WalReceiver};
+use crate::api::{
+    BackupStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, WalReceiver,
+};
 
 /// Shown for a value the manager could not know.
 const MISSING: &str = "-";
@@ -67,6 +69,9 @@ fn status_fields(s: &InstanceStatus) -> Vec<(&'static str, String)> {
     if let Some(lease) = &s.lease {
         fields.push(("Lease", lease_text(lease)));
     }
+    if let Some(b) = &s.backup {
+        fields.push(("Last backup", backup_text(b)));
+    }
     if s.fenced || s.paused {
         let flags = [(s.fenced, "fenced"), (s.paused, "failover paused")];
         fields.push(("Flags", flags.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect::<Vec<_>>().join(", ")));
@@ -113,6 +118,27 @@ fn lease_text(l: &LeaseStatus) -> String {
     let expiry = l.expires_in_seconds.map(|s| format!(", expires in {s:.1}s")).unwrap_or_default();
     let error = l.last_error.as_deref().map(|e| format!(", last error: {e}")).unwrap_or_default();
     format!("{holder}, term {}{expiry}{error}", l.term)
+}
+
+/// `20261130T030000Z (pg-1), 5h12m ago; running: 20261130T081200Z; last failure: ...`.
+fn backup_text(b: &BackupStatus) -> String {
+    let mut parts = vec![match &b.last_backup {
+        Some(l) => format!("{} ({}), {} ago", l.id, l.instance, format_uptime(l.age_seconds)),
+        None => "none".to_owned(),
+    }];
+    if let Some(id) = &b.running {
+        parts.push(format!("running: {id}"));
+    }
+    if let Some(e) = &b.last_failure {
+        parts.push(format!("last failure: {e}"));
+    }
+    if let Some(e) = &b.retention_error {
+        parts.push(format!("retention failing: {e}"));
+    }
+    if let Some(t) = b.next_scheduled_at {
+        parts.push(format!("next: {t}"));
+    }
+    parts.join("; ")
 }
 
 /// The state as the API spells it.
@@ -166,7 +192,7 @@ fn or_missing<T: ToString>(value: Option<T>) -> String {
 }
 
 /// kubectl's age style: `45s`, `12m3s`, `5h12m`, `3d4h`.
-fn format_uptime(seconds: u64) -> String {
+pub(super) fn format_uptime(seconds: u64) -> String {
     let (d, h, m, s) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60, seconds % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
@@ -237,6 +263,7 @@ pub(super) mod tests {
             priority: 1,
             paused: false,
             archive: None,
+            backup: None,
             data_dir: "/var/lib/postgresql/data".into(),
             manager_pid: 1,
             manager_version: "0.1.0".into(),

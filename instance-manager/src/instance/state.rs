@@ -72,6 +72,8 @@ pub struct Instance {
     force_rewind: std::sync::atomic::AtomicBool,
     /// The WAL archiver, when `backup` is configured (settings apply at the manager's start).
     pub archiver: Option<Arc<crate::archive::Archiver>>,
+    /// Base backups: the one running, the last one, the schedule.
+    pub backups: crate::backup::Backups,
     restorer: Mutex<Option<Arc<crate::archive::Restorer>>>,
 }
 
@@ -128,6 +130,7 @@ impl Instance {
             ha_heartbeat: Mutex::new(None),
             force_rewind: false.into(),
             restorer: Mutex::new(restorer),
+            backups: crate::backup::Backups::default(),
             archiver,
         }
     }
@@ -386,6 +389,7 @@ impl Instance {
             priority: v.config.priority,
             paused: self.is_paused(),
             archive: self.archiver.as_ref().map(|a| a.status()),
+            backup: self.archiver.as_ref().map(|_| self.backups.status()),
             data_dir: self.paths.data_dir.display().to_string(),
             manager_pid: std::process::id(),
             manager_version: env!("CARGO_PKG_VERSION").into(),

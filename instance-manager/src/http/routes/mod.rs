@@ -1,5 +1,7 @@
 //! One route per file.
 
+mod backup;
+mod backups;
 mod control;
 mod fallback;
 mod healthz;
@@ -11,7 +13,7 @@ mod wal;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::instance::Instance;
 
@@ -26,6 +28,8 @@ pub fn control() -> Router<Arc<Instance>> {
         .route("/unfence", post(control::unfence))
         .route("/pause", post(control::pause))
         .route("/resume", post(control::resume))
+        .route("/backup", post(backup::create))
+        .route("/backups/{id}", delete(backup::delete))
 }
 
 /// The routes of the WAL socket (`<runDir>/wal.sock`): Postgres' archive and restore commands.
@@ -40,6 +44,7 @@ pub fn all() -> Router<Arc<Instance>> {
         .route("/healthz", get(healthz::get))
         .route("/readyz", get(readyz::get))
         .route("/status", get(status::get))
+        .route("/backups", get(backups::list))
         .route("/primary", get(role::primary))
         .route("/replica", get(role::replica))
         .fallback(fallback::not_found)

@@ -1,0 +1,292 @@
+//! Backups of one instance: at most one at a time, each in a task of its own (a client that
+//! gives up does not stop it), retention after each, the state `/status` shows, and the
+//! schedule.
+//!
+//! ```text
+//!   POST /backup ─┐                         ┌─▶ take ─▶ retention ─▶ last backup, failure
+//!   schedule ─────┴─▶ start: store? role? ──┤
+//!                     slot free? (else 409) └─▶ answer: the id (or wait for the task)
+//! ```
+//!
+//! The schedule fires only on the instance that should write: the lease holder, or without
+//! a lease the instance configured `role: primary`. Every other instance sleeps through it.
+//! A missed firing (not the holder then, Postgres down) is skipped, not caught up.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::catalog::BackupInfo;
+use super::{retention, take};
+use crate::api::{BackupStatus, LastBackup, PostgresProcessState, Role};
+use crate::archive::Store;
+use crate::instance::Instance;
+
+/// How often the schedule task wakes up to re-read the configuration and the clock.
+const SCHEDULE_TICK: Duration = Duration::from_secs(30);
+/// How often the newest backup of the catalog is re-read for `/status`.
+const CATALOG_REFRESH: Duration = Duration::from_secs(600);
+
+/// The backups of this instance: the slot of the one running, and what `/status` shows.
+#[derive(Debug, Default)]
+pub struct Backups {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: Option<String>,
+    last: Option<(String, String, jiff::Timestamp)>,
+    last_failure: Option<(String, jiff::Timestamp)>,
+    retention_error: Option<String>,
+    next_scheduled_at: Option<jiff::Timestamp>,
+}
+
+/// Why a backup cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// No `backup.store`.
+    #[error("no backup store is configured")]
+    NotConfigured,
+    /// Postgres does not run or answer.
+    #[error("postgres is not running ({0})")]
+    NotRunning(String),
+    /// A standby backup was asked of the primary.
+    #[error("this instance is the primary; a backup from a standby must be asked of a replica")]
+    OnPrimary,
+    /// A primary backup was asked of a replica.
+    #[error("this instance is a replica; ask the primary, or ask for a backup from a standby (fromStandby)")]
+    OnReplica,
+    /// Another backup runs.
+    #[error("backup {0} is already running on this instance")]
+    Busy(String),
+    /// The store cannot be read.
+    #[error("the backup store: {0}")]
+    Store(String),
+}
+
+/// A backup that started.
+pub struct Started {
+    /// Its id.
+    pub id: String,
+    /// Its end: its `backup.json`, or why it failed.
+    pub done: JoinHandle<Result<BackupInfo, String>>,
+}
+
+impl Backups {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self) -> BackupStatus {
+        let s = self.state();
+        let now = jiff::Timestamp::now();
+        BackupStatus {
+            last_backup: s.last.as_ref().map(|(id, instance, stopped_at)| LastBackup {
+                id: id.clone(),
+                instance: instance.clone(),
+                stopped_at: *stopped_at,
+                age_seconds: now.duration_since(*stopped_at).as_secs().max(0) as u64,
+            }),
+            running: s.running.clone(),
+            last_failure: s.last_failure.as_ref().map(|(e, _)| e.clone()),
+            last_failed_at: s.last_failure.as_ref().map(|(_, t)| *t),
+            retention_error: s.retention_error.clone(),
+            next_scheduled_at: s.next_scheduled_at,
+        }
+    }
+
+    /// The backup running now.
+    pub fn running(&self) -> Option<String> {
+        self.state().running.clone()
+    }
+
+    fn note_backup(&self, info: &BackupInfo) {
+        let mut s = self.state();
+        if s.last.as_ref().is_none_or(|(id, _, _)| *id <= info.id) {
+            s.last = Some((info.id.clone(), info.instance.clone(), info.stopped_at));
+        }
+    }
+
+    fn set_last(&self, info: Option<&BackupInfo>) {
+        self.state().last = info.map(|i| (i.id.clone(), i.instance.clone(), i.stopped_at));
+    }
+}
+
+/// Clears the running slot when the backup task ends, however it ends.
+struct Slot(Arc<Instance>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.backups.state().running = None;
+    }
+}
+
+/// The backup store, when one is configured.
+pub fn store(instance: &Instance) -> Option<Store> {
+    instance.archiver.as_ref().map(|a| a.store().clone())
+}
+
+/// Starts a backup of `instance` (on a standby when `from_standby`), then retention.
+pub async fn start(instance: &Arc<Instance>, from_standby: bool) -> Result<Started, StartError> {
+    let store = store(instance).ok_or(StartError::NotConfigured)?;
+    let v = instance.config();
+    let spec = v.config.backup.clone().ok_or(StartError::NotConfigured)?;
+    {
+        let mut s = instance.backups.state();
+        if let Some(id) = &s.running {
+            return Err(StartError::Busy(id.clone()));
+        }
+        s.running = Some("(starting)".into());
+    }
+    let slot = Slot(Arc::clone(instance));
+    let p = instance.process();
+    if p.state != PostgresProcessState::Running {
+        return Err(StartError::NotRunning(p.state.as_str().into()));
+    }
+    let observed = instance.observe().await.ok_or_else(|| StartError::NotRunning("it does not answer".into()))?;
+    match (observed.in_recovery, from_standby) {
+        (false, true) => return Err(StartError::OnPrimary),
+        (true, false) => return Err(StartError::OnReplica),
+        _ => {}
+    }
+    let id = free_id(&store).await?;
+    instance.backups.state().running = Some(id.clone());
+    let instance = Arc::clone(instance);
+    let task_id = id.clone();
+    let done = tokio::spawn(async move {
+        let _slot = slot;
+        let src = take::Source {
+            db: &instance.db,
+            data_dir: &instance.paths.data_dir,
+            instance: &v.name,
+            cluster: &v.cluster,
+        };
+        let result = take::take(&src, &store, &spec.base, &task_id).await;
+        match &result {
+            Ok(info) => instance.backups.note_backup(info),
+            Err(e) => {
+                tracing::error!(backup = %task_id, error = %e, "base backup failed");
+                instance.backups.state().last_failure = Some((format!("{task_id}: {e}"), jiff::Timestamp::now()));
+            }
+        }
+        if result.is_ok()
+            && let Some(policy) = &spec.retention
+        {
+            run_retention(&instance, &store, policy).await;
+        }
+        result.map_err(|e| e.to_string())
+    });
+    Ok(Started { id, done })
+}
+
+/// A new backup id no backup of the store has: the start time, waiting for the next second
+/// when this one is taken (two backups in one second).
+async fn free_id(store: &Store) -> Result<String, StartError> {
+    for _ in 0..3 {
+        let id = super::catalog::new_id(jiff::Timestamp::now());
+        let taken = store.list(&store.layout.backup_dir(&id)).await.map_err(|e| StartError::Store(e.to_string()))?;
+        if taken.is_empty() {
+            return Ok(id);
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    Err(StartError::Store("no free backup id (a backup directory exists for every recent second)".into()))
+}
+
+async fn run_retention(instance: &Instance, store: &Store, policy: &crate::api::RetentionSpec) {
+    let result = retention::apply(store, policy, instance.backups.running().as_deref()).await;
+    let mut s = instance.backups.state();
+    match result {
+        Ok(_) => s.retention_error = None,
+        Err(e) => {
+            tracing::warn!(error = %e, "retention failed");
+            s.retention_error = Some(e);
+        }
+    }
+}
+
+/// Re-reads the newest backup of the catalog (for `/status`).
+pub async fn refresh_last_backup(instance: &Instance, store: &Store) {
+    match super::catalog::list(store).await {
+        Ok(all) => instance.backups.set_last(all.last()),
+        Err(e) => tracing::debug!(error = %e, "cannot read the backup catalog"),
+    }
+}
+
+/// Whether this instance runs the schedule now: the lease holder, or without a lease the
+/// configured primary.
+pub fn runs_schedule(instance: &Instance) -> bool {
+    let v = instance.config();
+    if v.config.lease.is_some() {
+        instance.lease_status().is_some_and(|l| l.held_by_me)
+    } else {
+        v.config.role == Role::Primary
+    }
+}
+
+/// Starts the task that keeps the last backup fresh and runs the schedule, when a backup
+/// store is configured.
+pub fn spawn(instance: Arc<Instance>) {
+    if let Some(store) = store(&instance) {
+        tokio::spawn(schedule_loop(instance, store));
+    }
+}
+
+async fn schedule_loop(instance: Arc<Instance>, store: Store) {
+    let mut due: Option<(String, jiff::Timestamp)> = None;
+    let mut refreshed: Option<tokio::time::Instant> = None;
+    loop {
+        if refreshed.is_none_or(|t| t.elapsed() >= CATALOG_REFRESH) {
+            refresh_last_backup(&instance, &store).await;
+            refreshed = Some(tokio::time::Instant::now());
+        }
+        let expr = instance.config().config.backup.as_ref().and_then(|b| b.schedule.clone());
+        let now = jiff::Timestamp::now();
+        due = match (expr, due) {
+            (None, _) => None,
+            (Some(e), Some((old, at))) if old == e => Some((e, at)),
+            (Some(e), _) => match super::schedule::parse(&e) {
+                Ok(s) => s.next_after(now).map(|at| (e, at)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "backup schedule ignored");
+                    None
+                }
+            },
+        };
+        instance.backups.state().next_scheduled_at = due.as_ref().filter(|_| runs_schedule(&instance)).map(|d| d.1);
+        if let Some((e, at)) = due.clone()
+            && now >= at
+        {
+            fire(&instance).await;
+            due = super::schedule::parse(&e).ok().and_then(|s| s.next_after(jiff::Timestamp::now())).map(|at| (e, at));
+            continue;
+        }
+        let until = due
+            .as_ref()
+            .map(|(_, at)| at.duration_since(now).max(jiff::SignedDuration::ZERO).unsigned_abs())
+            .unwrap_or(SCHEDULE_TICK);
+        tokio::time::sleep(until.min(SCHEDULE_TICK)).await;
+    }
+}
+
+async fn fire(instance: &Arc<Instance>) {
+    if !runs_schedule(instance) {
+        tracing::debug!("scheduled backup skipped: not the lease holder");
+        return;
+    }
+    tracing::info!("scheduled base backup");
+    match start(instance, false).await {
+        Ok(started) => match started.done.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(backup = %started.id, error = %e, "scheduled backup failed"),
+            Err(e) => tracing::warn!(backup = %started.id, error = %e, "scheduled backup task failed"),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "scheduled backup not started");
+            instance.backups.state().last_failure = Some((format!("scheduled backup: {e}"), jiff::Timestamp::now()));
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Taking a base backup of the running instance into the backup store.
+//!
+//! ```text
+//!  held connection        blocking thread                      async uploader
+//!  pg_backup_start ──▶ walk PGDATA → tar → compress → sink ──chunks──▶ multipart parts
+//!                        (data directory done: Walked) ────────▶ pg_backup_stop
+//!                      append backup_label ◀────── label ─────────┘
+//!                      end tar, end frame ───────── last chunks ──▶ complete upload
+//!                                                                    backup.json (last)
+//! ```
+//!
+//! - **Non-exclusive**: `pg_backup_start(label, fast => true)` and `pg_backup_stop()` on one
+//!   held connection. If anything fails, the connection is closed, which ends the backup in
+//!   Postgres; the multipart upload is aborted; no `backup.json` is written, so the backup
+//!   never exists (leftover objects are removed by retention).
+//! - **One stream**: the data directory as a tar ([`super::tarball`]), compressed with
+//!   `backup.base.compression`, uploaded with `put_multipart` in `partSizeMiB` parts, at most
+//!   `maxParallel` parts in flight. The label only exists after `pg_backup_stop`, so the tar
+//!   is finished after it: the directory first, then `backup_label`, then the end.
+//! - **Bounded memory**: the reader and compressor run on a blocking thread and hand 1 MiB
+//!   chunks to the uploader through a channel of [`CHANNEL_CHUNKS`]; a slow store slows the
+//!   reader. At most `(maxParallel + 1) × partSizeMiB` plus a few MiB are buffered.
+//! - **Encrypted** after compression when the store says so (`encryption.keyFile`); the
+//!   checksum in `backup.json` is of the stored (sealed) bytes.
+//! - **From a standby**: Postgres allows non-exclusive backups on a standby. `pg_backup_stop`
+//!   then waits for no archiving (a standby with `archive_mode = on` archives nothing): the
+//!   WAL such a backup needs, from `startWal` to `stopWal`, comes from the primary's archive
+//!   in the same store.
+
+use std::path::Path;
+use std::time::Duration;
+
+use object_store::{ObjectStoreExt, WriteMultipart};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Client;
+
+use super::catalog::{self, BackupFile, BackupInfo};
+use super::sink::{ChunkSink, Piece};
+use super::tarball::{DataDirTar, Totals};
+use crate::api::{BaseBackupSpec, Compression};
+use crate::archive::cipher::{Cipher, SealingWriter};
+use crate::archive::{Store, compress};
+use crate::postgres::Db;
+
+/// Chunks (of [`super::sink::CHUNK`]) waiting between the reader and the uploader.
+pub const CHANNEL_CHUNKS: usize = 4;
+/// Connecting to the local Postgres.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `pg_backup_start` waits for a checkpoint (fast, but a standby's restartpoint can take longer).
+const START_TIMEOUT: Duration = Duration::from_secs(600);
+/// `pg_backup_stop` on a primary waits until the last WAL segment is archived: a backup is
+/// worthless without it, and a failing archive fails the backup after this long.
+const STOP_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// A failed backup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection to the local Postgres.
+    #[error("cannot connect to postgres: {0}")]
+    Connect(#[from] crate::postgres::sql::Error),
+    /// A statement failed.
+    #[error("{what}: {source}")]
+    Sql {
+        /// The statement.
+        what: &'static str,
+        /// Postgres' error.
+        source: tokio_postgres::Error,
+    },
+    /// A statement did not return in time.
+    #[error("{what} did not return within {timeout:?} ({hint})")]
+    Timeout {
+        /// The statement.
+        what: &'static str,
+        /// How long it was given.
+        timeout: Duration,
+        /// What to look at.
+        hint: &'static str,
+    },
+    /// The data directory could not be read.
+    #[error("cannot read the data directory: {0}")]
+    Read(std::io::Error),
+    /// The store refused or failed.
+    #[error("cannot upload {path}: {source}")]
+    Upload {
+        /// The object.
+        path: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// What Postgres returned is not what was expected.
+    #[error("unexpected answer from postgres: {0}")]
+    Unexpected(String),
+    /// `backup.json` could not be written.
+    #[error("cannot write the backup's description: {0}")]
+    Publish(String),
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |source| Error::Sql { what, source }
+}
+
+/// Where the backup comes from and goes to.
+pub struct Source<'a> {
+    /// The local Postgres.
+    pub db: &'a Db,
+    /// Its data directory.
+    pub data_dir: &'a Path,
+    /// This instance's name.
+    pub instance: &'a str,
+    /// The cluster's name.
+    pub cluster: &'a str,
+}
+
+/// What Postgres says about itself before the backup.
+#[derive(Debug, Clone)]
+struct Facts {
+    in_recovery: bool,
+    version: String,
+    version_num: u32,
+    system_identifier: String,
+    segment_size: u64,
+}
+
+/// What `pg_backup_stop` returned.
+#[derive(Debug, Clone)]
+struct Stopped {
+    lsn: String,
+    label: String,
+    timeline: u32,
+    at: jiff::Timestamp,
+}
+
+/// Takes backup `id` of `src` into `store` as `spec` says, and publishes its `backup.json`.
+pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &str) -> Result<BackupInfo> {
+    let client = src.db.dedicated(CONNECT_TIMEOUT).await?;
+    let facts = facts(&client).await?;
+    let label = format!("pgwarden {id}");
+    let start_lsn: String = bounded(
+        "pg_backup_start",
+        START_TIMEOUT,
+        "a standby waits for its next restartpoint",
+        client.query_one("SELECT pg_backup_start($1, true)::text", &[&label]),
+    )
+    .await?
+    .map_err(sql("pg_backup_start"))?
+    .get(0);
+    let started_at = jiff::Timestamp::now();
+    tracing::info!(%id, %start_lsn, from_standby = facts.in_recovery, "base backup started");
+
+    let path = store.layout.backup_data(id, spec.compression);
+    let upload_err = |source| Error::Upload { path: path.to_string(), source };
+    let upload = store.client().put_multipart(&path).await.map_err(upload_err)?;
+    let part_size = (spec.part_size_mib.max(5) as usize) * 1024 * 1024;
+    let mut upload = WriteMultipart::new_with_chunk_size(upload, part_size);
+
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (label_tx, label_rx) = oneshot::channel();
+    let data_dir = src.data_dir.to_path_buf();
+    let compression = spec.compression;
+    let cipher = store.cipher().map(|c| Cipher::clone(c));
+    let writer = tokio::task::spawn_blocking(move || write_tar(&data_dir, compression, cipher, tx, label_rx));
+
+    let max_parallel = spec.max_parallel.max(1) as usize;
+    let pumped = pump(&mut rx, &mut upload, max_parallel, &client, &facts, label_tx).await.map_err(|e| match e {
+        PumpError::Upload(source) => upload_err(source),
+        PumpError::Backup(e) => e,
+    });
+    // Unblocks the writer if the pump stopped early.
+    drop(rx);
+    let written = writer.await.map_err(|e| Error::Unexpected(format!("the backup writer failed: {e}")));
+    let (stopped, (sha256, stored_bytes, totals)) = match (pumped, written) {
+        (Ok(stopped), Ok(Ok(w))) => (stopped, w),
+        // The reader's own failure is the cause; a broken pipe is the pump's.
+        (_, Ok(Err(e))) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(abort(upload, Error::Read(e)).await);
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(abort(upload, e).await),
+        (Ok(_), Ok(Err(e))) => return Err(abort(upload, Error::Read(e)).await),
+    };
+    upload.finish().await.map_err(upload_err)?;
+    drop(client);
+
+    let info = describe(id, src, &facts, spec.compression, &start_lsn, &stopped, started_at)?;
+    let info = BackupInfo {
+        files: vec![BackupFile { name: path.filename().unwrap_or_default().to_string(), size: stored_bytes, sha256 }],
+        data_bytes: totals.data_bytes,
+        stored_bytes,
+        ..info
+    };
+    catalog::publish(store, &info).await.map_err(Error::Publish)?;
+    let seconds = stopped.at.duration_since(started_at).as_secs_f64().max(0.001);
+    tracing::info!(
+        %id, stop_lsn = %info.stop_lsn, data_bytes = info.data_bytes, stored_bytes,
+        files = totals.files, mib_per_second = format!("{:.1}", info.data_bytes as f64 / seconds / 1048576.0),
+        "base backup done"
+    );
+    Ok(info)
+}
+
+async fn abort(upload: WriteMultipart, e: Error) -> Error {
+    if let Err(abort) = upload.abort().await {
+        tracing::warn!(error = %abort, "cannot abort the multipart upload of a failed backup");
+    }
+    e
+}
+
+enum PumpError {
+    Upload(object_store::Error),
+    Backup(Error),
+}
+
+/// Moves chunks into the upload; stops the backup when the directory has been read.
+async fn pump(
+    rx: &mut mpsc::Receiver<Piece>,
+    upload: &mut WriteMultipart,
+    max_parallel: usize,
+    client: &Client,
+    facts: &Facts,
+    label_tx: oneshot::Sender<String>,
+) -> Result<Stopped, PumpError> {
+    let mut label_tx = Some(label_tx);
+    let mut stopped = None;
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Piece::Data(chunk) => {
+                upload.wait_for_capacity(max_parallel).await.map_err(PumpError::Upload)?;
+                upload.put(chunk);
+            }
+            Piece::Walked => {
+                let s = stop(client, facts).await.map_err(PumpError::Backup)?;
+                if let Some(tx) = label_tx.take() {
+                    let _ = tx.send(s.label.clone());
+                }
+                stopped = Some(s);
+            }
+        }
+    }
+    stopped.ok_or_else(|| PumpError::Backup(Error::Unexpected("the data directory was not read to the end".into())))
+}
+
+/// The blocking side: the tar stream of `data_dir`, then the label, compressed (and sealed
+/// when the store encrypts) into the channel. Returns the SHA-256 and size of the stored
+/// bytes and what was read.
+fn write_tar(
+    data_dir: &Path,
+    compression: Compression,
+    cipher: Option<Cipher>,
+    tx: mpsc::Sender<Piece>,
+    label: oneshot::Receiver<String>,
+) -> std::io::Result<(String, u64, Totals)> {
+    let mut sink = ChunkSink::new(tx.clone());
+    let totals = match cipher {
+        Some(cipher) => {
+            let mut sealer = SealingWriter::new(cipher, &mut sink);
+            let totals = write_compressed(&mut sealer, data_dir, compression, &tx, label)?;
+            sealer.finish()?;
+            totals
+        }
+        None => write_compressed(&mut sink, data_dir, compression, &tx, label)?,
+    };
+    let (sha256, stored) = sink.finish()?;
+    Ok((sha256, stored, totals))
+}
+
+fn write_compressed<W: std::io::Write + Send>(
+    out: W,
+    data_dir: &Path,
+    compression: Compression,
+    tx: &mpsc::Sender<Piece>,
+    label: oneshot::Receiver<String>,
+) -> std::io::Result<Totals> {
+    let stopped = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the backup stopped");
+    let mut tar = DataDirTar::new(compress::encoder(compression, out)?, data_dir);
+    tar.append_data_dir()?;
+    tx.blocking_send(Piece::Walked).map_err(|_| stopped())?;
+    let label = label.blocking_recv().map_err(|_| stopped())?;
+    tar.append_bytes("backup_label", label.as_bytes())?;
+    let (encoder, totals) = tar.finish()?;
+    encoder.finish_stream()?;
+    Ok(totals)
+}
+
+async fn bounded<T>(
+    what: &'static str,
+    timeout: Duration,
+    hint: &'static str,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, f).await.map_err(|_| Error::Timeout { what, timeout, hint })
+}
+
+async fn facts(client: &Client) -> Result<Facts> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), current_setting('server_version'), \
+             current_setting('server_version_num')::int, \
+             (SELECT system_identifier::text FROM pg_control_system()), \
+             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')",
+            &[],
+        )
+        .await
+        .map_err(sql("reading the server's facts"))?;
+    let version_num: i32 = row.get(2);
+    let segment_size: i64 = row.get(4);
+    Ok(Facts {
+        in_recovery: row.get(0),
+        version: row.get(1),
+        version_num: u32::try_from(version_num).unwrap_or(0),
+        system_identifier: row.get(3),
+        segment_size: u64::try_from(segment_size).unwrap_or(crate::archive::layout::DEFAULT_SEGMENT_SIZE),
+    })
+}
+
+async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
+    let hint = "WAL archiving may be failing: see the archive in /status";
+    let row = bounded(
+        "pg_backup_stop",
+        STOP_TIMEOUT,
+        hint,
+        client.query_one("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)", &[]),
+    )
+    .await?
+    .map_err(sql("pg_backup_stop"))?;
+    let at = jiff::Timestamp::now();
+    let (lsn, label, map): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    if !map.trim().is_empty() {
+        tracing::info!(tablespaces = %map.trim().replace('\n', "; "), "tablespaces stored in place in the backup");
+    }
+    let start = parse_label(&label)?;
+    // A standby's stop point is its minimum recovery point, on that point's timeline.
+    let timeline = if facts.in_recovery {
+        let row = client
+            .query_one("SELECT min_recovery_end_timeline FROM pg_control_recovery()", &[])
+            .await
+            .map_err(sql("reading the standby's recovery point"))?;
+        let tli: i32 = row.get(0);
+        u32::try_from(tli).ok().filter(|t| *t > 0).unwrap_or(start.timeline)
+    } else {
+        start.timeline
+    };
+    Ok(Stopped { lsn, label, timeline, at })
+}
+
+/// What the label says about the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelStart {
+    /// `START TIMELINE`.
+    pub timeline: u32,
+    /// The file named in `START WAL LOCATION`.
+    pub wal: String,
+}
+
+/// Reads the start timeline and WAL file from a `backup_label`.
+pub fn parse_label(label: &str) -> Result<LabelStart> {
+    let field = |name: &str| label.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let bad = |what: &str| Error::Unexpected(format!("backup_label without {what}: {label:?}"));
+    let wal = field("START WAL LOCATION:")
+        .and_then(|v| v.split_once("(file ")?.1.strip_suffix(')').map(str::to_string))
+        .ok_or_else(|| bad("START WAL LOCATION"))?;
+    let timeline = field("START TIMELINE:").and_then(|v| v.parse().ok()).ok_or_else(|| bad("START TIMELINE"))?;
+    Ok(LabelStart { timeline, wal })
+}
+
+/// The WAL file holding the byte just before `lsn` (Postgres' `pg_walfile_name`): the last
+/// file recovery needs to reach `lsn`.
+pub fn wal_file_before(timeline: u32, lsn: u64, segment_size: u64) -> String {
+    let segment_size = segment_size.max(1);
+    let segno = lsn.saturating_sub(1) / segment_size;
+    let per_log = 0x1_0000_0000_u64 / segment_size;
+    format!("{timeline:08X}{:08X}{:08X}", segno / per_log, segno % per_log)
+}
+
+fn describe(
+    id: &str,
+    src: &Source<'_>,
+    facts: &Facts,
+    compression: Compression,
+    start_lsn: &str,
+    stopped: &Stopped,
+    started_at: jiff::Timestamp,
+) -> Result<BackupInfo> {
+    let start = parse_label(&stopped.label)?;
+    let stop = crate::peers::parse_lsn(&stopped.lsn)
+        .ok_or_else(|| Error::Unexpected(format!("pg_backup_stop returned {:?}", stopped.lsn)))?;
+    Ok(BackupInfo {
+        id: id.to_string(),
+        cluster: src.cluster.to_string(),
+        instance: src.instance.to_string(),
+        from_standby: facts.in_recovery,
+        system_identifier: facts.system_identifier.clone(),
+        postgres_version: facts.version.clone(),
+        postgres_version_num: facts.version_num,
+        timeline: start.timeline,
+        segment_size: facts.segment_size,
+        start_lsn: start_lsn.to_string(),
+        stop_lsn: stopped.lsn.clone(),
+        start_wal: start.wal,
+        stop_wal: wal_file_before(stopped.timeline, stop, facts.segment_size),
+        started_at,
+        stopped_at: stopped.at,
+        compression,
+        files: Vec::new(),
+        data_bytes: 0,
+        stored_bytes: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const LABEL: &str = "START WAL LOCATION: 0/5000028 (file 000000020000000000000005)\n\
+        CHECKPOINT LOCATION: 0/5000060\nBACKUP METHOD: streamed\nBACKUP FROM: standby\n\
+        START TIME: 2026-11-30 12:00:00 UTC\nLABEL: pgwarden 20261130T120000Z\nSTART TIMELINE: 2\n";
+
+    #[test]
+    fn the_label_names_the_start() {
+        let start = parse_label(LABEL).unwrap();
+        assert_eq!(start, LabelStart { timeline: 2, wal: "000000020000000000000005".into() });
+        assert!(parse_label("LABEL: x\n").is_err());
+    }
+
+    #[test]
+    fn the_stop_file_holds_the_byte_before_the_stop_lsn() {
+        let seg = 16 << 20;
+        assert_eq!(wal_file_before(1, 0x5000138, seg), "000000010000000000000005");
+        // Exactly on a boundary: the previous file, as pg_walfile_name says.
+        assert_eq!(wal_file_before(1, 0x6000000, seg), "000000010000000000000005");
+        assert_eq!(wal_file_before(3, (1 << 32) + 0x28, seg), "000000030000000100000000");
+        assert_eq!(wal_file_before(1, 0xFF00_0028, 64 << 20), "00000001000000000000003F");
+        assert_eq!(wal_file_before(1, (1 << 32) + 0x28, 64 << 20), "000000010000000100000000");
+    }
+}

@@ -1,0 +1,463 @@
+//! The data directory as one tar stream, the way Postgres' own base backup sends it.
+//!
+//! Blocking code: it runs on a blocking thread and writes into any [`Write`] (the compressor,
+//! then the uploader's channel).
+//!
+//! What is left out is what `pg_basebackup` leaves out (Postgres' `basebackup.c`): the
+//! content of `pg_wal` (the directory and its `archive_status/` stay: recovery gets WAL from
+//! the archive), of `pg_dynshmem`, `pg_notify`, `pg_replslot`, `pg_serial`, `pg_snapshots`,
+//! `pg_stat_tmp` and `pg_subtrans` (the directories stay); `postmaster.pid`,
+//! `postmaster.opts`, temporary files and relations (`pgsql_tmp*`, `t<n>_<n>`), relcache
+//! init files, a stale `backup_label`/`tablespace_map`; and the files this manager writes to
+//! steer a start (`standby.signal`, `recovery.signal`, `pgwarden-recovery.conf`,
+//! `backup_label.old`).
+//!
+//! Postgres runs while the files are read:
+//! - a file or directory that vanishes during the walk (a dropped relation) is skipped;
+//! - a file's size is taken when it is opened and exactly that many bytes are stored: a file
+//!   that shrinks is padded with zeros and one that grows is cut, as `pg_basebackup` does
+//!   (replaying WAL from the backup's start repairs both);
+//! - `global/pg_control` is sent last.
+//!
+//! Tablespaces (`pg_tblspc/<oid>` symlinks) are followed and stored *in place*, as
+//! directories `pg_tblspc/<oid>/...`: a restore gets in-place tablespaces inside its data
+//! directory (Postgres reads them like linked ones), and so no `tablespace_map` is stored
+//! (Postgres would replace those directories by links to the original locations, which a
+//! new pod does not have).
+
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Directories whose content is not backed up (the directory itself is).
+const EMPTY_DIRS: [&str; 8] =
+    ["pg_wal", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"];
+
+/// Files of the data directory's top level that are not backed up.
+const SKIPPED_TOP_FILES: [&str; 13] = [
+    "postmaster.pid",
+    "postmaster.opts",
+    "backup_label",
+    "backup_label.old",
+    "tablespace_map",
+    "tablespace_map.old",
+    "backup_manifest",
+    "standby.signal",
+    "recovery.signal",
+    crate::pgconf::RECOVERY_CONF,
+    "postgresql.auto.conf.tmp",
+    "current_logfiles.tmp",
+    "pg_control.tmp",
+];
+
+/// The control file, sent last.
+const PG_CONTROL: &str = "global/pg_control";
+
+/// Bytes read from a file at once.
+const READ_BUFFER: usize = 1024 * 1024;
+
+/// What the walk does with one entry of the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stored (a directory with its content).
+    Include,
+    /// A directory stored empty.
+    EmptyDir,
+    /// Not stored.
+    Skip,
+}
+
+/// The verdict for `rel`, a path relative to the data directory.
+pub fn verdict(rel: &Path) -> Verdict {
+    let parts: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let Some(name) = parts.last().and_then(|n| n.to_str()) else { return Verdict::Skip };
+    if parts.len() == 1 {
+        if EMPTY_DIRS.contains(&name) {
+            return Verdict::EmptyDir;
+        }
+        if SKIPPED_TOP_FILES.contains(&name) {
+            return Verdict::Skip;
+        }
+    }
+    if name.starts_with("pgsql_tmp") || name.starts_with("pg_internal.init") || is_temp_relation(name) {
+        return Verdict::Skip;
+    }
+    Verdict::Include
+}
+
+/// `t<backend>_<relfilenode>[_fork][.<segment>]`: a temporary relation's file.
+fn is_temp_relation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('t') else { return false };
+    let (rest, _segment) = match rest.split_once('.') {
+        Some((r, s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => (r, Some(s)),
+        Some(_) => return false,
+        None => (rest, None),
+    };
+    let mut parts = rest.splitn(3, '_');
+    let digits = |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    let (backend, node, fork) = (parts.next(), parts.next(), parts.next());
+    digits(backend) && digits(node) && fork.is_none_or(|f| matches!(f, "fsm" | "vm" | "init"))
+}
+
+/// What was read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes of file content stored.
+    pub data_bytes: u64,
+    /// Regular files stored.
+    pub files: u64,
+}
+
+/// A tar stream of a data directory being written into `W`.
+pub struct DataDirTar<W: Write> {
+    builder: tar::Builder<BufWriter<W>>,
+    data_dir: PathBuf,
+    totals: Totals,
+    buf: Vec<u8>,
+}
+
+fn context(what: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+fn vanished(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+impl<W: Write> DataDirTar<W> {
+    /// A tar stream of `data_dir` into `out`.
+    pub fn new(out: W, data_dir: &Path) -> Self {
+        let mut builder = tar::Builder::new(BufWriter::with_capacity(256 * 1024, out));
+        builder.mode(tar::HeaderMode::Complete);
+        Self { builder, data_dir: data_dir.to_path_buf(), totals: Totals::default(), buf: vec![0; READ_BUFFER] }
+    }
+
+    /// Appends the data directory (without what Postgres excludes), `global/pg_control` last.
+    pub fn append_data_dir(&mut self) -> io::Result<()> {
+        let root = self.data_dir.clone();
+        self.walk(&root, Path::new(""))?;
+        let control = root.join(PG_CONTROL);
+        self.append_file(&control, Path::new(PG_CONTROL))
+    }
+
+    /// Appends a file of `content` at the root of the archive (`backup_label`).
+    pub fn append_bytes(&mut self, name: &str, content: &[u8]) -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(content.len() as u64);
+        header.set_mode(0o600);
+        header.set_mtime(jiff::Timestamp::now().as_second().max(0) as u64);
+        self.builder.append_data(&mut header, name, content)
+    }
+
+    /// Ends the archive and flushes; gives back the writer and what was read.
+    pub fn finish(self) -> io::Result<(W, Totals)> {
+        let totals = self.totals;
+        let out = self.builder.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+        Ok((out, totals))
+    }
+
+    fn walk(&mut self, dir: &Path, rel: &Path) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if vanished(&e) => return Ok(()),
+            Err(e) => return Err(context("cannot list", dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => names.push(entry.file_name()),
+                Err(e) if vanished(&e) => {}
+                Err(e) => return Err(context("cannot list", dir, e)),
+            }
+        }
+        names.sort();
+        for name in names {
+            let abs = dir.join(&name);
+            let child = rel.join(&name);
+            if child == Path::new(PG_CONTROL) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&abs) {
+                Ok(m) => m,
+                Err(e) if vanished(&e) => continue,
+                Err(e) => return Err(context("cannot stat", &abs, e)),
+            };
+            match verdict(&child) {
+                Verdict::Skip => continue,
+                Verdict::EmptyDir => {
+                    // pg_wal may be a link to another volume: store a plain directory.
+                    let target = fs::metadata(&abs).unwrap_or(meta);
+                    if target.is_dir() {
+                        self.append_dir(&child, &target)?;
+                        if child == Path::new("pg_wal") {
+                            self.append_dir(&child.join("archive_status"), &target)?;
+                        }
+                    }
+                    continue;
+                }
+                Verdict::Include => {}
+            }
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                self.append_dir(&child, &meta)?;
+                self.walk(&abs, &child)?;
+            } else if kind.is_file() {
+                self.append_file(&abs, &child)?;
+            } else if kind.is_symlink() {
+                self.append_symlink(&abs, &child, rel == Path::new("pg_tblspc"), &meta)?;
+            }
+            // Sockets and FIFOs are not data.
+        }
+        Ok(())
+    }
+
+    fn append_symlink(&mut self, abs: &Path, rel: &Path, tablespace: bool, meta: &Metadata) -> io::Result<()> {
+        if tablespace {
+            match fs::metadata(abs) {
+                Ok(target) if target.is_dir() => {
+                    self.append_dir(rel, &target)?;
+                    return self.walk(abs, rel);
+                }
+                Ok(_) => {}
+                Err(e) if vanished(&e) => return Ok(()),
+                Err(e) => return Err(context("cannot follow the tablespace link", abs, e)),
+            }
+        }
+        let target = match fs::read_link(abs) {
+            Ok(t) => t,
+            Err(e) if vanished(&e) => return Ok(()),
+            Err(e) => return Err(context("cannot read the link", abs, e)),
+        };
+        let mut header = header_for(meta, tar::EntryType::Symlink, 0);
+        self.builder.append_link(&mut header, rel, target)
+    }
+
+    fn append_dir(&mut self, rel: &Path, meta: &Metadata) -> io::Result<()> {
+        let mut header = header_for(meta, tar::EntryType::Directory, 0);
+        self.builder.append_data(&mut header, rel, io::empty())
+    }
+
+    /// Appends one regular file: exactly the size it had when opened.
+    fn append_file(&mut self, abs: &Path, rel: &Path) -> io::Result<()> {
+        let mut file = match File::open(abs) {
+            Ok(f) => f,
+            Err(e) if vanished(&e) => return Ok(()),
+            Err(e) => return Err(context("cannot open", abs, e)),
+        };
+        let meta = file.metadata().map_err(|e| context("cannot stat", abs, e))?;
+        self.append_content(&mut file, &meta, rel, abs)
+    }
+
+    /// Appends `content` as a file of `meta.len()` bytes: cut when it holds more, padded with
+    /// zeros when it holds less.
+    fn append_content(&mut self, content: &mut impl Read, meta: &Metadata, rel: &Path, abs: &Path) -> io::Result<()> {
+        let size = meta.len();
+        let mut header = header_for(meta, tar::EntryType::Regular, size);
+        // The header (with a long-name extension if needed), then the content written here,
+        // in large reads, and the padding to a whole block.
+        self.builder.append_data(&mut header, rel, io::empty())?;
+        let out = self.builder.get_mut();
+        let mut remaining = size;
+        while remaining > 0 {
+            let want = remaining.min(self.buf.len() as u64) as usize;
+            let n = match content.read(&mut self.buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(context("cannot read", abs, e)),
+            };
+            out.write_all(&self.buf[..n])?;
+            remaining -= n as u64;
+        }
+        if remaining > 0 {
+            // The file shrank while it was read: the size in the header stands.
+            tracing::debug!(file = %abs.display(), missing = remaining, "file shrank during the backup; padded");
+            write_zeros(out, remaining)?;
+        }
+        write_zeros(out, (512 - size % 512) % 512)?;
+        self.totals.data_bytes += size;
+        self.totals.files += 1;
+        Ok(())
+    }
+}
+
+fn write_zeros(out: &mut impl Write, mut n: u64) -> io::Result<()> {
+    const ZEROS: [u8; 8192] = [0; 8192];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        out.write_all(&ZEROS[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+fn header_for(meta: &Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(meta.mode() & 0o7777);
+    header.set_uid(u64::from(meta.uid()));
+    header.set_gid(u64::from(meta.gid()));
+    header.set_mtime(meta.mtime().max(0) as u64);
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn postgres_exclusions() {
+        for (path, want) in [
+            ("PG_VERSION", Verdict::Include),
+            ("base/1/1259", Verdict::Include),
+            ("base/1/1259_fsm", Verdict::Include),
+            ("global/pg_control", Verdict::Include),
+            ("postgresql.auto.conf", Verdict::Include),
+            ("pg_wal", Verdict::EmptyDir),
+            ("pg_replslot", Verdict::EmptyDir),
+            ("pg_stat_tmp", Verdict::EmptyDir),
+            ("pg_subtrans", Verdict::EmptyDir),
+            ("pg_stat", Verdict::Include),
+            ("postmaster.pid", Verdict::Skip),
+            ("postmaster.opts", Verdict::Skip),
+            ("standby.signal", Verdict::Skip),
+            ("recovery.signal", Verdict::Skip),
+            ("backup_label", Verdict::Skip),
+            ("backup_label.old", Verdict::Skip),
+            ("pgwarden-recovery.conf", Verdict::Skip),
+            ("base/pgsql_tmp", Verdict::Skip),
+            ("base/16384/pgsql_tmp1234.0", Verdict::Skip),
+            ("base/16384/pg_internal.init", Verdict::Skip),
+            ("global/pg_internal.init.1234", Verdict::Skip),
+            ("base/16384/t3_16390", Verdict::Skip),
+            ("base/16384/t3_16390_fsm", Verdict::Skip),
+            ("base/16384/t3_16390.1", Verdict::Skip),
+            ("base/16384/t3_x", Verdict::Include),
+            ("base/16384/tx_1", Verdict::Include),
+            // Only at the top level.
+            ("base/postmaster.pid", Verdict::Include),
+            ("base/pg_wal", Verdict::Include),
+        ] {
+            assert_eq!(verdict(Path::new(path)), want, "{path}");
+        }
+    }
+
+    fn entries(archive: &[u8]) -> BTreeMap<String, (tar::EntryType, Vec<u8>)> {
+        let mut out = BTreeMap::new();
+        for e in tar::Archive::new(archive).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let kind = e.header().entry_type();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.insert(path, (kind, data));
+        }
+        out
+    }
+
+    #[test]
+    fn a_data_directory_streams_without_what_postgres_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["base/1", "global", "pg_wal/archive_status", "pg_replslot/slot", "pg_tblspc", "base/pgsql_tmp"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let long = "x".repeat(150);
+        for (f, content) in [
+            ("PG_VERSION", "15\n"),
+            ("base/1/1259", "relation"),
+            ("global/pg_control", "control"),
+            ("postmaster.pid", "123"),
+            ("standby.signal", ""),
+            ("pg_wal/000000010000000000000001", "wal"),
+            ("pg_wal/archive_status/000000010000000000000001.done", ""),
+            ("pg_replslot/slot/state", "slot"),
+            ("base/pgsql_tmp/pgsql_tmp1.0", "tmp"),
+        ] {
+            fs::write(d.join(f), content).unwrap();
+        }
+        fs::write(d.join("base/1").join(&long), "long name").unwrap();
+        let space = tempfile::tempdir().unwrap();
+        fs::create_dir_all(space.path().join("PG_15_1/5")).unwrap();
+        fs::write(space.path().join("PG_15_1/5/16400"), "in a tablespace").unwrap();
+        std::os::unix::fs::symlink(space.path(), d.join("pg_tblspc/16399")).unwrap();
+
+        let mut tar = DataDirTar::new(Vec::new(), d);
+        tar.append_data_dir().unwrap();
+        tar.append_bytes("backup_label", b"START WAL LOCATION: 0/2000028\n").unwrap();
+        let (out, totals) = tar.finish().unwrap();
+        let got = entries(&out);
+        let names: Vec<&str> = got.keys().map(String::as_str).collect();
+        let long_path = format!("base/1/{long}");
+        let mut want = vec![
+            "PG_VERSION",
+            "backup_label",
+            "base",
+            "base/1",
+            "base/1/1259",
+            long_path.as_str(),
+            "global",
+            "global/pg_control",
+            "pg_replslot",
+            "pg_tblspc",
+            "pg_tblspc/16399",
+            "pg_tblspc/16399/PG_15_1",
+            "pg_tblspc/16399/PG_15_1/5",
+            "pg_tblspc/16399/PG_15_1/5/16400",
+            "pg_wal",
+            "pg_wal/archive_status",
+        ];
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(got["pg_tblspc/16399"].0, tar::EntryType::Directory);
+        assert_eq!(got["pg_tblspc/16399/PG_15_1/5/16400"].1, b"in a tablespace");
+        assert_eq!(got["backup_label"].1, b"START WAL LOCATION: 0/2000028\n");
+        assert_eq!(totals.files, 5);
+        // pg_control comes last, before the label appended after the walk.
+        let order: Vec<String> = tar::Archive::new(out.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(&order[order.len() - 2..], ["global/pg_control", "backup_label"]);
+    }
+
+    #[test]
+    fn files_that_shrink_or_grow_keep_their_declared_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shrinks, grows) = (dir.path().join("shrinks"), dir.path().join("grows"));
+        fs::write(&shrinks, vec![7u8; 3000]).unwrap();
+        fs::write(&grows, vec![8u8; 700]).unwrap();
+        let mut tar = DataDirTar::new(Vec::new(), dir.path());
+        // Opened and measured, then changed before it is read.
+        let mut file = File::open(&shrinks).unwrap();
+        let meta = file.metadata().unwrap();
+        fs::OpenOptions::new().write(true).open(&shrinks).unwrap().set_len(1000).unwrap();
+        tar.append_content(&mut file, &meta, Path::new("shrinks"), &shrinks).unwrap();
+        let mut file = File::open(&grows).unwrap();
+        let meta = file.metadata().unwrap();
+        fs::OpenOptions::new().append(true).open(&grows).unwrap().write_all(&[9u8; 5000]).unwrap();
+        tar.append_content(&mut file, &meta, Path::new("grows"), &grows).unwrap();
+        tar.append_file(&dir.path().join("vanished"), Path::new("vanished")).unwrap();
+        let (out, totals) = tar.finish().unwrap();
+        let got = entries(&out);
+        let data = &got["shrinks"].1;
+        assert_eq!(data.len(), 3000);
+        assert!(data[..1000].iter().all(|b| *b == 7) && data[1000..].iter().all(|b| *b == 0));
+        assert_eq!(got["grows"].1, vec![8u8; 700]);
+        assert!(!got.contains_key("vanished"));
+        assert_eq!(totals, Totals { data_bytes: 3700, files: 2 });
+    }
+}
