@@ -285,6 +285,15 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
                 }
             }
             Ok(()) = inbox.desired.changed() => {
+                // The HA loop sends its fence request before it sets the replica role, and both
+                // may be ready here at once: the fence must win. The role change alone would
+                // stop Postgres with a fast shutdown, which waits for the WAL senders of a
+                // partitioned primary (up to stopTimeout), and would leave the fence request
+                // queued to kill the next Postgres.
+                if let Ok(reason) = inbox.fence.try_recv() {
+                    fence(instance, pm, &reason).await;
+                    return Supervised::Fenced;
+                }
                 let want = inbox.desired.borrow_and_update().clone();
                 match super::roles::change_role(instance, pm, &running, &want, is_ready).await {
                     super::roles::Change::Done => running = want,
