@@ -13,8 +13,8 @@ use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::destination::{self, Destination, Scheme};
 use super::cipher::{self, Cipher};
+use super::destination::{self, Destination, Scheme};
 use super::layout::Layout;
 use crate::api::StoreSpec;
 
@@ -40,8 +40,8 @@ pub enum StoreError {
         path: String,
         /// The store.
         store: String,
-        /// The client's error.
-        source: object_store::Error,
+        /// The client's error (boxed: it is large).
+        source: Box<object_store::Error>,
     },
 }
 
@@ -52,7 +52,7 @@ impl StoreError {
 
     /// Whether the object did not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Request { source: object_store::Error::NotFound { .. }, .. })
+        matches!(self, Self::Request { source, .. } if matches!(**source, object_store::Error::NotFound { .. }))
     }
 }
 
@@ -79,10 +79,15 @@ fn client_options(spec: &StoreSpec, field: &str) -> Result<object_store::ClientO
         .with_timeout(Duration::from_secs(120))
         .with_pool_idle_timeout(Duration::from_secs(60));
     if let Some(ca) = spec.s3.as_ref().and_then(|s| s.ca_file.as_ref()) {
-        let pem = std::fs::read(ca)
-            .map_err(|e| StoreError::config(field, format!("cannot read {}: {e}", ca.display()), "mount the CA file"))?;
+        let pem = std::fs::read(ca).map_err(|e| {
+            StoreError::config(field, format!("cannot read {}: {e}", ca.display()), "mount the CA file")
+        })?;
         let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            StoreError::config(field, format!("{} is not PEM: {e}", ca.display()), "use a PEM bundle of CA certificates")
+            StoreError::config(
+                field,
+                format!("{} is not PEM: {e}", ca.display()),
+                "use a PEM bundle of CA certificates",
+            )
         })?;
         if certs.is_empty() {
             return Err(StoreError::config(field, format!("{} holds no certificate", ca.display()), "use a PEM file"));
@@ -103,8 +108,10 @@ fn secret(field: &str, path: &std::path::Path) -> Result<String, StoreError> {
 /// Checks `spec` without touching the network or writing anything: the destination, that
 /// only its store's section is set, that the credential and CA files can be read.
 pub fn check(spec: &StoreSpec, field: &str) -> Result<Destination, StoreError> {
-    let dest = destination::parse(&spec.destination).map_err(|e| {
-        StoreError::Config { field: format!("{field}.destination"), message: e.message, hint: e.hint }
+    let dest = destination::parse(&spec.destination).map_err(|e| StoreError::Config {
+        field: format!("{field}.destination"),
+        message: e.message,
+        hint: e.hint,
     })?;
     let files = [
         spec.s3.as_ref().and_then(|s| s.access_key_id_file.clone()).map(|f| ("s3.accessKeyIdFile", f)),
@@ -221,9 +228,10 @@ pub fn open(spec: &StoreSpec, cluster: &str, field: &str) -> Result<Store, Store
             }
             if let Some(f) = &az.sas_token_file {
                 let token = secret(&format!("{field}.azure.sasTokenFile"), f)?;
-                let pairs: Vec<(String, String)> = url::form_urlencoded::parse(token.trim_start_matches('?').as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
+                let pairs: Vec<(String, String)> =
+                    url::form_urlencoded::parse(token.trim_start_matches('?').as_bytes())
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
                 b = b.with_sas_authorization(pairs);
             }
             if let Some(endpoint) = &az.endpoint {
@@ -287,7 +295,7 @@ impl Store {
 
     fn request_err(&self, what: &'static str, path: &Path) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
         let path = path.to_string();
-        move |source| StoreError::Request { what, path, store: self.describe(), source }
+        move |source| StoreError::Request { what, path, store: self.describe(), source: Box::new(source) }
     }
 
     /// Writes `data` at `path` only if nothing is there: archived WAL is never overwritten.
@@ -302,7 +310,11 @@ impl Store {
 
     /// Writes `data` at `path`, replacing what is there (descriptions, never WAL).
     pub async fn overwrite(&self, path: &Path, data: Bytes) -> Result<(), StoreError> {
-        self.inner.put(path, PutPayload::from_bytes(data)).await.map(|_| ()).map_err(self.request_err("cannot write", path))
+        self.inner
+            .put(path, PutPayload::from_bytes(data))
+            .await
+            .map(|_| ())
+            .map_err(self.request_err("cannot write", path))
     }
 
     /// Reads a whole object; `None` when it does not exist.
@@ -367,7 +379,10 @@ mod tests {
     fn settings_for_another_store_kind_are_refused() {
         let mut s = spec("gs://bucket/x");
         s.s3 = Some(S3Spec::default());
-        assert!(config_error(open(&s, "c", "backup.store")).contains("backup.store.s3: is set but the destination is gs://"));
+        assert!(
+            config_error(open(&s, "c", "backup.store"))
+                .contains("backup.store.s3: is set but the destination is gs://")
+        );
     }
 
     #[test]

@@ -88,12 +88,11 @@ pub async fn list(store: &Store) -> Result<Vec<BackupInfo>, String> {
     let objects = store.list(&store.layout.base_dir()).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for meta in objects.iter().filter(|m| m.location.filename() == Some("backup.json")) {
-        match store.get(&meta.location).await.map_err(|e| e.to_string())? {
-            Some(bytes) => match serde_json::from_slice::<BackupInfo>(&bytes) {
+        if let Some(bytes) = store.get(&meta.location).await.map_err(|e| e.to_string())? {
+            match serde_json::from_slice::<BackupInfo>(&bytes) {
                 Ok(info) => out.push(info),
                 Err(e) => tracing::warn!(object = %meta.location, error = %e, "unreadable backup description skipped"),
-            },
-            None => {}
+            }
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -207,7 +206,9 @@ mod tests {
         assert_eq!(choose(&all, None, Some(&target(Some("2026-11-30T11:30:00Z"), None))).unwrap().id, "b");
         assert_eq!(choose(&all, None, Some(&target(None, Some("0/5000000")))).unwrap().id, "b");
         assert_eq!(choose(&all, Some("a"), None).unwrap().id, "a");
-        assert!(choose(&all, None, Some(&target(Some("2026-11-30T09:00:00Z"), None))).unwrap_err().contains("no backup"));
+        assert!(
+            choose(&all, None, Some(&target(Some("2026-11-30T09:00:00Z"), None))).unwrap_err().contains("no backup")
+        );
         assert!(choose(&all, Some("zz"), None).unwrap_err().contains("zz"));
     }
 

@@ -116,7 +116,16 @@ pub async fn unpack_into_staging(
     let started = std::time::Instant::now();
     tracing::info!(backup = %backup.id, from = %store.describe(), "restoring a base backup");
     let bytes = super::restore::unpack(store, backup, &staging).await.map_err(RecoverError::Backup)?;
-    for dir in ["pg_wal/archive_status", "pg_replslot", "pg_stat_tmp", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans", "pg_dynshmem"] {
+    for dir in [
+        "pg_wal/archive_status",
+        "pg_replslot",
+        "pg_stat_tmp",
+        "pg_notify",
+        "pg_serial",
+        "pg_snapshots",
+        "pg_subtrans",
+        "pg_dynshmem",
+    ] {
         std::fs::create_dir_all(staging.join(dir)).map_err(io("cannot create", &staging.join(dir)))?;
     }
     chown_tree(v, &staging)?;
@@ -213,13 +222,20 @@ async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &P
             Ok(row) if !row.get::<_, bool>(0) => break,
             Ok(row) => {
                 let at: Option<String> = row.get(1);
-                tracing::info!(replayed = at.as_deref().unwrap_or("-"), seconds = started.elapsed().as_secs(), "recovering");
+                tracing::info!(
+                    replayed = at.as_deref().unwrap_or("-"),
+                    seconds = started.elapsed().as_secs(),
+                    "recovering"
+                );
             }
             Err(e) => tracing::debug!(error = %e, "recovery progress unknown"),
         }
     }
     instance.db.reset().await;
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "recovery reached its end and promoted; stopping to install the data directory");
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "recovery reached its end and promoted; stopping to install the data directory"
+    );
     let (status, mode) = pm.stop(ShutdownMode::Fast, Duration::from_secs(60), Duration::from_secs(300)).await;
     if mode > ShutdownMode::Fast {
         return Err(RecoverError::Postgres(format!("postgres did not stop cleanly after recovery ({status})")));
@@ -259,6 +275,9 @@ mod tests {
         ] {
             assert!(conf.contains(line), "{line} missing from:\n{conf}");
         }
-        assert!(conf.contains("wal-restore --strict %f %p") && conf.contains("unix:///run/pgwarden/wal.sock"), "{conf}");
+        assert!(
+            conf.contains("wal-restore --strict %f %p") && conf.contains("unix:///run/pgwarden/wal.sock"),
+            "{conf}"
+        );
     }
 }

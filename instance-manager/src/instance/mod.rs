@@ -2,7 +2,7 @@
 //! loop of `instance-manager run` that bootstraps, starts, restarts and stops it ([`run`]).
 //!
 //! ```text
-//!            ┌──────────────┐ empty dataDir: initdb (primary) / pg_basebackup (replica)
+//!            ┌──────────────┐ empty dataDir: initdb or a backup (primary) / pg_basebackup or a backup (replica)
 //!  start ──▶ │ bootstrapping│──────────────────────────────┐
 //!            └──────────────┘                              ▼
 //!                             ┌──────────┐ accepting ┌─────────┐
@@ -14,6 +14,7 @@
 //!        └─────────┘      SIGTERM/SIGINT/SIGQUIT in any state ─▶ stopping ─▶ stopped (exit)
 //! ```
 
+mod archiving;
 mod reload;
 mod roles;
 mod run;

@@ -74,7 +74,7 @@ pub struct Instance {
     pub archiver: Option<Arc<crate::archive::Archiver>>,
     /// Base backups: the one running, the last one, the schedule.
     pub backups: crate::backup::Backups,
-    restorer: Mutex<Option<Arc<crate::archive::Restorer>>>,
+    pub(super) restorer: Mutex<Option<Arc<crate::archive::Restorer>>>,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -105,8 +105,8 @@ impl Instance {
         };
         let (desired, _) = watch::channel(initial);
         let (fence_tx, fence_rx) = mpsc::channel(4);
-        let archiver = open_archiver(&v);
-        let restorer = archiver.as_ref().map(|a| open_restorer(&v, a.store().clone()));
+        let archiver = super::archiving::open_archiver(&v);
+        let restorer = archiver.as_ref().map(|a| super::archiving::open_restorer(&v, a.store().clone()));
         Self {
             paths,
             config_path,
@@ -462,36 +462,5 @@ mod tests {
     fn restart_backoff_grows_and_caps() {
         let d: Vec<u64> = (1..=9).map(|n| restart_delay(n).as_secs()).collect();
         assert_eq!(d, vec![0, 1, 2, 4, 8, 16, 30, 30, 30]);
-    }
-}
-
-/// The archiver `backup` asks for; a store that cannot be opened is logged (validation has
-/// checked the settings, so this is the disk or the environment).
-fn open_archiver(v: &Validated) -> Option<Arc<crate::archive::Archiver>> {
-    let b = v.config.backup.as_ref()?;
-    match crate::archive::store::open(&b.store, &v.cluster, "backup.store") {
-        Ok(store) => Some(crate::archive::Archiver::new(store, &v.config.data_dir, b.wal.compression, b.wal.max_parallel)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the backup store: WAL will not be archived");
-            None
-        }
-    }
-}
-
-fn open_restorer(v: &Validated, store: crate::archive::Store) -> Arc<crate::archive::Restorer> {
-    let wal = v.config.backup.as_ref().map(|b| b.wal.clone()).unwrap_or_default();
-    let user = nix::unistd::geteuid().is_root().then(|| v.os_user.clone());
-    crate::archive::Restorer::new(store, &v.config.data_dir, wal.compression, wal.restore_prefetch, user)
-}
-
-impl Instance {
-    /// The WAL restorer `restore_command` uses now, if any.
-    pub fn restorer(&self) -> Option<Arc<crate::archive::Restorer>> {
-        read(&self.restorer)
-    }
-
-    /// Replaces the restorer (a recovery bootstrap restores from its source's archive).
-    pub fn set_restorer(&self, r: Option<Arc<crate::archive::Restorer>>) {
-        write(&self.restorer, r);
     }
 }
