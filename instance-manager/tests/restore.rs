@@ -20,7 +20,7 @@ fn archived_primary(root: &Path, store: &Path) -> TestInstance {
 fn recovered(root: &Path, name: &str, store: &Path, target: &str) -> TestInstance {
     let mut o = InstanceOptions::primary(name);
     o.extra_yaml = format!(
-        "bootstrap:\n  recovery:\n    store:\n      destination: file://{}\n    sourceCluster: test\n{target}",
+        "bootstrap:\n  recovery:\n    sourceCluster: test\n    store:\n      destination: file://{}\n{target}",
         store.display()
     );
     TestInstance::start(root, &o)
@@ -52,11 +52,8 @@ async fn archive_everything(inst: &TestInstance) {
     let wal: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
     c.query_one("SELECT pg_switch_wal()", &[]).await.unwrap();
     wait_for(&format!("{wal} archived"), Duration::from_secs(60), || async {
-        let last: Option<String> = c
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
+        let last: Option<String> =
+            c.query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[]).await.map_err(|e| e.to_string())?.get(0);
         if last.as_deref() >= Some(wal.as_str()) { Ok(()) } else { Err(format!("{last:?}")) }
     })
     .await;
@@ -161,4 +158,44 @@ async fn a_target_before_every_backup_fails_clearly_and_leaves_no_data_directory
     let log = r.log();
     assert!(log.contains("no backup ended before 2001-01-01T00:00:00Z"), "log:\n{}", r.log_tail(20));
     assert!(!r.data_dir().exists(), "a data directory was left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_backup_restores_only_with_its_key() {
+    let root = TestDir::new();
+    let store = root.path().join("archive");
+    let key = root.path().join("backup.key");
+    std::fs::write(&key, format!("{}\n", "c3".repeat(32))).unwrap();
+    let encryption = format!("      encryption:\n        keyFile: {}\n", key.display());
+    let mut o = InstanceOptions::primary("pg-1");
+    o.extra_yaml = format!(
+        "backup:\n  store:\n    destination: file://{}\n    encryption:\n      keyFile: {}\n",
+        store.display(),
+        key.display()
+    );
+    let pg = TestInstance::start(root.path(), &o);
+    pg.wait_ready(READY).await;
+    let c = pg.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int primary key)").await.unwrap();
+    insert(&c, 1, 40).await;
+    take_backup(&pg).await;
+    insert(&c, 41, 60).await;
+    archive_everything(&pg).await;
+    // Nothing readable in the stored data.
+    let data = std::fs::read_dir(store.join("test/base")).unwrap().flatten().next().unwrap().path();
+    let tar = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("data.tar"))
+        .unwrap();
+    assert!(std::fs::read(tar.path()).unwrap().starts_with(b"PGWENC01"), "the backup data is not encrypted");
+
+    let with_key = recovered(root.path(), "with-key", &store, &encryption);
+    with_key.wait_ready(READY).await;
+    assert_eq!(rows(&with_key).await, (60, 60));
+
+    let mut without = recovered(root.path(), "without-key", &store, "");
+    assert_eq!(without.wait_exit(Duration::from_secs(60)).await, Some(3), "{}", without.log_tail(20));
+    assert!(without.log().contains("encryption.keyFile"), "{}", without.log_tail(20));
+    assert!(!without.data_dir().exists());
 }

@@ -1,6 +1,6 @@
 //! Restoring a base backup's data into a directory: the stored tar is streamed from the
-//! store, checked against the SHA-256 in `backup.json`, decompressed and unpacked on a
-//! blocking thread, with at most a few chunks in memory.
+//! store, checked against the SHA-256 in `backup.json`, decrypted when sealed, decompressed
+//! and unpacked on a blocking thread, with at most a few chunks in memory.
 
 use std::io::Read;
 use std::path::Path;
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::BackupInfo;
 use crate::archive::Store;
+use crate::archive::cipher::{self, Cipher};
 
 /// Chunks buffered between the download and the unpacker.
 const CHUNKS_IN_FLIGHT: usize = 8;
@@ -55,10 +56,26 @@ pub async fn unpack(store: &Store, backup: &BackupInfo, dir: &Path) -> Result<u6
         let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
         let compression = backup.compression;
         let target = dir.to_path_buf();
+        let cipher = store.cipher().map(|c| Cipher::clone(c));
+        let described = store.describe();
         let unpacker = tokio::task::spawn_blocking(move || -> Result<(u64, String), String> {
             let mut reader = ChannelReader { rx, current: bytes::Bytes::new(), hash: Sha256::new(), total: 0 };
             {
-                let decoder = crate::archive::compress::decoder(compression, &mut reader).map_err(|e| e.to_string())?;
+                // Encrypted data starts with the cipher's magic: peek, then read on from there.
+                let mut head = Vec::with_capacity(cipher::MAGIC.len());
+                (&mut reader).take(cipher::MAGIC.len() as u64).read_to_end(&mut head).map_err(|e| e.to_string())?;
+                let sealed = cipher::is_sealed(&head);
+                let stored = std::io::Cursor::new(head).chain(&mut reader);
+                let plain: Box<dyn Read + Send + '_> = match (sealed, cipher) {
+                    (false, _) => Box::new(stored),
+                    (true, Some(c)) => Box::new(cipher::OpeningReader::new(c, stored)),
+                    (true, None) => {
+                        return Err(format!(
+                            "the backup in {described} is encrypted: set encryption.keyFile to the key it was taken with"
+                        ));
+                    }
+                };
+                let decoder = crate::archive::compress::decoder(compression, plain).map_err(|e| e.to_string())?;
                 let mut archive = tar::Archive::new(decoder);
                 archive.set_preserve_permissions(true);
                 archive.set_overwrite(false);
