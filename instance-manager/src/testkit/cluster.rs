@@ -1,9 +1,10 @@
-//! A whole HA cluster of real instance managers electing their primary through a file lease.
+//! A whole HA cluster of real instance managers electing their primary through a lease: a
+//! file on loopback, or on a [`TestNetwork`] a file or a Kubernetes Lease of a [`FakeApiServer`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{InstanceOptions, TestDir, TestInstance, free_port, wait_for};
+use super::{FakeApiServer, InstanceOptions, TestDir, TestInstance, TestNetwork, free_port, wait_for};
 use crate::lease::LeaseRecord;
 
 /// Lease timing for tests, in seconds: (leaseDuration, renewDeadline, retryPeriod, fenceBudget).
@@ -12,7 +13,31 @@ pub type Timing = (f64, f64, f64, f64);
 /// A fast profile that keeps tests short.
 pub const FAST: Timing = (4.0, 2.5, 0.5, 1.0);
 
-/// A cluster of `n` instances `pg-1..pg-n` sharing a lease file.
+/// Postgres' port on a [`TestNetwork`] host (each host has its own network namespace).
+const NET_PG_PORT: u16 = 5432;
+/// The API's port on a [`TestNetwork`] host.
+const NET_API_PORT: u16 = 8008;
+
+/// Where a cluster on a [`TestNetwork`] keeps its lease.
+#[derive(Debug, Clone, Copy)]
+pub enum ClusterLease<'a> {
+    /// A lease file in the cluster's directory: the filesystem is shared by every namespace,
+    /// so a cut host still reaches it.
+    File,
+    /// The Lease `test-primary` of a fake API server in the network's hub (`KUBECONFIG`,
+    /// `POD_NAMESPACE`, `POD_IP` set for each instance): routing writes the EndpointSlice
+    /// `test-rw` and labels the pods, which the caller creates with [`FakeApiServer::add_pod`].
+    Kubernetes(&'a FakeApiServer),
+}
+
+/// One member: name, host (address), Postgres and API ports.
+struct Seat {
+    name: String,
+    host: String,
+    ports: (u16, u16),
+}
+
+/// A cluster of `n` instances `pg-1..pg-n` sharing a lease.
 pub struct TestCluster {
     /// The root directory (lease file, secrets, one directory per instance).
     pub root: TestDir,
@@ -30,30 +55,85 @@ impl TestCluster {
 
     /// Like [`start`](Self::start), letting `tweak` adjust each instance's options.
     pub fn start_with(n: usize, timing: Timing, tweak: impl Fn(&mut InstanceOptions)) -> Self {
+        let seats = (1..=n)
+            .map(|i| Seat { name: format!("pg-{i}"), host: "127.0.0.1".into(), ports: (free_port(), free_port()) })
+            .collect();
+        Self::launch(seats, timing, false, |_, _| {}, tweak)
+    }
+
+    /// A cluster of `n` instances where `pg-k` runs in host `k`'s namespace of `net`, binds
+    /// Postgres and its API to that host's address, and is reached by the test over its Unix
+    /// sockets only. `tweak` adjusts each instance's options last.
+    pub fn start_on_network(
+        net: &TestNetwork,
+        n: usize,
+        timing: Timing,
+        lease: ClusterLease<'_>,
+        tweak: impl Fn(&mut InstanceOptions),
+    ) -> Self {
+        assert!(n <= net.hosts(), "{n} instances on a network of {} hosts", net.hosts());
+        let seats = (1..=n)
+            .map(|k| Seat {
+                name: format!("pg-{k}"),
+                host: net.host_ip(k).to_string(),
+                ports: (NET_PG_PORT, NET_API_PORT),
+            })
+            .collect();
+        let kubernetes = match lease {
+            ClusterLease::File => None,
+            ClusterLease::Kubernetes(api) => Some(api),
+        };
+        let place = |k: usize, opts: &mut InstanceOptions| {
+            opts.wrapper = net.exec_prefix(k);
+            opts.listen_address = net.host_ip(k).to_string();
+            opts.api_over_socket = true;
+            if let Some(api) = kubernetes {
+                opts.env.extend([
+                    ("KUBECONFIG".to_string(), api.kubeconfig().display().to_string()),
+                    ("POD_NAMESPACE".to_string(), api.namespace().to_string()),
+                    ("POD_IP".to_string(), net.host_ip(k).to_string()),
+                ]);
+            }
+        };
+        Self::launch(seats, timing, kubernetes.is_some(), place, tweak)
+    }
+
+    /// Writes the configurations of `seats` (the lease in a file, or with `kubernetes` a
+    /// Kubernetes Lease) and starts every instance; `place` sets what depends on the seat's
+    /// number (1-based), then `tweak` runs.
+    fn launch(
+        seats: Vec<Seat>,
+        timing: Timing,
+        kubernetes: bool,
+        place: impl Fn(usize, &mut InstanceOptions),
+        tweak: impl Fn(&mut InstanceOptions),
+    ) -> Self {
         let root = TestDir::new();
         let lease_path = root.path().join("lease.json");
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let mut members = String::from("members:\n");
-        for (i, (pg, api)) in ports.iter().enumerate() {
-            members.push_str(&format!(
-                "  - {{name: pg-{}, host: 127.0.0.1, port: {pg}, api: 'http://127.0.0.1:{api}'}}\n",
-                i + 1
-            ));
+        for s in &seats {
+            let (host, (pg, api)) = (&s.host, s.ports);
+            members
+                .push_str(&format!("  - {{name: {}, host: {host}, port: {pg}, api: 'http://{host}:{api}'}}\n", s.name));
         }
         let (d, r, p, f) = timing;
-        let instances = ports
+        let instances = seats
             .iter()
             .enumerate()
-            .map(|(i, ports)| {
-                let name = format!("pg-{}", i + 1);
-                let fault = root.path().join(format!("{name}.fault.json"));
-                let mut opts = InstanceOptions::primary(&name);
-                opts.ports = Some(*ports);
+            .map(|(i, seat)| {
+                let fault = root.path().join(format!("{}.fault.json", seat.name));
+                let backend = if kubernetes {
+                    "backend: kubernetes".to_string()
+                } else {
+                    format!("backend: file\n  path: {}", lease_path.display())
+                };
+                let mut opts = InstanceOptions::primary(&seat.name);
+                opts.ports = Some(seat.ports);
                 opts.extra_yaml = format!(
-                    "lease:\n  backend: file\n  path: {}\n  leaseDurationSeconds: {d}\n  renewDeadlineSeconds: {r}\n  retryPeriodSeconds: {p}\n  fenceBudgetSeconds: {f}\n  faultFile: {}\n{members}",
-                    lease_path.display(),
+                    "lease:\n  {backend}\n  leaseDurationSeconds: {d}\n  renewDeadlineSeconds: {r}\n  retryPeriodSeconds: {p}\n  fenceBudgetSeconds: {f}\n  faultFile: {}\n{members}",
                     fault.display(),
                 );
+                place(i + 1, &mut opts);
                 tweak(&mut opts);
                 TestInstance::start(root.path(), &opts)
             })
@@ -61,7 +141,7 @@ impl TestCluster {
         Self { root, instances, lease_path }
     }
 
-    /// The lease as stored in the file.
+    /// The lease as stored in the file (`None` with a Kubernetes lease: ask the API server).
     pub fn lease(&self) -> Option<LeaseRecord> {
         #[derive(serde::Deserialize)]
         struct Stored {

@@ -31,8 +31,16 @@ pub struct InstanceOptions {
     pub ports: Option<(u16, u16)>,
     /// YAML appended to the generated configuration (lease, members, ...).
     pub extra_yaml: String,
-    /// A command that runs the manager (e.g. `unshare --pid --fork --mount-proc`).
+    /// A command that runs the manager (e.g. `unshare --pid --fork --mount-proc`, or
+    /// [`TestNetwork::exec_prefix`](super::TestNetwork::exec_prefix)).
     pub wrapper: Vec<String>,
+    /// The address Postgres (`listenAddresses`) and the API (`api.listen`) bind.
+    pub listen_address: String,
+    /// Reach the API over the manager's Unix socket `<runDir>/manager.sock` rather than TCP
+    /// (the test process cannot reach an instance in another network namespace over TCP).
+    pub api_over_socket: bool,
+    /// Environment variables of the manager (`KUBECONFIG`, `POD_IP`, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl InstanceOptions {
@@ -47,6 +55,9 @@ impl InstanceOptions {
             ports: None,
             extra_yaml: String::new(),
             wrapper: Vec::new(),
+            listen_address: "127.0.0.1".into(),
+            api_over_socket: false,
+            env: Vec::new(),
         }
     }
 
@@ -72,6 +83,7 @@ pub struct TestInstance {
     pub log_path: PathBuf,
     child: Option<Child>,
     wrapper: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// Password written to every secret file of test clusters.
@@ -96,15 +108,21 @@ impl TestInstance {
         let yaml = render_config(opts, &dir, &secrets, pg_port, api_port);
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
+        let api_url = if opts.api_over_socket {
+            format!("unix://{}/run/manager.sock", dir.display())
+        } else {
+            format!("http://{}:{api_port}", opts.listen_address)
+        };
         let mut inst = Self {
             name: opts.name.clone(),
             dir: dir.clone(),
             pg_port,
-            api_url: format!("http://127.0.0.1:{api_port}"),
+            api_url,
             config_path,
             log_path: dir.join("manager.log"),
             child: None,
             wrapper: opts.wrapper.clone(),
+            env: opts.env.clone(),
         };
         inst.spawn();
         inst
@@ -128,6 +146,7 @@ impl TestInstance {
             .env_remove("POD_NAME")
             .env_remove("CLUSTER_NAME")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -274,11 +293,12 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, pg_port: u1
     };
     format!(
         "name: {name}\ncluster: test\ndataDir: {dir}/pgdata\nrunDir: {dir}/run\n{role}\
-         postgres:\n  port: {pg_port}\n  listenAddresses: 127.0.0.1\n  parameters:\n{params}\
-         api:\n  listen: 127.0.0.1:{api_port}\n\
+         postgres:\n  port: {pg_port}\n  listenAddresses: {listen}\n  parameters:\n{params}\
+         api:\n  listen: {listen}:{api_port}\n\
          credentials:\n  superuserPasswordFile: {s}/superuser\n  appPasswordFile: {s}/app\n  replicationPasswordFile: {s}/replication\n\
          shutdown:\n  smartTimeoutSeconds: {smart}\n  stopTimeoutSeconds: {stop}\n{extra}",
         extra = opts.extra_yaml,
+        listen = opts.listen_address,
         name = opts.name,
         dir = dir.display(),
         s = secrets.display(),

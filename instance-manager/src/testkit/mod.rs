@@ -2,13 +2,17 @@
 //! Test harness shared by the integration tests of both crates (feature `testkit`):
 //! temporary directories Postgres may use, free ports, and [`TestInstance`] — a real
 //! `instance-manager run` process with its own config, data, sockets and log file, killed
-//! (with its Postgres) when dropped.
+//! (with its Postgres) when dropped. For partition tests: [`TestNetwork`] (network namespaces
+//! joined by a bridge, hosts that can be cut off) and [`FakeApiServer`] (an in-memory
+//! Kubernetes API server for the `kubernetes` lease and routing backends).
 //!
 //! Tests run as root; the manager then runs Postgres as the OS user `postgres`, which must
 //! exist (`.ci/run` creates it). Every wait here has a deadline and says what it saw.
 
 mod cluster;
+mod fake_apiserver;
 mod instance;
+mod netns;
 mod s3;
 mod writer;
 
@@ -16,8 +20,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use cluster::{FAST, TestCluster, Timing};
+pub use cluster::{ClusterLease, FAST, TestCluster, Timing};
+pub use fake_apiserver::{FakeApiServer, loopback};
 pub use instance::{InstanceOptions, TestInstance};
+pub use netns::{TestNetwork, in_netns, netns_available};
 pub use s3::{
     S3Server, S3ServerConfig, S3ServerError, TEST_ACCESS_KEY, TEST_BUCKET, TEST_REGION, TEST_SECRET_KEY, TestS3,
     TestS3Options, TlsIdentity,
