@@ -138,6 +138,17 @@ fn check_backup(store: &Path, info: &BackupInfo, from_standby: bool) {
     assert_eq!(sha256_hex(&data), file.sha256, "the checksum is of the stored object");
     assert!(info.data_bytes > 10 << 20 && info.stored_bytes < info.data_bytes, "{info:?}");
 
+    if !from_standby {
+        // A primary's backup exists only once the WAL up to its stop point is archived.
+        let wal = store.join("test/wal").join(&info.stop_wal[..16]);
+        assert!(wal.join(format!("{}.zst", info.stop_wal)).exists(), "{} is not archived", info.stop_wal);
+        let history = std::fs::read_dir(store.join("test/wal").join(&info.start_wal[..16]))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{}.", info.start_wal)));
+        assert!(history, "the backup history file of {} is not archived", info.id);
+    }
+
     let entries = tar_entries(&data, Compression::Zstd);
     let names: BTreeSet<&str> = entries.iter().map(|(p, _, _)| p.as_str()).collect();
     for present in ["PG_VERSION", "backup_label", "global/pg_control", "pg_wal", "pg_wal/archive_status", "base"] {

@@ -54,13 +54,16 @@ impl ChunkSink {
 
 impl Write for ChunkSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.hasher.update(data);
-        self.bytes += data.len() as u64;
-        self.buf.extend_from_slice(data);
+        // Never beyond the buffer's capacity: growing it would double the allocation that
+        // every chunk then keeps until its part is uploaded.
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.hasher.update(&data[..n]);
+        self.bytes += n as u64;
+        self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() >= CHUNK {
             self.send()?;
         }
-        Ok(data.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -96,7 +99,7 @@ mod tests {
         let (sha, n) = sink.finish().unwrap();
         let mut got = Vec::new();
         while let Ok(Piece::Data(b)) = rx.try_recv() {
-            assert!(b.len() <= CHUNK + 10_000);
+            assert!(b.len() <= CHUNK);
             got.extend_from_slice(&b);
         }
         assert_eq!(got, data);

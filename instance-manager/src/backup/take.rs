@@ -22,10 +22,14 @@
 //!   reader. At most `(maxParallel + 1) × partSizeMiB` plus a few MiB are buffered.
 //! - **Encrypted** after compression when the store says so (`encryption.keyFile`); the
 //!   checksum in `backup.json` is of the stored (sealed) bytes.
-//! - **From a standby**: Postgres allows non-exclusive backups on a standby. `pg_backup_stop`
-//!   then waits for no archiving (a standby with `archive_mode = on` archives nothing): the
-//!   WAL such a backup needs, from `startWal` to `stopWal`, comes from the primary's archive
-//!   in the same store.
+//! - **Its WAL archived first**: on a primary, `backup.json` is written only once Postgres has
+//!   archived the segment holding the stop point and the backup history file — what
+//!   `pg_backup_stop(wait_for_archive => true)` waits for, but that polls once a second; the
+//!   manager calls it with `false` and watches `archive_status/` every 20 ms while the upload
+//!   finishes.
+//! - **From a standby**: Postgres allows non-exclusive backups on a standby. Nothing is waited
+//!   for (a standby with `archive_mode = on` archives nothing): the WAL such a backup needs,
+//!   from `startWal` to `stopWal`, comes from the primary's archive in the same store.
 
 use std::path::Path;
 use std::time::Duration;
@@ -48,9 +52,13 @@ pub const CHANNEL_CHUNKS: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `pg_backup_start` waits for a checkpoint (fast, but a standby's restartpoint can take longer).
 const START_TIMEOUT: Duration = Duration::from_secs(600);
-/// `pg_backup_stop` on a primary waits until the last WAL segment is archived: a backup is
+/// `pg_backup_stop` itself (a standby's waits for its minimum recovery point).
+const STOP_TIMEOUT: Duration = Duration::from_secs(600);
+/// On a primary, the backup waits until its last WAL segment is archived: a backup is
 /// worthless without it, and a failing archive fails the backup after this long.
-const STOP_TIMEOUT: Duration = Duration::from_secs(1800);
+const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often the archive status of the last segment is looked at.
+const ARCHIVE_POLL: Duration = Duration::from_millis(20);
 
 /// A failed backup.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +187,12 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
         (Err(e), _) | (Ok(_), Err(e)) => return Err(abort(upload, e).await),
         (Ok(_), Ok(Err(e))) => return Err(abort(upload, Error::Read(e)).await),
     };
+    if !facts.in_recovery {
+        let start = crate::peers::parse_lsn(&start_lsn).unwrap_or(0);
+        if let Err(e) = wait_archived(src.data_dir, &stopped, start, facts.segment_size).await {
+            return Err(abort(upload, e).await);
+        }
+    }
     upload.finish().await.map_err(upload_err)?;
     drop(client);
 
@@ -314,12 +328,13 @@ async fn facts(client: &Client) -> Result<Facts> {
 }
 
 async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
-    let hint = "WAL archiving may be failing: see the archive in /status";
+    let hint = "a standby waits for its minimum recovery point";
     let row = bounded(
         "pg_backup_stop",
         STOP_TIMEOUT,
         hint,
-        client.query_one("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)", &[]),
+        // The wait for the archive is ours (`wait_archived`): Postgres polls once a second.
+        client.query_one("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)", &[]),
     )
     .await?
     .map_err(sql("pg_backup_stop"))?;
@@ -341,6 +356,51 @@ async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
         start.timeline
     };
     Ok(Stopped { lsn, label, timeline, at })
+}
+
+/// Waits until Postgres has archived what the backup needs: the segment holding its stop
+/// point and the backup history file, as `pg_backup_stop(wait_for_archive => true)` would, but
+/// looking every [`ARCHIVE_POLL`] rather than every second, and while the upload finishes.
+async fn wait_archived(data_dir: &Path, stopped: &Stopped, start_lsn: u64, segment_size: u64) -> Result<()> {
+    let start = parse_label(&stopped.label)?;
+    let stop_lsn = crate::peers::parse_lsn(&stopped.lsn).unwrap_or(0);
+    let files = [
+        wal_file_before(stopped.timeline, stop_lsn, segment_size),
+        format!("{}.{:08X}.backup", start.wal, start_lsn % segment_size.max(1)),
+    ];
+    let pg_wal = data_dir.join("pg_wal");
+    let deadline = tokio::time::Instant::now() + ARCHIVE_TIMEOUT;
+    loop {
+        match files.iter().find(|f| archive_busy(&pg_wal, f)) {
+            None => return Ok(()),
+            Some(f) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::Timeout {
+                    what: if f.ends_with(".backup") {
+                        "archiving the backup history file"
+                    } else {
+                        "archiving the last WAL segment"
+                    },
+                    timeout: ARCHIVE_TIMEOUT,
+                    hint: "WAL archiving is failing: see the archive in /status",
+                });
+            }
+            Some(_) => tokio::time::sleep(ARCHIVE_POLL).await,
+        }
+    }
+}
+
+/// Postgres' `XLogArchiveIsBusy`: not archived yet. Archived means `.done`, or neither a
+/// `.ready` nor the file itself (a checkpoint removed it after archiving).
+pub fn archive_busy(pg_wal: &Path, name: &str) -> bool {
+    let status = pg_wal.join("archive_status");
+    let exists = |p: std::path::PathBuf| std::fs::symlink_metadata(p).is_ok();
+    if exists(status.join(format!("{name}.done"))) {
+        return false;
+    }
+    if exists(status.join(format!("{name}.ready"))) {
+        return !exists(status.join(format!("{name}.done")));
+    }
+    exists(pg_wal.join(name))
 }
 
 /// What the label says about the start.
@@ -415,6 +475,25 @@ mod tests {
     const LABEL: &str = "START WAL LOCATION: 0/5000028 (file 000000020000000000000005)\n\
         CHECKPOINT LOCATION: 0/5000060\nBACKUP METHOD: streamed\nBACKUP FROM: standby\n\
         START TIME: 2026-11-30 12:00:00 UTC\nLABEL: pgwarden 20261130T120000Z\nSTART TIMELINE: 2\n";
+
+    #[test]
+    fn archived_is_done_or_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg_wal = dir.path();
+        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        let name = "000000010000000000000005";
+        assert!(!archive_busy(pg_wal, name), "neither the file nor a status: recycled");
+        std::fs::write(pg_wal.join(name), b"").unwrap();
+        assert!(archive_busy(pg_wal, name), "the file without a status");
+        std::fs::write(pg_wal.join("archive_status").join(format!("{name}.ready")), b"").unwrap();
+        assert!(archive_busy(pg_wal, name));
+        std::fs::rename(
+            pg_wal.join("archive_status").join(format!("{name}.ready")),
+            pg_wal.join("archive_status").join(format!("{name}.done")),
+        )
+        .unwrap();
+        assert!(!archive_busy(pg_wal, name));
+    }
 
     #[test]
     fn the_label_names_the_start() {
