@@ -240,6 +240,8 @@ async fn backups_are_taken_listed_checked_and_deleted() {
     assert_eq!(ids, [second.id.clone(), started.id.clone()]);
     let missing = local(&pg).delete_json::<serde_json::Value>(&format!("/backups/{}", first.id), None).await;
     assert!(matches!(missing, Err(ClientError::Api { status: 404, .. })), "{missing:?}");
+    let odd = local(&pg).delete_json::<serde_json::Value>("/backups/..%2Fwal", None).await;
+    assert!(matches!(odd, Err(ClientError::Api { status: 400, .. })), "{odd:?}");
     // Mutating over TCP needs a token (none is configured).
     let tcp = pg.client().post_json::<_, serde_json::Value>("/backup", &serde_json::json!({}), None).await;
     assert!(matches!(tcp, Err(ClientError::Api { status: 401, .. })), "{tcp:?}");
@@ -402,6 +404,84 @@ async fn the_schedule_runs_on_the_primary_only_and_applies_retention() {
     let l = list(&primary).await;
     assert!(l.backups.len() <= 2, "{:?}", l.backups.iter().map(|b| &b.info.id).collect::<Vec<_>>());
     assert!(dirs(&store).len() <= 3, "{:?}", dirs(&store));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backup_is_reported_and_leaves_nothing() {
+    let root = TestDir::new();
+    let store = root.path().join("store");
+    let pg = TestInstance::start(root.path(), &with_store(InstanceOptions::primary("pg-1"), &file_store(&store), ""));
+    pg.wait_ready(READY).await;
+    // The data object cannot be completed: its name is taken by a directory, for every id of
+    // the next seconds. The backup fails after the data directory was read and stopped.
+    let base = store.join("test/base");
+    let now = jiff::Timestamp::now();
+    let blocked: Vec<PathBuf> = (0..20)
+        .map(|s| base.join(instance_manager::backup::catalog::new_id(now + jiff::SignedDuration::from_secs(s))))
+        .collect();
+    for dir in &blocked {
+        std::fs::create_dir_all(dir.join("data.tar.zst")).unwrap();
+    }
+    let failed = backup(&pg, serde_json::json!({})).await.expect_err("a backup that cannot be stored");
+    let ClientError::Api { status: 500, error, .. } = &failed else { panic!("not a 500: {failed}") };
+    assert!(error.contains("failed") && error.contains("data.tar.zst"), "{error}");
+    let b = status(&pg).await.backup.unwrap();
+    assert!(b.running.is_none() && b.last_backup.is_none(), "{b:?}");
+    assert!(b.last_failure.as_deref().is_some_and(|f| f.contains("data.tar.zst")), "{b:?}");
+    assert!(list(&pg).await.backups.is_empty());
+    assert!(!objects(&base).iter().any(|o| o.ends_with("backup.json")), "{:?}", objects(&base));
+
+    // Postgres' side of it ended with the connection: the next backup runs.
+    for dir in &blocked {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    let info = backup(&pg, serde_json::json!({})).await.expect("a backup once the store is fixed");
+    check_backup(&store, &info, false);
+    let ids: Vec<String> = list(&pg).await.backups.into_iter().map(|b| b.info.id).collect();
+    assert_eq!(ids, std::slice::from_ref(&info.id));
+    assert!(status(&pg).await.backup.unwrap().last_backup.is_some_and(|l| l.id == info.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablespace_is_stored_apart_and_located_by_the_map() {
+    let root = TestDir::new();
+    let store = root.path().join("store");
+    let pg = TestInstance::start(root.path(), &with_store(InstanceOptions::primary("pg-1"), &file_store(&store), ""));
+    pg.wait_ready(READY).await;
+    let location = root.path().join("tablespace");
+    std::fs::create_dir_all(&location).unwrap();
+    assert!(std::process::Command::new("chown").arg("postgres:").arg(&location).status().unwrap().success());
+    let c = pg.connect("postgres").await.unwrap();
+    c.batch_execute(&format!("CREATE TABLESPACE t1 LOCATION '{}'", location.display())).await.unwrap();
+    c.batch_execute("CREATE TABLE x TABLESPACE t1 AS SELECT g FROM generate_series(1, 1000) g").await.unwrap();
+    fill(&pg, 100_000).await;
+    let row = c
+        .query_one("SELECT oid::text, pg_relation_filepath('x') FROM pg_tablespace WHERE spcname = 't1'", &[])
+        .await
+        .unwrap();
+    let (oid, relation): (String, String) = (row.get(0), row.get(1));
+
+    let info = backup(&pg, serde_json::json!({})).await.unwrap();
+    let names: Vec<&str> = info.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["data.tar.zst".to_string(), format!("tablespace-{oid}.tar.zst")]);
+    assert_eq!(info.stored_bytes, info.files.iter().map(|f| f.size).sum::<u64>());
+    let dir = store.join("test/base").join(&info.id);
+    for f in &info.files {
+        assert_eq!(sha256_hex(&dir.join(&f.name)), f.sha256, "{}", f.name);
+    }
+    let data = tar_entries(&dir.join("data.tar.zst"), Compression::Zstd);
+    let map = &data.iter().find(|e| e.0 == "tablespace_map").expect("tablespace_map in the data tar").2;
+    assert_eq!(String::from_utf8_lossy(map).trim(), format!("{oid} {}", location.display()));
+    assert!(data.iter().any(|e| e.0 == "pg_tblspc"));
+    assert!(!data.iter().any(|e| e.0.starts_with(&format!("pg_tblspc/{oid}"))), "the link is left out");
+    let space = tar_entries(&dir.join(format!("tablespace-{oid}.tar.zst")), Compression::Zstd);
+    let inside = relation.strip_prefix(&format!("pg_tblspc/{oid}/")).unwrap();
+    assert!(
+        space.iter().any(|e| e.0 == inside),
+        "{inside} not in {:?}",
+        space.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    assert!(space.iter().all(|e| e.0.starts_with("PG_15_")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,11 @@
 //!
 //! A backup's data is one tar stream of the data directory (`data.tar[.zst|.lz4|.gz]`), with
 //! the `backup_label` (and `tablespace_map`) that `pg_backup_stop` returned, and without
-//! what Postgres recreates (`pg_wal` content, `postmaster.pid`, temporary files). Restoring
-//! it needs the WAL from `startWal` to `stopWal` from the archive.
+//! what Postgres recreates (`pg_wal` content, `postmaster.pid`, temporary files, the
+//! `pg_tblspc` links). Each tablespace is a tar of its own, `tablespace-<oid>.tar[.ext]`,
+//! listed after the data directory's and unpacked at the location `tablespace_map` gives for
+//! `<oid>` (Postgres recreates the link from the map). Restoring needs the WAL from
+//! `startWal` to `stopWal` from the archive.
 
 use serde::{Deserialize, Serialize};
 

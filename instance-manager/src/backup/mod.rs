@@ -1,6 +1,7 @@
-//! Base backups: taking them ([`take`], streaming [`tarball`] through [`sink`]), the
-//! catalog in the store ([`catalog`]), [`retention`], the [`schedule`], one backup at a time
-//! per instance ([`runner`]), and the recovery bootstrap that restores one.
+//! Base backups: taking them ([`take`]; each object streamed by [`upload`], a [`tarball`]
+//! through a [`sink`]), the catalog in the store ([`catalog`]), [`retention`], the
+//! [`schedule`], one backup at a time per instance ([`runner`]), and the recovery bootstrap
+//! that restores one.
 
 pub mod catalog;
 pub mod recover;
@@ -11,6 +12,7 @@ pub mod schedule;
 pub mod sink;
 pub mod take;
 pub mod tarball;
+pub mod upload;
 
 pub use catalog::{BackupFile, BackupInfo};
 pub use runner::Backups;

@@ -11,15 +11,21 @@
 //!
 //! - **Non-exclusive**: `pg_backup_start(label, fast => true)` and `pg_backup_stop()` on one
 //!   held connection. If anything fails, the connection is closed, which ends the backup in
-//!   Postgres; the multipart upload is aborted; no `backup.json` is written, so the backup
-//!   never exists (leftover objects are removed by retention).
-//! - **One stream**: the data directory as a tar ([`super::tarball`]), compressed with
-//!   `backup.base.compression`, uploaded with `put_multipart` in `partSizeMiB` parts, at most
-//!   `maxParallel` parts in flight. The label only exists after `pg_backup_stop`, so the tar
-//!   is finished after it: the directory first, then `backup_label`, then the end.
+//!   Postgres; multipart uploads are aborted and what was uploaded is deleted; no
+//!   `backup.json` is written, so the backup never exists (leftovers of a manager killed
+//!   midway are removed by retention).
+//! - **One stream per object** ([`super::upload`]): the data directory as a tar
+//!   ([`super::tarball`]), compressed with `backup.base.compression`, uploaded with
+//!   `put_multipart` in `partSizeMiB` parts, at most `maxParallel` parts in flight. The label
+//!   only exists after `pg_backup_stop`, so that tar is finished after it: the directory first,
+//!   then `backup_label` (and `tablespace_map`), then the end. Tablespaces, each a tar of its
+//!   own (`tablespace-<oid>.tar[.ext]`), are copied first, while the backup runs; in
+//!   `backup.json` the data directory's object comes first (its `tablespace_map` says where
+//!   the others are unpacked).
 //! - **Bounded memory**: the reader and compressor run on a blocking thread and hand 1 MiB
-//!   chunks to the uploader through a channel of [`CHANNEL_CHUNKS`]; a slow store slows the
-//!   reader. At most `(maxParallel + 1) × partSizeMiB` plus a few MiB are buffered.
+//!   chunks to the uploader through a channel of [`super::upload::CHANNEL_CHUNKS`]; a slow
+//!   store slows the reader. At most `(maxParallel + 1) × partSizeMiB` plus a few MiB are
+//!   buffered.
 //! - **Encrypted** after compression when the store says so (`encryption.keyFile`); the
 //!   checksum in `backup.json` is of the stored (sealed) bytes.
 //! - **Its WAL archived first**: on a primary, `backup.json` is written only once Postgres has
@@ -34,20 +40,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use object_store::{ObjectStoreExt, WriteMultipart};
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
 use super::catalog::{self, BackupFile, BackupInfo};
-use super::sink::{ChunkSink, Piece};
-use super::tarball::{DataDirTar, Totals};
+use super::tarball::{Totals, tablespaces};
+use super::upload::{Ending, stream_data_dir, stream_tree};
 use crate::api::{BaseBackupSpec, Compression};
-use crate::archive::cipher::{Cipher, SealingWriter};
-use crate::archive::{Store, compress};
+use crate::archive::Store;
 use crate::postgres::Db;
 
-/// Chunks (of [`super::sink::CHUNK`]) waiting between the reader and the uploader.
-pub const CHANNEL_CHUNKS: usize = 4;
 /// Connecting to the local Postgres.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `pg_backup_start` waits for a checkpoint (fast, but a standby's restartpoint can take longer).
@@ -136,11 +137,13 @@ struct Facts {
 struct Stopped {
     lsn: String,
     label: String,
+    tablespace_map: String,
     timeline: u32,
     at: jiff::Timestamp,
 }
 
 /// Takes backup `id` of `src` into `store` as `spec` says, and publishes its `backup.json`.
+/// A failed backup leaves nothing in the store.
 pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &str) -> Result<BackupInfo> {
     let client = src.db.dedicated(CONNECT_TIMEOUT).await?;
     let facts = facts(&client).await?;
@@ -157,53 +160,27 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
     let started_at = jiff::Timestamp::now();
     tracing::info!(%id, %start_lsn, from_standby = facts.in_recovery, "base backup started");
 
-    let path = store.layout.backup_data(id, spec.compression);
-    let upload_err = |source| Error::Upload { path: path.to_string(), source };
-    let upload = store.client().put_multipart(&path).await.map_err(upload_err)?;
-    let part_size = (spec.part_size_mib.max(5) as usize) * 1024 * 1024;
-    let mut upload = WriteMultipart::new_with_chunk_size(upload, part_size);
-
-    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let (label_tx, label_rx) = oneshot::channel();
-    let data_dir = src.data_dir.to_path_buf();
-    let compression = spec.compression;
-    let cipher = store.cipher().map(|c| Cipher::clone(c));
-    let writer = tokio::task::spawn_blocking(move || write_tar(&data_dir, compression, cipher, tx, label_rx));
-
-    let max_parallel = spec.max_parallel.max(1) as usize;
-    let pumped = pump(&mut rx, &mut upload, max_parallel, &client, &facts, label_tx).await.map_err(|e| match e {
-        PumpError::Upload(source) => upload_err(source),
-        PumpError::Backup(e) => e,
-    });
-    // Unblocks the writer if the pump stopped early.
-    drop(rx);
-    let written = writer.await.map_err(|e| Error::Unexpected(format!("the backup writer failed: {e}")));
-    let (stopped, (sha256, stored_bytes, totals)) = match (pumped, written) {
-        (Ok(stopped), Ok(Ok(w))) => (stopped, w),
-        // The reader's own failure is the cause; a broken pipe is the pump's.
-        (_, Ok(Err(e))) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(abort(upload, Error::Read(e)).await);
-        }
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(abort(upload, e).await),
-        (Ok(_), Ok(Err(e))) => return Err(abort(upload, Error::Read(e)).await),
-    };
-    if !facts.in_recovery {
-        let start = crate::peers::parse_lsn(&start_lsn).unwrap_or(0);
-        if let Err(e) = wait_archived(src.data_dir, &stopped, start, facts.segment_size).await {
-            return Err(abort(upload, e).await);
-        }
-    }
-    upload.finish().await.map_err(upload_err)?;
+    let copied = copy(src, store, spec, id, &client, &facts, &start_lsn).await;
+    // Closing the connection ends a backup Postgres still has open.
     drop(client);
-
-    let info = describe(id, src, &facts, spec.compression, &start_lsn, &stopped, started_at)?;
-    let info = BackupInfo {
-        files: vec![BackupFile { name: path.filename().unwrap_or_default().to_string(), size: stored_bytes, sha256 }],
-        data_bytes: totals.data_bytes,
-        stored_bytes,
-        ..info
+    let result = match copied {
+        Ok((files, totals, stopped)) => describe(id, src, &facts, spec.compression, &start_lsn, &stopped, started_at)
+            .map(|info| (info, files, totals, stopped)),
+        Err(e) => Err(e),
     };
-    catalog::publish(store, &info).await.map_err(Error::Publish)?;
+    let (info, files, totals, stopped) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            remove_objects(store, id).await;
+            return Err(e);
+        }
+    };
+    let stored_bytes = files.iter().map(|f| f.size).sum();
+    let info = BackupInfo { files, data_bytes: totals.data_bytes, stored_bytes, ..info };
+    if let Err(e) = catalog::publish(store, &info).await {
+        remove_objects(store, id).await;
+        return Err(Error::Publish(e));
+    }
     let seconds = stopped.at.duration_since(started_at).as_secs_f64().max(0.001);
     tracing::info!(
         %id, stop_lsn = %info.stop_lsn, data_bytes = info.data_bytes, stored_bytes,
@@ -213,87 +190,61 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
     Ok(info)
 }
 
-async fn abort(upload: WriteMultipart, e: Error) -> Error {
-    if let Err(abort) = upload.abort().await {
-        tracing::warn!(error = %abort, "cannot abort the multipart upload of a failed backup");
-    }
-    e
-}
-
-enum PumpError {
-    Upload(object_store::Error),
-    Backup(Error),
-}
-
-/// Moves chunks into the upload; stops the backup when the directory has been read.
-async fn pump(
-    rx: &mut mpsc::Receiver<Piece>,
-    upload: &mut WriteMultipart,
-    max_parallel: usize,
+/// Copies the tablespaces, then the data directory (stopping the backup when it has been
+/// read), and on a primary waits for the WAL the backup needs to be archived. The data
+/// directory's object comes first in the list: it holds the `tablespace_map` that says where
+/// the others go.
+async fn copy(
+    src: &Source<'_>,
+    store: &Store,
+    spec: &BaseBackupSpec,
+    id: &str,
     client: &Client,
     facts: &Facts,
-    label_tx: oneshot::Sender<String>,
-) -> Result<Stopped, PumpError> {
-    let mut label_tx = Some(label_tx);
-    let mut stopped = None;
-    while let Some(piece) = rx.recv().await {
-        match piece {
-            Piece::Data(chunk) => {
-                upload.wait_for_capacity(max_parallel).await.map_err(PumpError::Upload)?;
-                upload.put(chunk);
-            }
-            Piece::Walked => {
-                let s = stop(client, facts).await.map_err(PumpError::Backup)?;
-                if let Some(tx) = label_tx.take() {
-                    let _ = tx.send(s.label.clone());
-                }
-                stopped = Some(s);
-            }
+    start_lsn: &str,
+) -> Result<(Vec<BackupFile>, Totals, Stopped)> {
+    let mut spaces = Vec::new();
+    let mut totals = Totals::default();
+    for (oid, location) in tablespaces(src.data_dir).map_err(Error::Read)? {
+        let name = format!("tablespace-{oid}.tar{}", crate::archive::layout::extension(spec.compression));
+        let path = store.layout.backup_dir(id).join(name);
+        let (file, t) = stream_tree(store, &path, spec, &location).await?;
+        totals.data_bytes += t.data_bytes;
+        totals.files += t.files;
+        spaces.push(file);
+    }
+    let path = store.layout.backup_data(id, spec.compression);
+    let on_walked = async || {
+        let stopped = stop(client, facts).await?;
+        let ending = Ending { label: stopped.label.clone(), tablespace_map: stopped.tablespace_map.clone() };
+        Ok((stopped, ending))
+    };
+    let (file, t, stopped) = stream_data_dir(store, &path, spec, src.data_dir, on_walked).await?;
+    totals.data_bytes += t.data_bytes;
+    totals.files += t.files;
+    if !facts.in_recovery {
+        let start = crate::peers::parse_lsn(start_lsn).unwrap_or(0);
+        wait_archived(src.data_dir, &stopped, start, facts.segment_size).await?;
+    }
+    let mut files = vec![file];
+    files.extend(spaces);
+    Ok((files, totals, stopped))
+}
+
+/// Removes what a failed backup uploaded (best effort: retention removes leftovers later).
+async fn remove_objects(store: &Store, id: &str) {
+    let objects = match store.list(&store.layout.backup_dir(id)).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(backup = %id, error = %e, "cannot list the objects of a failed backup");
+            return;
+        }
+    };
+    for meta in objects {
+        if let Err(e) = store.delete(&meta.location).await {
+            tracing::warn!(backup = %id, error = %e, "cannot delete an object of a failed backup");
         }
     }
-    stopped.ok_or_else(|| PumpError::Backup(Error::Unexpected("the data directory was not read to the end".into())))
-}
-
-/// The blocking side: the tar stream of `data_dir`, then the label, compressed (and sealed
-/// when the store encrypts) into the channel. Returns the SHA-256 and size of the stored
-/// bytes and what was read.
-fn write_tar(
-    data_dir: &Path,
-    compression: Compression,
-    cipher: Option<Cipher>,
-    tx: mpsc::Sender<Piece>,
-    label: oneshot::Receiver<String>,
-) -> std::io::Result<(String, u64, Totals)> {
-    let mut sink = ChunkSink::new(tx.clone());
-    let totals = match cipher {
-        Some(cipher) => {
-            let mut sealer = SealingWriter::new(cipher, &mut sink);
-            let totals = write_compressed(&mut sealer, data_dir, compression, &tx, label)?;
-            sealer.finish()?;
-            totals
-        }
-        None => write_compressed(&mut sink, data_dir, compression, &tx, label)?,
-    };
-    let (sha256, stored) = sink.finish()?;
-    Ok((sha256, stored, totals))
-}
-
-fn write_compressed<W: std::io::Write + Send>(
-    out: W,
-    data_dir: &Path,
-    compression: Compression,
-    tx: &mpsc::Sender<Piece>,
-    label: oneshot::Receiver<String>,
-) -> std::io::Result<Totals> {
-    let stopped = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the backup stopped");
-    let mut tar = DataDirTar::new(compress::encoder(compression, out)?, data_dir);
-    tar.append_data_dir()?;
-    tx.blocking_send(Piece::Walked).map_err(|_| stopped())?;
-    let label = label.blocking_recv().map_err(|_| stopped())?;
-    tar.append_bytes("backup_label", label.as_bytes())?;
-    let (encoder, totals) = tar.finish()?;
-    encoder.finish_stream()?;
-    Ok(totals)
 }
 
 async fn bounded<T>(
@@ -340,9 +291,6 @@ async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
     .map_err(sql("pg_backup_stop"))?;
     let at = jiff::Timestamp::now();
     let (lsn, label, map): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    if !map.trim().is_empty() {
-        tracing::info!(tablespaces = %map.trim().replace('\n', "; "), "tablespaces stored in place in the backup");
-    }
     let start = parse_label(&label)?;
     // A standby's stop point is its minimum recovery point, on that point's timeline.
     let timeline = if facts.in_recovery {
@@ -355,7 +303,7 @@ async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
     } else {
         start.timeline
     };
-    Ok(Stopped { lsn, label, timeline, at })
+    Ok(Stopped { lsn, label, tablespace_map: map, timeline, at })
 }
 
 /// Waits until Postgres has archived what the backup needs: the segment holding its stop

@@ -19,11 +19,10 @@
 //!   (replaying WAL from the backup's start repairs both);
 //! - `global/pg_control` is sent last.
 //!
-//! Tablespaces (`pg_tblspc/<oid>` symlinks) are followed and stored *in place*, as
-//! directories `pg_tblspc/<oid>/...`: a restore gets in-place tablespaces inside its data
-//! directory (Postgres reads them like linked ones), and so no `tablespace_map` is stored
-//! (Postgres would replace those directories by links to the original locations, which a
-//! new pod does not have).
+//! Tablespaces, as `pg_basebackup -Ft` stores them: the links `pg_tblspc/<oid>` are left out
+//! of the data directory's tar (Postgres recreates them from the `tablespace_map` stored
+//! beside `backup_label`), and each tablespace's directory is a tar of its own
+//! ([`tablespaces`], [`DataDirTar::append_tree`]), to be unpacked where the map says.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
@@ -148,6 +147,12 @@ impl<W: Write> DataDirTar<W> {
         self.append_file(&control, Path::new(PG_CONTROL))
     }
 
+    /// Appends the whole tree (a tablespace's directory), with the same exclusions inside.
+    pub fn append_tree(&mut self) -> io::Result<()> {
+        let root = self.data_dir.clone();
+        self.walk(&root, Path::new(""))
+    }
+
     /// Appends a file of `content` at the root of the archive (`backup_label`).
     pub fn append_bytes(&mut self, name: &str, content: &[u8]) -> io::Result<()> {
         let mut header = tar::Header::new_gnu();
@@ -213,25 +218,18 @@ impl<W: Write> DataDirTar<W> {
             } else if kind.is_file() {
                 self.append_file(&abs, &child)?;
             } else if kind.is_symlink() {
-                self.append_symlink(&abs, &child, rel == Path::new("pg_tblspc"), &meta)?;
+                if rel == Path::new("pg_tblspc") {
+                    // A tablespace: stored apart, linked again from tablespace_map.
+                    continue;
+                }
+                self.append_symlink(&abs, &child, &meta)?;
             }
             // Sockets and FIFOs are not data.
         }
         Ok(())
     }
 
-    fn append_symlink(&mut self, abs: &Path, rel: &Path, tablespace: bool, meta: &Metadata) -> io::Result<()> {
-        if tablespace {
-            match fs::metadata(abs) {
-                Ok(target) if target.is_dir() => {
-                    self.append_dir(rel, &target)?;
-                    return self.walk(abs, rel);
-                }
-                Ok(_) => {}
-                Err(e) if vanished(&e) => return Ok(()),
-                Err(e) => return Err(context("cannot follow the tablespace link", abs, e)),
-            }
-        }
+    fn append_symlink(&mut self, abs: &Path, rel: &Path, meta: &Metadata) -> io::Result<()> {
         let target = match fs::read_link(abs) {
             Ok(t) => t,
             Err(e) if vanished(&e) => return Ok(()),
@@ -288,6 +286,30 @@ impl<W: Write> DataDirTar<W> {
         self.totals.files += 1;
         Ok(())
     }
+}
+
+/// The tablespaces of `data_dir`: the links in `pg_tblspc`, as (oid, location), by oid.
+pub fn tablespaces(data_dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let dir = data_dir.join("pg_tblspc");
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if vanished(&e) => return Ok(out),
+        Err(e) => return Err(context("cannot list", &dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| context("cannot list", &dir, e))?;
+        let path = entry.path();
+        match fs::read_link(&path) {
+            Ok(location) => out.push((entry.file_name().to_string_lossy().into_owned(), location)),
+            // A directory (an in-place tablespace) is part of the data directory's tar.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+            Err(e) if vanished(&e) => {}
+            Err(e) => return Err(context("cannot read the link", &path, e)),
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn write_zeros(out: &mut impl Write, mut n: u64) -> io::Result<()> {
@@ -412,19 +434,23 @@ mod tests {
             "global/pg_control",
             "pg_replslot",
             "pg_tblspc",
-            "pg_tblspc/16399",
-            "pg_tblspc/16399/PG_15_1",
-            "pg_tblspc/16399/PG_15_1/5",
-            "pg_tblspc/16399/PG_15_1/5/16400",
             "pg_wal",
             "pg_wal/archive_status",
         ];
         want.sort();
-        assert_eq!(names, want);
-        assert_eq!(got["pg_tblspc/16399"].0, tar::EntryType::Directory);
-        assert_eq!(got["pg_tblspc/16399/PG_15_1/5/16400"].1, b"in a tablespace");
+        assert_eq!(names, want, "the tablespace link is left out");
         assert_eq!(got["backup_label"].1, b"START WAL LOCATION: 0/2000028\n");
-        assert_eq!(totals.files, 5);
+        assert_eq!(totals.files, 4);
+
+        // The tablespace on its own.
+        assert_eq!(tablespaces(d).unwrap(), [("16399".to_string(), space.path().to_path_buf())]);
+        let mut tar = DataDirTar::new(Vec::new(), space.path());
+        tar.append_tree().unwrap();
+        let (out, totals) = tar.finish().unwrap();
+        let got = entries(&out);
+        assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), ["PG_15_1", "PG_15_1/5", "PG_15_1/5/16400"]);
+        assert_eq!(got["PG_15_1/5/16400"].1, b"in a tablespace");
+        assert_eq!(totals.files, 1);
         // pg_control comes last, before the label appended after the walk.
         let order: Vec<String> = tar::Archive::new(out.as_slice())
             .entries()

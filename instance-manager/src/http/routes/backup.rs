@@ -67,6 +67,13 @@ pub async fn create(
 pub async fn delete(State(instance): State<Arc<Instance>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = runner::store(&instance)
         .ok_or_else(|| ApiError::unavailable("no backup store is configured", "set backup.store"))?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a backup id"),
+            "ids look like 20261130T030000Z: instance-manager backup list shows them",
+        ));
+    }
     let store_err = |e: String| ApiError::unavailable(e, "check the store (instance-manager diagnose)");
     if instance.backups.running().as_deref() == Some(id.as_str()) {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("backup {id} is running"), "wait for it to finish"));

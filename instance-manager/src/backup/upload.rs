@@ -1,0 +1,212 @@
+//! One object of a backup: a directory tree read, tarred and compressed (and sealed) on a
+//! blocking thread, handed over in chunks through a bounded channel, uploaded in multipart
+//! parts with at most `maxParallel` in flight, and described by its size and SHA-256.
+//!
+//! The data directory's object is special: once its tree is read, the backup is stopped
+//! (`on_walked`), and what `pg_backup_stop` returned (`backup_label`, `tablespace_map`) is
+//! appended before the tar ends.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use object_store::{ObjectStoreExt, WriteMultipart};
+use tokio::sync::{mpsc, oneshot};
+
+use super::catalog::BackupFile;
+use super::sink::{ChunkSink, Piece};
+use super::take::Error;
+use super::tarball::{DataDirTar, Totals};
+use crate::api::{BaseBackupSpec, Compression};
+use crate::archive::cipher::{Cipher, SealingWriter};
+use crate::archive::{Store, compress};
+
+/// Chunks (of [`super::sink::CHUNK`]) waiting between the reader and the uploader.
+pub const CHANNEL_CHUNKS: usize = 4;
+
+/// The files `pg_backup_stop` returns, stored at the root of the data directory's tar.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ending {
+    /// `backup_label`.
+    pub label: String,
+    /// `tablespace_map`; not stored when empty.
+    pub tablespace_map: String,
+}
+
+/// What one object holds.
+enum Content {
+    /// The data directory, then the label.
+    DataDir(oneshot::Receiver<Ending>),
+    /// A tablespace's directory, as is.
+    Tree,
+}
+
+/// Uploads the tree at `root` (a tablespace) as `path`.
+pub async fn stream_tree(
+    store: &Store,
+    path: &object_store::path::Path,
+    spec: &BaseBackupSpec,
+    root: &Path,
+) -> Result<(BackupFile, Totals), Error> {
+    type NoWalk = fn() -> std::future::Ready<Result<((), Ending), Error>>;
+    let (file, totals, _) = stream_object::<(), NoWalk>(store, path, spec, root, None).await?;
+    Ok((file, totals))
+}
+
+/// Uploads the data directory at `root` as `path`: calls `on_walked` when it has been read,
+/// and appends the [`Ending`] it returns; its other result comes back too.
+pub async fn stream_data_dir<T, F>(
+    store: &Store,
+    path: &object_store::path::Path,
+    spec: &BaseBackupSpec,
+    root: &Path,
+    on_walked: F,
+) -> Result<(BackupFile, Totals, T), Error>
+where
+    F: AsyncFnOnce() -> Result<(T, Ending), Error>,
+{
+    let (file, totals, walked) = stream_object(store, path, spec, root, Some(on_walked)).await?;
+    let walked = walked.ok_or_else(|| Error::Unexpected("the backup was not stopped".into()))?;
+    Ok((file, totals, walked))
+}
+
+async fn stream_object<T, F>(
+    store: &Store,
+    path: &object_store::path::Path,
+    spec: &BaseBackupSpec,
+    root: &Path,
+    on_walked: Option<F>,
+) -> Result<(BackupFile, Totals, Option<T>), Error>
+where
+    F: AsyncFnOnce() -> Result<(T, Ending), Error>,
+{
+    let upload_err = |source| Error::Upload { path: path.to_string(), source };
+    let upload = store.client().put_multipart(path).await.map_err(upload_err)?;
+    let part_size = (spec.part_size_mib.max(5) as usize) * 1024 * 1024;
+    let mut upload = WriteMultipart::new_with_chunk_size(upload, part_size);
+
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (ending_tx, ending_rx) = oneshot::channel();
+    let content = if on_walked.is_some() { Content::DataDir(ending_rx) } else { Content::Tree };
+    let (root_owned, compression) = (root.to_path_buf(), spec.compression);
+    let cipher = store.cipher().map(|c| Cipher::clone(c));
+    let writer = tokio::task::spawn_blocking(move || write_object(root_owned, compression, cipher, tx, content));
+
+    let max_parallel = spec.max_parallel.max(1) as usize;
+    let pumped = pump(&mut rx, &mut upload, max_parallel, on_walked, ending_tx).await.map_err(|e| match e {
+        PumpError::Upload(source) => upload_err(source),
+        PumpError::Backup(e) => e,
+    });
+    // Unblocks the writer if the pump stopped early.
+    drop(rx);
+    let written = writer.await.map_err(|e| Error::Unexpected(format!("the backup writer failed: {e}")));
+    let (walked, (sha256, size, totals)) = match (pumped, written) {
+        (Ok(walked), Ok(Ok(w))) => (walked, w),
+        // The reader's own failure is the cause; a broken pipe is the pump's.
+        (_, Ok(Err(e))) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(abort(upload, Error::Read(e)).await);
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(abort(upload, e).await),
+        (Ok(_), Ok(Err(e))) => return Err(abort(upload, Error::Read(e)).await),
+    };
+    upload.finish().await.map_err(upload_err)?;
+    let name = path.filename().unwrap_or_default().to_string();
+    Ok((BackupFile { name, size, sha256 }, totals, walked))
+}
+
+async fn abort(upload: WriteMultipart, e: Error) -> Error {
+    if let Err(abort) = upload.abort().await {
+        tracing::warn!(error = %abort, "cannot abort the multipart upload of a failed backup");
+    }
+    e
+}
+
+enum PumpError {
+    Upload(object_store::Error),
+    Backup(Error),
+}
+
+/// Moves chunks into the upload; calls `on_walked` when the tree has been read.
+async fn pump<T, F>(
+    rx: &mut mpsc::Receiver<Piece>,
+    upload: &mut WriteMultipart,
+    max_parallel: usize,
+    mut on_walked: Option<F>,
+    ending_tx: oneshot::Sender<Ending>,
+) -> Result<Option<T>, PumpError>
+where
+    F: AsyncFnOnce() -> Result<(T, Ending), Error>,
+{
+    let mut ending_tx = Some(ending_tx);
+    let mut walked = None;
+    let expects_walk = on_walked.is_some();
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Piece::Data(chunk) => {
+                upload.wait_for_capacity(max_parallel).await.map_err(PumpError::Upload)?;
+                upload.put(chunk);
+            }
+            Piece::Walked => {
+                if let Some(f) = on_walked.take() {
+                    let (t, ending) = f().await.map_err(PumpError::Backup)?;
+                    if let Some(tx) = ending_tx.take() {
+                        let _ = tx.send(ending);
+                    }
+                    walked = Some(t);
+                }
+            }
+        }
+    }
+    if expects_walk && walked.is_none() {
+        return Err(PumpError::Backup(Error::Unexpected("the data directory was not read to the end".into())));
+    }
+    Ok(walked)
+}
+
+/// The blocking side: the tar of `root`, compressed (and sealed when the store encrypts) into
+/// the channel. Returns the SHA-256 and size of the stored bytes and what was read.
+fn write_object(
+    root: PathBuf,
+    compression: Compression,
+    cipher: Option<Cipher>,
+    tx: mpsc::Sender<Piece>,
+    content: Content,
+) -> std::io::Result<(String, u64, Totals)> {
+    let mut sink = ChunkSink::new(tx.clone());
+    let totals = match cipher {
+        Some(cipher) => {
+            let mut sealer = SealingWriter::new(cipher, &mut sink);
+            let totals = write_compressed(&mut sealer, &root, compression, &tx, content)?;
+            sealer.finish()?;
+            totals
+        }
+        None => write_compressed(&mut sink, &root, compression, &tx, content)?,
+    };
+    let (sha256, stored) = sink.finish()?;
+    Ok((sha256, stored, totals))
+}
+
+fn write_compressed<W: Write + Send>(
+    out: W,
+    root: &Path,
+    compression: Compression,
+    tx: &mpsc::Sender<Piece>,
+    content: Content,
+) -> std::io::Result<Totals> {
+    let stopped = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the backup stopped");
+    let mut tar = DataDirTar::new(compress::encoder(compression, out)?, root);
+    match content {
+        Content::Tree => tar.append_tree()?,
+        Content::DataDir(ending) => {
+            tar.append_data_dir()?;
+            tx.blocking_send(Piece::Walked).map_err(|_| stopped())?;
+            let ending = ending.blocking_recv().map_err(|_| stopped())?;
+            tar.append_bytes("backup_label", ending.label.as_bytes())?;
+            if !ending.tablespace_map.trim().is_empty() {
+                tar.append_bytes("tablespace_map", ending.tablespace_map.as_bytes())?;
+            }
+        }
+    }
+    let (encoder, totals) = tar.finish()?;
+    encoder.finish_stream()?;
+    Ok(totals)
+}
