@@ -441,6 +441,13 @@ mod tests {
         assert_eq!(names, want, "the tablespace link is left out");
         assert_eq!(got["backup_label"].1, b"START WAL LOCATION: 0/2000028\n");
         assert_eq!(totals.files, 4);
+        // pg_control comes last, before the label appended after the walk.
+        let order: Vec<String> = tar::Archive::new(out.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(&order[order.len() - 2..], ["global/pg_control", "backup_label"]);
 
         // The tablespace on its own.
         assert_eq!(tablespaces(d).unwrap(), [("16399".to_string(), space.path().to_path_buf())]);
@@ -451,13 +458,6 @@ mod tests {
         assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), ["PG_15_1", "PG_15_1/5", "PG_15_1/5/16400"]);
         assert_eq!(got["PG_15_1/5/16400"].1, b"in a tablespace");
         assert_eq!(totals.files, 1);
-        // pg_control comes last, before the label appended after the walk.
-        let order: Vec<String> = tar::Archive::new(out.as_slice())
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(&order[order.len() - 2..], ["global/pg_control", "backup_label"]);
     }
 
     #[test]
