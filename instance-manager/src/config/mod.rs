@@ -12,7 +12,7 @@ mod watch;
 use std::path::{Path, PathBuf};
 
 pub use validate::{Problem, Problems, RESERVED_PARAMETERS, Validated, validate};
-pub use watch::watch_config;
+pub use watch::{watch_config, watch_files};
 
 use crate::api::InstanceConfig;
 

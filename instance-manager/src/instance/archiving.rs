@@ -1,5 +1,6 @@
-//! The instance's WAL archiver and restorer, opened from `backup` at start. The restorer can
-//! be swapped: a recovery bootstrap restores from its source cluster's archive, strictly.
+//! The instance's WAL archiver and restorer, opened from `backup` at start (the restorer can
+//! be swapped: a recovery bootstrap restores from its source cluster's archive, strictly),
+//! and the fingerprints of the passwords last set from their files.
 
 use std::sync::Arc;
 
@@ -36,5 +37,17 @@ impl Instance {
     /// Replaces the restorer (a recovery bootstrap restores from its source's archive).
     pub fn set_restorer(&self, r: Option<Arc<crate::archive::Restorer>>) {
         *self.restorer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = r;
+    }
+}
+
+impl Instance {
+    /// The fingerprint of the password last set for `role`.
+    pub fn applied_password(&self, role: &str) -> Option<[u8; 32]> {
+        self.applied_passwords.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(role).copied()
+    }
+
+    /// Records that `role`'s password is the one with fingerprint `fp`.
+    pub fn note_password_applied(&self, role: &str, fp: [u8; 32]) {
+        self.applied_passwords.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(role.to_string(), fp);
     }
 }

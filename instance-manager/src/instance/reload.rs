@@ -1,7 +1,8 @@
 //! Applying an edited configuration file to a running instance.
 //!
 //! Postgres-level settings (parameters, `pgHba`, the primary to stream from, passwords) are
-//! re-rendered and applied with a reload (SIGHUP); Postgres itself reports parameters that
+//! re-rendered and applied with a reload (SIGHUP); a changed password file changes the role's
+//! password on the primary (`ALTER ROLE`) and the password file replicas connect with; Postgres itself reports parameters that
 //! need a restart, and `/status` shows them as pending. Settings of the manager itself (name,
 //! directories, OS user, role, API address) keep their running values and are listed as
 //! pending a restart of the instance. An invalid file changes nothing and is reported in
@@ -42,6 +43,9 @@ pub async fn apply(instance: &Instance, pm: Option<&Postmaster>, running: &Desir
         match pm.reload() {
             Ok(()) => tracing::info!("configuration reloaded"),
             Err(e) => tracing::warn!(error = %e, "cannot signal postgres to reload"),
+        }
+        if *running == Desired::Primary {
+            super::roles::apply_changed_passwords(instance).await;
         }
     }
 }

@@ -29,12 +29,49 @@ pub(super) async fn on_ready(instance: &Instance, running: &Desired) {
 async fn ensure_roles(instance: &Instance) {
     let v = instance.config();
     match instance.db.dedicated(Duration::from_secs(5)).await {
-        Ok(client) => {
-            if let Err(e) = roles::ensure_roles(&client, &v).await {
-                tracing::error!(error = %e, "cannot create or update roles and the application database");
+        Ok(client) => match roles::ensure_roles(&client, &v).await {
+            Ok(()) => {
+                for (role, file) in roles::password_files(&v) {
+                    if let Ok(fp) = roles::fingerprint(&file) {
+                        instance.note_password_applied(&role, fp);
+                    }
+                }
             }
-        }
+            Err(e) => tracing::error!(error = %e, "cannot create or update roles and the application database"),
+        },
         Err(e) => tracing::error!(error = %e, "cannot connect to create roles"),
+    }
+}
+
+/// On the primary: sets the password of every role whose password file changed since it was
+/// last applied (a rotated Secret). The secrets themselves are never logged.
+pub(super) async fn apply_changed_passwords(instance: &Instance) {
+    let v = instance.config();
+    let changed: Vec<(String, std::path::PathBuf, [u8; 32])> = roles::password_files(&v)
+        .into_iter()
+        .filter_map(|(role, file)| {
+            let fp = roles::fingerprint(&file).ok()?;
+            (instance.applied_password(&role) != Some(fp)).then_some((role, file, fp))
+        })
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let client = match instance.db.dedicated(Duration::from_secs(5)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot connect to change passwords; retried at the next change");
+            return;
+        }
+    };
+    for (role, file, fp) in changed {
+        match roles::set_password(&client, &role, &file).await {
+            Ok(()) => {
+                instance.note_password_applied(&role, fp);
+                tracing::info!(role = %role, "password changed from its rotated file");
+            }
+            Err(e) => tracing::error!(role = %role, error = %e, "cannot change the password"),
+        }
     }
 }
 

@@ -94,10 +94,20 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     let v = instance.config();
     v.os_user.ensure_dir(&instance.paths.run_dir, 0o750)?;
     let (reload_tx, reload) = mpsc::channel(1);
-    let _watch = match crate::config::watch_config(&instance.config_path, reload_tx) {
+    // The configuration file and the password files: a rotated Secret changes the role's
+    // password in Postgres and the replicas' password file, without a restart.
+    let creds = &v.config.credentials;
+    let mut watched = vec![instance.config_path.clone()];
+    watched.extend(
+        [&creds.superuser_password_file, &creds.app_password_file, &creds.replication_password_file]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    let _watch = match crate::config::watch_files(&watched, reload_tx) {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the configuration file; changes need a restart");
+            tracing::warn!(error = %e, "cannot watch the configuration and password files; changes need a restart");
             None
         }
     };

@@ -75,6 +75,7 @@ pub struct Instance {
     /// Base backups: the one running, the last one, the schedule.
     pub backups: crate::backup::Backups,
     pub(super) restorer: Mutex<Option<Arc<crate::archive::Restorer>>>,
+    pub(super) applied_passwords: Mutex<std::collections::BTreeMap<String, [u8; 32]>>,
 }
 
 fn read<T: Clone>(m: &Mutex<T>) -> T {
@@ -130,6 +131,7 @@ impl Instance {
             ha_heartbeat: Mutex::new(None),
             force_rewind: false.into(),
             restorer: Mutex::new(restorer),
+            applied_passwords: Mutex::new(std::collections::BTreeMap::new()),
             backups: crate::backup::Backups::default(),
             archiver,
         }

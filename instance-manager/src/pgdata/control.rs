@@ -100,8 +100,14 @@ pub async fn rewind(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, 
     );
     let mut cmd = Command::new(v.bin("pg_rewind"));
     cmd.arg("--target-pgdata").arg(&paths.data_dir).arg(format!("--source-server={source}")).arg("--progress");
-    // The single-user crash recovery pg_rewind may run reads the data directory's own
-    // postgresql.conf; our managed file is passed to the real server only.
+    // The single-user crash recovery pg_rewind may run must use pgwarden's configuration:
+    // with the data directory's bare postgresql.conf it recycles the WAL (no wal_keep_size)
+    // that the rewind then needs, and the rewind fails into a full re-clone.
+    cmd.arg(format!("--config-file={}", paths.conf_file().display()));
+    if v.config.backup.is_some() {
+        // WAL already recycled locally is fetched from the archive (restore_command).
+        cmd.arg("--restore-target-wal");
+    }
     postgres_env(v, &mut cmd);
     let out = supervisor::run_logged(sup, "pg_rewind", &mut cmd, Duration::from_secs(3600)).await?;
     if !out.status.success() {

@@ -42,19 +42,11 @@ pub async fn ensure_roles(client: &Client, v: &Validated) -> Result<(), RolesErr
     // These are bootstrap statements, idempotent and repeated at every start: they must not
     // wait for a synchronous standby that cannot connect before its role exists.
     client.batch_execute("SET synchronous_commit TO local").await.map_err(Error::from)?;
-    let creds = &v.config.credentials;
     let boot = &v.config.bootstrap;
     ensure_role(client, REPLICATION_USER, "LOGIN REPLICATION").await?;
     ensure_role(client, &boot.owner, "LOGIN").await?;
-    for (role, file) in [
-        (SUPERUSER, &creds.superuser_password_file),
-        (REPLICATION_USER, &creds.replication_password_file),
-        (boot.owner.as_str(), &creds.app_password_file),
-    ] {
-        if let Some(file) = file {
-            let sql = format!("ALTER ROLE {} PASSWORD {}", ident(role), literal(&verifier(file)?));
-            client.batch_execute(&sql).await.map_err(Error::from)?;
-        }
+    for (role, file) in password_files(v) {
+        set_password(client, &role, &file).await?;
     }
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&boot.database])
@@ -66,6 +58,34 @@ pub async fn ensure_roles(client: &Client, v: &Validated) -> Result<(), RolesErr
         client.batch_execute(&sql).await.map_err(Error::from)?;
         tracing::info!(database = %boot.database, owner = %boot.owner, "application database created");
     }
+    Ok(())
+}
+
+/// The roles whose password comes from a file, with the file.
+pub fn password_files(v: &Validated) -> Vec<(String, std::path::PathBuf)> {
+    let creds = &v.config.credentials;
+    [
+        (SUPERUSER, &creds.superuser_password_file),
+        (REPLICATION_USER, &creds.replication_password_file),
+        (v.config.bootstrap.owner.as_str(), &creds.app_password_file),
+    ]
+    .into_iter()
+    .filter_map(|(role, file)| file.clone().map(|f| (role.to_string(), f)))
+    .collect()
+}
+
+/// A fingerprint of a password file's secret (SHA-256), to notice a rotation without
+/// keeping the secret.
+pub fn fingerprint(file: &std::path::Path) -> Result<[u8; 32], crate::osuser::Error> {
+    use sha2::Digest;
+    let secret = read_secret(file)?;
+    Ok(sha2::Sha256::digest(secret.expose().as_bytes()).into())
+}
+
+/// Sets `role`'s password from `file` (as a SCRAM verifier).
+pub async fn set_password(client: &Client, role: &str, file: &std::path::Path) -> Result<(), RolesError> {
+    let sql = format!("ALTER ROLE {} PASSWORD {}", ident(role), literal(&verifier(file)?));
+    client.batch_execute(&sql).await.map_err(Error::from)?;
     Ok(())
 }
 
