@@ -16,6 +16,7 @@
 //! | [`peers`] | reading the other members' `/status` |
 //! | [`clock`] | `CLOCK_BOOTTIME` instants for every safety deadline |
 //! | [`http`] | the axum server, one route per file |
+//! | [`metrics`] | Prometheus exposition on its own port (CloudNativePG's names where it has them) |
 //! | [`cli`] | the CLI's client of the API, `status` and `diagnose` |
 //! | [`paths`] | where every file of an instance lives; atomic writes |
 //! | [`osuser`] | the OS user Postgres runs as; secret files |
@@ -33,6 +34,7 @@ pub mod http;
 pub mod instance;
 pub mod lease;
 pub mod logging;
+pub mod metrics;
 pub mod osuser;
 pub mod paths;
 pub mod peers;

@@ -58,6 +58,8 @@ async fn run(args: RunArgs) -> ExitCode {
         tracing::error!(error = %e, "cannot start the HTTP API");
         return ExitCode::from(3);
     }
+    // A metrics port that cannot be bound is logged and retried: it never stops the manager.
+    instance_manager::metrics::spawn(Arc::clone(&inst));
     instance_manager::backup::runner::spawn(Arc::clone(&inst));
     match instance::run(inst).await {
         Ok(ExitReason::Clean) => {

@@ -75,7 +75,11 @@ pub struct InstanceConfig {
     pub paused: bool,
     /// Synchronous replication: every acknowledged commit is on `number` published standbys.
     #[serde(default)]
-    pub synchronous: Option<SynchronousSpec>,    /// WAL archive and base backups to an object store. Absent: no archive.
+    pub synchronous: Option<SynchronousSpec>,
+    /// The Prometheus endpoint (`:9187/metrics`).
+    #[serde(default)]
+    pub metrics: super::MetricsSpec,
+    /// WAL archive and base backups to an object store. Absent: no archive.
     #[serde(default)]
     pub backup: Option<BackupSpec>,
 }

@@ -12,6 +12,7 @@ mod backup;
 mod backups;
 mod config;
 mod error;
+mod metrics;
 mod status;
 
 pub use backup::{
@@ -24,6 +25,7 @@ pub use config::{
     PostgresSpec, PrimaryEndpoint, ReplicaSource, Role, ShutdownSpec, SynchronousSpec,
 };
 pub use error::ErrorBody;
+pub use metrics::MetricsSpec;
 pub use status::{
-    ArchiveStatus, BackupStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, WalReceiver,
+    ArchiveStatus, BackupStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, TransitionCount, WalReceiver,
 };

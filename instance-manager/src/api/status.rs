@@ -179,6 +179,25 @@ pub struct LeaseStatus {
     pub last_error: Option<String>,
     /// The last change of primary this instance took part in.
     pub last_transition: Option<Transition>,
+    /// Successful renews of the lease by this instance since its manager started.
+    #[serde(default)]
+    pub renewals_total: u64,
+    /// Renews that failed (store error, deadline passed, lost race) since the manager started.
+    #[serde(default)]
+    pub renew_failures_total: u64,
+    /// The changes of primary that made this instance the primary since its manager started,
+    /// by kind (`bootstrap`, `failover`, `switchover`, `promote`).
+    #[serde(default)]
+    pub transitions: std::collections::BTreeMap<String, TransitionCount>,
+}
+
+/// How often one kind of change of primary happened, and how long the last one took.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionCount {
+    /// How many.
+    pub total: u64,
+    /// From the decision to the promoted primary accepting writes, in milliseconds.
+    pub last_duration_ms: u64,
 }
 
 /// A change of primary.
@@ -236,6 +255,12 @@ pub struct BackupStatus {
     pub retention_error: Option<String>,
     /// When the schedule fires next (on the lease holder only).
     pub next_scheduled_at: Option<jiff::Timestamp>,
+    /// Backups of this instance that failed since its manager started.
+    #[serde(default)]
+    pub failures_total: u64,
+    /// The oldest point a recovery can reach: when the oldest backup of the catalog ended.
+    #[serde(default)]
+    pub first_recoverability_point: Option<jiff::Timestamp>,
 }
 
 /// The newest complete backup.
@@ -249,4 +274,10 @@ pub struct LastBackup {
     pub stopped_at: jiff::Timestamp,
     /// Seconds since then.
     pub age_seconds: u64,
+    /// Bytes of the data directory it holds.
+    #[serde(default)]
+    pub data_bytes: u64,
+    /// Bytes it takes in the store (compressed).
+    #[serde(default)]
+    pub stored_bytes: u64,
 }

@@ -37,10 +37,35 @@ pub struct Backups {
 #[derive(Debug, Default)]
 struct State {
     running: Option<String>,
-    last: Option<(String, String, jiff::Timestamp)>,
+    last: Option<Newest>,
+    /// When the oldest backup of the catalog ended (the first recoverability point).
+    oldest_stopped_at: Option<jiff::Timestamp>,
     last_failure: Option<(String, jiff::Timestamp)>,
+    failures_total: u64,
     retention_error: Option<String>,
     next_scheduled_at: Option<jiff::Timestamp>,
+}
+
+/// The newest backup of the catalog, as `/status` and the metrics show it.
+#[derive(Debug, Clone)]
+struct Newest {
+    id: String,
+    instance: String,
+    stopped_at: jiff::Timestamp,
+    data_bytes: u64,
+    stored_bytes: u64,
+}
+
+impl From<&BackupInfo> for Newest {
+    fn from(i: &BackupInfo) -> Self {
+        Self {
+            id: i.id.clone(),
+            instance: i.instance.clone(),
+            stopped_at: i.stopped_at,
+            data_bytes: i.data_bytes,
+            stored_bytes: i.stored_bytes,
+        }
+    }
 }
 
 /// Why a backup cannot start.
@@ -84,17 +109,21 @@ impl Backups {
         let s = self.state();
         let now = jiff::Timestamp::now();
         BackupStatus {
-            last_backup: s.last.as_ref().map(|(id, instance, stopped_at)| LastBackup {
-                id: id.clone(),
-                instance: instance.clone(),
-                stopped_at: *stopped_at,
-                age_seconds: now.duration_since(*stopped_at).as_secs().max(0) as u64,
+            last_backup: s.last.as_ref().map(|n| LastBackup {
+                id: n.id.clone(),
+                instance: n.instance.clone(),
+                stopped_at: n.stopped_at,
+                age_seconds: now.duration_since(n.stopped_at).as_secs().max(0) as u64,
+                data_bytes: n.data_bytes,
+                stored_bytes: n.stored_bytes,
             }),
             running: s.running.clone(),
             last_failure: s.last_failure.as_ref().map(|(e, _)| e.clone()),
             last_failed_at: s.last_failure.as_ref().map(|(_, t)| *t),
             retention_error: s.retention_error.clone(),
             next_scheduled_at: s.next_scheduled_at,
+            failures_total: s.failures_total,
+            first_recoverability_point: s.oldest_stopped_at,
         }
     }
 
@@ -105,13 +134,23 @@ impl Backups {
 
     fn note_backup(&self, info: &BackupInfo) {
         let mut s = self.state();
-        if s.last.as_ref().is_none_or(|(id, _, _)| *id <= info.id) {
-            s.last = Some((info.id.clone(), info.instance.clone(), info.stopped_at));
+        if s.last.as_ref().is_none_or(|n| n.id <= info.id) {
+            s.last = Some(info.into());
         }
+        s.oldest_stopped_at.get_or_insert(info.stopped_at);
     }
 
-    fn set_last(&self, info: Option<&BackupInfo>) {
-        self.state().last = info.map(|i| (i.id.clone(), i.instance.clone(), i.stopped_at));
+    fn note_failure(&self, why: String) {
+        let mut s = self.state();
+        s.last_failure = Some((why, jiff::Timestamp::now()));
+        s.failures_total += 1;
+    }
+
+    /// The newest and the oldest backup of the catalog (sorted oldest first).
+    fn set_catalog(&self, all: &[BackupInfo]) {
+        let mut s = self.state();
+        s.last = all.last().map(Newest::from);
+        s.oldest_stopped_at = all.first().map(|i| i.stopped_at);
     }
 }
 
@@ -169,7 +208,7 @@ pub async fn start(instance: &Arc<Instance>, from_standby: bool) -> Result<Start
             Ok(info) => instance.backups.note_backup(info),
             Err(e) => {
                 tracing::error!(backup = %task_id, error = %e, "base backup failed");
-                instance.backups.state().last_failure = Some((format!("{task_id}: {e}"), jiff::Timestamp::now()));
+                instance.backups.note_failure(format!("{task_id}: {e}"));
             }
         }
         if result.is_ok()
@@ -198,20 +237,27 @@ async fn free_id(store: &Store) -> Result<String, StartError> {
 
 async fn run_retention(instance: &Instance, store: &Store, policy: &crate::api::RetentionSpec) {
     let result = retention::apply(store, policy, instance.backups.running().as_deref()).await;
-    let mut s = instance.backups.state();
-    match result {
-        Ok(_) => s.retention_error = None,
-        Err(e) => {
-            tracing::warn!(error = %e, "retention failed");
-            s.retention_error = Some(e);
+    let deleted = result.is_ok();
+    {
+        let mut s = instance.backups.state();
+        match result {
+            Ok(_) => s.retention_error = None,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention failed");
+                s.retention_error = Some(e);
+            }
         }
+    }
+    if deleted {
+        // The oldest backups may be gone: the first recoverability point moved.
+        refresh_last_backup(instance, store).await;
     }
 }
 
 /// Re-reads the newest backup of the catalog (for `/status`).
 pub async fn refresh_last_backup(instance: &Instance, store: &Store) {
     match super::catalog::list(store).await {
-        Ok(all) => instance.backups.set_last(all.last()),
+        Ok(all) => instance.backups.set_catalog(&all),
         Err(e) => tracing::debug!(error = %e, "cannot read the backup catalog"),
     }
 }
@@ -286,7 +332,7 @@ async fn fire(instance: &Arc<Instance>) {
         },
         Err(e) => {
             tracing::warn!(error = %e, "scheduled backup not started");
-            instance.backups.state().last_failure = Some((format!("scheduled backup: {e}"), jiff::Timestamp::now()));
+            instance.backups.note_failure(format!("scheduled backup: {e}"));
         }
     }
 }

@@ -7,11 +7,13 @@
 
 mod validate;
 mod validate_backup;
+mod validate_metrics;
 mod watch;
 
 use std::path::{Path, PathBuf};
 
 pub use validate::{Problem, Problems, RESERVED_PARAMETERS, Validated, validate};
+pub use validate_metrics::MetricsSettings;
 pub use watch::{watch_config, watch_files};
 
 use crate::api::InstanceConfig;

@@ -96,6 +96,8 @@ pub struct Validated {
     pub api_listen: SocketAddr,
     /// Postgres' port.
     pub port: u16,
+    /// The metrics endpoint and its custom queries.
+    pub metrics: super::validate_metrics::MetricsSettings,
 }
 
 impl Validated {
@@ -116,6 +118,10 @@ pub(super) struct Collector(Vec<Problem>);
 impl Collector {
     pub(super) fn add(&mut self, field: &str, message: impl Into<String>, hint: impl Into<String>) {
         self.0.push(Problem { field: field.into(), message: message.into(), hint: hint.into() });
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -148,10 +154,18 @@ pub fn validate(cfg: InstanceConfig) -> Result<Validated, Problems> {
     if let Some(cluster) = &cluster {
         super::validate_backup::check_backup(&mut c, &cfg, cluster);
     }
-    match (c.0.is_empty(), name, cluster, bin_dir, os_user, api_listen, port) {
-        (true, Some(name), Some(cluster), Some(bin_dir), Some(os_user), Some(api_listen), Some(port)) => {
-            Ok(Validated { config: cfg, name, cluster, bin_dir, os_user, api_listen, port })
-        }
+    let metrics = super::validate_metrics::check_metrics(&mut c, &cfg, api_listen, port);
+    match (c.0.is_empty(), name, cluster, bin_dir, os_user, api_listen, port, metrics) {
+        (
+            true,
+            Some(name),
+            Some(cluster),
+            Some(bin_dir),
+            Some(os_user),
+            Some(api_listen),
+            Some(port),
+            Some(metrics),
+        ) => Ok(Validated { config: cfg, name, cluster, bin_dir, os_user, api_listen, port, metrics }),
         _ => Err(Problems(c.0)),
     }
 }

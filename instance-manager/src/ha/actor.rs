@@ -140,6 +140,10 @@ pub struct HaLoop {
     pub(super) route: tokio::sync::watch::Sender<super::routing_task::RouteState>,
     /// The sync set of the lease as last read or written.
     pub(super) last_sync_set: Vec<String>,
+    /// Successful and failed renews, and the changes of primary by kind, for the metrics.
+    pub(super) renewals_total: u64,
+    pub(super) renew_failures_total: u64,
+    pub(super) transitions: std::collections::BTreeMap<String, crate::api::TransitionCount>,
 }
 
 impl HaLoop {
@@ -172,6 +176,9 @@ impl HaLoop {
             last_sync_set: Vec::new(),
             not_streaming_since: None,
             route: tokio::sync::watch::channel(super::routing_task::RouteState::Unknown).0,
+            renewals_total: 0,
+            renew_failures_total: 0,
+            transitions: std::collections::BTreeMap::new(),
         }
     }
 
@@ -483,6 +490,9 @@ impl HaLoop {
             duration_ms: took.as_millis() as u64,
         };
         tracing::info!(kind = %t.kind, from = ?t.from, term = t.term, duration_ms = t.duration_ms, "now the primary");
+        let count = self.transitions.entry(t.kind.clone()).or_default();
+        count.total += 1;
+        count.last_duration_ms = t.duration_ms;
         self.last_transition = Some(t);
         self.pending_transition = None;
     }
@@ -513,6 +523,9 @@ impl HaLoop {
             last_decision: self.last_decision.clone(),
             last_error: self.last_error.clone(),
             last_transition: self.last_transition.clone(),
+            renewals_total: self.renewals_total,
+            renew_failures_total: self.renew_failures_total,
+            transitions: self.transitions.clone(),
         }));
     }
 }

@@ -138,22 +138,32 @@ impl HaLoop {
         let acquiring = previous.as_deref() != Some(me);
         let sent = BootInstant::now();
         let deadline = if acquiring { self.timing.retry_period } else { self.call_deadline() };
-        if deadline.is_zero() {
-            return false;
-        }
-        let result = match (&version, create) {
-            (Some(ver), false) => with_deadline(self.store.replace(&record, ver), deadline).await,
-            _ => with_deadline(self.store.create(&record), deadline).await,
+        let ok = if deadline.is_zero() {
+            false
+        } else {
+            let result = match (&version, create) {
+                (Some(ver), false) => with_deadline(self.store.replace(&record, ver), deadline).await,
+                _ => with_deadline(self.store.create(&record), deadline).await,
+            };
+            match result {
+                Ok(new_version) => self.wrote(record, new_version, sent, acquiring, previous, v),
+                Err(LeaseError::Conflict) => self.after_conflict(&record, sent, acquiring, previous, v).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, acquiring, "lease write failed");
+                    self.last_error = Some(e.to_string());
+                    false
+                }
+            }
         };
-        match result {
-            Ok(new_version) => self.wrote(record, new_version, sent, acquiring, previous, v),
-            Err(LeaseError::Conflict) => self.after_conflict(&record, sent, acquiring, previous, v).await,
-            Err(e) => {
-                tracing::warn!(error = %e, acquiring, "lease write failed");
-                self.last_error = Some(e.to_string());
-                false
+        // Renews (not acquisitions) are what the metrics count.
+        if !acquiring {
+            if ok {
+                self.renewals_total += 1;
+            } else {
+                self.renew_failures_total += 1;
             }
         }
+        ok
     }
 
     pub(super) fn wrote(

@@ -22,4 +22,4 @@ mod start;
 mod state;
 
 pub use run::{ExitReason, run};
-pub use state::{Desired, Instance, ProcessState, restart_delay};
+pub use state::{Desired, Instance, ProcessState, restart_delay, role_name};

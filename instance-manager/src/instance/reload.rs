@@ -70,10 +70,13 @@ pub fn merge(old: &Validated, mut new: Validated) -> (Validated, Vec<String>) {
     keep!("osUser", os_user);
     keep!("role", config.role);
     keep!("api.listen", api_listen);
+    // The metrics endpoint binds once, at start.
+    keep!("metrics.listen", metrics.listen);
     new.config.name = old.config.name.clone();
     new.config.cluster = old.config.cluster.clone();
     new.config.bin_dir = old.config.bin_dir.clone();
     new.config.os_user = old.config.os_user.clone();
     new.config.api = old.config.api.clone();
+    new.config.metrics.listen = old.config.metrics.listen.clone();
     (new, fields)
 }

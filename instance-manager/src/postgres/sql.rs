@@ -38,6 +38,16 @@ impl Db {
         *self.client.lock().await = None;
     }
 
+    /// The port of the running postmaster (the metrics open connections of their own to it).
+    pub fn port(&self) -> u16 {
+        self.port.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The directory holding Postgres' Unix socket.
+    pub fn socket_dir(&self) -> &std::path::Path {
+        &self.socket_dir
+    }
+
     /// The cached connection, or a new one (within `timeout`).
     pub async fn client(&self, timeout: Duration) -> Result<Arc<Client>, Error> {
         let mut slot = self.client.lock().await;

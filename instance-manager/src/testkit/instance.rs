@@ -41,6 +41,9 @@ pub struct InstanceOptions {
     pub api_over_socket: bool,
     /// Environment variables of the manager (`KUBECONFIG`, `POD_IP`, ...).
     pub env: Vec<(String, String)>,
+    /// YAML lines under `metrics:`, each indented by two spaces (`  queriesFile: /path\n`),
+    /// after `listen` on a free port of its own (unless these lines set `listen`).
+    pub metrics_yaml: String,
 }
 
 impl InstanceOptions {
@@ -58,6 +61,7 @@ impl InstanceOptions {
             listen_address: "127.0.0.1".into(),
             api_over_socket: false,
             env: Vec::new(),
+            metrics_yaml: String::new(),
         }
     }
 
@@ -77,6 +81,8 @@ pub struct TestInstance {
     pub pg_port: u16,
     /// API base URL.
     pub api_url: String,
+    /// Base URL of the metrics endpoint (`http://127.0.0.1:<port>`; `/metrics` is on it).
+    pub metrics_url: String,
     /// The config file.
     pub config_path: PathBuf,
     /// Manager stdout+stderr.
@@ -105,7 +111,9 @@ impl TestInstance {
             }
         }
         let (pg_port, api_port) = opts.ports.unwrap_or_else(|| (free_port(), free_port()));
-        let yaml = render_config(opts, &dir, &secrets, pg_port, api_port);
+        // Every instance gets a metrics port of its own: tests run in parallel.
+        let metrics_port = free_port();
+        let yaml = render_config(opts, &dir, &secrets, (pg_port, api_port, metrics_port));
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let api_url = if opts.api_over_socket {
@@ -118,6 +126,7 @@ impl TestInstance {
             dir: dir.clone(),
             pg_port,
             api_url,
+            metrics_url: format!("http://{}:{metrics_port}", opts.listen_address),
             config_path,
             log_path: dir.join("manager.log"),
             child: None,
@@ -187,6 +196,16 @@ impl TestInstance {
     /// The `/status` document.
     pub async fn status(&self) -> Result<InstanceStatus, String> {
         self.client().get_json::<InstanceStatus>("/status").await.map_err(|e| e.to_string())
+    }
+
+    /// `GET /metrics`: the Prometheus text (`Err` if unreachable or not 200).
+    pub async fn scrape(&self) -> Result<String, String> {
+        let target = ApiTarget::parse(&self.metrics_url).map_err(|e| e.to_string())?;
+        match ApiClient::new(target).get_raw("/metrics").await {
+            Ok((200, body)) => Ok(String::from_utf8_lossy(&body).into_owned()),
+            Ok((code, body)) => Err(format!("{code} {}", String::from_utf8_lossy(&body))),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Waits until `/readyz` answers 200.
@@ -278,7 +297,8 @@ impl Drop for TestInstance {
     }
 }
 
-fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, pg_port: u16, api_port: u16) -> String {
+fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, ports: (u16, u16, u16)) -> String {
+    let (pg_port, api_port, metrics_port) = ports;
     let mut params = String::new();
     for (k, v) in &opts.parameters {
         params.push_str(&format!("    {k}: {v:?}\n"));
@@ -295,9 +315,16 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, pg_port: u1
         "name: {name}\ncluster: test\ndataDir: {dir}/pgdata\nrunDir: {dir}/run\n{role}\
          postgres:\n  port: {pg_port}\n  listenAddresses: {listen}\n  parameters:\n{params}\
          api:\n  listen: {listen}:{api_port}\n\
+         metrics:\n{metrics_listen}{metrics}\
          credentials:\n  superuserPasswordFile: {s}/superuser\n  appPasswordFile: {s}/app\n  replicationPasswordFile: {s}/replication\n\
          shutdown:\n  smartTimeoutSeconds: {smart}\n  stopTimeoutSeconds: {stop}\n{extra}",
         extra = opts.extra_yaml,
+        metrics = opts.metrics_yaml,
+        metrics_listen = if opts.metrics_yaml.contains("listen:") {
+            String::new()
+        } else {
+            format!("  listen: {}:{metrics_port}\n", opts.listen_address)
+        },
         listen = opts.listen_address,
         name = opts.name,
         dir = dir.display(),

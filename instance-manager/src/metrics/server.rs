@@ -1,0 +1,64 @@
+//! The metrics endpoint: plain HTTP on `metrics.listen`, `GET /metrics` only.
+//!
+//! A port that cannot be bound (taken by another process, an address not on this host) does
+//! not stop the manager: metrics are not worth a Postgres outage. The error is logged, and
+//! binding is retried every [`RETRY`] until it works (a port held by a dying predecessor
+//! frees up). The address is read once, at start: changing it needs a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use super::scrape::Scraper;
+use crate::instance::Instance;
+
+/// How often a port that could not be bound is tried again.
+pub const RETRY: Duration = Duration::from_secs(10);
+
+/// Starts serving the metrics of `instance` in the background.
+pub fn spawn(instance: Arc<Instance>) {
+    tokio::spawn(serve(instance));
+}
+
+async fn serve(instance: Arc<Instance>) {
+    let addr = instance.config().metrics.listen;
+    let mut failures = 0u32;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                if failures == 0 {
+                    tracing::error!(%addr, error = %e, retry_seconds = RETRY.as_secs(),
+                        "cannot listen for metrics; the manager runs on without them and retries (change metrics.listen)");
+                } else {
+                    tracing::debug!(%addr, error = %e, "metrics port still unavailable");
+                }
+                failures += 1;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    tracing::info!(%addr, "metrics listening");
+    if let Err(e) = axum::serve(listener, router(instance)).await {
+        tracing::error!(error = %e, "metrics endpoint stopped");
+    }
+}
+
+/// `GET /metrics`; anything else is a 404 pointing there.
+pub fn router(instance: Arc<Instance>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: metrics are at /metrics\n") })
+        .with_state(Scraper::new(instance))
+}
+
+async fn metrics(State(scraper): State<Arc<Scraper>>) -> impl IntoResponse {
+    let body = scraper.scrape().await;
+    ([(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
+}
