@@ -76,7 +76,8 @@ def print_archive(res, tools):
         fails = sum(r.get("failures") or 0 for r in runs)
         rows.append([t["label"], spread(v, "{:.1f}") or "FAILED", f"{med(segs):.0f} seg" if segs else "",
                      f"{med(v) * 16:.0f}" if v else "", f"{med(stored) * 100:.0f} %" if stored else "",
-                     str(fails), others(runs), failed_note(runs)])
+                     str(fails), others(runs),
+                     failed_note(runs) or ("1 run only (an extra)" if t.get("once") and len(runs) == 1 else "")])
     print(table(rows))
     pw, pb, cp = meds.get("pgwarden"), meds.get("pgbackrest"), meds.get("cp")
     if pw and pb:
@@ -152,21 +153,25 @@ def print_backup(res, tools):
 
 def print_pitr(res, tools, wal):
     print("4. Point-in-time recovery to a time target: from the restore's start until the restored server "
-          "is promoted and answers (fetch of the base backup + replay of the archived WAL)")
-    rows = [["tool", "seconds", "WAL after the backup", "rows at the target", "others' CPU", "note"]]
+          "is promoted and answers; fetch = until the data directory is restored (pgwarden: its 'base backup "
+          "restored' log line), replay = the rest (Postgres start, WAL fetch and replay, promotion)")
+    rows = [["tool", "seconds", "fetch + replay", "WAL after the backup", "rows at the target", "others' CPU",
+             "note"]]
     meds = {}
     for t in tools:
         runs = res.get(t["key"], [])
         if t.get("error"):
-            rows.append([t["label"], "n/a", "", "", "", t["error"]])
+            rows.append([t["label"], "n/a", "", "", "", "", t["error"]])
             continue
         v = ok_runs(runs, "seconds")
         meds[t["key"]] = med(v)
+        fetch = ok_runs(runs, "fetch_seconds")
+        split = f"{med(fetch):.1f} + {med(v) - med(fetch):.1f}" if fetch and v else ""
         w = wal.get("pgwarden" if t["key"] == "pgwarden" else "plain", [])
         good = [r for r in runs if not r.get("error")]
         correct = sum(1 for r in good if r.get("correct"))
         wrong = [r.get("found") for r in good if not r.get("correct")]
-        rows.append([t["label"], spread(v, "{:.1f}") or "FAILED", f"{med(w) / MIB:.0f} MiB" if w else "",
+        rows.append([t["label"], spread(v, "{:.1f}") or "FAILED", split, f"{med(w) / MIB:.0f} MiB" if w else "",
                      (f"{correct}/{len(good)} exact" + (f", WRONG: {wrong[0]!r}" if wrong else "")) if good else "",
                      others(runs), failed_note(runs)])
     print(table(rows))
