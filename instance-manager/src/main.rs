@@ -25,7 +25,8 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(args)),
         command => {
             instance_manager::logging::init_cli();
-            match runtime.block_on(client_command(cli.api, cli.token_file, command)) {
+            let tls = ClientTls { ca_file: cli.ca_file, cert: cli.cert, key: cli.key };
+            match runtime.block_on(client_command(cli.api, cli.token_file, tls, command)) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -77,9 +78,17 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// `--ca-file`, `--cert`, `--key`.
+struct ClientTls {
+    ca_file: Option<std::path::PathBuf>,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+}
+
 async fn client_command(
     api: Option<String>,
     token_file: Option<std::path::PathBuf>,
+    tls: ClientTls,
     command: Command,
 ) -> anyhow::Result<u8> {
     if let Command::Version = command {
@@ -90,7 +99,11 @@ async fn client_command(
         Some(url) => ApiTarget::parse(&url)?,
         None => ApiTarget::default_local(),
     };
-    let client = ApiClient::new(target);
+    let mut client = ApiClient::new(target);
+    if let Some(ca) = &tls.ca_file {
+        let identity = tls.cert.as_deref().zip(tls.key.as_deref());
+        client = client.with_tls_files(ca, identity)?;
+    }
     let token = match &token_file {
         Some(f) => Some(instance_manager::osuser::read_secret(f).context("cannot read --token-file")?),
         None => None,

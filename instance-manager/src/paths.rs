@@ -12,6 +12,8 @@
 //!   manager.sock                 the manager's HTTP API for the local CLI
 //!   wal.sock                     archive/restore routes only, for Postgres' commands
 //!   pgpass                       replication password for primary_conninfo (0600)
+//!   tls/                         Postgres' copies of the postgres.tls files (0700)
+//!     server.crt server.key ca.crt   the key 0600: Postgres refuses a key others can read
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,23 @@ impl Paths {
     /// The replication password file used by `primary_conninfo` and `pg_basebackup`.
     pub fn pgpass(&self) -> PathBuf {
         self.run_dir.join("pgpass")
+    }
+    /// Postgres' copies of the `postgres.tls` files (outside the data directory, so that no
+    /// base backup carries the key).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.run_dir.join("tls")
+    }
+    /// Postgres' `ssl_cert_file`.
+    pub fn ssl_cert_file(&self) -> PathBuf {
+        self.tls_dir().join("server.crt")
+    }
+    /// Postgres' `ssl_key_file`.
+    pub fn ssl_key_file(&self) -> PathBuf {
+        self.tls_dir().join("server.key")
+    }
+    /// Postgres' `ssl_ca_file`, and the `sslrootcert` of replication connections.
+    pub fn ssl_ca_file(&self) -> PathBuf {
+        self.tls_dir().join("ca.crt")
     }
     /// The manager's API socket.
     pub fn manager_socket(&self) -> PathBuf {

@@ -1,9 +1,15 @@
 //! Finding the other members and reading their `/status`, bounded and in parallel.
+//!
+//! Members whose `api` is `https://` are verified against `api.tls.caFile`; with
+//! `api.tls.clientAuth: required` this instance presents its own API certificate (which must
+//! then allow client authentication) when a peer asks for one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{InstanceStatus, Member};
+use crate::api::{ClientAuth, InstanceStatus, Member};
 use crate::cli::{ApiClient, ApiTarget};
+use crate::config::Validated;
 use crate::ha::decide::{Peer, PeerStatus};
 
 /// Parses an LSN in Postgres' text form (`16/B374D848`) into a byte position.
@@ -18,17 +24,45 @@ pub fn election_lsn(s: &InstanceStatus) -> Option<u64> {
     [&s.received_lsn, &s.current_lsn, &s.replayed_lsn].into_iter().flatten().filter_map(|l| parse_lsn(l)).max()
 }
 
-/// Reads `/status` of every member but `me`, all at once, each within `timeout`.
-pub async fn statuses(members: &[Member], me: &str, timeout: Duration) -> Vec<(Member, Option<InstanceStatus>)> {
-    let futures = members.iter().filter(|m| m.name != me).map(|m| async move {
-        let status = match ApiTarget::parse(&m.api) {
-            Ok(target) => {
-                let client = ApiClient::new(target).with_timeout(timeout);
-                client.get_json::<InstanceStatus>("/status").await.ok()
-            }
-            Err(_) => None,
-        };
-        (m.clone(), status)
+/// The TLS client configuration for `https://` members, when `api.tls.caFile` is set.
+pub fn tls_config(v: &Validated) -> Option<Arc<rustls::ClientConfig>> {
+    let spec = v.config.api.tls.as_ref()?;
+    let ca = spec.ca_file.as_deref()?;
+    let identity = (spec.client_auth == ClientAuth::Required).then_some((&*spec.cert_file, &*spec.key_file));
+    match crate::tls::client_config(ca, identity) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up TLS for the members' APIs");
+            None
+        }
+    }
+}
+
+/// A client of `member`'s API with `timeout` per request (`tls` from [`tls_config`]).
+pub fn client(
+    member: &Member,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<ApiClient, String> {
+    let client = ApiClient::new(ApiTarget::parse(&member.api).map_err(|e| e.to_string())?).with_timeout(timeout);
+    Ok(match tls {
+        Some(config) => client.with_tls(Arc::clone(config)),
+        None => client,
+    })
+}
+
+/// Reads `/status` of every member of `v` but this instance, all at once, each within `timeout`.
+pub async fn statuses(v: &Validated, timeout: Duration) -> Vec<(Member, Option<InstanceStatus>)> {
+    let tls = tls_config(v);
+    let futures = v.config.members.iter().filter(|m| m.name != v.name).map(|m| {
+        let client = client(m, tls.as_ref(), timeout);
+        async move {
+            let status = match client {
+                Ok(client) => client.get_json::<InstanceStatus>("/status").await.ok(),
+                Err(_) => None,
+            };
+            (m.clone(), status)
+        }
     });
     futures_util::future::join_all(futures).await
 }

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 
+import pgwarden_tls
 from pgwarden_backup import backup_yaml, recovery_yaml
 from pgwarden_local import (
     Failure, http_get, http_json, info, pid_alive, port_free, postmaster_pid, read_pidfile,
@@ -84,6 +85,8 @@ class Cluster:
         except ValueError as e:
             raise Failure(f"{self.state_path} is not valid JSON: {e}",
                           f"`{self.cmd} down --purge` and `up` again") from None
+        if self.state.get("tls"):
+            pgwarden_tls.trust(self.dir)
         return self
 
     def save(self):
@@ -137,7 +140,7 @@ class Cluster:
 
     @staticmethod
     def api_url(inst):
-        return f"http://{HOST}:{inst['api_port']}"
+        return f"{'https' if inst.get('tls') else 'http'}://{HOST}:{inst['api_port']}"
 
     def manager_pid(self, inst):
         """Pid of the instance's running manager, None when it is down. The command line must
@@ -236,9 +239,15 @@ def config_text(cluster, inst, bin_dir):
         f"  listenAddresses: {yaml_str(HOST)}",
         "  parameters:",
         "    shared_buffers: 64MB",
+    ]
+    if st.get("tls"):
+        lines += pgwarden_tls.postgres_yaml(cluster.dir)
+    lines += [
         "api:",
         f"  listen: {yaml_str(HOST + ':' + str(inst['api_port']))}",
     ]
+    if st.get("tls"):
+        lines += pgwarden_tls.api_yaml(cluster.dir)
     if st.get("api_token", True):
         lines.append(f"  tokenFile: {yaml_str(cluster.secret_path('api_token'))}")
     lines += [
@@ -289,6 +298,8 @@ def validate_config(cluster, manager_bin, bin_dir):
         scratch.state = cluster.state
         scratch.given_secrets = cluster.given_secrets
         write_secrets(scratch)
+        if cluster.state.get("tls"):
+            pgwarden_tls.generate(tmp)
         os.chmod(tmp, 0o755)
         os.makedirs(scratch.run_dir(inst), mode=0o755)
         text = config_text(scratch, inst, bin_dir)
@@ -536,6 +547,7 @@ def collect(cluster):
             "ready": readyz == 200,
             "postgres_port": inst["pg_port"],
         })
+        entry["ca_file"] = pgwarden_tls.ca_file(cluster.dir) if cluster.state.get("tls") else None
         out.append(entry)
     return out
 

@@ -158,7 +158,7 @@ pub struct Member {
     /// Its Postgres port.
     #[serde(default = "default_pg_port")]
     pub port: u32,
-    /// Base URL of its HTTP API (`http://host:8000`).
+    /// Base URL of its HTTP API (`http://host:8000`, or `https://host:8000` with `api.tls`).
     pub api: String,
 }
 
@@ -201,6 +201,30 @@ pub struct PostgresSpec {
     /// Extra `pg_hba.conf` lines, placed before pgwarden's own rules.
     #[serde(default)]
     pub pg_hba: Vec<String>,
+    /// TLS for clients and replication (`ssl = on`). Absent: Postgres serves plain TCP only.
+    #[serde(default)]
+    pub tls: Option<PostgresTlsSpec>,
+    /// pgwarden's `pg_hba.conf` rules accept TCP connections over TLS only (`hostssl`); plain
+    /// TCP is refused. Needs `tls`.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// Postgres' server certificate (a mounted Secret such as cert-manager's `tls.crt`/`tls.key`/
+/// `ca.crt`). The files are copied into the run directory, owned by Postgres' OS user (the key
+/// with mode 0600, which Postgres insists on), and copied again with a reload when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresTlsSpec {
+    /// The server certificate chain (PEM), naming every host clients and replicas connect to.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The CA (PEM). Postgres verifies client certificates with it (`ssl_ca_file`), and
+    /// replication and peer connections verify the other members' certificates with it
+    /// (`sslmode=verify-full`). Without it they use `sslmode=prefer`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The HTTP API.
@@ -214,6 +238,42 @@ pub struct ApiSpec {
     /// Secret). Without it they are available on the local socket only.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// HTTPS on `listen` (the Unix sockets stay plain HTTP). Absent: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<ApiTlsSpec>,
+}
+
+/// The HTTP API's certificate. The files are watched: a rotated certificate is used for new
+/// connections without a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiTlsSpec {
+    /// The server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The CA (PEM) that signed the members' API certificates: peers' `/status` calls verify
+    /// `https://` members with it, and client certificates are verified against it.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificates: `none` (default), `optional` (a client certificate signed by
+    /// `caFile` authorises the mutating endpoints like the bearer token), or `required` (every
+    /// connection needs one; Kubernetes' HTTP probes cannot present one).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether the API asks for client certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Never.
+    #[default]
+    None,
+    /// Asked for; a connection without one still gets the read-only endpoints.
+    Optional,
+    /// Every connection must present one.
+    Required,
 }
 
 /// What a freshly initialised primary creates.
@@ -282,13 +342,15 @@ impl Default for PostgresSpec {
             listen_addresses: default_listen_addresses(),
             parameters: BTreeMap::new(),
             pg_hba: Vec::new(),
+            tls: None,
+            require_tls: false,
         }
     }
 }
 
 impl Default for ApiSpec {
     fn default() -> Self {
-        Self { listen: default_api_listen(), token_file: None }
+        Self { listen: default_api_listen(), token_file: None, tls: None }
     }
 }
 

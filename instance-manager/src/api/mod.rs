@@ -21,8 +21,9 @@ pub use backup::{
 };
 pub use backups::{BackupList, BackupRequest, BackupStarted, ListedBackup, RetentionVerdict};
 pub use config::{
-    ApiSpec, BootstrapSpec, CredentialsSpec, DataDurability, InstanceConfig, LeaseBackend, LeaseSpec, Member,
-    PostgresSpec, PrimaryEndpoint, ReplicaSource, Role, ShutdownSpec, SynchronousSpec,
+    ApiSpec, ApiTlsSpec, BootstrapSpec, ClientAuth, CredentialsSpec, DataDurability, InstanceConfig, LeaseBackend,
+    LeaseSpec, Member, PostgresSpec, PostgresTlsSpec, PrimaryEndpoint, ReplicaSource, Role, ShutdownSpec,
+    SynchronousSpec,
 };
 pub use error::ErrorBody;
 pub use metrics::MetricsSpec;

@@ -9,11 +9,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "instance-manager", version, propagate_version = true)]
 pub struct Cli {
-    /// The instance manager to talk to: http://HOST:PORT, or unix:///PATH/manager.sock.
-    /// Default: the local manager's socket, unix://$PGWARDEN_RUN_DIR/manager.sock
-    /// (PGWARDEN_RUN_DIR defaults to /run/pgwarden).
+    /// The instance manager to talk to: http://HOST:PORT, https://HOST:PORT (with --ca-file),
+    /// or unix:///PATH/manager.sock. Default: the local manager's socket,
+    /// unix://$PGWARDEN_RUN_DIR/manager.sock (PGWARDEN_RUN_DIR defaults to /run/pgwarden).
     #[arg(long, global = true, env = "PGWARDEN_API", value_name = "URL")]
     pub api: Option<String>,
+    /// The CA (PEM) that signed the manager's API certificate: needed for https:// addresses.
+    #[arg(long, global = true, env = "PGWARDEN_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for an API with api.tls.clientAuth: it authorises mutating
+    /// commands like the bearer token. Needs --key.
+    #[arg(long, global = true, env = "PGWARDEN_CERT_FILE", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, env = "PGWARDEN_KEY_FILE", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// File holding the bearer token for mutating commands over TCP (the manager's
     /// api.tokenFile). Not needed on the local socket.
     #[arg(long, global = true, env = "PGWARDEN_TOKEN_FILE", value_name = "FILE")]

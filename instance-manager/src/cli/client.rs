@@ -1,12 +1,14 @@
 //! A small HTTP/1 client for the instance manager's API, used by the CLI inside the pod.
 //!
-//! One connection per request, over TCP (`http://host:port`) or the manager's Unix socket
-//! (`unix:///run/pgwarden/manager.sock`), every request bounded by a deadline. Non-2xx
+//! One connection per request, over TCP (`http://host:port`), TLS (`https://host:port`, the
+//! server verified against a CA given with [`ApiClient::with_tls`]) or the manager's Unix
+//! socket (`unix:///run/pgwarden/manager.sock`), every request bounded by a deadline. Non-2xx
 //! answers carry an [`ErrorBody`] and become [`ClientError::Api`].
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +27,7 @@ use crate::api::ErrorBody;
 /// Deadline of one request (connect, send, read the whole answer) unless `with_timeout` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RUN_DIR: &str = "/run/pgwarden";
-const ACCEPTED_FORMS: &str = "http://HOST:PORT or unix:///ABSOLUTE/PATH.sock";
+const ACCEPTED_FORMS: &str = "http://HOST:PORT, https://HOST:PORT or unix:///ABSOLUTE/PATH.sock";
 
 /// Where the instance manager's API listens, as given to `--api`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,13 @@ pub enum ApiTarget {
     /// Plain HTTP over TCP.
     Tcp {
         /// Host name or address (IPv6 without brackets).
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// HTTPS over TCP (`api.tls`).
+    Https {
+        /// Host name or address (IPv6 without brackets); the certificate must name it.
         host: String,
         /// TCP port.
         port: u16,
@@ -45,7 +54,8 @@ pub enum ApiTarget {
 }
 
 impl ApiTarget {
-    /// Parses `http://host:port` (a path after it is ignored) or `unix:///abs/path.sock`.
+    /// Parses `http://host:port`, `https://host:port` (a path after either is ignored) or
+    /// `unix:///abs/path.sock`.
     pub fn parse(value: &str) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidTarget { value: value.to_owned(), reason: reason.to_owned() };
         if let Some(path) = value.strip_prefix("unix://") {
@@ -58,10 +68,11 @@ impl ApiTarget {
             let (host, port) = parse_authority(rest).map_err(invalid)?;
             return Ok(Self::Tcp { host, port });
         }
-        if value.starts_with("https://") {
-            return Err(invalid("https is not supported by the CLI; use the unix socket"));
+        if let Some(rest) = value.strip_prefix("https://") {
+            let (host, port) = parse_authority(rest).map_err(invalid)?;
+            return Ok(Self::Https { host, port });
         }
-        Err(invalid("it starts with neither http:// nor unix://"))
+        Err(invalid("it starts with none of http://, https:// and unix://"))
     }
 
     /// The manager's socket in this pod: `unix://$PGWARDEN_RUN_DIR/manager.sock`, the run
@@ -76,8 +87,8 @@ impl ApiTarget {
     /// The `Host` header: HTTP/1.1 requires one even over a Unix socket.
     fn host_header(&self) -> String {
         match self {
-            Self::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
-            Self::Tcp { host, port } => format!("{host}:{port}"),
+            Self::Tcp { host, port } | Self::Https { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Self::Tcp { host, port } | Self::Https { host, port } => format!("{host}:{port}"),
             Self::Unix { .. } => "localhost".to_owned(),
         }
     }
@@ -116,6 +127,7 @@ impl fmt::Display for ApiTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Tcp { .. } => write!(f, "http://{}", self.host_header()),
+            Self::Https { .. } => write!(f, "https://{}", self.host_header()),
             Self::Unix { path } => write!(f, "unix://{}", path.display()),
         }
     }
@@ -139,6 +151,19 @@ pub enum ClientError {
         /// The target, as `http://…` or `unix://…`.
         target: String,
         /// The connect error.
+        source: std::io::Error,
+    },
+    /// The TLS settings of the client cannot be used (a CA or client certificate file).
+    TlsSetup {
+        /// What is wrong, naming the file.
+        detail: String,
+    },
+    /// The TLS handshake failed: typically the server's certificate is not signed by the CA
+    /// given, or does not name the host.
+    Tls {
+        /// The target.
+        target: String,
+        /// What rustls said.
         source: std::io::Error,
     },
     /// No complete answer within the deadline.
@@ -194,6 +219,10 @@ impl ClientError {
             Self::Unreachable { target, source } => {
                 format!("the instance manager at {target} is not reachable: {source}")
             }
+            Self::TlsSetup { detail } => format!("cannot set up TLS: {detail}"),
+            Self::Tls { target, source } => {
+                format!("TLS handshake with the instance manager at {target} failed: {source}")
+            }
             Self::Timeout { target, path, timeout } => {
                 format!("the instance manager at {target} did not answer {path} within {}s", timeout.as_secs_f64())
             }
@@ -216,9 +245,21 @@ impl ClientError {
                 "is the instance manager running in this pod? if it listens elsewhere, \
                  pass --api URL ({ACCEPTED_FORMS})"
             ),
-            Self::Timeout { .. } | Self::Http { .. } => {
+            Self::TlsSetup { .. } => "--ca-file (PGWARDEN_CA_FILE) must hold the PEM certificate of the CA that \
+                 signed the manager's api.tls.certFile; --cert and --key a client certificate and its key"
+                .to_owned(),
+            Self::Tls { .. } => "check that --ca-file (PGWARDEN_CA_FILE) is the CA that signed the manager's \
+                 api.tls.certFile, and that the certificate names the host in --api"
+                .to_owned(),
+            Self::Timeout { .. } => {
                 "the manager may be stuck or restarting; check its log (kubectl logs POD)".to_owned()
             }
+            Self::Http { target, .. } if target.starts_with("http://") => {
+                "the manager may be stuck or restarting (check its log: kubectl logs POD); \
+                 if it serves HTTPS (api.tls), use an https:// address with --ca-file"
+                    .to_owned()
+            }
+            Self::Http { .. } => "the manager may be stuck or restarting; check its log (kubectl logs POD)".to_owned(),
             Self::Request { .. } => return None,
             Self::Api { hint, .. } => return hint.clone(),
             Self::InvalidResponse { .. } => {
@@ -246,12 +287,28 @@ impl std::error::Error for ClientError {}
 pub struct ApiClient {
     target: ApiTarget,
     timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiClient {
     /// A client of `target` with the default 5 s deadline per request.
     pub fn new(target: ApiTarget) -> Self {
-        Self { target, timeout: DEFAULT_TIMEOUT }
+        Self { target, timeout: DEFAULT_TIMEOUT, tls: None }
+    }
+
+    /// Uses `config` for `https://` targets (trusted CA, client certificate).
+    #[must_use]
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Verifies `https://` targets against the CA in `ca`, presenting the client certificate
+    /// `identity` (certificate and key files) when the server asks for one.
+    pub fn with_tls_files(self, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, ClientError> {
+        let config =
+            crate::tls::client_config(ca, identity).map_err(|e| ClientError::TlsSetup { detail: e.to_string() })?;
+        Ok(self.with_tls(Arc::new(config)))
     }
 
     /// Replaces the deadline of each request (connect, send, read the whole answer).
@@ -363,6 +420,22 @@ impl ApiClient {
                 let stream = TcpStream::connect((host.as_str(), *port)).await.map_err(unreachable)?;
                 exchange(stream, request).await
             }
+            ApiTarget::Https { host, port } => {
+                let Some(config) = &self.tls else {
+                    return Err(ClientError::TlsSetup {
+                        detail: format!("{} is an https:// address and no CA was given to verify it", self.target),
+                    });
+                };
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| ClientError::TlsSetup { detail: format!("{host:?} is not a TLS server name: {e}") })?;
+                let stream = TcpStream::connect((host.as_str(), *port)).await.map_err(unreachable)?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|source| ClientError::Tls { target: self.target.to_string(), source })?;
+                exchange(stream, request).await
+            }
             ApiTarget::Unix { path } => {
                 let stream = UnixStream::connect(path).await.map_err(unreachable)?;
                 exchange(stream, request).await
@@ -420,6 +493,9 @@ mod tests {
         assert_eq!(unix, ApiTarget::Unix { path: "/run/pgwarden/manager.sock".into() });
         assert_eq!(unix.to_string(), "unix:///run/pgwarden/manager.sock");
         assert_eq!(tcp("::1", 80).to_string(), "http://[::1]:80");
+        let https = ApiTarget::parse("https://pg-0.pg:8000/").unwrap();
+        assert_eq!(https, ApiTarget::Https { host: "pg-0.pg".into(), port: 8000 });
+        assert_eq!(https.to_string(), "https://pg-0.pg:8000");
     }
 
     #[test]
@@ -431,14 +507,15 @@ mod tests {
             "http://h:0",
             "http://h:port",
             "http://[::1]",
-            "https://h:8000",
+            "https://h",
+            "ftp://h:8000",
             "unix://relative.sock",
             "unix:///",
             "",
         ] {
             let err = ApiTarget::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid --api value"), "{bad}: {err}");
-            assert!(err.contains("http://HOST:PORT or unix:///"), "{bad}: {err}");
+            assert!(err.contains("http://HOST:PORT, https://HOST:PORT or unix:///"), "{bad}: {err}");
         }
     }
 

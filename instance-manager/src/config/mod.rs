@@ -8,6 +8,7 @@
 mod validate;
 mod validate_backup;
 mod validate_metrics;
+mod validate_tls;
 mod watch;
 
 use std::path::{Path, PathBuf};

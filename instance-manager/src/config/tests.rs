@@ -140,6 +140,6 @@ fn rendered_configuration_is_stable() {
         "pgwarden_conf",
         crate::pgconf::render_conf(&v, &paths, crate::pgconf::configured_upstream(&v).as_ref(), "")
     );
-    insta::assert_snapshot!("pg_hba", crate::pgconf::render_hba(&v.config.postgres.pg_hba));
+    insta::assert_snapshot!("pg_hba", crate::pgconf::render_hba(&v.config.postgres.pg_hba, false));
     insta::assert_snapshot!("pg_ident", crate::pgconf::render_ident("root", "postgres"));
 }

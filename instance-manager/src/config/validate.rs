@@ -46,6 +46,10 @@ pub const RESERVED_PARAMETERS: &[(&str, &str)] = &[
     ("recovery_target_timeline", "replicas always follow the latest timeline"),
     ("recovery_target_action", "recovery targets belong to a recovery bootstrap"),
     ("recovery_target_inclusive", "recovery targets belong to a recovery bootstrap"),
+    ("ssl", "set postgres.tls instead"),
+    ("ssl_cert_file", "set postgres.tls.certFile instead"),
+    ("ssl_key_file", "set postgres.tls.keyFile instead"),
+    ("ssl_ca_file", "set postgres.tls.caFile instead"),
 ];
 
 /// One thing wrong with a configuration.
@@ -151,6 +155,7 @@ pub fn validate(cfg: InstanceConfig) -> Result<Validated, Problems> {
     check_credentials(&mut c, &cfg);
     check_shutdown(&mut c, &cfg);
     check_lease(&mut c, &cfg, name.as_deref());
+    super::validate_tls::check_tls(&mut c, &cfg);
     if let Some(cluster) = &cluster {
         super::validate_backup::check_backup(&mut c, &cfg, cluster);
     }
@@ -476,7 +481,11 @@ fn check_lease(c: &mut Collector, cfg: &InstanceConfig, name: Option<&str>) {
         }
         check_port(c, &format!("{field}.port"), m.port);
         if crate::cli::ApiTarget::parse(&m.api).is_err() {
-            c.add(&format!("{field}.api"), format!("{:?} is not an API address", m.api), "use http://HOST:PORT");
+            c.add(
+                &format!("{field}.api"),
+                format!("{:?} is not an API address", m.api),
+                "use http://HOST:PORT or https://HOST:PORT",
+            );
         }
     }
     if let Some(sync) = &cfg.synchronous {

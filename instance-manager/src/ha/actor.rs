@@ -281,7 +281,7 @@ impl HaLoop {
         let view = self.read_lease().await;
         let local = self.local().await;
         let peers = if self.needs_peers(&view, &me) {
-            crate::peers::statuses(&v.config.members, &me, PEER_TIMEOUT)
+            crate::peers::statuses(&v, PEER_TIMEOUT)
                 .await
                 .iter()
                 .map(|(m, s)| crate::peers::peer_view(&m.name, s.as_ref()))
@@ -423,7 +423,7 @@ impl HaLoop {
             return;
         }
         let v = self.instance.config();
-        let peers = crate::peers::statuses(&v.config.members, &v.name, Duration::from_secs(1)).await;
+        let peers = crate::peers::statuses(&v, Duration::from_secs(1)).await;
         let primary = peers.iter().find(|(m, _)| m.name == holder).and_then(|(_, s)| s.as_ref());
         if let Some(p) = primary.filter(|p| p.role == "primary")
             && p.timeline.zip(replaying).is_some_and(|(theirs, mine)| theirs > mine)

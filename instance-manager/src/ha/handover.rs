@@ -91,11 +91,7 @@ impl HaLoop {
             self.instance.observe().await.and_then(|o| o.current_lsn).and_then(|l| crate::peers::parse_lsn(&l));
         let Some(my_lsn) = my_lsn else { return Err("postgres is not running as primary here".into()) };
         let peers: Vec<(String, Option<InstanceStatus>)> =
-            crate::peers::statuses(&v.config.members, &me, Duration::from_secs(2))
-                .await
-                .into_iter()
-                .map(|(m, s)| (m.name, s))
-                .collect();
+            crate::peers::statuses(&v, Duration::from_secs(2)).await.into_iter().map(|(m, s)| (m.name, s)).collect();
         let target = choose_target(&peers, wanted.as_deref(), my_lsn)?;
         tracing::info!(%target, "switchover: handing the lease over");
         let started = BootInstant::now();
@@ -146,8 +142,8 @@ impl HaLoop {
         let Some(checkpoint) = checkpoint else { return Err("cannot read the shutdown checkpoint location".into()) };
         let v = self.instance.config();
         let member = v.config.members.iter().find(|m| m.name == target).ok_or("target is not a member")?;
-        let client = crate::cli::ApiClient::new(crate::cli::ApiTarget::parse(&member.api).map_err(|e| e.to_string())?)
-            .with_timeout(Duration::from_secs(1));
+        let tls = crate::peers::tls_config(&v);
+        let client = crate::peers::client(member, tls.as_ref(), Duration::from_secs(1))?;
         let deadline = BootInstant::now().checked_add(CATCH_UP_TIMEOUT).unwrap_or_else(BootInstant::now);
         loop {
             if let Ok(s) = client.get_json::<InstanceStatus>("/status").await
@@ -166,8 +162,8 @@ impl HaLoop {
     async fn wake(&self, target: &str) {
         let v = self.instance.config();
         let Some(member) = v.config.members.iter().find(|m| m.name == target) else { return };
-        if let Ok(t) = crate::cli::ApiTarget::parse(&member.api) {
-            let client = crate::cli::ApiClient::new(t).with_timeout(Duration::from_secs(1));
+        let tls = crate::peers::tls_config(&v);
+        if let Ok(client) = crate::peers::client(member, tls.as_ref(), Duration::from_secs(1)) {
             let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
         }
     }

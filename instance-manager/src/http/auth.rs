@@ -2,16 +2,20 @@
 //! token read from `api.tokenFile` (a mounted Secret) at every request, so a rotated token
 //! works at once. Without a token file the mutating endpoints are refused on TCP; the local
 //! Unix socket (mode 0600) is trusted and used by the CLI inside the pod.
+//!
+//! Over HTTPS with `api.tls.clientAuth` set, a client certificate that rustls verified
+//! against `api.tls.caFile` during the handshake authorises the request as well, token or not.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::ApiError;
 use crate::instance::Instance;
+use crate::tls::TlsPeer;
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -20,6 +24,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Middleware: lets the request through only with the right bearer token.
 pub async fn require_token(State(instance): State<Arc<Instance>>, req: Request, next: Next) -> Response {
+    let client_cert = req.extensions().get::<ConnectInfo<TlsPeer>>().and_then(|c| c.0.client_cert_serial.clone());
+    if let Some(serial) = client_cert {
+        tracing::info!(path = %req.uri().path(), client_cert_serial = %serial, "request authorised by a client certificate");
+        return next.run(req).await;
+    }
     let v = instance.config();
     let Some(file) = &v.config.api.token_file else {
         return ApiError::new(
@@ -48,7 +57,8 @@ pub async fn require_token(State(instance): State<Arc<Instance>>, req: Request, 
         _ => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
-            "pass --token-file (or PGWARDEN_TOKEN_FILE) with the token from api.tokenFile",
+            "pass --token-file (or PGWARDEN_TOKEN_FILE) with the token from api.tokenFile, or over HTTPS \
+             with api.tls.clientAuth a client certificate (--cert and --key)",
         )
         .into_response(),
     }

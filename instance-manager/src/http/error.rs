@@ -32,3 +32,30 @@ impl IntoResponse for ApiError {
         (self.status, Json(self.body)).into_response()
     }
 }
+
+/// Middleware: turns an error answer that is not JSON — axum's own rejections of a request
+/// (a body that is not valid JSON or has the wrong fields, one over the size limit, a path
+/// parameter that does not decode) — into the API's JSON error with a hint.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let error = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("request refused").to_lowercase(),
+        t => t.chars().take(500).collect(),
+    };
+    let hint = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request bodies are small JSON documents (at most 16 KiB)",
+        s if s.is_client_error() => "send a JSON object with the fields the endpoint takes (see README.md), or no body",
+        _ => "see the manager's log",
+    };
+    ApiError::new(status, error, hint).into_response()
+}

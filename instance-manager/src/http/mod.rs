@@ -4,6 +4,11 @@
 //! over the Unix socket `<runDir>/manager.sock` (for the CLI inside the pod). A third socket,
 //! `<runDir>/wal.sock`, owned by Postgres' OS user, serves only the WAL routes its
 //! `archive_command` and `restore_command` call.
+//!
+//! With `api.tls` the TCP listener speaks HTTPS only ([`crate::tls::TlsListener`]); its
+//! certificate is reloaded when its files change, and a verified client certificate
+//! authorises the mutating endpoints like the bearer token (see `auth`). The Unix sockets
+//! stay plain HTTP: they are reachable only from inside the pod.
 
 mod auth;
 mod error;
@@ -30,6 +35,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The API's certificate, key or CA could not be loaded.
+    #[error("cannot use api.tls: {0}")]
+    Tls(#[from] crate::tls::Error),
     /// The Unix socket could not be bound.
     #[error("cannot listen on {path}: {source}")]
     Unix {
@@ -49,17 +57,26 @@ pub fn router(instance: Arc<Instance>, authenticated: bool) -> Router {
         routes::control()
     };
     // Request bodies are tiny JSON documents.
-    routes::all().merge(control).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)).with_state(instance)
+    routes::all()
+        .merge(control)
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::map_response(error::json_errors))
+        .with_state(instance)
 }
 
 /// Binds the TCP listener and the Unix socket, then serves both in background tasks.
 pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
     let addr = instance.config().api_listen;
+    let tls = match &instance.config().config.api.tls {
+        Some(spec) => Some(Arc::new(crate::tls::ServerTls::load(spec)?)),
+        None => None,
+    };
     let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Tcp { addr: addr.to_string(), source })?;
     let socket = instance.paths.manager_socket();
     let unix = bind_unix(&socket)?;
     let app = router(Arc::clone(&instance), false);
-    tracing::info!(%addr, socket = %socket.display(), "HTTP API listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, socket = %socket.display(), "HTTP API listening");
     let wal_socket = instance.paths.wal_socket();
     let wal = bind_unix(&wal_socket)?;
     // Postgres' archive_command runs as Postgres' OS user: that user may reach the WAL
@@ -73,6 +90,7 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
     let wal_app = routes::local()
         .fallback(routes::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(Arc::clone(&instance));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(wal, wal_app).await {
@@ -80,11 +98,23 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
         }
     });
     let tcp_app = router(instance, true);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(tcp, tcp_app).await {
-            tracing::error!(error = %e, "HTTP API (tcp) stopped");
+    match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, tcp_app).await {
+                tracing::error!(error = %e, "HTTP API (tcp) stopped");
+            }
+        }),
+        Some(tls) => {
+            crate::tls::watch_server_tls(Arc::clone(&tls));
+            let listener = crate::tls::TlsListener::new(tcp, tls);
+            let app = tcp_app.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "HTTP API (https) stopped");
+                }
+            })
         }
-    });
+    };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(unix, app).await {
             tracing::error!(error = %e, "HTTP API (unix socket) stopped");
@@ -92,6 +122,9 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod body_tests;
 
 fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
     let err = |source| Error::Unix { path: path.display().to_string(), source };

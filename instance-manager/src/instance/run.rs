@@ -104,6 +104,10 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
             .flatten()
             .cloned(),
     );
+    // Postgres' certificate: a rotated file is copied again and Postgres reloaded.
+    if let Some(t) = &v.config.postgres.tls {
+        watched.extend([t.cert_file.clone(), t.key_file.clone()].into_iter().chain(t.ca_file.clone()));
+    }
     let _watch = match crate::config::watch_files(&watched, reload_tx) {
         Ok(w) => Some(w),
         Err(e) => {

@@ -3,13 +3,15 @@
 //! Local connections use peer authentication through the `pgwarden` ident map, which lets
 //! the manager's OS user (root on a developer machine) and Postgres' OS user in as the
 //! superuser, and any other OS user in as the database user of the same name. Over TCP
-//! everything needs a SCRAM password. The user's `postgres.pgHba` lines come first, so they
-//! can reject or loosen rules for specific networks.
+//! everything needs a SCRAM password, and with `postgres.requireTls` a TLS connection
+//! (`hostssl`: plain TCP finds no rule and is refused). The user's `postgres.pgHba` lines come
+//! first, so they can reject or loosen rules for specific networks.
 
 use super::{REPLICATION_USER, SUPERUSER};
 
-/// The text of `pg_hba.conf`.
-pub fn render_hba(user_lines: &[String]) -> String {
+/// The text of `pg_hba.conf`; `require_tls` makes pgwarden's TCP rules `hostssl`.
+pub fn render_hba(user_lines: &[String], require_tls: bool) -> String {
+    let host = if require_tls { "hostssl" } else { "host" };
     let mut s = String::from(
         "# Managed by pgwarden. Do not edit: add rules with postgres.pgHba.\n\
          local all all peer map=pgwarden\n",
@@ -22,7 +24,7 @@ pub fn render_hba(user_lines: &[String]) -> String {
         }
     }
     s.push_str(&format!(
-        "# pgwarden defaults\nhost replication {REPLICATION_USER} all scram-sha-256\nhost all all all scram-sha-256\n"
+        "# pgwarden defaults\n{host} replication {REPLICATION_USER} all scram-sha-256\n{host} all all all scram-sha-256\n"
     ));
     s
 }

@@ -1,6 +1,7 @@
 //! Rendering what Postgres reads: the managed configuration file, `pg_hba.conf`,
-//! `pg_ident.conf`, and the replication password file. Pure functions from the validated
-//! configuration to text; [`write_all`] puts them on disk atomically.
+//! `pg_ident.conf`, the replication password file and the copies of the TLS files ([`tls`]).
+//! Pure functions from the validated configuration to text; [`write_all`] puts them on disk
+//! atomically.
 //!
 //! The user's `postgresql.conf` (initdb's, or one they keep in the data directory) is never
 //! edited. Postgres starts with `config_file = <dataDir>/pgwarden.conf`, which reads, in order
@@ -9,6 +10,7 @@
 //! replication). `postgresql.auto.conf` (`ALTER SYSTEM`) is still read last by Postgres.
 
 mod hba;
+pub mod tls;
 
 use std::fmt::Write as _;
 
@@ -42,17 +44,18 @@ pub fn quote(value: &str) -> String {
 }
 
 /// Quotes a value for a libpq connection string.
-fn conninfo_quote(value: &str) -> String {
+pub fn conninfo_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// `primary_conninfo` for a replica of `host:port`.
+/// `primary_conninfo` for a replica of `host:port` (also `pg_basebackup`'s connection).
 pub fn primary_conninfo(v: &Validated, paths: &Paths, host: &str, port: u16) -> String {
     format!(
-        "host={} port={port} user={REPLICATION_USER} passfile={} application_name={} sslmode=prefer connect_timeout=5",
+        "host={} port={port} user={REPLICATION_USER} passfile={} application_name={} {} connect_timeout=5",
         conninfo_quote(host),
         conninfo_quote(&paths.pgpass().to_string_lossy()),
         conninfo_quote(&v.name),
+        tls::ssl_conninfo(v, paths),
     )
 }
 
@@ -91,6 +94,7 @@ pub fn managed_parameters(
         ("cluster_name", v.cluster.clone()),
         ("recovery_target_timeline", "latest".into()),
     ];
+    p.extend(tls::parameters(v, paths));
     if v.config.backup.is_some() {
         p.push(("archive_mode", "on".into()));
         p.push(("archive_command", manager_command(paths, "wal-archive %p")));
@@ -147,6 +151,9 @@ pub fn render_conf(v: &Validated, paths: &Paths, upstream: Option<&Upstream>, sy
         // A quiet primary still archives a segment every 5 minutes: a bounded recovery point.
         let _ = writeln!(s, "archive_timeout = '5min'");
     }
+    if v.config.postgres.tls.is_some() && !user.contains_key("ssl_min_protocol_version") {
+        let _ = writeln!(s, "ssl_min_protocol_version = 'TLSv1.2'");
+    }
     s.push_str("\n# postgres.parameters\n");
     for (name, value) in user {
         let _ = writeln!(s, "{name} = {}", quote(value));
@@ -175,11 +182,14 @@ pub fn render_pgpass(replication: &Secret, superuser: Option<&Secret>) -> String
 }
 
 /// Writes `pgwarden.conf`, the hba and ident files into the data directory (which must exist),
-/// and the replication pgpass into the run directory when a replication password is configured.
+/// the replication pgpass into the run directory when a replication password is configured,
+/// and Postgres' copies of the TLS files.
 pub fn write_all(v: &Validated, paths: &Paths, upstream: Option<&Upstream>, sync: &str) -> std::io::Result<()> {
     let dir = &paths.data_dir;
+    tls::install(v, paths)?;
     write_atomic(&dir.join("pgwarden.conf"), render_conf(v, paths, upstream, sync).as_bytes(), 0o600)?;
-    write_atomic(&dir.join("pgwarden_hba.conf"), render_hba(&v.config.postgres.pg_hba).as_bytes(), 0o600)?;
+    let hba = render_hba(&v.config.postgres.pg_hba, v.config.postgres.require_tls);
+    write_atomic(&dir.join("pgwarden_hba.conf"), hba.as_bytes(), 0o600)?;
     write_atomic(&dir.join("pgwarden_ident.conf"), render_ident(&manager_user(), &v.os_user.name).as_bytes(), 0o600)?;
     for f in ["pgwarden.conf", "pgwarden_hba.conf", "pgwarden_ident.conf"] {
         v.os_user.chown(&dir.join(f)).map_err(std::io::Error::other)?;

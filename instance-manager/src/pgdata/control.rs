@@ -92,11 +92,17 @@ pub async fn rewind(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, 
     // A just-promoted primary records its new timeline in pg_control only at its next
     // checkpoint; before that pg_rewind sees "the same timeline" and does nothing, leaving a
     // replica that cannot follow. Ask for that checkpoint first.
-    checkpoint_source(v, host, port).await?;
+    crate::pgconf::tls::install(v, paths).map_err(|e| Error::Tool {
+        tool: "pg_rewind",
+        status: supervisor::ExitStatus::Code(-1),
+        last_line: format!("cannot copy the TLS files: {e}"),
+    })?;
+    checkpoint_source(v, paths, host, port).await?;
     let source = format!(
-        "host={host} port={port} user={} dbname=postgres passfile={} connect_timeout=5",
+        "host={host} port={port} user={} dbname=postgres passfile={} {} connect_timeout=5",
         crate::pgconf::SUPERUSER,
-        paths.pgpass().display()
+        paths.pgpass().display(),
+        crate::pgconf::tls::ssl_conninfo(v, paths),
     );
     let mut cmd = Command::new(v.bin("pg_rewind"));
     cmd.arg("--target-pgdata").arg(&paths.data_dir).arg(format!("--source-server={source}")).arg("--progress");
@@ -116,7 +122,7 @@ pub async fn rewind(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, 
     Ok(())
 }
 
-async fn checkpoint_source(v: &Validated, host: &str, port: u16) -> Result<(), Error> {
+async fn checkpoint_source(v: &Validated, paths: &Paths, host: &str, port: u16) -> Result<(), Error> {
     let Some(file) = &v.config.credentials.superuser_password_file else {
         return Err(Error::Tool {
             tool: "pg_rewind",
@@ -138,7 +144,22 @@ async fn checkpoint_source(v: &Validated, host: &str, port: u16) -> Result<(), E
         status: supervisor::ExitStatus::Code(-1),
         last_line: e.to_string(),
     };
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+    // The same TLS as pg_rewind's own connection: verify-full with a CA, else TLS when the
+    // server offers it (libpq's prefer).
+    let tls_error = |e: crate::tls::Error| Error::Tool {
+        tool: "CHECKPOINT on the primary",
+        status: supervisor::ExitStatus::Code(-1),
+        last_line: e.to_string(),
+    };
+    let tls = match v.config.postgres.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        Some(_) => {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            crate::tls::postgres::MakeRustlsConnect::verify_full(&paths.ssl_ca_file())
+        }
+        None => crate::tls::postgres::MakeRustlsConnect::encrypt_only(),
+    }
+    .map_err(tls_error)?;
+    let (client, conn) = cfg.connect(tls).await.map_err(fail)?;
     tokio::spawn(conn);
     client.batch_execute("CHECKPOINT").await.map_err(fail)
 }

@@ -91,6 +91,8 @@ pub async fn initdb(sup: &Supervisor, v: &Validated, paths: &Paths) -> Result<()
 pub async fn clone_from(sup: &Supervisor, v: &Validated, paths: &Paths, host: &str, port: u16) -> Result<(), Error> {
     let staging = prepare_staging(v, paths)?;
     crate::pgconf::write_pgpass(v, paths).map_err(io("cannot write", &paths.pgpass()))?;
+    // The CA copy is the connection's sslrootcert.
+    crate::pgconf::tls::install(v, paths).map_err(io("cannot write", &paths.tls_dir()))?;
     let conninfo = crate::pgconf::primary_conninfo(v, paths, host, port);
     let mut cmd = Command::new(v.bin("pg_basebackup"));
     cmd.arg("--pgdata")

@@ -135,6 +135,10 @@ impl TestCluster {
                 );
                 place(i + 1, &mut opts);
                 tweak(&mut opts);
+                if opts.tls.is_some() {
+                    // Members with api.tls are reached over HTTPS.
+                    opts.extra_yaml = opts.extra_yaml.replace("api: 'http://", "api: 'https://");
+                }
                 TestInstance::start(root.path(), &opts)
             })
             .collect();

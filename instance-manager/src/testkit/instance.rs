@@ -41,6 +41,12 @@ pub struct InstanceOptions {
     pub api_over_socket: bool,
     /// Environment variables of the manager (`KUBECONFIG`, `POD_IP`, ...).
     pub env: Vec<(String, String)>,
+    /// TLS from these files for the API (`api.tls`, `clientAuth: optional`; the API URL
+    /// becomes `https://`) and for Postgres (`postgres.tls`, so replicas stream with
+    /// `sslmode=verify-full`).
+    pub tls: Option<super::TlsFiles>,
+    /// `postgres.requireTls`.
+    pub require_tls: bool,
     /// YAML lines under `metrics:`, each indented by two spaces (`  queriesFile: /path\n`),
     /// after `listen` on a free port of its own (unless these lines set `listen`).
     pub metrics_yaml: String,
@@ -61,13 +67,20 @@ impl InstanceOptions {
             listen_address: "127.0.0.1".into(),
             api_over_socket: false,
             env: Vec::new(),
+            tls: None,
+            require_tls: false,
             metrics_yaml: String::new(),
         }
     }
 
-    /// A replica of `primary`.
+    /// A replica of `primary`, with its TLS settings.
     pub fn replica_of(name: &str, primary: &TestInstance) -> Self {
-        Self { primary: Some(("127.0.0.1".into(), primary.pg_port)), ..Self::primary(name) }
+        Self {
+            primary: Some(("127.0.0.1".into(), primary.pg_port)),
+            tls: primary.tls.clone(),
+            require_tls: primary.require_tls,
+            ..Self::primary(name)
+        }
     }
 }
 
@@ -87,6 +100,10 @@ pub struct TestInstance {
     pub config_path: PathBuf,
     /// Manager stdout+stderr.
     pub log_path: PathBuf,
+    /// The TLS files of the instance (`api.tls`, `postgres.tls`).
+    pub tls: Option<super::TlsFiles>,
+    /// `postgres.requireTls`.
+    pub require_tls: bool,
     child: Option<Child>,
     wrapper: Vec<String>,
     env: Vec<(String, String)>,
@@ -118,6 +135,8 @@ impl TestInstance {
         std::fs::write(&config_path, yaml).expect("write config");
         let api_url = if opts.api_over_socket {
             format!("unix://{}/run/manager.sock", dir.display())
+        } else if opts.tls.is_some() {
+            format!("https://{}:{api_port}", opts.listen_address)
         } else {
             format!("http://{}:{api_port}", opts.listen_address)
         };
@@ -129,6 +148,8 @@ impl TestInstance {
             metrics_url: format!("http://{}:{metrics_port}", opts.listen_address),
             config_path,
             log_path: dir.join("manager.log"),
+            tls: opts.tls.clone(),
+            require_tls: opts.require_tls,
             child: None,
             wrapper: opts.wrapper.clone(),
             env: opts.env.clone(),
@@ -179,9 +200,13 @@ impl TestInstance {
         self.dir.join("run")
     }
 
-    /// An API client for this instance.
+    /// An API client for this instance (verifying its certificate with the test CA).
     pub fn client(&self) -> ApiClient {
-        ApiClient::new(ApiTarget::parse(&self.api_url).expect("api url"))
+        let client = ApiClient::new(ApiTarget::parse(&self.api_url).expect("api url"));
+        match &self.tls {
+            Some(tls) => client.with_tls_files(&tls.ca_file, None).expect("the test CA"),
+            None => client,
+        }
     }
 
     /// GET a path, returning the status code and body text (`Err` if unreachable).
@@ -306,6 +331,21 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, ports: (u16
     if params.is_empty() {
         params = "    shared_buffers: 16MB\n".into();
     }
+    let (api_tls, pg_tls) = match &opts.tls {
+        Some(t) => {
+            let files = format!(
+                "certFile: {}\n    keyFile: {}\n    caFile: {}\n",
+                t.cert_file.display(),
+                t.key_file.display(),
+                t.ca_file.display()
+            );
+            (
+                format!("  tls:\n    {files}    clientAuth: optional\n"),
+                format!("  tls:\n    {files}  requireTls: {}\n", opts.require_tls),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
     let role = match &opts.primary {
         Some((host, port)) => format!("role: replica\nprimary: {{host: {host}, port: {port}}}\n"),
         None if opts.extra_yaml.contains("lease:") => String::new(),
@@ -313,8 +353,8 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, ports: (u16
     };
     format!(
         "name: {name}\ncluster: test\ndataDir: {dir}/pgdata\nrunDir: {dir}/run\n{role}\
-         postgres:\n  port: {pg_port}\n  listenAddresses: {listen}\n  parameters:\n{params}\
-         api:\n  listen: {listen}:{api_port}\n\
+         postgres:\n  port: {pg_port}\n  listenAddresses: {listen}\n  parameters:\n{params}{pg_tls}\
+         api:\n  listen: {listen}:{api_port}\n{api_tls}\
          metrics:\n{metrics_listen}{metrics}\
          credentials:\n  superuserPasswordFile: {s}/superuser\n  appPasswordFile: {s}/app\n  replicationPasswordFile: {s}/replication\n\
          shutdown:\n  smartTimeoutSeconds: {smart}\n  stopTimeoutSeconds: {stop}\n{extra}",

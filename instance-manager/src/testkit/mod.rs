@@ -14,6 +14,7 @@ mod fake_apiserver;
 mod instance;
 mod netns;
 mod s3;
+mod tls;
 mod writer;
 
 use std::os::unix::fs::PermissionsExt;
@@ -22,12 +23,13 @@ use std::time::{Duration, Instant};
 
 pub use cluster::{ClusterLease, FAST, TestCluster, Timing};
 pub use fake_apiserver::{FakeApiServer, loopback};
-pub use instance::{InstanceOptions, TestInstance};
+pub use instance::{InstanceOptions, TEST_PASSWORD, TestInstance};
 pub use netns::{TestNetwork, in_netns, netns_available};
 pub use s3::{
     S3Server, S3ServerConfig, S3ServerError, TEST_ACCESS_KEY, TEST_BUCKET, TEST_REGION, TEST_SECRET_KEY, TestS3,
     TestS3Options, TlsIdentity,
 };
+pub use tls::{CertKey, TestCa, TlsFiles, serial_of, served_serial};
 pub use writer::{Ack, Writer};
 
 /// A temporary directory that Postgres' OS user can traverse (mode 0755), removed on drop
