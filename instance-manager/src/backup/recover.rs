@@ -129,6 +129,13 @@ pub async fn unpack_into_staging(
         std::fs::create_dir_all(staging.join(dir)).map_err(io("cannot create", &staging.join(dir)))?;
     }
     chown_tree(v, &staging)?;
+    for file in backup.files.iter().filter(|f| f.name.starts_with("tablespace-")) {
+        if let Some(location) =
+            super::restore::tablespace_location(&file.name, &staging).map_err(RecoverError::Backup)?
+        {
+            chown_tree(v, &location)?;
+        }
+    }
     tracing::info!(backup = %backup.id, bytes, seconds = started.elapsed().as_secs_f64(), "base backup restored");
     Ok(staging)
 }

@@ -45,17 +45,18 @@ impl Read for ChannelReader {
     }
 }
 
-/// Downloads and unpacks the data of `backup` into `dir` (an empty directory). Returns the
-/// bytes downloaded.
+/// Downloads and unpacks the data of `backup` into `dir` (an empty directory), and each
+/// tablespace's tar (`tablespace-<oid>.tar…`, after the data) where the data's
+/// `tablespace_map` puts it. Returns the bytes downloaded.
 pub async fn unpack(store: &Store, backup: &BackupInfo, dir: &Path) -> Result<u64, String> {
     let mut total = 0;
     for file in &backup.files {
+        let target = target_of(&file.name, dir)?;
         let path = object_store::path::Path::from(format!("{}/{}", store.layout.backup_dir(&backup.id), file.name));
         let result = store.client().get(&path).await.map_err(|e| format!("cannot read {path}: {e}"))?;
         let mut stream = result.into_stream();
         let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
         let compression = backup.compression;
-        let target = dir.to_path_buf();
         let cipher = store.cipher().map(|c| Cipher::clone(c));
         let described = store.describe();
         let unpacker = tokio::task::spawn_blocking(move || -> Result<(u64, String), String> {
@@ -107,4 +108,55 @@ pub async fn unpack(store: &Store, backup: &BackupInfo, dir: &Path) -> Result<u6
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the backup object `name` is unpacked: the data directory, or for a tablespace the
+/// location `tablespace_map` gives its oid (which must be empty or missing).
+pub fn target_of(name: &str, dir: &Path) -> Result<std::path::PathBuf, String> {
+    let Some(location) = tablespace_location(name, dir)? else { return Ok(dir.to_path_buf()) };
+    if location.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        return Err(format!(
+            "{name} restores into {}, which is not empty: empty it or restore on another machine",
+            location.display()
+        ));
+    }
+    std::fs::create_dir_all(&location).map_err(|e| format!("cannot create {}: {e}", location.display()))?;
+    Ok(location)
+}
+
+/// The location of the tablespace object `name` from the data's `tablespace_map`; `None` for
+/// the data object itself.
+pub fn tablespace_location(name: &str, dir: &Path) -> Result<Option<std::path::PathBuf>, String> {
+    let Some(oid) = name.strip_prefix("tablespace-").and_then(|r| r.split('.').next()) else {
+        return Ok(None);
+    };
+    let map_file = dir.join("tablespace_map");
+    let map = std::fs::read_to_string(&map_file)
+        .map_err(|e| format!("the backup has tablespace {oid} but {} cannot be read: {e}", map_file.display()))?;
+    let location = map
+        .lines()
+        .find_map(|l| l.split_once(' ').filter(|(o, _)| *o == oid).map(|(_, p)| std::path::PathBuf::from(p)))
+        .ok_or_else(|| format!("tablespace {oid} is not in the backup's tablespace_map"))?;
+    Ok(Some(location))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tablespaces_go_where_their_map_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        assert_eq!(target_of("data.tar.zst", &data).unwrap(), data);
+        let ts = dir.path().join("ts1");
+        std::fs::write(data.join("tablespace_map"), format!("16384 {}\n", ts.display())).unwrap();
+        assert_eq!(target_of("tablespace-16384.tar.zst", &data).unwrap(), ts);
+        assert!(ts.is_dir());
+        assert!(target_of("tablespace-99.tar", &data).unwrap_err().contains("not in the backup's tablespace_map"));
+        std::fs::write(ts.join("x"), "busy").unwrap();
+        assert!(target_of("tablespace-16384.tar", &data).unwrap_err().contains("not empty"));
+    }
 }
