@@ -198,6 +198,12 @@ def new_instance(i, pg_port, api_port):
     return {"name": f"pg-{i}", "pg_port": pg_port, "api_port": api_port}
 
 
+def metrics_port(inst):
+    """The instance's Prometheus port: its API port + 1186 (pg-1: 19187, like CloudNativePG's 9187).
+    A taken metrics port only costs the metrics: the manager logs it and runs on."""
+    return inst.get("metrics_port") or inst["api_port"] + 1186
+
+
 def check_ports(cluster, inst, hint=None):
     """Fails clearly when another process holds a port this (dead) instance needs."""
     for port, what in ((inst["pg_port"], "Postgres"), (inst["api_port"], "HTTP API")):
@@ -246,10 +252,12 @@ def config_text(cluster, inst, bin_dir):
         "api:",
         f"  listen: {yaml_str(HOST + ':' + str(inst['api_port']))}",
     ]
+    metrics = ["metrics:", f"  listen: {yaml_str(HOST + ':' + str(metrics_port(inst)))}"]
     if st.get("tls"):
         lines += pgwarden_tls.api_yaml(cluster.dir)
     if st.get("api_token", True):
         lines.append(f"  tokenFile: {yaml_str(cluster.secret_path('api_token'))}")
+    lines += metrics
     lines += [
         "bootstrap:",
         f"  database: {APP_DB}",
@@ -546,6 +554,7 @@ def collect(cluster):
             "postgres_pid": pg_pid,
             "ready": readyz == 200,
             "postgres_port": inst["pg_port"],
+            "metrics_url": f"http://{HOST}:{metrics_port(inst)}/metrics",
         })
         entry["ca_file"] = pgwarden_tls.ca_file(cluster.dir) if cluster.state.get("tls") else None
         out.append(entry)
