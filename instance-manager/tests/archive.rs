@@ -220,7 +220,8 @@ async fn manager_killed_while_archiving_loses_and_duplicates_nothing() {
         let name = id.file_name();
         let paths = seen.get(&name).unwrap_or_else(|| panic!("{name} was lost: {:?}", seen.keys()));
         assert_eq!(paths.len(), 1, "{name} is stored twice: {paths:?}");
-        let data = compress::decompress(Compression::Lz4, &std::fs::read(&paths[0]).unwrap(), SEGMENT as usize).unwrap();
+        let data =
+            compress::decompress(Compression::Lz4, &std::fs::read(&paths[0]).unwrap(), SEGMENT as usize).unwrap();
         assert_intact_segment(&name, &data, sysid);
         if name == last {
             break;

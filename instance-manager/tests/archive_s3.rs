@@ -44,7 +44,9 @@ async fn segments_land_in_s3_over_tls_with_a_private_ca() {
     let c = pg.connect("postgres").await.unwrap();
     let mut last = String::new();
     for _ in 0..4 {
-        c.batch_execute("CREATE TABLE IF NOT EXISTS f (x int); INSERT INTO f SELECT generate_series(1, 10000)").await.unwrap();
+        c.batch_execute("CREATE TABLE IF NOT EXISTS f (x int); INSERT INTO f SELECT generate_series(1, 10000)")
+            .await
+            .unwrap();
         last = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
         c.query_one("SELECT pg_switch_wal()", &[]).await.unwrap();
     }
@@ -87,7 +89,10 @@ async fn wrong_credentials_are_reported_and_never_shown() {
     .await;
     let lower = failure.to_lowercase();
     assert!(
-        lower.contains("403") || lower.contains("forbidden") || lower.contains("permission") || lower.contains("signature"),
+        lower.contains("403")
+            || lower.contains("forbidden")
+            || lower.contains("permission")
+            || lower.contains("signature"),
         "{failure}"
     );
     let status = pg.get("/status").await.unwrap().1;

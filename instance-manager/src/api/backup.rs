@@ -150,7 +150,11 @@ pub struct WalSpec {
 
 impl Default for WalSpec {
     fn default() -> Self {
-        Self { compression: Compression::Zstd, max_parallel: default_max_parallel(), restore_prefetch: default_prefetch() }
+        Self {
+            compression: Compression::Zstd,
+            max_parallel: default_max_parallel(),
+            restore_prefetch: default_prefetch(),
+        }
     }
 }
 
@@ -171,7 +175,11 @@ pub struct BaseBackupSpec {
 
 impl Default for BaseBackupSpec {
     fn default() -> Self {
-        Self { compression: Compression::Zstd, part_size_mib: default_part_size(), max_parallel: default_max_parallel() }
+        Self {
+            compression: Compression::Zstd,
+            part_size_mib: default_part_size(),
+            max_parallel: default_max_parallel(),
+        }
     }
 }
 

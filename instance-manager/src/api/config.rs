@@ -285,7 +285,8 @@ pub struct BootstrapSpec {
     pub database: String,
     /// Its owner, a login role.
     #[serde(default = "default_app")]
-    pub owner: String,    /// Build the first primary from a backup (restore and point-in-time recovery) instead of
+    pub owner: String,
+    /// Build the first primary from a backup (restore and point-in-time recovery) instead of
     /// `initdb`.
     #[serde(default)]
     pub recovery: Option<RecoverySpec>,

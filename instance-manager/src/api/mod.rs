@@ -16,8 +16,8 @@ mod metrics;
 mod status;
 
 pub use backup::{
-    AzureSpec, BackupSpec, BaseBackupSpec, Compression, EncryptionSpec, GcsSpec, RecoverySpec, RecoveryTarget, RetentionSpec,
-    S3Spec, StoreSpec, WalSpec,
+    AzureSpec, BackupSpec, BaseBackupSpec, Compression, EncryptionSpec, GcsSpec, RecoverySpec, RecoveryTarget,
+    RetentionSpec, S3Spec, StoreSpec, WalSpec,
 };
 pub use backups::{BackupList, BackupRequest, BackupStarted, ListedBackup, RetentionVerdict};
 pub use config::{
@@ -28,5 +28,6 @@ pub use config::{
 pub use error::ErrorBody;
 pub use metrics::MetricsSpec;
 pub use status::{
-    ArchiveStatus, BackupStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, Transition, TransitionCount, WalReceiver,
+    ArchiveStatus, BackupStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess, PostgresProcessState,
+    ReplicationPeer, Transition, TransitionCount, WalReceiver,
 };

@@ -113,7 +113,10 @@ impl Archiver {
         }
         let dir = full.parent().unwrap_or(Path::new(""));
         let in_pg_wal = dir == self.pg_wal
-            || std::fs::canonicalize(dir).ok().zip(std::fs::canonicalize(&self.pg_wal).ok()).is_some_and(|(a, b)| a == b);
+            || std::fs::canonicalize(dir)
+                .ok()
+                .zip(std::fs::canonicalize(&self.pg_wal).ok())
+                .is_some_and(|(a, b)| a == b);
         if !in_pg_wal {
             return Err(format!("{} is not in {}", path.display(), self.pg_wal.display()));
         }
@@ -146,9 +149,8 @@ impl Archiver {
             let _permit = me.permits.acquire().await.map_err(|e| Arc::new(e.to_string()))?;
             me.upload(&owned).await.map_err(Arc::new)
         });
-        let upload: Upload = async move { task.await.unwrap_or_else(|e| Err(Arc::new(format!("upload task: {e}")))) }
-            .boxed()
-            .shared();
+        let upload: Upload =
+            async move { task.await.unwrap_or_else(|e| Err(Arc::new(format!("upload task: {e}")))) }.boxed().shared();
         state.inflight.insert(name.to_string(), upload.clone());
         upload
     }
@@ -248,7 +250,10 @@ impl Archiver {
         let size = local.len();
         let store = self.store.clone();
         let existing = tokio::task::spawn_blocking(move || {
-            store.unseal(existing.to_vec()).map_err(std::io::Error::other).and_then(|e| compress::decompress(c, &e, size))
+            store
+                .unseal(existing.to_vec())
+                .map_err(std::io::Error::other)
+                .and_then(|e| compress::decompress(c, &e, size))
         })
         .await
         .map_err(|e| e.to_string())?;

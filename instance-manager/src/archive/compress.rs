@@ -25,7 +25,8 @@ pub fn compress(c: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
             enc.finish().map_err(std::io::Error::other)
         }
         Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::fast());
+            let mut enc =
+                flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::fast());
             enc.write_all(data)?;
             enc.finish()
         }

@@ -110,7 +110,10 @@ pub fn parse(value: &str) -> Result<Destination, DestinationError> {
     }
     let prefix = prefix.trim_matches('/');
     if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-        return Err(err(format!("the path {prefix:?} has empty, '.' or '..' parts"), "use a plain path like backups/prod"));
+        return Err(err(
+            format!("the path {prefix:?} has empty, '.' or '..' parts"),
+            "use a plain path like backups/prod",
+        ));
     }
     Ok(Destination { scheme, bucket: bucket.into(), prefix: prefix.into(), dir: None })
 }

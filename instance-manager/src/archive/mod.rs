@@ -17,6 +17,6 @@ pub mod store;
 
 pub use archiver::Archiver;
 pub use destination::{Destination, Scheme};
-pub use restorer::Restorer;
 pub use layout::{Layout, SegmentId, WalName, parse_wal_name};
+pub use restorer::Restorer;
 pub use store::{Created, Store, StoreError};

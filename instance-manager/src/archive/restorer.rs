@@ -56,7 +56,13 @@ pub struct Restorer {
 impl Restorer {
     /// A restorer into `data_dir`'s `pg_wal`, spooling beside the data directory
     /// (`<dataDir>-wal-spool`: the same volume, outside what backups and rewinds copy).
-    pub fn new(store: Store, data_dir: &Path, compression: Compression, prefetch: u32, os_user: Option<OsUser>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        data_dir: &Path,
+        compression: Compression,
+        prefetch: u32,
+        os_user: Option<OsUser>,
+    ) -> Arc<Self> {
         let mut spool = data_dir.as_os_str().to_owned();
         spool.push("-wal-spool");
         let spool = PathBuf::from(spool);
@@ -154,7 +160,10 @@ impl Restorer {
         let Ok(entries) = std::fs::read_dir(&self.spool) else { return };
         for e in entries.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();
-            if matches!(parse_wal_name(&file), Some(WalName::Segment(_))) && file.as_str() < name && file[..8] == name[..8] {
+            if matches!(parse_wal_name(&file), Some(WalName::Segment(_)))
+                && file.as_str() < name
+                && file[..8] == name[..8]
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }

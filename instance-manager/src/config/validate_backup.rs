@@ -30,7 +30,13 @@ pub(super) fn check_backup(c: &mut Collector, cfg: &InstanceConfig, cluster: &st
     let ours = cfg.backup.as_ref().and_then(|b| {
         check_range(c, "backup.wal.maxParallel", b.wal.max_parallel, 1..=64, "4 suits most stores");
         check_range(c, "backup.wal.restorePrefetch", b.wal.restore_prefetch, 0..=64, "8 suits most stores");
-        check_range(c, "backup.base.partSizeMiB", b.base.part_size_mib, 5..=5120, "S3 parts are 5 MiB to 5 GiB; 16 is a good size");
+        check_range(
+            c,
+            "backup.base.partSizeMiB",
+            b.base.part_size_mib,
+            5..=5120,
+            "S3 parts are 5 MiB to 5 GiB; 16 is a good size",
+        );
         check_range(c, "backup.base.maxParallel", b.base.max_parallel, 1..=64, "4 suits most stores");
         if let Some(r) = &b.retention {
             match (r.recovery_window_days, r.count) {
@@ -52,13 +58,21 @@ pub(super) fn check_backup(c: &mut Collector, cfg: &InstanceConfig, cluster: &st
         check_store(c, &b.store, "backup.store")
     });
     if cfg.bootstrap.replica_source == ReplicaSource::Backup && cfg.backup.is_none() {
-        c.add("bootstrap.replicaSource", "is backup but no backup store is configured", "set backup.store, or use primary");
+        c.add(
+            "bootstrap.replicaSource",
+            "is backup but no backup store is configured",
+            "set backup.store, or use primary",
+        );
     }
     let Some(rec) = &cfg.bootstrap.recovery else { return };
     let theirs = check_store(c, &rec.store, "bootstrap.recovery.store");
     let source = rec.source_cluster.as_deref().unwrap_or(cluster);
     if !super::validate::is_dns_label(source) {
-        c.add("bootstrap.recovery.sourceCluster", format!("{source:?} is not a cluster name"), "use the name of the cluster that took the backups");
+        c.add(
+            "bootstrap.recovery.sourceCluster",
+            format!("{source:?} is not a cluster name"),
+            "use the name of the cluster that took the backups",
+        );
     }
     if let (Some(ours), Some(theirs)) = (ours, theirs)
         && ours == theirs
@@ -73,7 +87,11 @@ pub(super) fn check_backup(c: &mut Collector, cfg: &InstanceConfig, cluster: &st
     if let Some(id) = &rec.backup_id
         && (id.is_empty() || id.contains(['/', '\\', ' ']))
     {
-        c.add("bootstrap.recovery.backupId", format!("{id:?} is not a backup id"), "use an id from `instance-manager backup list`");
+        c.add(
+            "bootstrap.recovery.backupId",
+            format!("{id:?} is not a backup id"),
+            "use an id from `instance-manager backup list`",
+        );
     }
     if let Some(t) = &rec.target {
         check_target(c, t);
@@ -88,7 +106,11 @@ fn check_target(c: &mut Collector, t: &RecoveryTarget) {
     if let Some(time) = &t.time
         && time.parse::<jiff::Timestamp>().is_err()
     {
-        c.add("bootstrap.recovery.target.time", format!("{time:?} is not a timestamp"), "use RFC 3339 with a zone, e.g. 2026-11-30T12:00:00Z");
+        c.add(
+            "bootstrap.recovery.target.time",
+            format!("{time:?} is not a timestamp"),
+            "use RFC 3339 with a zone, e.g. 2026-11-30T12:00:00Z",
+        );
     }
     if let Some(lsn) = &t.lsn
         && crate::peers::parse_lsn(lsn).is_none()
@@ -103,6 +125,10 @@ fn check_target(c: &mut Collector, t: &RecoveryTarget) {
     if let Some(name) = &t.name
         && (name.is_empty() || name.len() > 63)
     {
-        c.add("bootstrap.recovery.target.name", "must be 1 to 63 characters", "the name given to pg_create_restore_point");
+        c.add(
+            "bootstrap.recovery.target.name",
+            "must be 1 to 63 characters",
+            "the name given to pg_create_restore_point",
+        );
     }
 }

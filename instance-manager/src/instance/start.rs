@@ -38,8 +38,9 @@ pub(super) async fn bootstrap(
                 }
                 break;
             }
-            Desired::Replica(Some(_)) if v.config.bootstrap.replica_source == ReplicaSource::Backup
-                && replica_from_backup(sup, instance, &v).await =>
+            Desired::Replica(Some(_))
+                if v.config.bootstrap.replica_source == ReplicaSource::Backup
+                    && replica_from_backup(sup, instance, &v).await =>
             {
                 break;
             }

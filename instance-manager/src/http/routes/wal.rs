@@ -69,9 +69,11 @@ pub async fn restore(
     };
     match restorer.restore(&req.name, &req.destination).await {
         Ok(Restored::Found) => Ok(Json(json!({ "restored": req.name }))),
-        Ok(Restored::Missing) => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, format!("{} is not in the archive", req.name), "normal at the end of the archive"))
-        }
+        Ok(Restored::Missing) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{} is not in the archive", req.name),
+            "normal at the end of the archive",
+        )),
         Err(f) => {
             tracing::error!(wal = %req.name, error = %f.message, fatal = f.fatal, "WAL restore failed");
             let status = if f.fatal { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::SERVICE_UNAVAILABLE };
