@@ -593,8 +593,17 @@ class OthersCpu:
         return total, busy, {p: ticks[p] for p in ours}
 
     def stop(self):
+        """(share of all CPUs others used, CPU seconds our processes used)."""
         total0, busy0, ours0 = self.t0
         total1, busy1, ours1 = self._snapshot()
         ours = sum(t - ours0.get(p, 0) for p, t in ours1.items())
         span = max(1, total1 - total0)
-        return max(0.0, (busy1 - busy0 - ours) / span)
+        return max(0.0, (busy1 - busy0 - ours) / span), ours / CLK_TCK
+
+
+def cpu_seconds(pid):
+    """utime+stime (with reaped children) of one process, in seconds; 0 when it is gone."""
+    try:
+        return _stat_ticks(pid)[1] / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0

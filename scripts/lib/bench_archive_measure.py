@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from bench_archive_env import (
-    CLEANUPS, Failure, OthersCpu, PlainPostgres, Pgwarden, RssSampler, data_bytes, dir_bytes, info, kill_proc,
+    CLEANUPS, Failure, OthersCpu, cpu_seconds, PlainPostgres, Pgwarden, RssSampler, data_bytes, dir_bytes, info, kill_proc,
     ready_files, remove_tree, wait_sql,
 )
 from pgwarden_local import lsn_to_int
@@ -177,6 +177,7 @@ class Bench:
         rss = RssSampler(self.pgw.proc.pid) if tool["key"] == "pgwarden" else None
         self.note_load()
         others = OthersCpu(self.root)
+        cpu0 = {"manager": cpu_seconds(self.pgw.proc.pid), "s3": cpu_seconds(self.s3.proc.pid)}
         t0 = time.monotonic()
         self.open_archive(tool)
         deadline = t0 + self.args.timeout
@@ -185,7 +186,11 @@ class Bench:
             time.sleep(0.02)
             left = backlog & ready_files(target.data)
         seconds = time.monotonic() - t0
-        out = {"segments": len(backlog), "seconds": seconds, "others_cpu": others.stop()}
+        others_cpu, ours = others.stop()
+        out = {"segments": len(backlog), "seconds": seconds, "others_cpu": others_cpu, "cpu_seconds": ours,
+               "s3_cpu_seconds": cpu_seconds(self.s3.proc.pid) - cpu0["s3"]}
+        if tool["key"] == "pgwarden":
+            out["manager_cpu_seconds"] = cpu_seconds(self.pgw.proc.pid) - cpu0["manager"]
         if rss:
             out["rss"] = rss.stop()
         if left:
@@ -227,7 +232,7 @@ class Bench:
             kill_proc(proc)
             raise Failure(f"pgbench under {tool['key']} did not end within {seconds + 60} s")
         t_end = time.monotonic()
-        others_cpu = others.stop()
+        others_cpu = others.stop()[0]
         with open(log, errors="replace") as f:
             text = f.read()
         m = re.search(r"tps = ([0-9.]+)", text)
@@ -302,7 +307,7 @@ class Bench:
             seconds = time.monotonic() - t0
             stored = self.barman.stored_bytes("barman") - before
         out = {"seconds": seconds, "data_bytes": size, "stored_bytes": stored, "mib_per_s": size / MIB / seconds,
-               "others_cpu": others.stop()}
+               "others_cpu": others.stop()[0]}
         if rss:
             out["rss"] = rss.stop()
         return out
@@ -370,7 +375,7 @@ class Bench:
                 seconds = time.monotonic() - t0
                 rows = inst.sql(f"SELECT string_agg(phase, ',' ORDER BY phase) FROM bench_pitr WHERE run = {run}")
                 where = inst.dir
-            others_cpu = others.stop()
+            others_cpu = others.stop()[0]
         finally:
             CLEANUPS.run(mark)
         remove_tree(where)

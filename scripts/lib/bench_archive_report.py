@@ -61,12 +61,13 @@ def failed_note(runs):
 def print_archive(res, tools):
     print("1. WAL archive throughput: a backlog of .ready segments made while the tool could not archive "
           "(pgbench -i -I dtG), timed from letting it archive until every one of them is archived")
-    rows = [["tool", "segments/s", "backlog", "WAL MiB/s", "stored / WAL", "failed calls", "others' CPU", "note"]]
+    rows = [["tool", "segments/s", "backlog", "WAL MiB/s", "stored / WAL", "CPU ms/seg (S3 server)", "failed calls",
+             "others' CPU", "note"]]
     meds = {}
     for t in tools:
         runs = res.get(t["key"], [])
         if t.get("error"):
-            rows.append([t["label"], "n/a", "", "", "", "", "", t["error"]])
+            rows.append([t["label"], "n/a", "", "", "", "", "", "", t["error"]])
             continue
         v = ok_runs(runs, "seg_per_s")
         meds[t["key"]] = med(v)
@@ -74,11 +75,22 @@ def print_archive(res, tools):
         stored = [r["stored_bytes"] / (r["segments"] * 16 * MIB) for r in runs if r.get("stored_bytes") is not None
                   and not r.get("error") and r["segments"]]
         fails = sum(r.get("failures") or 0 for r in runs)
+        cpu = [r["cpu_seconds"] * 1000 / r["segments"] for r in runs if r.get("cpu_seconds") and r.get("segments")]
+        s3 = [r["s3_cpu_seconds"] * 1000 / r["segments"] for r in runs if r.get("cpu_seconds") and r.get("segments")]
+        cpu_cell = f"{med(cpu):.0f} ({med(s3):.0f})" if cpu else ""
+        if t["key"] == "pgbackrest":  # its async archiver detaches: its CPU time escapes the count
+            cpu_cell = f"n/a ({med(s3):.0f})" if s3 else "n/a"
         rows.append([t["label"], spread(v, "{:.1f}") or "FAILED", f"{med(segs):.0f} seg" if segs else "",
                      f"{med(v) * 16:.0f}" if v else "", f"{med(stored) * 100:.0f} %" if stored else "",
-                     str(fails), others(runs),
+                     cpu_cell, str(fails), others(runs),
                      failed_note(runs) or ("1 run only (an extra)" if t.get("once") and len(runs) == 1 else "")])
     print(table(rows))
+    print("   CPU ms/seg: CPU time of every process of this benchmark (Postgres' archiver and what it runs, the "
+          "tool, the manager, the S3 server) per archived segment; in brackets the S3 server's share")
+    pw_runs = [r for r in res.get("pgwarden", []) if r.get("manager_cpu_seconds") is not None]
+    if pw_runs:
+        mgr = med([r["manager_cpu_seconds"] * 1000 / r["segments"] for r in pw_runs])
+        print(f"   pgwarden's manager alone: {mgr:.0f} ms CPU per segment (read, zstd, TLS upload)")
     pw, pb, cp = meds.get("pgwarden"), meds.get("pgbackrest"), meds.get("cp")
     if pw and pb:
         r = pw / pb
