@@ -86,7 +86,8 @@ def print_archive(res, tools):
                      failed_note(runs) or ("1 run only (an extra)" if t.get("once") and len(runs) == 1 else "")])
     print(table(rows))
     print("   CPU ms/seg: CPU time of every process of this benchmark (Postgres' archiver and what it runs, the "
-          "tool, the manager, the S3 server) per archived segment; in brackets the S3 server's share")
+          "tool, the manager, the S3 server) per archived segment; in brackets the S3 server's share. pgBackRest's "
+          "async archiver detaches from Postgres: once it has exited its CPU is counted in others' CPU, not here")
     pw_runs = [r for r in res.get("pgwarden", []) if r.get("manager_cpu_seconds") is not None]
     if pw_runs:
         mgr = med([r["manager_cpu_seconds"] * 1000 / r["segments"] for r in pw_runs])
