@@ -36,21 +36,6 @@ async fn switch_segments(inst: &TestInstance, n: usize) -> String {
     last
 }
 
-/// Waits until Postgres reports `wal` archived (pg_stat_archiver).
-async fn wait_archived(inst: &TestInstance, wal: &str, timeout: Duration) {
-    wait_for(&format!("{wal} archived by {}", inst.name), timeout, || async {
-        let c = inst.connect("postgres").await?;
-        let row = c
-            .query_one("SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver", &[])
-            .await
-            .map_err(|e| e.to_string())?;
-        let last: String = row.get(0);
-        let failed: i64 = row.get(1);
-        if last.as_str() >= wal { Ok(()) } else { Err(format!("last archived {last:?}, {failed} failures")) }
-    })
-    .await;
-}
-
 /// The segments in the store, by name, with their object paths.
 fn stored_segments(store_dir: &Path, cluster: &str) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
@@ -93,7 +78,7 @@ async fn every_segment_lands_intact_and_in_order() {
     let pg = TestInstance::start(root.path(), &with_archive("pg-1", &store, ""));
     pg.wait_ready(READY).await;
     let last = switch_segments(&pg, 12).await;
-    wait_archived(&pg, &last, Duration::from_secs(60)).await;
+    pg.wait_archived(&last, Duration::from_secs(60)).await;
 
     let segments = stored_segments(&store, "test");
     let sysid = sysid(&pg).await;
@@ -135,7 +120,7 @@ async fn a_different_segment_of_the_same_name_is_refused_and_kept() {
     pg.wait_ready(READY).await;
     // The archive is this cluster's (one segment archived, cluster.json written).
     let first = switch_segments(&pg, 1).await;
-    wait_archived(&pg, &first, Duration::from_secs(30)).await;
+    pg.wait_archived(&first, Duration::from_secs(30)).await;
     let c = pg.connect("postgres").await.unwrap();
     let current: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
     // Something else already sits where the current segment will be archived.
@@ -167,7 +152,7 @@ async fn another_clusters_archive_is_refused() {
     let first = TestInstance::start(root.path(), &with_archive("pg-1", &store, ""));
     first.wait_ready(READY).await;
     let last = switch_segments(&first, 1).await;
-    wait_archived(&first, &last, Duration::from_secs(30)).await;
+    first.wait_archived(&last, Duration::from_secs(30)).await;
 
     // A second, unrelated cluster with the same name and destination.
     let other_root = TestDir::new();
@@ -201,7 +186,7 @@ async fn manager_killed_while_archiving_loses_and_duplicates_nothing() {
     pg.kill_all();
     pg.spawn();
     pg.wait_ready(READY).await;
-    wait_archived(&pg, &last, Duration::from_secs(90)).await;
+    pg.wait_archived(&last, Duration::from_secs(90)).await;
 
     let wal = store.join("test/wal");
     let mut seen = std::collections::BTreeMap::<String, Vec<PathBuf>>::new();
@@ -242,7 +227,7 @@ async fn encrypted_archive_is_opaque_without_the_key() {
     let pg = TestInstance::start(root.path(), &o);
     pg.wait_ready(READY).await;
     let last = switch_segments(&pg, 2).await;
-    wait_archived(&pg, &last, Duration::from_secs(30)).await;
+    pg.wait_archived(&last, Duration::from_secs(30)).await;
     let sysid = sysid(&pg).await;
     let cipher = instance_manager::archive::cipher::Cipher::from_key_file(&key_file).unwrap();
     let segments = stored_segments(&store, "test");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use instance_manager::api::{BackupList, Compression, InstanceStatus};
 use instance_manager::archive::compress;
 use instance_manager::backup::BackupInfo;
-use instance_manager::cli::{ApiClient, ApiTarget, ClientError};
+use instance_manager::cli::{ApiClient, ClientError};
 use instance_manager::testkit::{InstanceOptions, TestDir, TestInstance, TestS3, manager_binary, wait_for};
 use sha2::Digest;
 
@@ -31,14 +31,13 @@ fn file_store(dir: &Path) -> String {
 
 /// The local socket: mutating endpoints need no token there.
 fn local(inst: &TestInstance) -> ApiClient {
-    let target = ApiTarget::parse(&format!("unix://{}/manager.sock", inst.run_dir().display())).unwrap();
-    ApiClient::new(target).with_timeout(BACKUP)
+    inst.socket_client(BACKUP)
 }
 
 fn cli(inst: &TestInstance, args: &[&str]) -> Output {
     let out = std::process::Command::new(manager_binary())
         .arg("--api")
-        .arg(format!("unix://{}/manager.sock", inst.run_dir().display()))
+        .arg(inst.socket_url())
         .args(args)
         .output()
         .expect("run the CLI");
@@ -251,14 +250,7 @@ async fn backups_are_taken_listed_checked_and_deleted() {
 async fn archive_a_segment(inst: &TestInstance) {
     let c = inst.connect("postgres").await.unwrap();
     c.batch_execute("INSERT INTO filler SELECT g, 'x' FROM generate_series(1, 1000) g").await.unwrap();
-    let wal: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
-    c.query_one("SELECT pg_switch_wal()", &[]).await.unwrap();
-    wait_for(&format!("{wal} archived"), Duration::from_secs(60), || async {
-        let last: Option<String> =
-            c.query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[]).await.map_err(|e| e.to_string())?.get(0);
-        if last.as_deref() >= Some(wal.as_str()) { Ok(()) } else { Err(format!("{last:?}")) }
-    })
-    .await;
+    inst.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
 }
 
 /// Sets a file's modification time to two days ago.

@@ -90,8 +90,7 @@ async fn wait_metrics<T>(
 }
 
 fn local(inst: &TestInstance) -> ApiClient {
-    let target = ApiTarget::parse(&format!("unix://{}/manager.sock", inst.run_dir().display())).unwrap();
-    ApiClient::new(target).with_timeout(Duration::from_secs(120))
+    inst.socket_client(Duration::from_secs(120))
 }
 
 fn write_queries(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -387,7 +386,7 @@ async fn the_role_flips_after_a_switchover() {
 
     let out = std::process::Command::new(manager_binary())
         .arg("--api")
-        .arg(format!("unix://{}/manager.sock", p1.run_dir().display()))
+        .arg(p1.socket_url())
         .args(["switchover", "--to", "pg-2"])
         .output()
         .unwrap();

@@ -27,10 +27,7 @@ fn recovered(root: &Path, name: &str, store: &Path, target: &str) -> TestInstanc
 }
 
 async fn take_backup(inst: &TestInstance) {
-    let client = instance_manager::cli::ApiClient::new(
-        instance_manager::cli::ApiTarget::parse(&format!("unix://{}/manager.sock", inst.run_dir().display())).unwrap(),
-    )
-    .with_timeout(Duration::from_secs(120));
+    let client = inst.socket_client(Duration::from_secs(120));
     let _: serde_json::Value = client.post_json("/backup", &serde_json::json!({}), None).await.expect("backup");
 }
 
@@ -48,15 +45,7 @@ async fn rows(inst: &TestInstance) -> (i64, i32) {
 
 /// Switches WAL and waits until the segment holding everything so far is archived.
 async fn archive_everything(inst: &TestInstance) {
-    let c = inst.connect("postgres").await.unwrap();
-    let wal: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
-    c.query_one("SELECT pg_switch_wal()", &[]).await.unwrap();
-    wait_for(&format!("{wal} archived"), Duration::from_secs(60), || async {
-        let last: Option<String> =
-            c.query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[]).await.map_err(|e| e.to_string())?.get(0);
-        if last.as_deref() >= Some(wal.as_str()) { Ok(()) } else { Err(format!("{last:?}")) }
-    })
-    .await;
+    inst.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ fn cli(cluster: &TestCluster, name: &str, args: &[&str]) -> (bool, String) {
     let inst = cluster.get(name);
     let out = std::process::Command::new(manager_binary())
         .arg("--api")
-        .arg(format!("unix://{}/manager.sock", inst.run_dir().display()))
+        .arg(inst.socket_url())
         .args(args)
         .output()
         .expect("run the CLI");

@@ -209,6 +209,42 @@ impl TestInstance {
         }
     }
 
+    /// `unix://<runDir>/manager.sock`: the local socket, where mutating endpoints need no token.
+    pub fn socket_url(&self) -> String {
+        format!("unix://{}/manager.sock", self.run_dir().display())
+    }
+
+    /// A client of the local socket, with a per-request deadline of `timeout`.
+    pub fn socket_client(&self, timeout: Duration) -> ApiClient {
+        ApiClient::new(ApiTarget::parse(&self.socket_url()).expect("socket url")).with_timeout(timeout)
+    }
+
+    /// Waits until Postgres reports `wal` (or a later file) archived in `pg_stat_archiver`.
+    pub async fn wait_archived(&self, wal: &str, timeout: Duration) {
+        wait_for(&format!("{wal} archived by {}", self.name), timeout, || async {
+            let c = self.connect("postgres").await?;
+            let row = c
+                .query_one("SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let last: String = row.get(0);
+            let failed: i64 = row.get(1);
+            if last.as_str() >= wal { Ok(()) } else { Err(format!("last archived {last:?}, {failed} failures")) }
+        })
+        .await;
+    }
+
+    /// Switches to a new WAL segment and waits until the one it left is archived; returns
+    /// that segment's name.
+    pub async fn switch_wal_and_wait_archived(&self, timeout: Duration) -> String {
+        let c = self.connect("postgres").await.expect("connect");
+        let wal: String =
+            c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.expect("current WAL").get(0);
+        c.query_one("SELECT pg_switch_wal()", &[]).await.expect("switch WAL");
+        self.wait_archived(&wal, timeout).await;
+        wal
+    }
+
     /// GET a path, returning the status code and body text (`Err` if unreachable).
     pub async fn get(&self, path: &str) -> Result<(u16, String), String> {
         self.client()
