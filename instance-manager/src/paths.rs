@@ -7,16 +7,28 @@
 //!   pgwarden_ident.conf          rendered pg_ident.conf
 //!   standby.signal               present on replicas
 //! <dataDir's parent>/.<name>.bootstrap   staging dir while initdb / pg_basebackup run
-//! <runDir>/                      sockets and runtime files (owned by the OS user, 0750)
-//!   .s.PGSQL.<port>              Postgres' socket
-//!   manager.sock                 the manager's HTTP API for the local CLI
-//!   wal.sock                     archive/restore routes only, for Postgres' commands
+//! <runDir>/                      sockets and runtime files (owned by the OS user, 0700)
+//!   .s.PGSQL.<port>              Postgres' socket (0700: unix_socket_permissions)
+//!   manager.sock                 the manager's HTTP API for the local CLI (0600, the manager's user)
+//!   wal.sock                     archive/restore routes only, for Postgres' commands (0600, Postgres' user)
 //!   pgpass                       replication password for primary_conninfo (0600)
 //!   tls/                         Postgres' copies of the postgres.tls files (0700)
 //!     server.crt server.key ca.crt   the key 0600: Postgres refuses a key others can read
 //! ```
+//!
+//! Nothing else is written: the manager works with a read-only root filesystem as long as the
+//! data directory's parent (in a pod, the volume it lives on: the bootstrap staging directory
+//! and the WAL restore spool are siblings of the data directory) and the run directory are
+//! writable, and `/dev/shm` for Postgres' shared memory (`tests/hardening.rs`).
+//!
+//! Only the OS user reaches the sockets: the run directory is [`RUN_DIR_MODE`] and each socket
+//! is its owner's alone. Where the manager runs as root (outside a pod) root reaches them too,
+//! and `manager.sock` stays root's, so Postgres' commands cannot call the control routes.
 
 use std::path::{Path, PathBuf};
+
+/// The mode of the run directory: its owner, Postgres' OS user, only.
+pub const RUN_DIR_MODE: u32 = 0o700;
 
 /// The paths of one instance.
 #[derive(Debug, Clone)]
@@ -91,13 +103,22 @@ impl Paths {
 /// Readers see the old file or the new one, never half of either.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
+    write_atomic_with(path, mode, |f| f.write_all(contents))
+}
+
+/// [`write_atomic`], with the content written by `write` into the temporary file.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        f.write_all(contents)?;
+        write(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()

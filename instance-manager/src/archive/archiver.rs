@@ -21,14 +21,14 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 
+use super::cipher::Cipher;
 use super::layout::{self, Layout, parse_wal_name};
 use super::store::{Created, Store};
-use super::{compress, identity};
+use super::{identity, pack};
 use crate::api::{ArchiveStatus, Compression};
 
 /// How many archived names are remembered to answer repeated calls at once.
@@ -216,58 +216,52 @@ impl Archiver {
         state.status.last_failed_at = Some(jiff::Timestamp::now());
     }
 
-    /// Reads, compresses and uploads one file; compares with what is there when the name is
-    /// taken.
+    /// Packs and uploads one file; compares with what is there when the name is taken.
     async fn upload(&self, name: &str) -> Result<(), String> {
         let local = self.pg_wal.join(name);
-        let data = tokio::fs::read(&local).await.map_err(|e| format!("cannot read {}: {e}", local.display()))?;
         let c = self.compression;
         let object = self.store.layout.wal_object(name, c).ok_or_else(|| format!("{name} is not a WAL file"))?;
-        let (data, packed) = tokio::task::spawn_blocking(move || compress::compress(c, &data).map(|p| (data, p)))
+        let cipher = self.store.cipher().map(|k| Cipher::clone(k));
+        let path = local.clone();
+        let packed = tokio::task::spawn_blocking(move || pack::pack(&path, c, cipher.as_ref()))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot compress {name}: {e}"))?;
-        let started = std::time::Instant::now();
-        let store = self.store.clone();
-        let sealed = tokio::task::spawn_blocking(move || store.seal(packed)).await.map_err(|e| e.to_string())?;
-        match self.store.create(&object, Bytes::from(sealed)).await.map_err(|e| e.to_string())? {
+            .map_err(|e| format!("cannot read and compress {}: {e}", local.display()))?;
+        let (size, started) = (packed.len(), std::time::Instant::now());
+        match self.store.create(&object, packed.into_payload()).await.map_err(|e| e.to_string())? {
             Created::Written => {
-                tracing::info!(wal = name, object = %object, ms = started.elapsed().as_millis() as u64, "WAL archived");
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(wal = name, object = %object, bytes = size, ms, "WAL archived");
                 Ok(())
             }
-            Created::AlreadyExists => self.compare_existing(name, &object, c, &data).await,
+            Created::AlreadyExists => self.compare_existing(name, &object, c, &local).await,
         }
     }
 
+    /// Succeeds when the object already at `object` holds exactly the local file's content.
     async fn compare_existing(
         &self,
         name: &str,
         object: &object_store::path::Path,
         c: Compression,
-        local: &[u8],
+        local: &Path,
     ) -> Result<(), String> {
         let existing = self.store.get(object).await.map_err(|e| e.to_string())?.unwrap_or_default();
-        let size = local.len();
-        let store = self.store.clone();
-        let existing = tokio::task::spawn_blocking(move || {
-            store
-                .unseal(existing.to_vec())
-                .map_err(std::io::Error::other)
-                .and_then(|e| compress::decompress(c, &e, size))
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        match existing {
-            Ok(bytes) if bytes == local => {
-                tracing::info!(wal = name, "WAL already archived with the same content");
-                Ok(())
-            }
-            _ => Err(format!(
-                "refusing to overwrite {object} in {}: the archive holds a different {name}; \
-                 another cluster may be archiving to this destination (give each cluster its own destination or name)",
-                self.store.describe()
-            )),
+        let cipher = self.store.opener(&existing)?.cloned();
+        let local = local.to_path_buf();
+        let same = tokio::task::spawn_blocking(move || pack::same_content(&existing, c, cipher.as_ref(), &local))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot compare with the archived {name}: {e}"))?;
+        if same {
+            tracing::info!(wal = name, "WAL already archived with the same content");
+            return Ok(());
         }
+        Err(format!(
+            "refusing to overwrite {object} in {}: the archive holds a different {name}; \
+             another cluster may be archiving to this destination (give each cluster its own destination or name)",
+            self.store.describe()
+        ))
     }
 
     /// The layout (for tests and the restorer).

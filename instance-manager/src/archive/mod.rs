@@ -1,5 +1,5 @@
 //! The WAL archive in an object store: where things go ([`layout`]), how they are packed
-//! ([`compress`]), the store client ([`store`]), and the manager's archiver and restorer.
+//! ([`compress`], [`pack`]), the store client ([`store`]), and the manager's archiver and restorer.
 //!
 //! Postgres' `archive_command` and `restore_command` are thin clients
 //! (`instance-manager wal-archive %p`, `wal-restore %f %p`) that ask the running manager
@@ -12,6 +12,7 @@ pub mod compress;
 pub mod destination;
 pub mod identity;
 pub mod layout;
+pub mod pack;
 pub mod restorer;
 pub mod store;
 

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use super::compress;
 use super::layout::{DEFAULT_SEGMENT_SIZE, WalName, compressions_from, parse_wal_name};
+use super::pack;
 use super::store::Store;
 use crate::api::Compression;
 use crate::osuser::OsUser;
@@ -174,25 +174,21 @@ impl Restorer {
         for c in compressions_from(self.compression) {
             let Some(object) = self.store.layout.wal_object(name, c) else { return Ok(false) };
             let Some(packed) = self.store.get(&object).await.map_err(|e| e.to_string())? else { continue };
-            let store = self.store.clone();
-            let data = tokio::task::spawn_blocking(move || {
-                let packed = store.unseal(packed.to_vec())?;
-                compress::decompress(c, &packed, DEFAULT_SEGMENT_SIZE as usize).map_err(|e| e.to_string())
+            let cipher = self.store.opener(&packed).map_err(|e| format!("{object} cannot be read: {e}"))?.cloned();
+            std::fs::create_dir_all(&self.spool).map_err(|e| format!("cannot create {}: {e}", self.spool.display()))?;
+            let path = self.spool.join(name);
+            // Unpacked as a stream straight into the spool file: only the packed object is in memory.
+            tokio::task::spawn_blocking(move || {
+                crate::paths::write_atomic_with(&path, 0o600, |f| {
+                    pack::unpack_to(&packed, c, cipher.as_ref(), f).map(drop)
+                })
             })
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{object} cannot be read: {e}"))?;
-            self.write_spool(name, &data)?;
+            .map_err(|e| format!("{object} cannot be read into the spool {}: {e}", self.spool.display()))?;
             return Ok(true);
         }
         Ok(false)
-    }
-
-    fn write_spool(&self, name: &str, data: &[u8]) -> Result<(), String> {
-        std::fs::create_dir_all(&self.spool).map_err(|e| format!("cannot create {}: {e}", self.spool.display()))?;
-        let path = self.spool.join(name);
-        crate::paths::write_atomic(&path, data, 0o600).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(())
     }
 
     /// Moves a spooled file to `dest`, owned by Postgres' user.

@@ -281,11 +281,24 @@ impl Store {
         }
         match &self.cipher {
             Some(c) => c.open(&data),
-            None => Err(format!(
-                "{} holds encrypted objects: set encryption.keyFile to the key they were written with",
-                self.describe()
-            )),
+            None => Err(self.no_key()),
         }
+    }
+
+    /// The key that opens `object`: `None` for a plain object, an error for an encrypted one
+    /// when no key is configured.
+    pub fn opener(&self, object: &[u8]) -> Result<Option<&Cipher>, String> {
+        if !cipher::is_sealed(object) {
+            return Ok(None);
+        }
+        match &self.cipher {
+            Some(c) => Ok(Some(c)),
+            None => Err(self.no_key()),
+        }
+    }
+
+    fn no_key(&self) -> String {
+        format!("{} holds encrypted objects: set encryption.keyFile to the key they were written with", self.describe())
     }
 
     /// The underlying client (multipart uploads, listing).
@@ -299,9 +312,9 @@ impl Store {
     }
 
     /// Writes `data` at `path` only if nothing is there: archived WAL is never overwritten.
-    pub async fn create(&self, path: &Path, data: Bytes) -> Result<Created, StoreError> {
+    pub async fn create(&self, path: &Path, data: impl Into<PutPayload>) -> Result<Created, StoreError> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.put_opts(path, PutPayload::from_bytes(data), opts).await {
+        match self.inner.put_opts(path, data.into(), opts).await {
             Ok(_) => Ok(Created::Written),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
             Err(e) => Err(self.request_err("cannot write", path)(e)),
