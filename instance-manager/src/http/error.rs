@@ -53,7 +53,7 @@ pub async fn json_errors(response: Response) -> Response {
         t => t.chars().take(500).collect(),
     };
     let hint = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "request bodies are small JSON documents (at most 16 KiB)",
+        StatusCode::PAYLOAD_TOO_LARGE => super::limit::HINT,
         s if s.is_client_error() => "send a JSON object with the fields the endpoint takes (see README.md), or no body",
         _ => "see the manager's log",
     };

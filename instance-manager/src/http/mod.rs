@@ -8,10 +8,14 @@
 //! With `api.tls` the TCP listener speaks HTTPS only ([`crate::tls::TlsListener`]); its
 //! certificate is reloaded when its files change, and a verified client certificate
 //! authorises the mutating endpoints like the bearer token (see `auth`). The Unix sockets
-//! stay plain HTTP: they are reachable only from inside the pod.
+//! stay plain HTTP: they are reachable only from inside the pod. `manager.sock` is 0600 and
+//! the manager's; `wal.sock` is 0600 and Postgres' OS user's (see [`crate::paths`]).
+//!
+//! Every socket limits request bodies to [`MAX_BODY`] bytes (see `limit`).
 
 mod auth;
 mod error;
+mod limit;
 pub mod routes;
 
 use std::path::Path;
@@ -21,6 +25,7 @@ use axum::Router;
 use tokio::net::{TcpListener, UnixListener};
 
 pub use error::ApiError;
+pub use limit::MAX_BODY;
 
 use crate::instance::Instance;
 
@@ -56,12 +61,21 @@ pub fn router(instance: Arc<Instance>, authenticated: bool) -> Router {
     } else {
         routes::control()
     };
-    // Request bodies are tiny JSON documents.
-    routes::all()
-        .merge(control)
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+    limited(routes::all().merge(control)).with_state(instance)
+}
+
+/// The router of the WAL socket: the archive and restore routes of Postgres' commands, and
+/// nothing else.
+pub fn wal_router(instance: Arc<Instance>) -> Router {
+    limited(routes::local().fallback(routes::not_found)).with_state(instance)
+}
+
+/// `routes` with the body size limit and JSON errors.
+fn limited(routes: Router<Arc<Instance>>) -> Router<Arc<Instance>> {
+    routes
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(limit::refuse_declared_oversize))
         .layer(axum::middleware::map_response(error::json_errors))
-        .with_state(instance)
 }
 
 /// Binds the TCP listener and the Unix socket, then serves both in background tasks.
@@ -87,11 +101,7 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
             source: std::io::Error::other(e.to_string()),
         })?;
     }
-    let wal_app = routes::local()
-        .fallback(routes::not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
-        .layer(axum::middleware::map_response(error::json_errors))
-        .with_state(Arc::clone(&instance));
+    let wal_app = wal_router(Arc::clone(&instance));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(wal, wal_app).await {
             tracing::error!(error = %e, "HTTP API (wal socket) stopped");
@@ -125,6 +135,8 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
 
 #[cfg(test)]
 mod body_tests;
+#[cfg(test)]
+mod limit_tests;
 
 fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
     let err = |source| Error::Unix { path: path.display().to_string(), source };
