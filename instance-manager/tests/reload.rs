@@ -1,11 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Editing the configuration file of a running instance: reloadable parameters take effect,
-//! restart-only ones show up as pending in `/status`, and an invalid edit changes nothing and
+//! restart-only ones (a Postgres parameter, `api.tls`) show up as pending in `/status`, and an invalid edit changes nothing and
 //! is reported.
 
 use std::time::Duration;
 
-use instance_manager::testkit::{InstanceOptions, TestDir, TestInstance, wait_for};
+use instance_manager::testkit::{InstanceOptions, TestCa, TestDir, TestInstance, TlsFiles, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameter_changes_are_applied_or_reported_pending() {
@@ -15,8 +15,14 @@ async fn parameter_changes_are_applied_or_reported_pending() {
     let inst = TestInstance::start(root.path(), &opts);
     inst.wait_ready(Duration::from_secs(90)).await;
 
+    // Turning on HTTPS for the API needs a restart too: the listener is bound at start.
+    let ca = TestCa::new("reload-ca");
+    let tls = TlsFiles::kubernetes(&inst.dir.join("api-tls"), &ca.server_cert(), &ca);
     let original = std::fs::read_to_string(&inst.config_path).expect("read config");
-    let edited = original.replace("work_mem: \"4MB\"", "work_mem: \"8MB\"\n    shared_buffers: \"32MB\"");
+    let edited = original.replace("work_mem: \"4MB\"", "work_mem: \"8MB\"\n    shared_buffers: \"32MB\"").replace(
+        "api:\n",
+        &format!("api:\n  tls:\n    certFile: {}\n    keyFile: {}\n", tls.cert_file.display(), tls.key_file.display()),
+    );
     assert_ne!(original, edited, "the edit must change the file");
     // Replace the file the way editors and Kubernetes do: write beside it, rename over it.
     let tmp = inst.dir.join("config.yaml.new");
@@ -29,9 +35,9 @@ async fn parameter_changes_are_applied_or_reported_pending() {
         if v == "8MB" { Ok(()) } else { Err(v) }
     })
     .await;
-    let st = wait_for("shared_buffers pending restart", Duration::from_secs(30), || async {
+    let st = wait_for("shared_buffers and api.tls pending restart", Duration::from_secs(30), || async {
         let st = inst.status().await?;
-        if st.pending_restart.contains(&"shared_buffers".to_string()) {
+        if ["shared_buffers", "api.tls"].iter().all(|f| st.pending_restart.iter().any(|p| p == f)) {
             Ok(st)
         } else {
             Err(format!("{:?}", st.pending_restart))
@@ -39,6 +45,7 @@ async fn parameter_changes_are_applied_or_reported_pending() {
     })
     .await;
     assert_eq!(st.config_error, None);
+    // /status was read over plain HTTP: the running listener is unchanged.
 
     // An invalid edit is refused and reported; the running configuration stays.
     std::fs::write(&tmp, edited.replace("work_mem: \"8MB\"", "work_mem: \"8MB\"\n    port: \"1234\"")).expect("write");

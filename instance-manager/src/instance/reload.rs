@@ -4,9 +4,14 @@
 //! re-rendered and applied with a reload (SIGHUP); a changed password file changes the role's
 //! password on the primary (`ALTER ROLE`) and the password file replicas connect with; Postgres itself reports parameters that
 //! need a restart, and `/status` shows them as pending. Settings of the manager itself (name,
-//! directories, OS user, role, API address) keep their running values and are listed as
-//! pending a restart of the instance. An invalid file changes nothing and is reported in
-//! `/status` as `config_error`.
+//! directories, OS user, role, API address, `api.tls`, metrics address) keep their running
+//! values and are listed as pending a restart of the instance. An invalid file changes nothing
+//! and is reported in `/status` as `config_error`.
+//!
+//! `api.tls` is bound with the listener at start: turning HTTPS on or off, or pointing it at
+//! other files or another client-certificate mode, needs a restart. New contents of the same
+//! files (a rotated certificate or CA) are picked up live by `tls::reload`, and
+//! `api.tokenFile` is read at every request, so a new path applies at once.
 
 use super::state::{Desired, Instance};
 use crate::config::{self, Validated};
@@ -70,13 +75,18 @@ pub fn merge(old: &Validated, mut new: Validated) -> (Validated, Vec<String>) {
     keep!("osUser", os_user);
     keep!("role", config.role);
     keep!("api.listen", api_listen);
+    keep!("api.tls", config.api.tls);
     // The metrics endpoint binds once, at start.
     keep!("metrics.listen", metrics.listen);
     new.config.name = old.config.name.clone();
     new.config.cluster = old.config.cluster.clone();
     new.config.bin_dir = old.config.bin_dir.clone();
     new.config.os_user = old.config.os_user.clone();
-    new.config.api = old.config.api.clone();
+    new.config.api.listen = old.config.api.listen.clone();
     new.config.metrics.listen = old.config.metrics.listen.clone();
     (new, fields)
 }
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod tests;

@@ -1,0 +1,85 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Which edits of the configuration file apply live and which wait for a restart.
+
+use std::path::{Path, PathBuf};
+
+use super::merge;
+use crate::api::{ApiTlsSpec, ClientAuth};
+use crate::config::{Validated, parse, validate};
+
+fn config() -> Validated {
+    // Validation looks at the machine: the data directory's parent must exist.
+    let yaml = "name: pg-1\ndataDir: /tmp/pgwarden-reload-test-pgdata\nrunDir: /tmp/pgwarden-reload-test-run\n\
+                binDir: /usr/lib/postgresql/15/bin\napi:\n  listen: 127.0.0.1:8000\n";
+    validate(parse(yaml, Path::new("t.yaml")).unwrap()).unwrap()
+}
+
+fn tls(dir: &str) -> ApiTlsSpec {
+    ApiTlsSpec {
+        cert_file: PathBuf::from(format!("{dir}/tls.crt")),
+        key_file: PathBuf::from(format!("{dir}/tls.key")),
+        ca_file: Some(PathBuf::from(format!("{dir}/ca.crt"))),
+        client_auth: ClientAuth::Optional,
+    }
+}
+
+#[test]
+fn enabling_api_tls_is_pending_a_restart() {
+    let old = config();
+    let mut new = old.clone();
+    new.config.api.tls = Some(tls("/etc/pgwarden/api"));
+    let (merged, pending) = merge(&old, new);
+    assert_eq!(pending, ["api.tls"]);
+    assert_eq!(merged.config.api.tls, None, "the listener keeps serving plain HTTP until the restart");
+}
+
+#[test]
+fn disabling_or_moving_api_tls_is_pending_a_restart() {
+    let mut old = config();
+    old.config.api.tls = Some(tls("/etc/pgwarden/api"));
+    for edit in [
+        None,
+        Some(tls("/etc/pgwarden/other")),
+        Some(ApiTlsSpec { client_auth: ClientAuth::Required, ..tls("/etc/pgwarden/api") }),
+    ] {
+        let mut new = old.clone();
+        new.config.api.tls = edit.clone();
+        let (merged, pending) = merge(&old, new);
+        assert_eq!(pending, ["api.tls"], "{edit:?}");
+        assert_eq!(merged.config.api.tls, old.config.api.tls, "{edit:?}");
+    }
+}
+
+#[test]
+fn the_same_api_tls_is_not_pending() {
+    // Rotating the files' contents is not an edit of the configuration: tls::reload does it.
+    let mut old = config();
+    old.config.api.tls = Some(tls("/etc/pgwarden/api"));
+    let (merged, pending) = merge(&old, old.clone());
+    assert!(pending.is_empty(), "{pending:?}");
+    assert_eq!(merged.config.api.tls, old.config.api.tls);
+}
+
+#[test]
+fn a_new_token_file_applies_at_once() {
+    // The token file is read at every request: a new path needs no restart.
+    let old = config();
+    let mut new = old.clone();
+    new.config.api.token_file = Some(PathBuf::from("/etc/pgwarden/token"));
+    let (merged, pending) = merge(&old, new);
+    assert!(pending.is_empty(), "{pending:?}");
+    assert_eq!(merged.config.api.token_file, Some(PathBuf::from("/etc/pgwarden/token")));
+}
+
+#[test]
+fn api_and_metrics_addresses_are_pending_a_restart() {
+    let old = config();
+    let mut new = old.clone();
+    new.api_listen = "127.0.0.1:8001".parse().unwrap();
+    new.config.api.listen = "127.0.0.1:8001".into();
+    new.metrics.listen = "127.0.0.1:9188".parse().unwrap();
+    let (merged, pending) = merge(&old, new);
+    assert_eq!(pending, ["api.listen", "metrics.listen"]);
+    assert_eq!((merged.api_listen, merged.config.api.listen.as_str()), (old.api_listen, "127.0.0.1:8000"));
+    assert_eq!(merged.metrics.listen, old.metrics.listen);
+}
