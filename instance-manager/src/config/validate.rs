@@ -17,6 +17,7 @@ pub const RESERVED_PARAMETERS: &[(&str, &str)] = &[
     ("port", "set postgres.port instead"),
     ("listen_addresses", "set postgres.listenAddresses instead"),
     ("unix_socket_directories", "the socket lives in runDir; set runDir instead"),
+    ("unix_socket_permissions", "the socket is reachable by Postgres' OS user only (0700)"),
     ("data_directory", "set dataDir instead"),
     ("config_file", "pgwarden renders the configuration file itself"),
     ("hba_file", "add lines with postgres.pgHba instead"),

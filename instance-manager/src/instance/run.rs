@@ -92,7 +92,7 @@ struct Inbox {
 pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     let sup = Supervisor::start()?;
     let v = instance.config();
-    v.os_user.ensure_dir(&instance.paths.run_dir, 0o750)?;
+    v.os_user.ensure_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
     let (reload_tx, reload) = mpsc::channel(1);
     // The configuration file and the password files: a rotated Secret changes the role's
     // password in Postgres and the replicas' password file, without a restart.

@@ -83,6 +83,9 @@ pub fn managed_parameters(
         ("listen_addresses", cfg.postgres.listen_addresses.clone()),
         ("port", v.port.to_string()),
         ("unix_socket_directories", paths.run_dir.to_string_lossy().into_owned()),
+        // Only Postgres' OS user (and root) may connect over the socket; in a pod that is
+        // also the manager's user. The run directory is 0700 besides.
+        ("unix_socket_permissions", "0700".into()),
         ("hba_file", paths.hba_file().to_string_lossy().into_owned()),
         ("ident_file", paths.ident_file().to_string_lossy().into_owned()),
         ("logging_collector", "off".into()),

@@ -50,6 +50,10 @@ pub struct InstanceOptions {
     /// YAML lines under `metrics:`, each indented by two spaces (`  queriesFile: /path\n`),
     /// after `listen` on a free port of its own (unless these lines set `listen`).
     pub metrics_yaml: String,
+    /// `dataDir`, instead of `<root>/<name>/pgdata` (a data directory on a volume of its own).
+    pub data_dir: Option<PathBuf>,
+    /// `runDir`, instead of `<root>/<name>/run`.
+    pub run_dir: Option<PathBuf>,
 }
 
 impl InstanceOptions {
@@ -70,6 +74,8 @@ impl InstanceOptions {
             tls: None,
             require_tls: false,
             metrics_yaml: String::new(),
+            data_dir: None,
+            run_dir: None,
         }
     }
 
@@ -104,6 +110,8 @@ pub struct TestInstance {
     pub tls: Option<super::TlsFiles>,
     /// `postgres.requireTls`.
     pub require_tls: bool,
+    data_dir: PathBuf,
+    run_dir: PathBuf,
     child: Option<Child>,
     wrapper: Vec<String>,
     env: Vec<(String, String)>,
@@ -130,11 +138,13 @@ impl TestInstance {
         let (pg_port, api_port) = opts.ports.unwrap_or_else(|| (free_port(), free_port()));
         // Every instance gets a metrics port of its own: tests run in parallel.
         let metrics_port = free_port();
-        let yaml = render_config(opts, &dir, &secrets, (pg_port, api_port, metrics_port));
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("pgdata"));
+        let run_dir = opts.run_dir.clone().unwrap_or_else(|| dir.join("run"));
+        let yaml = render_config(opts, (&data_dir, &run_dir), &secrets, (pg_port, api_port, metrics_port));
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let api_url = if opts.api_over_socket {
-            format!("unix://{}/run/manager.sock", dir.display())
+            format!("unix://{}/manager.sock", run_dir.display())
         } else if opts.tls.is_some() {
             format!("https://{}:{api_port}", opts.listen_address)
         } else {
@@ -150,6 +160,8 @@ impl TestInstance {
             log_path: dir.join("manager.log"),
             tls: opts.tls.clone(),
             require_tls: opts.require_tls,
+            data_dir,
+            run_dir,
             child: None,
             wrapper: opts.wrapper.clone(),
             env: opts.env.clone(),
@@ -192,12 +204,12 @@ impl TestInstance {
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("pgdata")
+        self.data_dir.clone()
     }
 
     /// The run directory (sockets).
     pub fn run_dir(&self) -> PathBuf {
-        self.dir.join("run")
+        self.run_dir.clone()
     }
 
     /// An API client for this instance (verifying its certificate with the test CA).
@@ -358,7 +370,8 @@ impl Drop for TestInstance {
     }
 }
 
-fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, ports: (u16, u16, u16)) -> String {
+fn render_config(opts: &InstanceOptions, dirs: (&Path, &Path), secrets: &Path, ports: (u16, u16, u16)) -> String {
+    let (data_dir, run_dir) = dirs;
     let (pg_port, api_port, metrics_port) = ports;
     let mut params = String::new();
     for (k, v) in &opts.parameters {
@@ -388,7 +401,7 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, ports: (u16
         None => "role: primary\n".into(),
     };
     format!(
-        "name: {name}\ncluster: test\ndataDir: {dir}/pgdata\nrunDir: {dir}/run\n{role}\
+        "name: {name}\ncluster: test\ndataDir: {data}\nrunDir: {run}\n{role}\
          postgres:\n  port: {pg_port}\n  listenAddresses: {listen}\n  parameters:\n{params}{pg_tls}\
          api:\n  listen: {listen}:{api_port}\n{api_tls}\
          metrics:\n{metrics_listen}{metrics}\
@@ -403,7 +416,8 @@ fn render_config(opts: &InstanceOptions, dir: &Path, secrets: &Path, ports: (u16
         },
         listen = opts.listen_address,
         name = opts.name,
-        dir = dir.display(),
+        data = data_dir.display(),
+        run = run_dir.display(),
         s = secrets.display(),
         smart = opts.smart_timeout,
         stop = opts.stop_timeout,
