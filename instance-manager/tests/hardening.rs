@@ -7,8 +7,9 @@
 //!   (an `emptyDir`) and `/dev/shm` (Postgres' shared memory, a tmpfs in a pod too) are
 //!   writable. The manager's log is a file the test opened before the namespace existed, as a
 //!   container runtime holds stdout: the manager itself writes nothing but its data and run
-//!   directories. Any other write fails with EROFS, which the test would see as a failed
-//!   bootstrap, start or reload, and which it looks for in the log besides.
+//!   directories. A primary bootstraps, takes writes, reloads, survives a Postgres crash and a
+//!   manager restart; a replica clones it. Any other write fails with EROFS, which the test
+//!   would see as one of those steps failing, and which it looks for in the logs besides.
 //! - **Private sockets.** The run directory, `manager.sock`, `wal.sock` and Postgres' socket
 //!   are reachable by their owners only: another unprivileged user (`nobody`) cannot connect to
 //!   any of them, and Postgres' OS user reaches `wal.sock` and Postgres but not the manager's
@@ -17,7 +18,7 @@
 //! Skipped with a message where mount namespaces cannot be created or `nobody` is missing.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -99,16 +100,8 @@ async fn runs_with_a_read_only_root_filesystem() {
         eprintln!("SKIP: cannot run the manager with a read-only root filesystem here: {why}");
         return;
     }
-    let dir = root.path().join("pg-1");
-    let (volume, run) = (dir.join("volume"), dir.join("run"));
-    for d in [&volume, &run] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let mut opts = InstanceOptions::primary("pg-1");
-    opts.data_dir = Some(volume.join("pgdata"));
-    opts.run_dir = Some(run.clone());
-    opts.wrapper = readonly_root(&[&volume, &run]);
-    let mut inst = TestInstance::start(root.path(), &opts);
+    let (mut inst, volume, run) = start_read_only(root.path(), InstanceOptions::primary("pg-1"));
+    let dir = inst.dir.clone();
 
     // Bootstrap (initdb into the staging directory, renamed into place) and primary.
     inst.wait_ready(Duration::from_secs(120)).await;
@@ -131,6 +124,18 @@ async fn runs_with_a_read_only_root_filesystem() {
         .await
         .unwrap();
     drop(c);
+
+    // A replica under a read-only root too: pg_basebackup into its staging directory, its
+    // pgpass in its run directory.
+    let (replica, replica_volume, _) = start_read_only(root.path(), InstanceOptions::replica_of("pg-2", &inst));
+    replica.wait_ready(Duration::from_secs(120)).await;
+    wait_for("rows on the replica", Duration::from_secs(30), || async {
+        match count_rows(&replica).await? {
+            100 => Ok(()),
+            n => Err(format!("{n} rows")),
+        }
+    })
+    .await;
 
     // A configuration reload re-renders pgwarden.conf (in the data directory) and SIGHUPs.
     let original = std::fs::read_to_string(&inst.config_path).unwrap();
@@ -168,13 +173,29 @@ async fn runs_with_a_read_only_root_filesystem() {
     let manager = inst.manager_pid().unwrap();
     assert_eq!(mount_flags(manager, Path::new("/")).as_deref(), Some("ro"), "the second start is read-only too");
 
-    let log = inst.log();
-    assert!(erofs_line(&log).is_none(), "a write hit the read-only root: {}", erofs_line(&log).unwrap_or(""));
-    // The volume holds the data directory and nothing else (no staging directory left behind).
-    let mut on_volume: Vec<String> =
-        std::fs::read_dir(&volume).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    on_volume.sort();
-    assert_eq!(on_volume, ["pgdata"]);
+    for (inst, volume) in [(&inst, &volume), (&replica, &replica_volume)] {
+        let log = inst.log();
+        let erofs = erofs_line(&log);
+        assert!(erofs.is_none(), "{}: a write hit the read-only root: {}", inst.name, erofs.unwrap_or(""));
+        // The volume holds the data directory and nothing else (no staging directory left).
+        let on_volume: Vec<String> =
+            std::fs::read_dir(volume).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(on_volume, ["pgdata"], "{}", inst.name);
+    }
+}
+
+/// Starts `opts` under [`readonly_root`]: its data directory on a volume of its own
+/// (`<root>/<name>/volume/pgdata`) and its run directory (`<root>/<name>/run`) writable.
+fn start_read_only(root: &Path, mut opts: InstanceOptions) -> (TestInstance, PathBuf, PathBuf) {
+    let dir = root.join(&opts.name);
+    let (volume, run) = (dir.join("volume"), dir.join("run"));
+    for d in [&volume, &run] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    opts.data_dir = Some(volume.join("pgdata"));
+    opts.run_dir = Some(run.clone());
+    opts.wrapper = readonly_root(&[&volume, &run]);
+    (TestInstance::start(root, &opts), volume, run)
 }
 
 /// Runs `program args` as `uid:gid`; its exit status and stderr.
