@@ -51,7 +51,7 @@ async fn run(args: RunArgs) -> ExitCode {
     tracing::info!(name = %validated.name, cluster = %validated.cluster, version = env!("CARGO_PKG_VERSION"), "instance manager starting");
     let inst = Arc::new(Instance::new(validated, args.config, overrides));
     // The run dir holds the API socket: it must exist before the API starts.
-    if let Err(e) = inst.config().os_user.ensure_dir(&inst.paths.run_dir, 0o750) {
+    if let Err(e) = inst.config().os_user.ensure_dir(&inst.paths.run_dir, instance_manager::paths::RUN_DIR_MODE) {
         tracing::error!(error = %e, "cannot prepare the run directory");
         return ExitCode::from(3);
     }

@@ -9,6 +9,7 @@
 //! streaming standby it is reported as "not available" and the standby streams instead.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -177,11 +178,15 @@ impl Restorer {
             let cipher = self.store.opener(&packed).map_err(|e| format!("{object} cannot be read: {e}"))?.cloned();
             std::fs::create_dir_all(&self.spool).map_err(|e| format!("cannot create {}: {e}", self.spool.display()))?;
             let path = self.spool.join(name);
-            // Unpacked as a stream straight into the spool file: only the packed object is in memory.
+            // Unpacked as a stream straight into the spool file: only the packed object is in
+            // memory. Not fsynced: the spool starts empty in every life of the manager, and
+            // Postgres makes durable what it keeps of a restored file.
             tokio::task::spawn_blocking(move || {
-                crate::paths::write_atomic_with(&path, 0o600, |f| {
-                    pack::unpack_to(&packed, c, cipher.as_ref(), f).map(drop)
-                })
+                let tmp = path.with_extension("partial");
+                let mut file =
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+                pack::unpack_to(&packed, c, cipher.as_ref(), &mut file)?;
+                std::fs::rename(&tmp, &path)
             })
             .await
             .map_err(|e| e.to_string())?

@@ -214,7 +214,10 @@ pub async fn recovery_bootstrap(
 async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &Paths) -> Result<(), RecoverError> {
     let pm = Postmaster::start(sup, v, staged).map_err(|e| RecoverError::Postgres(e.to_string()))?;
     let started = std::time::Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    // Polled often: every moment between the promotion and noticing it is added to the
+    // restore's time. Progress is logged every few seconds.
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut logged = std::time::Instant::now();
     loop {
         tokio::select! {
             status = pm.wait() => {
@@ -227,7 +230,9 @@ async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &P
         let Ok(db) = instance.db.client(Duration::from_secs(2)).await else { continue };
         match db.query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text", &[]).await {
             Ok(row) if !row.get::<_, bool>(0) => break,
+            Ok(_) if logged.elapsed() < Duration::from_secs(5) => {}
             Ok(row) => {
+                logged = std::time::Instant::now();
                 let at: Option<String> = row.get(1);
                 tracing::info!(
                     replayed = at.as_deref().unwrap_or("-"),
