@@ -9,6 +9,7 @@ pub mod restore;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
+mod syncer;
 pub mod sink;
 pub mod take;
 pub mod tarball;

@@ -1,6 +1,7 @@
 //! Restoring a base backup's data into a directory: the stored tar is streamed from the
 //! store, checked against the SHA-256 in `backup.json`, decrypted when sealed, decompressed
-//! and unpacked on a blocking thread, with at most a few chunks in memory.
+//! and unpacked on a blocking thread, with at most a few chunks in memory. Each file is flushed
+//! to disk while the next ones are unpacked: the restored directory is durable when this returns.
 
 use std::io::Read;
 use std::path::Path;
@@ -11,6 +12,7 @@ use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 
 use super::catalog::BackupInfo;
+use super::syncer::Syncer;
 use crate::archive::Store;
 use crate::archive::cipher::{self, Cipher};
 
@@ -80,7 +82,7 @@ pub async fn unpack(store: &Store, backup: &BackupInfo, dir: &Path) -> Result<u6
                 let mut archive = tar::Archive::new(decoder);
                 archive.set_preserve_permissions(true);
                 archive.set_overwrite(false);
-                archive.unpack(&target).map_err(|e| format!("cannot unpack: {e}"))?;
+                unpack_durably(&mut archive, &target)?;
             }
             // Drain what the tar reader left (the compressor's trailer, padding) into the hash.
             std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
@@ -104,6 +106,25 @@ pub async fn unpack(store: &Store, backup: &BackupInfo, dir: &Path) -> Result<u6
         total += size;
     }
     Ok(total)
+}
+
+/// Unpacks every entry of `archive` under `target`, flushing each file to disk in the background
+/// as soon as it is written ([`Syncer`]); returns when all of it is on disk.
+fn unpack_durably<R: Read>(archive: &mut tar::Archive<R>, target: &Path) -> Result<(), String> {
+    let syncer = Syncer::start();
+    let unpack_err = |e: std::io::Error| format!("cannot unpack: {e}");
+    for entry in archive.entries().map_err(unpack_err)? {
+        let mut entry = entry.map_err(unpack_err)?;
+        let is_file = entry.header().entry_type().is_file();
+        let path = target.join(entry.path().map_err(unpack_err)?);
+        if !entry.unpack_in(target).map_err(unpack_err)? {
+            return Err(format!("cannot unpack: {} is outside {}", path.display(), target.display()));
+        }
+        if is_file {
+            syncer.push(path);
+        }
+    }
+    syncer.finish(target)
 }
 
 fn hex(bytes: &[u8]) -> String {
