@@ -3,9 +3,6 @@
 //! not JSON, too large), content type, path parameter and endpoint, the API answers — never
 //! panics — and answers JSON: a 2xx document, or `{ "error", "hint" }` with a 4xx/5xx.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Method, Request};
 use proptest::collection::{btree_map, vec};
@@ -13,18 +10,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+use super::test_instance as instance;
 use crate::api::ErrorBody;
-use crate::config::{Overrides, parse, validate};
-use crate::instance::Instance;
-
-fn instance(dir: &Path) -> Arc<Instance> {
-    let yaml = format!(
-        "name: pg-1\ndataDir: {0}/pgdata\nrunDir: {0}/run\nbinDir: /usr/lib/postgresql/15/bin\n",
-        dir.display()
-    );
-    let v = validate(parse(&yaml, Path::new("t.yaml")).unwrap()).unwrap();
-    Arc::new(Instance::new(v, dir.join("t.yaml"), Overrides::default()))
-}
 
 fn json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

@@ -3,7 +3,6 @@
 //! `Content-Length` (refused before routing, whatever the route) or streamed without a length
 //! (cut by the JSON extractors). A body at the limit is read.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,19 +10,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use tower::ServiceExt as _;
 
+use super::test_instance as instance;
 use super::{MAX_BODY, router, wal_router};
 use crate::api::ErrorBody;
-use crate::config::{Overrides, parse, validate};
-use crate::instance::Instance;
-
-fn instance(dir: &Path) -> Arc<Instance> {
-    let yaml = format!(
-        "name: pg-1\ndataDir: {0}/pgdata\nrunDir: {0}/run\nbinDir: /usr/lib/postgresql/15/bin\n",
-        dir.display()
-    );
-    let v = validate(parse(&yaml, Path::new("t.yaml")).unwrap()).unwrap();
-    Arc::new(Instance::new(v, dir.join("t.yaml"), Overrides::default()))
-}
 
 /// Routes of the API router (those that read a body and those that do not, and the fallback)
 /// and of the WAL socket's router.

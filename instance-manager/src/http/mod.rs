@@ -138,6 +138,19 @@ mod body_tests;
 #[cfg(test)]
 mod limit_tests;
 
+/// An instance of a minimal configuration under `dir` (never started), for the routers' tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn test_instance(dir: &Path) -> Arc<crate::instance::Instance> {
+    use crate::config::{Overrides, parse, validate};
+    let yaml = format!(
+        "name: pg-1\ndataDir: {0}/pgdata\nrunDir: {0}/run\nbinDir: /usr/lib/postgresql/15/bin\n",
+        dir.display()
+    );
+    let v = validate(parse(&yaml, Path::new("t.yaml")).unwrap()).unwrap();
+    Arc::new(crate::instance::Instance::new(v, dir.join("t.yaml"), Overrides::default()))
+}
+
 fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
     let err = |source| Error::Unix { path: path.display().to_string(), source };
     // A socket left by a previous manager would make bind fail; only ever remove a socket.
