@@ -19,6 +19,10 @@
 //!   (replaying WAL from the backup's start repairs both);
 //! - `global/pg_control` is sent last.
 //!
+//! With [`DataDirTar::verify_pages`], the pages of relation files are checked against their
+//! data checksums as they are read ([`checksum`]); what fails is counted in [`Totals`], and
+//! stored as read.
+//!
 //! Tablespaces, as `pg_basebackup -Ft` stores them: the links `pg_tblspc/<oid>` are left out
 //! of the data directory's tar (Postgres recreates them from the `tablespace_map` stored
 //! beside `backup_label`), and each tablespace's directory is a tar of its own
@@ -27,8 +31,12 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+
+pub mod checksum;
+
+use checksum::{BLCKSZ, ChecksumTally, FileCheck};
 
 /// Directories whose content is not backed up (the directory itself is).
 const EMPTY_DIRS: [&str; 8] =
@@ -107,12 +115,35 @@ fn is_temp_relation(name: &str) -> bool {
 }
 
 /// What was read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Bytes of file content stored.
     pub data_bytes: u64,
     /// Regular files stored.
     pub files: u64,
+    /// Data pages checked against their checksums, and those that failed.
+    pub pages: ChecksumTally,
+}
+
+impl Totals {
+    /// Adds what another object of the same backup read.
+    pub fn add(&mut self, other: Totals) {
+        self.data_bytes += other.data_bytes;
+        self.files += other.files;
+        self.pages.add(other.pages);
+    }
+}
+
+/// Page checksum verification of a tree's relation files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageChecks {
+    /// The backup's start LSN: pages changed at or after it are not checked.
+    pub start_lsn: u64,
+    /// The tree is a tablespace's directory, not the data directory.
+    pub in_tablespace: bool,
+    /// What the tree's paths are prefixed with in reports (`pg_tblspc/<oid>` for a
+    /// tablespace; empty for the data directory).
+    pub report_prefix: PathBuf,
 }
 
 /// A tar stream of a data directory being written into `W`.
@@ -121,6 +152,7 @@ pub struct DataDirTar<W: Write> {
     data_dir: PathBuf,
     totals: Totals,
     buf: Vec<u8>,
+    checks: Option<PageChecks>,
 }
 
 fn context(what: &str, path: &Path, e: io::Error) -> io::Error {
@@ -136,7 +168,19 @@ impl<W: Write> DataDirTar<W> {
     pub fn new(out: W, data_dir: &Path) -> Self {
         let mut builder = tar::Builder::new(BufWriter::with_capacity(256 * 1024, out));
         builder.mode(tar::HeaderMode::Complete);
-        Self { builder, data_dir: data_dir.to_path_buf(), totals: Totals::default(), buf: vec![0; READ_BUFFER] }
+        Self {
+            builder,
+            data_dir: data_dir.to_path_buf(),
+            totals: Totals::default(),
+            buf: vec![0; READ_BUFFER],
+            checks: None,
+        }
+    }
+
+    /// Verifies the checksums of the relation files' pages as they are read.
+    pub fn verify_pages(mut self, checks: PageChecks) -> Self {
+        self.checks = Some(checks);
+        self
     }
 
     /// Appends the data directory (without what Postgres excludes), `global/pg_control` last.
@@ -257,8 +301,12 @@ impl<W: Write> DataDirTar<W> {
 
     /// Appends `content` as a file of `meta.len()` bytes: cut when it holds more, padded with
     /// zeros when it holds less.
-    fn append_content(&mut self, content: &mut impl Read, meta: &Metadata, rel: &Path, abs: &Path) -> io::Result<()> {
+    fn append_content(&mut self, content: &mut File, meta: &Metadata, rel: &Path, abs: &Path) -> io::Result<()> {
         let size = meta.len();
+        let mut check = self.checks.as_ref().and_then(|c| {
+            let segno = checksum::relation_segment(rel, c.in_tablespace)?;
+            Some(FileCheck::new(c.report_prefix.join(rel).display().to_string(), segno, c.start_lsn))
+        });
         let mut header = header_for(meta, tar::EntryType::Regular, size);
         // The header (with a long-name extension if needed), then the content written here,
         // in large reads, and the padding to a whole block.
@@ -274,7 +322,14 @@ impl<W: Write> DataDirTar<W> {
                 Err(e) => return Err(context("cannot read", abs, e)),
             };
             out.write_all(&self.buf[..n])?;
+            if let Some(check) = &mut check {
+                let mut reread = |offset, page: &mut [u8; BLCKSZ]| reread_page(content, offset, page);
+                check.feed(&self.buf[..n], &mut reread, &mut self.totals.pages);
+            }
             remaining -= n as u64;
+        }
+        if let Some(check) = check {
+            check.finish();
         }
         if remaining > 0 {
             // The file shrank while it was read: the size in the header stands.
@@ -312,6 +367,15 @@ pub fn tablespaces(data_dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Reads the page at `offset` of `file` again; false when the file ends before it.
+fn reread_page(file: &File, offset: u64, page: &mut [u8; BLCKSZ]) -> io::Result<bool> {
+    match file.read_exact_at(page, offset) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn write_zeros(out: &mut impl Write, mut n: u64) -> io::Result<()> {
     const ZEROS: [u8; 8192] = [0; 8192];
     while n > 0 {
@@ -334,156 +398,4 @@ fn header_for(meta: &Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn postgres_exclusions() {
-        for (path, want) in [
-            ("PG_VERSION", Verdict::Include),
-            ("base/1/1259", Verdict::Include),
-            ("base/1/1259_fsm", Verdict::Include),
-            ("global/pg_control", Verdict::Include),
-            ("postgresql.auto.conf", Verdict::Include),
-            ("pg_wal", Verdict::EmptyDir),
-            ("pg_replslot", Verdict::EmptyDir),
-            ("pg_stat_tmp", Verdict::EmptyDir),
-            ("pg_subtrans", Verdict::EmptyDir),
-            ("pg_stat", Verdict::Include),
-            ("postmaster.pid", Verdict::Skip),
-            ("postmaster.opts", Verdict::Skip),
-            ("standby.signal", Verdict::Skip),
-            ("recovery.signal", Verdict::Skip),
-            ("backup_label", Verdict::Skip),
-            ("backup_label.old", Verdict::Skip),
-            ("pgwarden-recovery.conf", Verdict::Skip),
-            ("base/pgsql_tmp", Verdict::Skip),
-            ("base/16384/pgsql_tmp1234.0", Verdict::Skip),
-            ("base/16384/pg_internal.init", Verdict::Skip),
-            ("global/pg_internal.init.1234", Verdict::Skip),
-            ("base/16384/t3_16390", Verdict::Skip),
-            ("base/16384/t3_16390_fsm", Verdict::Skip),
-            ("base/16384/t3_16390.1", Verdict::Skip),
-            ("base/16384/t3_x", Verdict::Include),
-            ("base/16384/tx_1", Verdict::Include),
-            // Only at the top level.
-            ("base/postmaster.pid", Verdict::Include),
-            ("base/pg_wal", Verdict::Include),
-        ] {
-            assert_eq!(verdict(Path::new(path)), want, "{path}");
-        }
-    }
-
-    fn entries(archive: &[u8]) -> BTreeMap<String, (tar::EntryType, Vec<u8>)> {
-        let mut out = BTreeMap::new();
-        for e in tar::Archive::new(archive).entries().unwrap() {
-            let mut e = e.unwrap();
-            let path = e.path().unwrap().to_string_lossy().into_owned();
-            let kind = e.header().entry_type();
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            out.insert(path, (kind, data));
-        }
-        out
-    }
-
-    #[test]
-    fn a_data_directory_streams_without_what_postgres_excludes() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        for sub in ["base/1", "global", "pg_wal/archive_status", "pg_replslot/slot", "pg_tblspc", "base/pgsql_tmp"] {
-            fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        let long = "x".repeat(150);
-        for (f, content) in [
-            ("PG_VERSION", "15\n"),
-            ("base/1/1259", "relation"),
-            ("global/pg_control", "control"),
-            ("postmaster.pid", "123"),
-            ("standby.signal", ""),
-            ("pg_wal/000000010000000000000001", "wal"),
-            ("pg_wal/archive_status/000000010000000000000001.done", ""),
-            ("pg_replslot/slot/state", "slot"),
-            ("base/pgsql_tmp/pgsql_tmp1.0", "tmp"),
-        ] {
-            fs::write(d.join(f), content).unwrap();
-        }
-        fs::write(d.join("base/1").join(&long), "long name").unwrap();
-        let space = tempfile::tempdir().unwrap();
-        fs::create_dir_all(space.path().join("PG_15_1/5")).unwrap();
-        fs::write(space.path().join("PG_15_1/5/16400"), "in a tablespace").unwrap();
-        std::os::unix::fs::symlink(space.path(), d.join("pg_tblspc/16399")).unwrap();
-
-        let mut tar = DataDirTar::new(Vec::new(), d);
-        tar.append_data_dir().unwrap();
-        tar.append_bytes("backup_label", b"START WAL LOCATION: 0/2000028\n").unwrap();
-        let (out, totals) = tar.finish().unwrap();
-        let got = entries(&out);
-        let names: Vec<&str> = got.keys().map(String::as_str).collect();
-        let long_path = format!("base/1/{long}");
-        let mut want = vec![
-            "PG_VERSION",
-            "backup_label",
-            "base",
-            "base/1",
-            "base/1/1259",
-            long_path.as_str(),
-            "global",
-            "global/pg_control",
-            "pg_replslot",
-            "pg_tblspc",
-            "pg_wal",
-            "pg_wal/archive_status",
-        ];
-        want.sort();
-        assert_eq!(names, want, "the tablespace link is left out");
-        assert_eq!(got["backup_label"].1, b"START WAL LOCATION: 0/2000028\n");
-        assert_eq!(totals.files, 4);
-        // pg_control comes last, before the label appended after the walk.
-        let order: Vec<String> = tar::Archive::new(out.as_slice())
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(&order[order.len() - 2..], ["global/pg_control", "backup_label"]);
-
-        // The tablespace on its own.
-        assert_eq!(tablespaces(d).unwrap(), [("16399".to_string(), space.path().to_path_buf())]);
-        let mut tar = DataDirTar::new(Vec::new(), space.path());
-        tar.append_tree().unwrap();
-        let (out, totals) = tar.finish().unwrap();
-        let got = entries(&out);
-        assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), ["PG_15_1", "PG_15_1/5", "PG_15_1/5/16400"]);
-        assert_eq!(got["PG_15_1/5/16400"].1, b"in a tablespace");
-        assert_eq!(totals.files, 1);
-    }
-
-    #[test]
-    fn files_that_shrink_or_grow_keep_their_declared_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let (shrinks, grows) = (dir.path().join("shrinks"), dir.path().join("grows"));
-        fs::write(&shrinks, vec![7u8; 3000]).unwrap();
-        fs::write(&grows, vec![8u8; 700]).unwrap();
-        let mut tar = DataDirTar::new(Vec::new(), dir.path());
-        // Opened and measured, then changed before it is read.
-        let mut file = File::open(&shrinks).unwrap();
-        let meta = file.metadata().unwrap();
-        fs::OpenOptions::new().write(true).open(&shrinks).unwrap().set_len(1000).unwrap();
-        tar.append_content(&mut file, &meta, Path::new("shrinks"), &shrinks).unwrap();
-        let mut file = File::open(&grows).unwrap();
-        let meta = file.metadata().unwrap();
-        fs::OpenOptions::new().append(true).open(&grows).unwrap().write_all(&[9u8; 5000]).unwrap();
-        tar.append_content(&mut file, &meta, Path::new("grows"), &grows).unwrap();
-        tar.append_file(&dir.path().join("vanished"), Path::new("vanished")).unwrap();
-        let (out, totals) = tar.finish().unwrap();
-        let got = entries(&out);
-        let data = &got["shrinks"].1;
-        assert_eq!(data.len(), 3000);
-        assert!(data[..1000].iter().all(|b| *b == 7) && data[1000..].iter().all(|b| *b == 0));
-        assert_eq!(got["grows"].1, vec![8u8; 700]);
-        assert!(!got.contains_key("vanished"));
-        assert_eq!(totals, Totals { data_bytes: 3700, files: 2 });
-    }
-}
+mod tests;
