@@ -280,4 +280,7 @@ pub struct LastBackup {
     /// Bytes it takes in the store (compressed).
     #[serde(default)]
     pub stored_bytes: u64,
+    /// Data pages it found failing checksum verification; absent when not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_failures: Option<u64>,
 }

@@ -11,9 +11,15 @@
 //! listed after the data directory's and unpacked at the location `tablespace_map` gives for
 //! `<oid>` (Postgres recreates the link from the map). Restoring needs the WAL from
 //! `startWal` to `stopWal` from the archive.
+//!
+//! On a cluster with data checksums, `checksumFailures` counts the data pages whose checksum
+//! was wrong when the backup read them (absent: not verified — no data checksums, or a
+//! backup from before verification), and `checksumFailedPages` lists the first of them. Such
+//! a backup is kept (its pages are stored as read), but it was reported as failed.
 
 use serde::{Deserialize, Serialize};
 
+use super::tarball::checksum::BadPage;
 use crate::api::Compression;
 use crate::archive::Store;
 
@@ -59,6 +65,13 @@ pub struct BackupInfo {
     pub data_bytes: u64,
     /// Bytes stored (compressed).
     pub stored_bytes: u64,
+    /// Data pages whose checksum was wrong when read (see the module docs); absent when
+    /// checksums were not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_failures: Option<u64>,
+    /// The first of those pages (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checksum_failed_pages: Vec<BadPage>,
 }
 
 /// One data object of a backup.
@@ -184,6 +197,8 @@ mod tests {
             files: vec![],
             data_bytes: 0,
             stored_bytes: 0,
+            checksum_failures: None,
+            checksum_failed_pages: vec![],
         }
     }
 
@@ -213,6 +228,20 @@ mod tests {
             choose(&all, None, Some(&target(Some("2026-11-30T09:00:00Z"), None))).unwrap_err().contains("no backup")
         );
         assert!(choose(&all, Some("zz"), None).unwrap_err().contains("zz"));
+    }
+
+    #[test]
+    fn checksum_failures_are_optional_in_backup_json() {
+        let mut b = info("a", "2026-11-30T10:00:00Z", "0/3000000");
+        let old = serde_json::to_value(&b).unwrap();
+        assert!(old.get("checksumFailures").is_none() && old.get("checksumFailedPages").is_none(), "{old}");
+        assert_eq!(serde_json::from_value::<BackupInfo>(old).unwrap(), b, "a backup.json without them parses");
+        b.checksum_failures = Some(1);
+        b.checksum_failed_pages = vec![BadPage { file: "base/5/16384".into(), block: 3 }];
+        let new = serde_json::to_value(&b).unwrap();
+        assert_eq!(new["checksumFailures"], 1);
+        assert_eq!(new["checksumFailedPages"], serde_json::json!([{"file": "base/5/16384", "block": 3}]));
+        assert_eq!(serde_json::from_value::<BackupInfo>(new).unwrap(), b);
     }
 
     #[test]

@@ -28,6 +28,8 @@ fn backup(id: &str, stopped: &str, timeline: u32, seg: u32) -> BackupInfo {
         files: vec![],
         data_bytes: 0,
         stored_bytes: 0,
+        checksum_failures: None,
+        checksum_failed_pages: vec![],
     }
 }
 

@@ -11,6 +11,12 @@
 //! The schedule fires only on the instance that should write: the lease holder, or without
 //! a lease the instance configured `role: primary`. Every other instance sleeps through it.
 //! A missed firing (not the holder then, Postgres down) is skipped, not caught up.
+//!
+//! A backup that found data pages with wrong checksums is kept (it is published, and the
+//! newest copy of everything else), but it counts as a failure, as `pg_basebackup` exits
+//! non-zero then: `/status` shows it as the last failure, the failure count (and metric) goes
+//! up, `POST /backup` answers an error, and retention does not run after it, so it never
+//! pushes an older, clean backup out.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -54,6 +60,7 @@ struct Newest {
     stopped_at: jiff::Timestamp,
     data_bytes: u64,
     stored_bytes: u64,
+    checksum_failures: Option<u64>,
 }
 
 impl From<&BackupInfo> for Newest {
@@ -64,6 +71,7 @@ impl From<&BackupInfo> for Newest {
             stopped_at: i.stopped_at,
             data_bytes: i.data_bytes,
             stored_bytes: i.stored_bytes,
+            checksum_failures: i.checksum_failures,
         }
     }
 }
@@ -116,6 +124,7 @@ impl Backups {
                 age_seconds: now.duration_since(n.stopped_at).as_secs().max(0) as u64,
                 data_bytes: n.data_bytes,
                 stored_bytes: n.stored_bytes,
+                checksum_failures: n.checksum_failures,
             }),
             running: s.running.clone(),
             last_failure: s.last_failure.as_ref().map(|(e, _)| e.clone()),
@@ -204,14 +213,23 @@ pub async fn start(instance: &Arc<Instance>, from_standby: bool) -> Result<Start
             cluster: &v.cluster,
         };
         let result = take::take(&src, &store, &spec.base, &task_id).await;
-        match &result {
-            Ok(info) => instance.backups.note_backup(info),
+        let corrupt = match &result {
+            Ok(info) => {
+                instance.backups.note_backup(info);
+                let corrupt = corrupt_pages(info);
+                if let Some(why) = &corrupt {
+                    instance.backups.note_failure(format!("{task_id}: {why}"));
+                }
+                corrupt.is_some()
+            }
             Err(e) => {
                 tracing::error!(backup = %task_id, error = %e, "base backup failed");
                 instance.backups.note_failure(format!("{task_id}: {e}"));
+                false
             }
-        }
+        };
         if result.is_ok()
+            && !corrupt
             && let Some(policy) = &spec.retention
         {
             run_retention(&instance, &store, policy).await;
@@ -219,6 +237,20 @@ pub async fn start(instance: &Arc<Instance>, from_standby: bool) -> Result<Start
         result.map_err(|e| e.to_string())
     });
     Ok(Started { id, done })
+}
+
+/// What is wrong with a backup that found data pages failing checksum verification.
+pub fn corrupt_pages(info: &BackupInfo) -> Option<String> {
+    let failures = info.checksum_failures.filter(|n| *n > 0)?;
+    let first = info
+        .checksum_failed_pages
+        .first()
+        .map(|p| format!(", the first in {} block {}", p.file, p.block))
+        .unwrap_or_default();
+    Some(format!(
+        "{failures} data page(s) failed checksum verification{first}: the data directory is corrupt; \
+         the backup is kept, with the pages in its backup.json (checksumFailedPages)"
+    ))
 }
 
 /// A new backup id no backup of the store has: the start time, waiting for the next second

@@ -33,17 +33,21 @@
 //!   `pg_backup_stop(wait_for_archive => true)` waits for, but that polls once a second; the
 //!   manager calls it with `false` and watches `archive_status/` every 20 ms while the upload
 //!   finishes.
+//! - **Data page checksums verified** as the files are read, when the cluster has them
+//!   (`data_checksums`), as `pg_basebackup` does ([`super::tarball::checksum`]). A bad page does
+//!   not stop the backup: it is finished and published with `checksumFailures` and the first
+//!   bad pages in `backup.json`, and the runner reports it as failed.
 //! - **From a standby**: Postgres allows non-exclusive backups on a standby. Nothing is waited
 //!   for (a standby with `archive_mode = on` archives nothing): the WAL such a backup needs,
 //!   from `startWal` to `stopWal`, comes from the primary's archive in the same store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use super::catalog::{self, BackupFile, BackupInfo};
-use super::tarball::{Totals, tablespaces};
+use super::tarball::{PageChecks, Totals, tablespaces};
 use super::upload::{Ending, stream_data_dir, stream_tree};
 use crate::api::{BaseBackupSpec, Compression};
 use crate::archive::Store;
@@ -130,6 +134,8 @@ struct Facts {
     version_num: u32,
     system_identifier: String,
     segment_size: u64,
+    /// `data_checksums`: whether pages carry checksums to verify.
+    data_checksums: bool,
 }
 
 /// What `pg_backup_stop` returned.
@@ -176,7 +182,15 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
         }
     };
     let stored_bytes = files.iter().map(|f| f.size).sum();
-    let info = BackupInfo { files, data_bytes: totals.data_bytes, stored_bytes, ..info };
+    let pages = totals.pages;
+    let info = BackupInfo {
+        files,
+        data_bytes: totals.data_bytes,
+        stored_bytes,
+        checksum_failures: facts.data_checksums.then_some(pages.failures),
+        checksum_failed_pages: pages.listed,
+        ..info
+    };
     if let Err(e) = catalog::publish(store, &info).await {
         remove_objects(store, id).await;
         return Err(Error::Publish(e));
@@ -184,9 +198,17 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
     let seconds = stopped.at.duration_since(started_at).as_secs_f64().max(0.001);
     tracing::info!(
         %id, stop_lsn = %info.stop_lsn, data_bytes = info.data_bytes, stored_bytes,
-        files = totals.files, mib_per_second = format!("{:.1}", info.data_bytes as f64 / seconds / 1048576.0),
+        files = totals.files, pages_verified = pages.verified,
+        mib_per_second = format!("{:.1}", info.data_bytes as f64 / seconds / 1048576.0),
         "base backup done"
     );
+    if pages.failures > 0 {
+        tracing::error!(
+            %id, checksum_failures = pages.failures,
+            "data page checksum verification failed during the base backup: the data directory is corrupt; \
+             the backup is kept, flagged in its backup.json"
+        );
+    }
     Ok(info)
 }
 
@@ -205,12 +227,16 @@ async fn copy(
 ) -> Result<(Vec<BackupFile>, Totals, Stopped)> {
     let mut spaces = Vec::new();
     let mut totals = Totals::default();
+    let start = crate::peers::parse_lsn(start_lsn).unwrap_or(0);
+    let checks = |in_tablespace, report_prefix| {
+        facts.data_checksums.then_some(PageChecks { start_lsn: start, in_tablespace, report_prefix })
+    };
     for (oid, location) in tablespaces(src.data_dir).map_err(Error::Read)? {
         let name = format!("tablespace-{oid}.tar{}", crate::archive::layout::extension(spec.compression));
         let path = store.layout.backup_dir(id).join(name);
-        let (file, t) = stream_tree(store, &path, spec, &location).await?;
-        totals.data_bytes += t.data_bytes;
-        totals.files += t.files;
+        let in_space = checks(true, Path::new("pg_tblspc").join(&oid));
+        let (file, t) = stream_tree(store, &path, spec, &location, in_space).await?;
+        totals.add(t);
         spaces.push(file);
     }
     let path = store.layout.backup_data(id, spec.compression);
@@ -219,11 +245,10 @@ async fn copy(
         let ending = Ending { label: stopped.label.clone(), tablespace_map: stopped.tablespace_map.clone() };
         Ok((stopped, ending))
     };
-    let (file, t, stopped) = stream_data_dir(store, &path, spec, src.data_dir, on_walked).await?;
-    totals.data_bytes += t.data_bytes;
-    totals.files += t.files;
+    let in_data_dir = checks(false, PathBuf::new());
+    let (file, t, stopped) = stream_data_dir(store, &path, spec, src.data_dir, in_data_dir, on_walked).await?;
+    totals.add(t);
     if !facts.in_recovery {
-        let start = crate::peers::parse_lsn(start_lsn).unwrap_or(0);
         wait_archived(src.data_dir, &stopped, start, facts.segment_size).await?;
     }
     let mut files = vec![file];
@@ -262,7 +287,8 @@ async fn facts(client: &Client) -> Result<Facts> {
             "SELECT pg_is_in_recovery(), current_setting('server_version'), \
              current_setting('server_version_num')::int, \
              (SELECT system_identifier::text FROM pg_control_system()), \
-             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')",
+             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
+             current_setting('data_checksums') = 'on'",
             &[],
         )
         .await
@@ -275,6 +301,7 @@ async fn facts(client: &Client) -> Result<Facts> {
         version_num: u32::try_from(version_num).unwrap_or(0),
         system_identifier: row.get(3),
         segment_size: u64::try_from(segment_size).unwrap_or(crate::archive::layout::DEFAULT_SEGMENT_SIZE),
+        data_checksums: row.get(5),
     })
 }
 
@@ -412,6 +439,8 @@ fn describe(
         files: Vec::new(),
         data_bytes: 0,
         stored_bytes: 0,
+        checksum_failures: None,
+        checksum_failed_pages: Vec::new(),
     })
 }
 

@@ -5,6 +5,9 @@
 //! The data directory's object is special: once its tree is read, the backup is stopped
 //! (`on_walked`), and what `pg_backup_stop` returned (`backup_label`, `tablespace_map`) is
 //! appended before the tar ends.
+//!
+//! With [`PageChecks`], data page checksums are verified as the tree is read; the result
+//! comes back in the [`Totals`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::catalog::BackupFile;
 use super::sink::{ChunkSink, Piece};
 use super::take::Error;
-use super::tarball::{DataDirTar, Totals};
+use super::tarball::{DataDirTar, PageChecks, Totals};
 use crate::api::{BaseBackupSpec, Compression};
 use crate::archive::cipher::{Cipher, SealingWriter};
 use crate::archive::{Store, compress};
@@ -46,9 +49,10 @@ pub async fn stream_tree(
     path: &object_store::path::Path,
     spec: &BaseBackupSpec,
     root: &Path,
+    checks: Option<PageChecks>,
 ) -> Result<(BackupFile, Totals), Error> {
     type NoWalk = fn() -> std::future::Ready<Result<((), Ending), Error>>;
-    let (file, totals, _) = stream_object::<(), NoWalk>(store, path, spec, root, None).await?;
+    let (file, totals, _) = stream_object::<(), NoWalk>(store, path, spec, root, checks, None).await?;
     Ok((file, totals))
 }
 
@@ -59,12 +63,13 @@ pub async fn stream_data_dir<T, F>(
     path: &object_store::path::Path,
     spec: &BaseBackupSpec,
     root: &Path,
+    checks: Option<PageChecks>,
     on_walked: F,
 ) -> Result<(BackupFile, Totals, T), Error>
 where
     F: AsyncFnOnce() -> Result<(T, Ending), Error>,
 {
-    let (file, totals, walked) = stream_object(store, path, spec, root, Some(on_walked)).await?;
+    let (file, totals, walked) = stream_object(store, path, spec, root, checks, Some(on_walked)).await?;
     let walked = walked.ok_or_else(|| Error::Unexpected("the backup was not stopped".into()))?;
     Ok((file, totals, walked))
 }
@@ -74,6 +79,7 @@ async fn stream_object<T, F>(
     path: &object_store::path::Path,
     spec: &BaseBackupSpec,
     root: &Path,
+    checks: Option<PageChecks>,
     on_walked: Option<F>,
 ) -> Result<(BackupFile, Totals, Option<T>), Error>
 where
@@ -89,7 +95,8 @@ where
     let content = if on_walked.is_some() { Content::DataDir(ending_rx) } else { Content::Tree };
     let (root_owned, compression) = (root.to_path_buf(), spec.compression);
     let cipher = store.cipher().map(|c| Cipher::clone(c));
-    let writer = tokio::task::spawn_blocking(move || write_object(root_owned, compression, cipher, tx, content));
+    let writer =
+        tokio::task::spawn_blocking(move || write_object(root_owned, checks, compression, cipher, tx, content));
 
     let max_parallel = spec.max_parallel.max(1) as usize;
     let pumped = pump(&mut rx, &mut upload, max_parallel, on_walked, ending_tx).await.map_err(|e| match e {
@@ -166,6 +173,7 @@ where
 /// the channel. Returns the SHA-256 and size of the stored bytes and what was read.
 fn write_object(
     root: PathBuf,
+    checks: Option<PageChecks>,
     compression: Compression,
     cipher: Option<Cipher>,
     tx: mpsc::Sender<Piece>,
@@ -175,11 +183,11 @@ fn write_object(
     let totals = match cipher {
         Some(cipher) => {
             let mut sealer = SealingWriter::new(cipher, &mut sink);
-            let totals = write_compressed(&mut sealer, &root, compression, &tx, content)?;
+            let totals = write_compressed(&mut sealer, &root, checks, compression, &tx, content)?;
             sealer.finish()?;
             totals
         }
-        None => write_compressed(&mut sink, &root, compression, &tx, content)?,
+        None => write_compressed(&mut sink, &root, checks, compression, &tx, content)?,
     };
     let (sha256, stored) = sink.finish()?;
     Ok((sha256, stored, totals))
@@ -188,12 +196,16 @@ fn write_object(
 fn write_compressed<W: Write + Send>(
     out: W,
     root: &Path,
+    checks: Option<PageChecks>,
     compression: Compression,
     tx: &mpsc::Sender<Piece>,
     content: Content,
 ) -> std::io::Result<Totals> {
     let stopped = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the backup stopped");
     let mut tar = DataDirTar::new(compress::encoder(compression, out)?, root);
+    if let Some(checks) = checks {
+        tar = tar.verify_pages(checks);
+    }
     match content {
         Content::Tree => tar.append_tree()?,
         Content::DataDir(ending) => {

@@ -66,10 +66,15 @@ pub async fn backup_command(client: &ApiClient, bearer: Option<&str>, command: B
     Ok(0)
 }
 
-/// The backups as a table: id, timeline, LSNs, sizes, duration, instance.
+/// The backups as a table: id, timeline, LSNs, sizes, duration, instance; the data pages
+/// that failed checksum verification when any backup found some; the retention verdict.
 pub fn render_backups(backups: &[ListedBackup]) -> String {
     let with_verdict = backups.iter().any(|b| b.retention.is_some());
+    let with_bad_pages = backups.iter().any(|b| b.info.checksum_failures.is_some_and(|n| n > 0));
     let mut header = vec!["ID", "TL", "START LSN", "STOP LSN", "STORED", "DATA", "DURATION", "INSTANCE"];
+    if with_bad_pages {
+        header.push("BAD PAGES");
+    }
     if with_verdict {
         header.push("RETENTION");
     }
@@ -88,6 +93,9 @@ pub fn render_backups(backups: &[ListedBackup]) -> String {
             format_uptime(seconds),
             instance,
         ];
+        if with_bad_pages {
+            row.push(i.checksum_failures.map_or_else(|| "-".into(), |n| n.to_string()));
+        }
         if with_verdict {
             row.push(match b.retention {
                 Some(crate::api::RetentionVerdict::Keep) => "keep".into(),
@@ -136,10 +144,17 @@ mod tests {
         }))
         .unwrap();
         let listed = ListedBackup { info, retention: Some(crate::api::RetentionVerdict::Expired) };
-        let table = render_backups(&[listed]);
+        let table = render_backups(std::slice::from_ref(&listed));
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2, "{table}");
         assert!(lines[0].starts_with("ID") && lines[0].ends_with("RETENTION"), "{table}");
+        assert!(!table.contains("BAD PAGES"), "no backup found bad pages: {table}");
+        let mut corrupt = listed.clone();
+        corrupt.info.checksum_failures = Some(3);
+        let table = render_backups(&[listed.clone(), corrupt]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("BAD PAGES"), "{table}");
+        assert!(lines[1].contains(" - ") && lines[2].contains(" 3 "), "{table}");
         for cell in
             ["20261130T030000Z", "0/5000028", "0/5000138", "28.6 MiB", "230.8 MiB", "1m5s", "pg-2 (standby)", "expired"]
         {

@@ -37,6 +37,7 @@ pub const FAMILIES: &[&str] = &[
     "pgwarden_backup_last_age_seconds",
     "pgwarden_backup_last_size_bytes",
     "pgwarden_backup_last_stored_bytes",
+    "pgwarden_backup_last_checksum_failures",
     "pgwarden_backup_running",
     "pgwarden_backup_failures_total",
     "pgwarden_backup_last_failed_timestamp_seconds",
@@ -272,6 +273,13 @@ fn render_backup(sheet: &mut Sheet, b: &BackupStatus) {
             "Bytes the newest base backup takes in the store",
             last.stored_bytes as f64,
         );
+        if let Some(failures) = last.checksum_failures {
+            sheet.gauge0(
+                "pgwarden_backup_last_checksum_failures",
+                "Data pages the newest base backup found failing checksum verification",
+                failures as f64,
+            );
+        }
     }
     sheet.gauge0("pgwarden_backup_running", "1 while this instance takes a base backup", flag(b.running.is_some()));
     sheet.counter0(

@@ -5,7 +5,9 @@
 //!
 //! Answers: `409` while another backup runs here, and when the instance's role does not fit
 //! the request (`fromStandby` on the primary, or a primary backup asked of a replica); `503`
-//! without a backup store or a running Postgres; `500` when the backup failed.
+//! without a backup store or a running Postgres; `500` when the backup failed, and when it
+//! was taken but found data pages failing checksum verification (it is kept: see
+//! `backup::runner`).
 
 use std::sync::Arc;
 
@@ -49,7 +51,15 @@ pub async fn create(
     }
     let id = started.id;
     match started.done.await {
-        Ok(Ok(info)) => Ok(Json(info).into_response()),
+        Ok(Ok(info)) => match runner::corrupt_pages(&info) {
+            None => Ok(Json(info).into_response()),
+            Some(why) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("backup {id}: {why}"),
+                "the manager's log names every bad page; repair their relations (from an older backup, a \
+                 replica, or by rebuilding them) and take a new backup",
+            )),
+        },
         Ok(Err(e)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("backup {id} failed: {e}"),
