@@ -17,7 +17,7 @@
 //! | [`clock`] | `CLOCK_BOOTTIME` instants for every safety deadline |
 //! | [`http`] | the axum server, one route per file |
 //! | [`metrics`] | Prometheus exposition on its own port (CloudNativePG's names where it has them) |
-//! | [`tls`] | rustls: certificates from files, rotation, the HTTPS listener, tokio-postgres over TLS |
+//! | [`tls`] | rustls: certificates from files, rotation, their expiry, the HTTPS listener, tokio-postgres over TLS |
 //! | [`cli`] | the CLI's client of the API, `status` and `diagnose` |
 //! | [`paths`] | where every file of an instance lives; atomic writes |
 //! | [`osuser`] | the OS user Postgres runs as; secret files |

@@ -28,6 +28,6 @@ pub use config::{
 pub use error::ErrorBody;
 pub use metrics::MetricsSpec;
 pub use status::{
-    ArchiveStatus, BackupStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess, PostgresProcessState,
-    ReplicationPeer, Transition, TransitionCount, WalReceiver,
+    ArchiveStatus, BackupStatus, CertificateStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess,
+    PostgresProcessState, ReplicationPeer, Transition, TransitionCount, WalReceiver,
 };

@@ -1,5 +1,7 @@
 //! `InstanceStatus`: the `/status` document.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// What `GET /status` answers: the instance as its manager sees it right now.
@@ -58,6 +60,10 @@ pub struct InstanceStatus {
     /// Base backups; `null` when no backup store is configured.
     #[serde(default)]
     pub backup: Option<BackupStatus>,
+    /// The certificates in use, by purpose (`api`, `api_ca`, `postgres`, `postgres_ca`);
+    /// empty without `api.tls` and `postgres.tls`.
+    #[serde(default)]
+    pub tls: BTreeMap<String, CertificateStatus>,
     /// The data directory.
     pub data_dir: String,
     /// PID of the instance manager.
@@ -188,7 +194,7 @@ pub struct LeaseStatus {
     /// The changes of primary that made this instance the primary since its manager started,
     /// by kind (`bootstrap`, `failover`, `switchover`, `promote`).
     #[serde(default)]
-    pub transitions: std::collections::BTreeMap<String, TransitionCount>,
+    pub transitions: BTreeMap<String, TransitionCount>,
 }
 
 /// How often one kind of change of primary happened, and how long the last one took.
@@ -283,4 +289,32 @@ pub struct LastBackup {
     /// Data pages it found failing checksum verification; absent when not verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_failures: Option<u64>,
+}
+
+/// A certificate in use: the API's (`api`) or Postgres' (`postgres`) server certificate, or
+/// the CA of either (`api_ca`, `postgres_ca`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The configured file it comes from (`api.tls.certFile`, `postgres.tls.caFile`, …).
+    pub file: String,
+    /// The configured private key of a server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Serial number (hex).
+    pub serial: String,
+    /// `notBefore`.
+    pub not_before: jiff::Timestamp,
+    /// `notAfter`: from then on clients refuse it. For a CA file holding several
+    /// certificates, the one that expires first.
+    pub not_after: jiff::Timestamp,
+    /// Rotations taken into use since the manager started (the API's files only: Postgres'
+    /// are copied at a configuration reload, whose refusal is `config_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reloads_total: Option<u64>,
+    /// Rotations refused since the manager started (the previous certificate stays in use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_failures_total: Option<u64>,
+    /// Why the last rotation was refused; cleared when one is taken into use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload_error: Option<String>,
 }

@@ -264,6 +264,7 @@ pub(super) mod tests {
             paused: false,
             archive: None,
             backup: None,
+            tls: Default::default(),
             data_dir: "/var/lib/postgresql/data".into(),
             manager_pid: 1,
             manager_version: "0.1.0".into(),

@@ -85,6 +85,9 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
         Some(spec) => Some(Arc::new(crate::tls::ServerTls::load(spec)?)),
         None => None,
     };
+    if let Some(tls) = &tls {
+        instance.set_api_tls(Arc::clone(tls));
+    }
     let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Tcp { addr: addr.to_string(), source })?;
     let socket = instance.paths.manager_socket();
     let unix = bind_unix(&socket)?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, Role};
+use crate::api::{CertificateStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, Role};
 use crate::config::{Overrides, Validated};
 use crate::paths::Paths;
 use crate::pgconf::Upstream;
@@ -70,6 +70,9 @@ pub struct Instance {
     sync_names: watch::Sender<crate::ha::sync::SyncNames>,
     ha_heartbeat: Mutex<Option<crate::clock::BootInstant>>,
     force_rewind: std::sync::atomic::AtomicBool,
+    /// The API's certificate, once the HTTPS listener has loaded it (for `/status` and the
+    /// metrics; the listener owns it).
+    api_tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
     /// The WAL archiver, when `backup` is configured (settings apply at the manager's start).
     pub archiver: Option<Arc<crate::archive::Archiver>>,
     /// Base backups: the one running, the last one, the schedule.
@@ -130,11 +133,30 @@ impl Instance {
             sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
             ha_heartbeat: Mutex::new(None),
             force_rewind: false.into(),
+            api_tls: std::sync::OnceLock::new(),
             restorer: Mutex::new(restorer),
             applied_passwords: Mutex::new(std::collections::BTreeMap::new()),
             backups: crate::backup::Backups::default(),
             archiver,
         }
+    }
+
+    /// Registers the API's TLS state (once, when the HTTPS listener starts).
+    pub fn set_api_tls(&self, tls: Arc<crate::tls::ServerTls>) {
+        let _ = self.api_tls.set(tls);
+    }
+
+    /// The certificates in use by purpose (`api`, `api_ca`, `postgres`, `postgres_ca`): the
+    /// API's as the listener holds them, Postgres' as last copied for it.
+    pub fn tls_status(&self) -> std::collections::BTreeMap<String, CertificateStatus> {
+        let mut out: std::collections::BTreeMap<_, _> = match self.api_tls.get() {
+            Some(api) => api.in_use().into_iter().map(|(purpose, s)| (purpose.to_owned(), s)).collect(),
+            None => Default::default(),
+        };
+        if let Some(spec) = &self.config().config.postgres.tls {
+            out.extend(crate::tls::status::postgres(spec, &self.paths));
+        }
+        out
     }
 
     /// The role Postgres should have.
@@ -392,6 +414,7 @@ impl Instance {
             paused: self.is_paused(),
             archive: self.archiver.as_ref().map(|a| a.status()),
             backup: self.archiver.as_ref().map(|_| self.backups.status()),
+            tls: self.tls_status(),
             data_dir: self.paths.data_dir.display().to_string(),
             manager_pid: std::process::id(),
             manager_version: env!("CARGO_PKG_VERSION").into(),

@@ -1,9 +1,11 @@
 //! `pgwarden_…`: the manager's own figures — role, lease, changes of primary, fencing,
-//! Postgres restarts, the WAL archive, base backups, build — read from snapshots the
-//! manager already keeps for `/status` ([`ManagerView`]); nothing here asks the HA loop or
-//! Postgres anything.
+//! Postgres restarts, the WAL archive, base backups, certificates, build — read from
+//! snapshots the manager already keeps for `/status` ([`ManagerView`]); nothing here asks
+//! the HA loop or Postgres anything.
 
-use crate::api::{ArchiveStatus, BackupStatus, LeaseStatus, PostgresProcessState};
+use std::collections::BTreeMap;
+
+use crate::api::{ArchiveStatus, BackupStatus, CertificateStatus, LeaseStatus, PostgresProcessState};
 use crate::instance::{Instance, ProcessState};
 use crate::postgres::observe::Observed;
 
@@ -43,6 +45,9 @@ pub const FAMILIES: &[&str] = &[
     "pgwarden_backup_last_failed_timestamp_seconds",
     "pgwarden_backup_retention_failing",
     "pgwarden_backup_next_scheduled_timestamp_seconds",
+    "pgwarden_tls_certificate_expiration_timestamp_seconds",
+    "pgwarden_tls_certificate_reloads_total",
+    "pgwarden_tls_certificate_reload_failures_total",
     "pgwarden_manager_uptime_seconds",
     "pgwarden_query_errors_total",
     "pgwarden_query_last_run_failed",
@@ -78,6 +83,8 @@ pub struct ManagerView {
     pub archive: Option<ArchiveStatus>,
     /// Base backups (`None` without a backup store).
     pub backup: Option<BackupStatus>,
+    /// The certificates in use by purpose (empty without TLS).
+    pub tls: BTreeMap<String, CertificateStatus>,
     /// `synchronous.number` of the configuration.
     pub sync_expected: Option<u32>,
     /// Seconds since the manager started.
@@ -85,8 +92,8 @@ pub struct ManagerView {
 }
 
 impl ManagerView {
-    /// The snapshot of `instance` (locks held for a copy each; no I/O but the count of
-    /// `.ready` files the archiver does for `/status` too).
+    /// The snapshot of `instance` (locks held for a copy each; no I/O but what `/status`
+    /// does too: the count of `.ready` files, and reading Postgres' certificate copies).
     pub fn of(instance: &Instance, uptime_seconds: f64) -> Self {
         let v = instance.config();
         Self {
@@ -98,6 +105,7 @@ impl ManagerView {
             lease: instance.lease_status(),
             archive: instance.archiver.as_ref().map(|a| a.status()),
             backup: instance.archiver.as_ref().map(|_| instance.backups.status()),
+            tls: instance.tls_status(),
             sync_expected: v.config.synchronous.as_ref().map(|s| s.number),
             uptime_seconds,
         }
@@ -152,6 +160,34 @@ pub fn render(sheet: &mut Sheet, view: &ManagerView, in_recovery: Option<bool>, 
     }
     if let Some(backup) = &view.backup {
         render_backup(sheet, backup);
+    }
+    render_tls(sheet, &view.tls);
+}
+
+fn render_tls(sheet: &mut Sheet, certificates: &BTreeMap<String, CertificateStatus>) {
+    for (purpose, c) in certificates {
+        sheet.gauge(
+            "pgwarden_tls_certificate_expiration_timestamp_seconds",
+            "notAfter of the certificate in use (Unix time), by purpose (api, api_ca, postgres, postgres_ca)",
+            labels([("purpose", purpose)]),
+            seconds(c.not_after),
+        );
+        if let Some(n) = c.reloads_total {
+            sheet.counter(
+                "pgwarden_tls_certificate_reloads_total",
+                "Rotated certificate files taken into use without a restart",
+                labels([("purpose", purpose)]),
+                n as f64,
+            );
+        }
+        if let Some(n) = c.reload_failures_total {
+            sheet.counter(
+                "pgwarden_tls_certificate_reload_failures_total",
+                "Rotated certificate files refused (unreadable, key not matching); the previous ones stay in use",
+                labels([("purpose", purpose)]),
+                n as f64,
+            );
+        }
     }
 }
 

@@ -3,6 +3,19 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::api::{LastBackup, TransitionCount};
 
+fn certificate(not_after: &str, reloads: Option<(u64, u64)>) -> CertificateStatus {
+    CertificateStatus {
+        file: "/etc/pgwarden/tls/tls.crt".into(),
+        key_file: Some("/etc/pgwarden/tls/tls.key".into()),
+        serial: "2a".into(),
+        not_before: "2025-01-01T00:00:00Z".parse().unwrap(),
+        not_after: not_after.parse().unwrap(),
+        reloads_total: reloads.map(|r| r.0),
+        reload_failures_total: reloads.map(|r| r.1),
+        last_reload_error: None,
+    }
+}
+
 fn view() -> ManagerView {
     let now = jiff::Timestamp::now();
     ManagerView {
@@ -59,6 +72,10 @@ fn view() -> ManagerView {
             retention_error: Some("boom".into()),
             ..BackupStatus::default()
         }),
+        tls: BTreeMap::from([
+            ("api".to_string(), certificate("2030-01-01T00:00:00Z", Some((2, 1)))),
+            ("postgres".to_string(), certificate("2030-01-02T00:00:00Z", None)),
+        ]),
         sync_expected: Some(1),
         uptime_seconds: 10.0,
     }
@@ -104,6 +121,29 @@ fn every_family_is_listed_and_values_come_from_the_snapshots() {
         .expect("archive age");
     assert!((29.0..40.0).contains(&age), "{age}");
     assert!(!text.contains("pgwarden_primary_transition_last_duration_seconds{kind=\"failover\"}"));
+}
+
+#[test]
+fn certificates_expose_their_expiry_and_the_api_its_rotations() {
+    let mut sheet = Sheet::default();
+    render(&mut sheet, &view(), Some(false), jiff::Timestamp::now());
+    let text = sheet.encode();
+    for want in [
+        "# TYPE pgwarden_tls_certificate_expiration_timestamp_seconds gauge",
+        // 2030-01-01T00:00:00Z and a day later.
+        "pgwarden_tls_certificate_expiration_timestamp_seconds{purpose=\"api\"} 1893456000.0",
+        "pgwarden_tls_certificate_expiration_timestamp_seconds{purpose=\"postgres\"} 1893542400.0",
+        "# TYPE pgwarden_tls_certificate_reloads_total counter",
+        "pgwarden_tls_certificate_reloads_total{purpose=\"api\"} 2",
+        "pgwarden_tls_certificate_reload_failures_total{purpose=\"api\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+    assert!(!text.contains("reloads_total{purpose=\"postgres\"}"), "Postgres' rotations are not counted:\n{text}");
+    let v = ManagerView { tls: BTreeMap::new(), ..view() };
+    let mut sheet = Sheet::default();
+    render(&mut sheet, &v, Some(false), jiff::Timestamp::now());
+    assert!(!sheet.encode().contains("pgwarden_tls_"), "no TLS, no families");
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub use s3::{
     S3Server, S3ServerConfig, S3ServerError, TEST_ACCESS_KEY, TEST_BUCKET, TEST_REGION, TEST_SECRET_KEY, TestS3,
     TestS3Options, TlsIdentity,
 };
-pub use tls::{CertKey, TestCa, TlsFiles, serial_of, served_serial};
+pub use tls::{CertKey, TestCa, TlsFiles, not_after_of, serial_of, served_serial};
 pub use writer::{Ack, Writer};
 
 /// A temporary directory that Postgres' OS user can traverse (mode 0755), removed on drop

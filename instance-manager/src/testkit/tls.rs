@@ -82,6 +82,19 @@ impl TestCa {
         )
     }
 
+    /// A server certificate as [`server_cert`](Self::server_cert), valid from yesterday until
+    /// midnight (UTC) `days` days from today.
+    pub fn server_cert_valid_for(&self, days: i64) -> CertKey {
+        let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+        let until = today.checked_add(jiff::Span::new().days(days)).expect("a date");
+        self.issue(
+            "pgwarden test server",
+            &["127.0.0.1", "::1", "localhost"],
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            Some((today.yesterday().expect("a date"), until)),
+        )
+    }
+
     /// A client certificate with common name `name`.
     pub fn client_cert(&self, name: &str) -> CertKey {
         self.issue(name, &[], vec![ExtendedKeyUsagePurpose::ClientAuth], None)
@@ -201,6 +214,13 @@ pub async fn served_serial(port: u16, ca: &Path, postgres: bool) -> Result<Strin
         .map_err(|e| e.to_string())?;
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no certificate served")?;
     crate::tls::CertInfo::from_der(cert).map(|i| i.serial).ok_or_else(|| "the served certificate does not parse".into())
+}
+
+/// The `notAfter` of a PEM certificate.
+pub fn not_after_of(cert_pem: &str) -> jiff::Timestamp {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("a PEM certificate");
+    crate::tls::CertInfo::from_der(&der).expect("a certificate").not_after
 }
 
 /// The serial number (hex) of a PEM certificate.

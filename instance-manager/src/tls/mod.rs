@@ -7,6 +7,7 @@
 //! |---|---|
 //! | this file | reading PEM files, [`server_config`] and [`client_config`], [`Error`] |
 //! | [`x509`] | serial number and validity of a certificate |
+//! | [`status`] | the certificates in use and their validity, for `/status` and the metrics |
 //! | [`reload`] | [`ServerTls`]: the API's certificate, swapped without a restart when its files change |
 //! | [`listener`] | [`TlsListener`]: axum's listener doing TLS handshakes off the accept loop |
 //! | [`postgres`] | [`postgres::MakeRustlsConnect`]: tokio-postgres over rustls |
@@ -17,6 +18,7 @@
 pub mod listener;
 pub mod postgres;
 pub mod reload;
+pub mod status;
 pub mod x509;
 
 use std::path::{Path, PathBuf};

@@ -195,11 +195,24 @@ async fn a_rotated_certificate_is_served_to_new_connections_and_a_bad_pair_is_re
     let (port, _server) = serve(Arc::clone(&tls)).await;
     let served = || info(&tls.certificate()).unwrap().serial;
     assert_eq!(served(), serial_of(&first.cert_pem));
+    let in_use = |purpose: &str| tls.in_use().into_iter().find(|(p, _)| *p == purpose).unwrap().1;
+    let api = in_use("api");
+    assert_eq!(
+        (api.serial, api.reloads_total, api.reload_failures_total),
+        (serial_of(&first.cert_pem), Some(0), Some(0))
+    );
+    assert_eq!(api.not_after, crate::testkit::not_after_of(&first.cert_pem));
+    assert_eq!(api.key_file, Some(f.key.display().to_string()));
+    assert_eq!(in_use("api_ca").not_after, crate::testkit::not_after_of(&ca.cert_pem));
 
-    let second = ca.server_cert();
+    let second = ca.server_cert_valid_for(30);
     second.write(&f.cert, &f.key);
     tls.reload().unwrap();
     assert_eq!(served(), serial_of(&second.cert_pem));
+    let api = in_use("api");
+    assert_eq!((api.not_after, api.reloads_total), (crate::testkit::not_after_of(&second.cert_pem), Some(1)));
+    tls.reload().unwrap();
+    assert_eq!(in_use("api").reloads_total, Some(1), "unchanged files are no rotation");
     let client = https(port).with_tls_files(&f.ca, None).unwrap();
     client.get_json::<Value>("/whoami").await.unwrap();
 
@@ -210,6 +223,16 @@ async fn a_rotated_certificate_is_served_to_new_connections_and_a_bad_pair_is_re
     assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
     assert_eq!(served(), serial_of(&second.cert_pem), "the previous pair stays in use");
     client.get_json::<Value>("/whoami").await.unwrap();
+    let api = in_use("api");
+    assert_eq!(
+        (api.serial.clone(), api.reloads_total, api.reload_failures_total),
+        (serial_of(&second.cert_pem), Some(1), Some(1))
+    );
+    assert!(api.last_reload_error.as_deref().is_some_and(|e| e.contains("does not match")), "{api:?}");
+    second.write(&f.cert, &f.key);
+    tls.reload().unwrap();
+    let api = in_use("api");
+    assert_eq!((api.reloads_total, api.last_reload_error), (Some(1), None), "undone: no rotation, no refusal");
 }
 
 #[tokio::test]
