@@ -3,15 +3,16 @@
 //! is given (and refuses the wrong one), plain HTTP to the TLS port gets nothing, a
 //! certificate rotated the Kubernetes way is served without a restart (a broken rotation is
 //! refused and the previous certificate kept), and a client certificate signed by the CA
-//! authorises a mutating endpoint without a bearer token.
+//! authorises a mutating endpoint without a bearer token. The certificates' expiry is in the
+//! metrics, `/status` and `diagnose`, and follows a rotation.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use instance_manager::testkit::{
-    CertKey, InstanceOptions, TestCa, TestDir, TestInstance, TlsFiles, manager_binary, serial_of, served_serial,
-    wait_for,
+    CertKey, InstanceOptions, TestCa, TestDir, TestInstance, TlsFiles, manager_binary, not_after_of, serial_of,
+    served_serial, wait_for,
 };
 
 fn cli(api: &str, ca: Option<&Path>, client: Option<(&Path, &Path)>, args: &[&str]) -> Output {
@@ -154,4 +155,75 @@ async fn switchover_between_https_members() {
         }
     })
     .await;
+}
+
+/// The value of `name{purpose="<purpose>"}` in a Prometheus exposition.
+fn by_purpose(text: &str, name: &str, purpose: &str) -> Option<f64> {
+    let series = format!("{name}{{purpose=\"{purpose}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse().ok())
+}
+
+const EXPIRY: &str = "pgwarden_tls_certificate_expiration_timestamp_seconds";
+
+/// Waits until the API's and Postgres' certificates in the metrics expire at `want`; the
+/// exposition seen last.
+async fn wait_expiry(inst: &TestInstance, want: jiff::Timestamp, what: &str) -> String {
+    let want = want.as_second() as f64;
+    wait_for(what, Duration::from_secs(30), || async {
+        let text = inst.scrape().await?;
+        let seen = (by_purpose(&text, EXPIRY, "api"), by_purpose(&text, EXPIRY, "postgres"));
+        if seen == (Some(want), Some(want)) { Ok(text) } else { Err(format!("api, postgres: {seen:?}, want {want}")) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_expiry_is_in_metrics_status_and_diagnose_and_follows_a_rotation() {
+    let root = TestDir::new();
+    let ca = TestCa::new("pgwarden test CA");
+    let first = ca.server_cert_valid_for(60);
+    let tls = TlsFiles::kubernetes(&root.path().join("tls"), &first, &ca);
+    let mut opts = InstanceOptions::primary("pg-1");
+    opts.tls = Some(tls.clone());
+    let inst = TestInstance::start(root.path(), &opts);
+    inst.wait_ready(Duration::from_secs(90)).await;
+
+    let metrics =
+        wait_expiry(&inst, not_after_of(&first.cert_pem), "the first certificate's expiry in the metrics").await;
+    let ca_expiry = Some(not_after_of(&ca.cert_pem).as_second() as f64);
+    assert_eq!(by_purpose(&metrics, EXPIRY, "api_ca"), ca_expiry, "{metrics}");
+    assert_eq!(by_purpose(&metrics, EXPIRY, "postgres_ca"), ca_expiry, "{metrics}");
+    assert_eq!(by_purpose(&metrics, "pgwarden_tls_certificate_reloads_total", "api"), Some(0.0), "{metrics}");
+    let status = inst.status().await.unwrap();
+    let api = &status.tls["api"];
+    assert_eq!(
+        (api.serial.as_str(), api.not_after),
+        (serial_of(&first.cert_pem).as_str(), not_after_of(&first.cert_pem))
+    );
+    assert_eq!(status.tls["postgres"].file, tls.cert_file.display().to_string());
+
+    // A rotation to a certificate that expires in three days: the metrics follow for both the
+    // API (reloaded in place) and Postgres (copied and reloaded), and diagnose warns.
+    let second = ca.server_cert_valid_for(3);
+    tls.rotate(&second, &ca);
+    let metrics =
+        wait_expiry(&inst, not_after_of(&second.cert_pem), "the rotated certificate's expiry in the metrics").await;
+    assert_eq!(by_purpose(&metrics, "pgwarden_tls_certificate_reloads_total", "api"), Some(1.0), "{metrics}");
+    assert_eq!(by_purpose(&metrics, "pgwarden_tls_certificate_reload_failures_total", "api"), Some(0.0), "{metrics}");
+
+    let o = cli(&inst.socket_url(), None, None, &["diagnose", "-o", "json"]);
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let verdict = |name: &str| {
+        let c = checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} check: {}", text(&o)));
+        (c["outcome"].as_str().unwrap_or_default().to_owned(), c["detail"].as_str().unwrap_or_default().to_owned())
+    };
+    for name in ["api certificate", "postgres certificate"] {
+        let (outcome, detail) = verdict(name);
+        assert_eq!(outcome, "warn", "{name}: {detail}");
+        assert!(detail.contains(&serial_of(&second.cert_pem)) && detail.contains("left"), "{name}: {detail}");
+    }
+    for name in ["api CA", "postgres CA"] {
+        assert_eq!(verdict(name).0, "ok", "{name}: {}", text(&o));
+    }
 }

@@ -11,6 +11,9 @@ mod wal;
 pub use args::{BackupCommand, Cli, Command, Output, RunArgs};
 pub use backup::{backup_command, render_backups};
 pub use client::{ApiClient, ApiTarget, ClientError};
-pub use diagnose::{Check, CheckResult, DataDirFacts, DiskFacts, Facts, Outcome, diagnose_command, evaluate_checks};
+pub use diagnose::{
+    CertificateFacts, Check, CheckResult, DataDirFacts, DiskFacts, EXPIRY_WARN, Facts, Outcome, Validity,
+    diagnose_command, evaluate_checks,
+};
 pub use status::{render_status_table, status_command};
 pub use wal::{EXIT_FATAL, wal_archive, wal_restore};
