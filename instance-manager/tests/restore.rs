@@ -37,6 +37,15 @@ async fn insert(c: &tokio_postgres::Client, from: i32, to: i32) {
     }
 }
 
+/// Creates table `t` with rows `1..=n`, takes a backup, and returns the connection.
+async fn rows_then_backup(pg: &TestInstance, n: i32) -> tokio_postgres::Client {
+    let c = pg.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int primary key)").await.unwrap();
+    insert(&c, 1, n).await;
+    take_backup(pg).await;
+    c
+}
+
 async fn rows(inst: &TestInstance) -> (i64, i32) {
     let c = inst.connect("postgres").await.unwrap();
     let row = c.query_one("SELECT count(*), coalesce(max(id), 0) FROM t", &[]).await.unwrap();
@@ -54,10 +63,7 @@ async fn point_in_time_recovery_restores_exactly_the_rows_before_the_target() {
     let store = root.path().join("archive");
     let pg = archived_primary(root.path(), &store);
     pg.wait_ready(READY).await;
-    let c = pg.connect("postgres").await.unwrap();
-    c.batch_execute("CREATE TABLE t (id int primary key)").await.unwrap();
-    insert(&c, 1, 100).await;
-    take_backup(&pg).await;
+    let c = rows_then_backup(&pg, 100).await;
 
     insert(&c, 101, 150).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -102,10 +108,7 @@ async fn a_replica_built_from_the_backup_streams_afterwards() {
     let store = root.path().join("archive");
     let pg = archived_primary(root.path(), &store);
     pg.wait_ready(READY).await;
-    let c = pg.connect("postgres").await.unwrap();
-    c.batch_execute("CREATE TABLE t (id int primary key)").await.unwrap();
-    insert(&c, 1, 50).await;
-    take_backup(&pg).await;
+    let c = rows_then_backup(&pg, 50).await;
     insert(&c, 51, 80).await;
     archive_everything(&pg).await;
 
@@ -164,10 +167,7 @@ async fn an_encrypted_backup_restores_only_with_its_key() {
     );
     let pg = TestInstance::start(root.path(), &o);
     pg.wait_ready(READY).await;
-    let c = pg.connect("postgres").await.unwrap();
-    c.batch_execute("CREATE TABLE t (id int primary key)").await.unwrap();
-    insert(&c, 1, 40).await;
-    take_backup(&pg).await;
+    let c = rows_then_backup(&pg, 40).await;
     insert(&c, 41, 60).await;
     archive_everything(&pg).await;
     // Nothing readable in the stored data.

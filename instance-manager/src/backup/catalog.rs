@@ -171,7 +171,7 @@ pub fn choose<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::api::RecoveryTarget;

@@ -9,27 +9,11 @@ fn ts(s: &str) -> jiff::Timestamp {
 fn backup(id: &str, stopped: &str, timeline: u32, seg: u32) -> BackupInfo {
     let start_wal = SegmentId { timeline, log: 0, seg }.file_name();
     BackupInfo {
-        id: id.into(),
-        cluster: "main".into(),
-        instance: "pg-1".into(),
-        from_standby: false,
-        system_identifier: "1".into(),
-        postgres_version: "15.18".into(),
-        postgres_version_num: 150018,
         timeline,
-        segment_size: 16 << 20,
         start_lsn: format!("0/{seg:X}000028"),
-        stop_lsn: format!("0/{seg:X}000138"),
         stop_wal: start_wal.clone(),
         start_wal,
-        started_at: ts(stopped),
-        stopped_at: ts(stopped),
-        compression: crate::api::Compression::Zstd,
-        files: vec![],
-        data_bytes: 0,
-        stored_bytes: 0,
-        checksum_failures: None,
-        checksum_failed_pages: vec![],
+        ..crate::backup::catalog::tests::info(id, stopped, &format!("0/{seg:X}000138"))
     }
 }
 
