@@ -6,7 +6,8 @@ use anyhow::Context as _;
 
 use super::client::ApiClient;
 use crate::api::{
-    BackupStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, ReplicationPeer, WalReceiver,
+    BackupStatus, CertificateStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState,
+    ReplicationPeer, WalReceiver,
 };
 
 /// Shown for a value the manager could not know.
@@ -71,6 +72,9 @@ fn status_fields(s: &InstanceStatus) -> Vec<(&'static str, String)> {
     }
     if let Some(b) = &s.backup {
         fields.push(("Last backup", backup_text(b)));
+    }
+    if !s.tls.is_empty() {
+        fields.push(("Certificates", certificates_text(&s.tls, jiff::Timestamp::now())));
     }
     if s.fenced || s.paused {
         let flags = [(s.fenced, "fenced"), (s.paused, "failover paused")];
@@ -139,6 +143,23 @@ fn backup_text(b: &BackupStatus) -> String {
         parts.push(format!("next: {t}"));
     }
     parts.join("; ")
+}
+
+/// `api expires in 89d23h; postgres EXPIRED 2d1h ago; api_ca expires in 3649d2h`, with a refused
+/// rotation's reason.
+fn certificates_text(tls: &std::collections::BTreeMap<String, CertificateStatus>, now: jiff::Timestamp) -> String {
+    let one = |(purpose, c): (&String, &CertificateStatus)| {
+        let left = c.not_after.as_second() - now.as_second();
+        let when = if left > 0 {
+            format!("expires in {}", format_uptime(left.unsigned_abs()))
+        } else {
+            format!("EXPIRED {} ago", format_uptime(left.unsigned_abs()))
+        };
+        let refused =
+            c.last_reload_error.as_deref().map(|e| format!(" (last rotation refused: {e})")).unwrap_or_default();
+        format!("{purpose} {when}{refused}")
+    };
+    tls.iter().map(one).collect::<Vec<_>>().join("; ")
 }
 
 /// The state as the API spells it.
@@ -357,6 +378,32 @@ pub(super) mod tests {
             assert!(line(&table, label).ends_with("  -"), "{label}:\n{table}");
         }
         assert!(line(&table, "Postgres").ends_with("crashed, not accepting connections"), "{table}");
+    }
+
+    #[test]
+    fn certificates_show_their_expiry_and_refused_rotations() {
+        let now: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let cert = |not_after: &str, error: Option<&str>| CertificateStatus {
+            file: "/tls/tls.crt".into(),
+            key_file: None,
+            serial: "01".into(),
+            not_before: "2026-01-01T00:00:00Z".parse().unwrap(),
+            not_after: not_after.parse().unwrap(),
+            reloads_total: None,
+            reload_failures_total: None,
+            last_reload_error: error.map(str::to_string),
+        };
+        let mut status = primary_status();
+        status.tls.insert("api".into(), cert("2027-03-01T05:00:00Z", Some("the key does not match")));
+        status.tls.insert("postgres".into(), cert("2026-11-29T00:00:00Z", None));
+        let table = render_status_table(&status);
+        assert!(line(&table, "Certificates").contains("api expires in "), "{table}");
+        assert!(line(&table, "Certificates").contains("(last rotation refused: the key does not match)"), "{table}");
+        assert_eq!(
+            certificates_text(&status.tls, now),
+            "api expires in 90d5h (last rotation refused: the key does not match); postgres EXPIRED 2d0h ago"
+        );
+        assert!(!render_status_table(&primary_status()).contains("Certificates"));
     }
 
     #[test]
