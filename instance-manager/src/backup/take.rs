@@ -16,7 +16,9 @@
 //!   midway are removed by retention).
 //! - **One stream per object** ([`super::upload`]): the data directory as a tar
 //!   ([`super::tarball`]), compressed with `backup.base.compression`, uploaded with
-//!   `put_multipart` in `partSizeMiB` parts, at most `maxParallel` parts in flight. The label
+//!   `put_multipart` in `partSizeMiB` parts, at most `maxParallel` parts in flight (larger
+//!   parts, fewer in flight, for a database too large for 9,000 parts: [`upload::sized_for`]:
+//!   stores take at most 10,000 per object). The label
 //!   only exists after `pg_backup_stop`, so that tar is finished after it: the directory first,
 //!   then `backup_label` (and `tablespace_map`), then the end. Tablespaces, each a tar of its
 //!   own (`tablespace-<oid>.tar[.ext]`), are copied first, while the backup runs; in
@@ -48,7 +50,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, BackupFile, BackupInfo};
 use super::tarball::{PageChecks, Totals, tablespaces};
-use super::upload::{Ending, stream_data_dir, stream_tree};
+use super::upload::{self, Ending, stream_data_dir, stream_tree};
 use crate::api::{BaseBackupSpec, Compression};
 use crate::archive::Store;
 use crate::postgres::Db;
@@ -136,6 +138,8 @@ struct Facts {
     segment_size: u64,
     /// `data_checksums`: whether pages carry checksums to verify.
     data_checksums: bool,
+    /// The size of every database: what sizes the upload's parts.
+    database_bytes: u64,
 }
 
 /// What `pg_backup_stop` returned.
@@ -166,7 +170,15 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
     let started_at = jiff::Timestamp::now();
     tracing::info!(%id, %start_lsn, from_standby = facts.in_recovery, "base backup started");
 
-    let copied = copy(src, store, spec, id, &client, &facts, &start_lsn).await;
+    let sized = upload::sized_for(spec, facts.database_bytes);
+    if sized != *spec {
+        tracing::info!(
+            %id, database_bytes = facts.database_bytes, part_size_mib = sized.part_size_mib,
+            max_parallel = sized.max_parallel,
+            "larger upload parts for a large database: an object must fit in the store's 10,000 parts"
+        );
+    }
+    let copied = copy(src, store, &sized, id, &client, &facts, &start_lsn).await;
     // Closing the connection ends a backup Postgres still has open.
     drop(client);
     let result = match copied {
@@ -288,7 +300,8 @@ async fn facts(client: &Client) -> Result<Facts> {
              current_setting('server_version_num')::int, \
              (SELECT system_identifier::text FROM pg_control_system()), \
              (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
-             current_setting('data_checksums') = 'on'",
+             current_setting('data_checksums') = 'on', \
+             (SELECT coalesce(sum(pg_database_size(oid)), 0)::bigint FROM pg_database)",
             &[],
         )
         .await
@@ -302,6 +315,7 @@ async fn facts(client: &Client) -> Result<Facts> {
         system_identifier: row.get(3),
         segment_size: u64::try_from(segment_size).unwrap_or(crate::archive::layout::DEFAULT_SEGMENT_SIZE),
         data_checksums: row.get(5),
+        database_bytes: u64::try_from(row.get::<_, i64>(6)).unwrap_or(0),
     })
 }
 

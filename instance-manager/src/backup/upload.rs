@@ -26,6 +26,38 @@ use crate::archive::{Store, compress};
 /// Chunks (of [`super::sink::CHUNK`]) waiting between the reader and the uploader.
 pub const CHANNEL_CHUNKS: usize = 4;
 
+/// Parts one multipart upload may have (S3 and Google Cloud Storage: 10,000; Azure more).
+pub const MAX_PARTS: u64 = 10_000;
+/// Parts an object is planned to fit in: the rest is room for a database that grows while it
+/// is read.
+const PLANNED_PARTS: u64 = 9_000;
+/// The largest part S3 takes, in MiB.
+const MAX_PART_MIB: u64 = 5 * 1024;
+
+/// The upload settings for objects of up to `expected` bytes (the databases' size: more than
+/// any one object stores, compressed or not, but for tar's headers). Parts stay
+/// `partSizeMiB` while the object fits in [`PLANNED_PARTS`] of them, and grow with it beyond
+/// (a 1 TiB database: 117 MiB parts), so that no upload runs into the store's [`MAX_PARTS`].
+/// Larger parts mean fewer of them in flight: memory stays near `(maxParallel + 1) ×
+/// partSizeMiB`, with at least one part in flight.
+pub fn sized_for(spec: &BaseBackupSpec, expected: u64) -> BaseBackupSpec {
+    const MIB: u64 = 1024 * 1024;
+    let configured = u64::from(spec.part_size_mib.max(5));
+    let needed = expected.div_ceil(PLANNED_PARTS).div_ceil(MIB);
+    let part = configured.max(needed).min(MAX_PART_MIB);
+    if part == configured {
+        return spec.clone();
+    }
+    let max_parallel = u64::from(spec.max_parallel.max(1));
+    let budget = (max_parallel + 1) * configured;
+    let in_flight = (budget / part).saturating_sub(1).clamp(1, max_parallel);
+    BaseBackupSpec {
+        part_size_mib: u32::try_from(part).unwrap_or(u32::MAX),
+        max_parallel: u32::try_from(in_flight).unwrap_or(1),
+        ..spec.clone()
+    }
+}
+
 /// The files `pg_backup_stop` returns, stored at the root of the data directory's tar.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ending {
@@ -221,4 +253,51 @@ fn write_compressed<W: Write + Send>(
     let (encoder, totals) = tar.finish()?;
     encoder.finish_stream()?;
     Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn spec(part_size_mib: u32, max_parallel: u32) -> BaseBackupSpec {
+        BaseBackupSpec { compression: Compression::Zstd, part_size_mib, max_parallel }
+    }
+
+    fn parts_needed(s: &BaseBackupSpec, bytes: u64) -> u64 {
+        bytes.div_ceil(u64::from(s.part_size_mib) << 20)
+    }
+
+    #[test]
+    fn small_databases_keep_the_configured_parts() {
+        for bytes in [0, GIB, 100 * GIB, 140 * GIB] {
+            assert_eq!(sized_for(&spec(16, 4), bytes), spec(16, 4), "{bytes}");
+        }
+    }
+
+    #[test]
+    fn large_databases_get_parts_that_fit_the_store_with_room_to_grow() {
+        for bytes in [150 * GIB, 1024 * GIB, 10 * 1024 * GIB, 40 * 1024 * GIB] {
+            let s = sized_for(&spec(16, 4), bytes);
+            assert!(s.part_size_mib > 16, "{bytes}: {s:?}");
+            assert!(parts_needed(&s, bytes) <= PLANNED_PARTS, "{bytes}: {s:?}");
+            // 10 % more data than expected still fits.
+            assert!(parts_needed(&s, bytes + bytes / 10) <= MAX_PARTS, "{bytes}: {s:?}");
+            assert!(s.max_parallel >= 1 && s.max_parallel <= 4, "{s:?}");
+        }
+        // 1 TiB: 117 MiB parts, one in flight (memory: two parts, as with five 16 MiB ones).
+        assert_eq!(sized_for(&spec(16, 4), 1024 * GIB), spec(117, 1));
+        // Moderately larger parts keep some parallelism within the same memory.
+        assert_eq!(sized_for(&spec(16, 4), 200 * GIB), spec(23, 2));
+    }
+
+    #[test]
+    fn parts_never_exceed_the_largest_s3_takes() {
+        let s = sized_for(&spec(16, 4), 100_000 * GIB);
+        assert_eq!(s.part_size_mib as u64, MAX_PART_MIB);
+        assert_eq!(s.max_parallel, 1);
+        // A configured size above the need stays as it is.
+        assert_eq!(sized_for(&spec(256, 2), 1024 * GIB), spec(256, 2));
+    }
 }
