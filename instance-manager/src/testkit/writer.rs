@@ -1,5 +1,6 @@
 //! A durability probe: a task that commits numbered rows to one instance as fast as it can
-//! and remembers every commit Postgres acknowledged, and when.
+//! and remembers every commit Postgres acknowledged, and when. A row committed without an
+//! acknowledgement (its connection dropped mid-commit) is not counted, and the probe moves on.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -45,11 +46,16 @@ impl Writer {
                 }
                 if let Some(cl) = &client {
                     let sql = format!("INSERT INTO {table} VALUES ({id})");
-                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), cl.batch_execute(&sql)).await {
-                        a.lock().expect("acks").push(Ack { id, at: Instant::now() });
-                        id += 1;
-                    } else {
-                        client = None;
+                    match tokio::time::timeout(Duration::from_secs(2), cl.batch_execute(&sql)).await {
+                        Ok(Ok(())) => {
+                            a.lock().expect("acks").push(Ack { id, at: Instant::now() });
+                            id += 1;
+                        }
+                        // An earlier attempt committed this row but its acknowledgement never
+                        // came (the connection was dropped while the commit waited, e.g. for a
+                        // synchronous standby): not acknowledged, and the next row goes on.
+                        Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => id += 1,
+                        _ => client = None,
                     }
                 }
                 tokio::time::sleep(pause).await;
