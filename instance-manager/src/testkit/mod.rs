@@ -13,6 +13,7 @@ mod cluster;
 mod fake_apiserver;
 mod instance;
 mod netns;
+mod procs;
 mod s3;
 mod tls;
 mod writer;
