@@ -103,22 +103,13 @@ impl Paths {
 /// Readers see the old file or the new one, never half of either.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    write_atomic_with(path, mode, |f| f.write_all(contents))
-}
-
-/// [`write_atomic`], with the content written by `write` into the temporary file.
-pub fn write_atomic_with(
-    path: &Path,
-    mode: u32,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        write(&mut f)?;
+        f.write_all(contents)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()

@@ -265,26 +265,6 @@ impl Store {
         self.cipher.as_ref()
     }
 
-    /// Encrypts a data object when encryption is configured.
-    pub fn seal(&self, data: Vec<u8>) -> Vec<u8> {
-        match &self.cipher {
-            Some(c) => c.seal(&data),
-            None => data,
-        }
-    }
-
-    /// Decrypts a data object when it is encrypted; an encrypted object without the key, or
-    /// one that fails authentication, is an error.
-    pub fn unseal(&self, data: Vec<u8>) -> Result<Vec<u8>, String> {
-        if !cipher::is_sealed(&data) {
-            return Ok(data);
-        }
-        match &self.cipher {
-            Some(c) => c.open(&data),
-            None => Err(self.no_key()),
-        }
-    }
-
     /// The key that opens `object`: `None` for a plain object, an error for an encrypted one
     /// when no key is configured.
     pub fn opener(&self, object: &[u8]) -> Result<Option<&Cipher>, String> {
@@ -293,12 +273,11 @@ impl Store {
         }
         match &self.cipher {
             Some(c) => Ok(Some(c)),
-            None => Err(self.no_key()),
+            None => Err(format!(
+                "{} holds encrypted objects: set encryption.keyFile to the key they were written with",
+                self.describe()
+            )),
         }
-    }
-
-    fn no_key(&self) -> String {
-        format!("{} holds encrypted objects: set encryption.keyFile to the key they were written with", self.describe())
     }
 
     /// The underlying client (multipart uploads, listing).

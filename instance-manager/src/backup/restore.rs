@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::catalog::BackupInfo;
 use super::syncer::Syncer;
 use crate::archive::Store;
-use crate::archive::cipher::{self, Cipher};
+use crate::archive::cipher;
 
 /// Chunks buffered between the download and the unpacker.
 const CHUNKS_IN_FLIGHT: usize = 8;
@@ -59,24 +59,18 @@ pub async fn unpack(store: &Store, backup: &BackupInfo, dir: &Path) -> Result<u6
         let mut stream = result.into_stream();
         let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
         let compression = backup.compression;
-        let cipher = store.cipher().map(|c| Cipher::clone(c));
-        let described = store.describe();
+        let store_owned = store.clone();
         let unpacker = tokio::task::spawn_blocking(move || -> Result<(u64, String), String> {
             let mut reader = ChannelReader { rx, current: bytes::Bytes::new(), hash: Sha256::new(), total: 0 };
             {
                 // Encrypted data starts with the cipher's magic: peek, then read on from there.
                 let mut head = Vec::with_capacity(cipher::MAGIC.len());
                 (&mut reader).take(cipher::MAGIC.len() as u64).read_to_end(&mut head).map_err(|e| e.to_string())?;
-                let sealed = cipher::is_sealed(&head);
+                let opener = store_owned.opener(&head)?.cloned();
                 let stored = std::io::Cursor::new(head).chain(&mut reader);
-                let plain: Box<dyn Read + Send + '_> = match (sealed, cipher) {
-                    (false, _) => Box::new(stored),
-                    (true, Some(c)) => Box::new(cipher::OpeningReader::new(c, stored)),
-                    (true, None) => {
-                        return Err(format!(
-                            "the backup in {described} is encrypted: set encryption.keyFile to the key it was taken with"
-                        ));
-                    }
+                let plain: Box<dyn Read + Send + '_> = match opener {
+                    None => Box::new(stored),
+                    Some(c) => Box::new(cipher::OpeningReader::new(c, stored)),
                 };
                 let decoder = crate::archive::compress::decoder(compression, plain).map_err(|e| e.to_string())?;
                 let mut archive = tar::Archive::new(decoder);
