@@ -355,13 +355,9 @@ impl TestInstance {
     /// was just starting, before `postmaster.pid` names it) and any tool working on the data
     /// directory or its siblings (staging directories, the WAL spool).
     pub fn kill_all(&mut self) {
-        let pg = self.postgres_pid();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-        if let Some(pid) = pg {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         if let Some(volume) = self.data_dir().parent() {
             super::procs::kill_processes_under(volume);
