@@ -81,6 +81,7 @@ pub fn peer_view(name: &str, status: Option<&InstanceStatus>) -> Peer {
                 && s.priority > 0
                 && s.lease.as_ref().is_none_or(|l| l.last_error.is_none()),
             priority: s.priority,
+            term: s.lease.as_ref().map(|l| l.highest_term.max(l.term)).unwrap_or(0),
         }),
     }
 }

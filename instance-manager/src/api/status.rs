@@ -166,6 +166,13 @@ pub struct LeaseStatus {
     pub holder: Option<String>,
     /// `leaseTransitions`: the term, stamped on everything the holder writes.
     pub term: u64,
+    /// The highest term this instance has ever seen (kept beside its data directory): a lease
+    /// created again after a deletion starts above the highest any member reports.
+    #[serde(default)]
+    pub highest_term: u64,
+    /// Seconds since the lease store stopped answering, while it does not.
+    #[serde(default)]
+    pub store_failing_seconds: Option<f64>,
     /// Whether this instance holds it with a fresh renew.
     pub held_by_me: bool,
     /// Seconds since the send of our last successful renew (holder only).

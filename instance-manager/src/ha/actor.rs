@@ -8,7 +8,9 @@ use crate::api::{LeaseBackend, LeaseStatus, Member, Transition};
 use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::ha::deadman::Deadman;
-use crate::ha::decide::{Action, Inputs, LeaseView, Local, Memory, PgState, Settings, candidacy, decide, may_promote};
+use crate::ha::decide::{
+    Action, Inputs, LeaseView, Local, Memory, PgState, Settings, candidacy, decide, decide_bootstrap, may_promote,
+};
 use crate::instance::{Desired, Instance};
 use crate::lease::{LeaseStore, LeaseTiming, Version};
 use crate::pgconf::Upstream;
@@ -144,6 +146,20 @@ pub struct HaLoop {
     pub(super) renewals_total: u64,
     pub(super) renew_failures_total: u64,
     pub(super) transitions: std::collections::BTreeMap<String, crate::api::TransitionCount>,
+    /// The highest term seen anywhere (terms never go backwards), and the highest a member
+    /// reported at the last election.
+    pub(super) highest_term: super::term::HighestTerm,
+    pub(super) peer_term: u64,
+    /// This data directory's system identifier, once Postgres reported it.
+    pub(super) system_identifier: Option<String>,
+    /// Whether the store answers, for logs and `/status`.
+    pub(super) store_health: super::store_health::StoreHealth,
+    /// When the last read of the lease succeeded.
+    pub(super) last_read_ok: Option<BootInstant>,
+    /// A write made us the holder while Postgres was not running: (sync set, acquiring).
+    pub(super) held_unstarted: Option<(Vec<String>, bool)>,
+    /// Run the next tick at once (the lease was deleted under us).
+    pub(super) renew_again: bool,
 }
 
 impl HaLoop {
@@ -157,6 +173,7 @@ impl HaLoop {
         let timing = timing_of(&instance.config());
         let (tx, commands) = tokio::sync::mpsc::channel(4);
         instance.set_ha(tx);
+        let instance_data_dir = instance.paths.data_dir.clone();
         Self {
             instance,
             store,
@@ -179,6 +196,13 @@ impl HaLoop {
             renewals_total: 0,
             renew_failures_total: 0,
             transitions: std::collections::BTreeMap::new(),
+            highest_term: super::term::HighestTerm::load(&instance_data_dir),
+            peer_term: 0,
+            system_identifier: None,
+            store_health: Default::default(),
+            last_read_ok: None,
+            held_unstarted: None,
+            renew_again: false,
         }
     }
 
@@ -194,9 +218,14 @@ impl HaLoop {
         let mut due = BootInstant::now();
         loop {
             self.memory.expected_wake = Some(due);
+            // Lateness is measured here, before any I/O of the tick (DESIGN §4.6).
+            self.memory.tick_started = Some(BootInstant::now());
             self.tick().await;
             let now = BootInstant::now();
             let mut sleep = self.timing.retry_period;
+            if std::mem::take(&mut self.renew_again) {
+                sleep = Duration::ZERO;
+            }
             // Wake exactly when something is due: the holder's fence deadline, and for the
             // others the moment the observed lease expires (a failover should not wait for
             // the next period).
@@ -278,9 +307,12 @@ impl HaLoop {
         self.instance.ha_heartbeat();
         let v = self.instance.config();
         let me = v.name.clone();
+        if self.system_identifier.is_none() {
+            self.system_identifier = self.instance.observe().await.and_then(|o| o.system_identifier);
+        }
         let view = self.read_lease().await;
         let local = self.local().await;
-        let peers = if self.needs_peers(&view, &me) {
+        let peers: Vec<_> = if self.needs_peers(&view, &me) {
             crate::peers::statuses(&v, PEER_TIMEOUT)
                 .await
                 .iter()
@@ -289,6 +321,7 @@ impl HaLoop {
         } else {
             Vec::new()
         };
+        self.peer_term = peers.iter().filter_map(|p| p.status.as_ref().map(|s| s.term)).max().unwrap_or(0);
         let sync_required =
             v.config.synchronous.as_ref().is_some_and(|s| s.data_durability == crate::api::DataDurability::Required);
         let settings = Settings { timing: self.timing, paused: self.instance.is_paused(), sync_required };
@@ -315,8 +348,14 @@ impl HaLoop {
             peers: &peers,
             memory: &self.memory,
             settings: &settings,
+            last_sync_set: &self.last_sync_set,
         };
-        let actions = if initialized { decide(&inputs) } else { bootstrap_actions(&inputs, &v) };
+        let actions = if initialized {
+            decide(&inputs)
+        } else {
+            let members: Vec<&str> = v.config.members.iter().map(|m| m.name.as_str()).collect();
+            decide_bootstrap(&inputs, &members)
+        };
         let record = match &view {
             LeaseView::Present { record, .. } => Some(record),
             _ => None,
@@ -328,6 +367,7 @@ impl HaLoop {
                 break;
             }
         }
+        self.start_if_down().await;
         self.finish_transition(&local);
         let primary = self.renew_is_fresh() && local.postgres == (PgState::Running { in_recovery: false });
         if primary {
@@ -356,7 +396,14 @@ impl HaLoop {
                 self.instance.set_primary_allowed_until(None);
                 self.instance.fence_now(reason);
                 self.disarm();
-                self.instance.set_desired(Desired::Replica(holder_upstream(view, v)));
+                // Follow another holder; otherwise stay stopped until the lease says who
+                // leads: if it is still ours at the same term, Postgres starts again as the
+                // primary on its own timeline (DESIGN §4.6), not as a standby to be promoted.
+                let next = match holder_upstream(view, v) {
+                    Some(up) => Desired::Replica(Some(up)),
+                    None => Desired::Halted,
+                };
+                self.instance.set_desired(next);
                 false
             }
             Action::Renew => self.write(view, v, false).await,
@@ -526,24 +573,9 @@ impl HaLoop {
             renewals_total: self.renewals_total,
             renew_failures_total: self.renew_failures_total,
             transitions: self.transitions.clone(),
+            highest_term: self.highest_term.get(),
+            store_failing_seconds: self.store_health.failing_for(now).map(|d| d.as_secs_f64()),
         }));
-    }
-}
-
-/// A fresh member takes the lease only to create a new cluster: when no lease exists at all
-/// and it is the bootstrap member (the first by name). Otherwise it clones the holder.
-fn bootstrap_actions(i: &Inputs<'_>, v: &Validated) -> Vec<Action> {
-    let first = v.config.members.iter().map(|m| m.name.as_str()).chain([i.me]).min().unwrap_or(i.me);
-    match i.lease {
-        LeaseView::Absent if first == i.me => vec![Action::Acquire { create: true }],
-        LeaseView::Present { record, .. } => match record.holder.as_deref() {
-            Some(h) if h == i.me => vec![Action::Renew],
-            Some(h) => vec![Action::Follow { holder: h.to_string() }],
-            None => vec![Action::Wait { reason: "empty data directory: waiting for a primary to clone".into() }],
-        },
-        _ => vec![Action::Wait {
-            reason: "empty data directory: waiting for the bootstrap member to create the cluster".into(),
-        }],
     }
 }
 

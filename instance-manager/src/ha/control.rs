@@ -31,7 +31,13 @@ impl HaLoop {
                 let expired = BootInstant::now().duration_since(*unchanged_since) >= self.timing.lease_duration;
                 record.holder.clone().filter(|_| !expired)
             }
-            LeaseView::Absent => None,
+            // A missing lease is not a free one: whoever held it may still be writing.
+            LeaseView::Absent if !force => {
+                return Err("the lease is missing (deleted?): its last holder may still be writing; wait \
+                            leaseDuration for the election, or promote with force"
+                    .into());
+            }
+            LeaseView::Absent => Some("an unknown holder (the lease is missing)".to_string()),
             LeaseView::Unreadable(e) => return Err(format!("the lease cannot be read: {e}")),
         };
         if holder.as_deref() == Some(v.name.as_str()) {

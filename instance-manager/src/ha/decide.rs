@@ -74,6 +74,8 @@ pub struct PeerStatus {
     pub eligible: bool,
     /// Failover priority.
     pub priority: u32,
+    /// The highest lease term it has seen (terms never go backwards).
+    pub term: u64,
 }
 
 /// What the HA loop remembers between ticks.
@@ -84,6 +86,12 @@ pub struct Memory {
     /// When this tick was due to start; a tick that starts later than that by more than the
     /// fence budget (a frozen process, a suspended machine) assumes the lease is lost.
     pub expected_wake: Option<BootInstant>,
+    /// When this tick really started, before any I/O: lateness is measured here, so that time
+    /// spent waiting on a slow lease store is never taken for a frozen process (DESIGN §4.6).
+    pub tick_started: Option<BootInstant>,
+    /// Since when (our clock) the lease has been observed absent: an absent lease is an
+    /// unknown holder, not a free lease; nobody creates it before `leaseDuration` has passed.
+    pub absent_since: Option<BootInstant>,
 }
 
 /// Cluster-wide settings.
@@ -115,6 +123,9 @@ pub struct Inputs<'a> {
     pub memory: &'a Memory,
     /// Settings.
     pub settings: &'a Settings,
+    /// The synchronous set of the last lease read: while the lease is missing, it still says
+    /// who may be promoted without losing an acknowledged commit.
+    pub last_sync_set: &'a [String],
 }
 
 /// What to do, in order. The loop stops at the first action that fails.
@@ -158,9 +169,10 @@ impl<'a> Inputs<'a> {
     }
 
     fn woke_late(&self) -> bool {
+        let started = self.memory.tick_started.unwrap_or(self.now);
         self.memory
             .expected_wake
-            .is_some_and(|due| self.now > due && self.since(due) > self.settings.timing.fence_budget)
+            .is_some_and(|due| started > due && started.duration_since(due) > self.settings.timing.fence_budget)
     }
 
     fn writable(&self) -> bool {
@@ -175,10 +187,7 @@ pub fn decide(i: &Inputs<'_>) -> Vec<Action> {
     }
     match i.lease {
         LeaseView::Unreadable(e) => vec![wait(format!("lease store unreadable: {e}"))],
-        LeaseView::Absent => match candidacy(i, None) {
-            Ok(()) => vec![Action::Acquire { create: true }],
-            Err(why) => vec![wait(why)],
-        },
+        LeaseView::Absent => decide_absent(i),
         LeaseView::Present { record, unchanged_since, .. } => decide_present(i, record, *unchanged_since),
     }
 }
@@ -204,6 +213,31 @@ fn fence_reason(i: &Inputs<'_>) -> Option<String> {
         return Some(format!("the lease is held by {}", record.holder.as_deref().unwrap_or("nobody")));
     }
     None
+}
+
+/// Invariant 0: a missing lease is never a free lease. Its holder (our renew is fresh)
+/// recreates it at once; anyone else waits `leaseDuration` after it first saw it missing — the
+/// last holder, if alive, recreates it meanwhile, and if it is frozen its deadman has stopped
+/// its Postgres by then (renewDeadline + fenceBudget < leaseDuration).
+fn decide_absent(i: &Inputs<'_>) -> Vec<Action> {
+    if i.renew_fresh() {
+        return vec![Action::Acquire { create: true }];
+    }
+    let missing_for = i.memory.absent_since.map(|t| i.since(t)).unwrap_or_default();
+    if missing_for < i.settings.timing.lease_duration {
+        let left = i.settings.timing.lease_duration - missing_for;
+        return vec![wait(format!(
+            "the lease is missing: waiting {:.1}s more before anyone may create it (a missing lease is not a free one)",
+            left.as_secs_f64()
+        ))];
+    }
+    if i.settings.paused {
+        return vec![wait("paused: automatic failover is disabled")];
+    }
+    match candidacy(i, None) {
+        Ok(()) => vec![Action::Acquire { create: true }],
+        Err(why) => vec![wait(why)],
+    }
 }
 
 fn decide_present(i: &Inputs<'_>, record: &LeaseRecord, unchanged_since: BootInstant) -> Vec<Action> {
@@ -250,7 +284,7 @@ pub fn candidacy(i: &Inputs<'_>, record: Option<&LeaseRecord>) -> Result<(), Str
             return Err(format!("{name} is on a later timeline"));
         }
     }
-    let set = record.map(|r| r.sync_standbys.as_slice()).unwrap_or(&[]);
+    let set = record.map(|r| r.sync_standbys.as_slice()).unwrap_or(i.last_sync_set);
     if i.settings.sync_required {
         if set.is_empty() {
             return Err("synchronous mode: no published synchronous standby may be promoted safely".into());
@@ -278,4 +312,30 @@ pub fn may_promote(now: BootInstant, memory: &Memory, timing: &LeaseTiming) -> b
         let age = now.duration_since(t);
         age < timing.renew_deadline && timing.renew_deadline - age >= timing.fence_budget
     })
+}
+
+/// The decision of an instance whose data directory is empty. It takes the lease only to
+/// create a new cluster: when no lease exists at all, it is the bootstrap member (the first of
+/// `members` by name) and no reachable member reports a running Postgres (a lease deleted
+/// under a living cluster must never make an empty member initialise a second one).
+/// Otherwise it clones the holder.
+pub fn decide_bootstrap(i: &Inputs<'_>, members: &[&str]) -> Vec<Action> {
+    let first = members.iter().copied().chain([i.me]).min().unwrap_or(i.me);
+    match i.lease {
+        LeaseView::Absent if first == i.me => {
+            match i.peers.iter().find(|p| p.status.as_ref().is_some_and(|s| s.lsn.is_some())) {
+                Some(p) => vec![wait(format!(
+                    "empty data directory and no lease, but {} runs Postgres: waiting for its lease (not creating a second cluster)",
+                    p.name
+                ))],
+                None => vec![Action::Acquire { create: true }],
+            }
+        }
+        LeaseView::Present { record, .. } => match record.holder.as_deref() {
+            Some(h) if h == i.me => vec![Action::Renew],
+            Some(h) => vec![Action::Follow { holder: h.to_string() }],
+            None => vec![wait("empty data directory: waiting for a primary to clone")],
+        },
+        _ => vec![wait("empty data directory: waiting for the bootstrap member to create the cluster")],
+    }
 }

@@ -31,6 +31,8 @@ fn record(holder: Option<&str>) -> LeaseRecord {
         transitions: 3,
         sync_standbys: vec![],
         switchover_to: None,
+        cluster: None,
+        system_identifier: None,
     }
 }
 
@@ -53,6 +55,7 @@ fn peer(name: &str, role: &str, lsn: u64) -> Peer {
             timeline: Some(1),
             eligible: role == "replica",
             priority: 100,
+            term: 3,
         }),
     }
 }
@@ -88,6 +91,7 @@ impl World {
             peers: &self.peers,
             memory: &self.memory,
             settings: &self.settings,
+            last_sync_set: &[],
         })
     }
 }
@@ -138,6 +142,23 @@ fn late_wakeup_fences_even_with_a_recent_renew_record() {
     assert!(is_fence(&w2.decide_at(10)));
 }
 
+// DESIGN §4.6: a slow store is not a frozen process.
+#[test]
+fn time_spent_waiting_on_the_store_is_not_a_late_wake_up() {
+    let mut w = World::new().held_by(Some("pg-2"), 0);
+    w.local.postgres = PgState::Running { in_recovery: false };
+    w.memory.last_renew_sent = Some(at(w.t0, 0));
+    w.memory.expected_wake = Some(at(w.t0, 2));
+    w.memory.tick_started = Some(at(w.t0, 2));
+    // The tick started on time; its read took 5 s: decided at 7, the renew still fresh.
+    assert_eq!(w.decide_at(7), vec![Action::Renew], "a 5 s stall costs nothing");
+    w.lease = LeaseView::Unreadable("timeout".into());
+    assert!(!is_fence(&w.decide_at(9)), "still within renewDeadline of the last successful send");
+    assert!(is_fence(&w.decide_at(10)), "and fenced at renewDeadline, as before");
+    w.memory.tick_started = Some(at(w.t0, 5));
+    assert!(is_fence(&w.decide_at(5)), "a tick that really started 3 s late is a frozen process");
+}
+
 // 2. Acquire only after observed expiry or explicit release.
 #[test]
 fn held_lease_is_taken_only_after_lease_duration_unchanged() {
@@ -152,10 +173,88 @@ fn released_lease_is_taken_at_once() {
     assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
 }
 
+// 0. A missing lease is never a free lease.
 #[test]
-fn missing_lease_is_created() {
-    let w = World::new();
-    assert_eq!(w.decide_at(0), vec![Action::Acquire { create: true }]);
+fn a_missing_lease_is_created_only_lease_duration_after_it_was_first_seen_missing() {
+    let mut w = World::new();
+    w.memory.absent_since = Some(at(w.t0, 3));
+    for t in [3, 10, 17] {
+        assert!(matches!(w.decide_at(t).as_slice(), [Action::Wait { .. }]), "at {t}: {:?}", w.decide_at(t));
+    }
+    assert_eq!(w.decide_at(18), vec![Action::Acquire { create: true }]);
+    w.settings.paused = true;
+    assert!(matches!(w.decide_at(30).as_slice(), [Action::Wait { .. }]), "paused never creates it");
+}
+
+#[test]
+fn in_sync_mode_a_missing_lease_is_taken_only_by_a_member_of_the_last_published_set() {
+    let mut w = World::new();
+    w.settings.sync_required = true;
+    w.memory.absent_since = Some(at(w.t0, 0));
+    let decide = |w: &World, set: &[String]| {
+        decide(&Inputs {
+            now: at(w.t0, 20),
+            me: "pg-2",
+            lease: &w.lease,
+            local: &w.local,
+            peers: &w.peers,
+            memory: &w.memory,
+            settings: &w.settings,
+            last_sync_set: set,
+        })
+    };
+    assert_eq!(decide(&w, &["pg-2".to_string()]), vec![Action::Acquire { create: true }]);
+    assert!(matches!(decide(&w, &["pg-3".to_string()]).as_slice(), [Action::Wait { .. }]));
+    assert!(matches!(decide(&w, &[]).as_slice(), [Action::Wait { .. }]));
+}
+
+#[test]
+fn a_lease_deleted_under_a_frozen_primary_is_taken_only_after_its_postgres_stopped() {
+    // The primary's last successful renew was sent at 0, the lease deleted right after and
+    // seen missing at 1 by a replica; the primary (frozen) is killed by its deadman at
+    // renewDeadline + fenceBudget / 2 = 11 at the latest.
+    let t = LeaseTiming::default();
+    let deadman = S(0) + t.renew_deadline + t.fence_budget / 2;
+    let mut w = World::new();
+    w.memory.absent_since = Some(at(w.t0, 1));
+    let first_acquire = (0..60).find(|s| w.decide_at(*s) == vec![Action::Acquire { create: true }]).unwrap();
+    assert!(S(first_acquire) > deadman, "acquired at {first_acquire} s, the old primary may write until {deadman:?}");
+    w.memory.absent_since = None;
+    assert!(matches!(w.decide_at(100).as_slice(), [Action::Wait { .. }]), "missing now: counts from now");
+}
+
+#[test]
+fn the_holder_recreates_a_lease_deleted_under_it_at_once_and_keeps_writing() {
+    let mut w = World::new();
+    w.local.postgres = PgState::Running { in_recovery: false };
+    w.memory.last_renew_sent = Some(at(w.t0, 0));
+    w.memory.absent_since = Some(at(w.t0, 1));
+    assert_eq!(w.decide_at(1), vec![Action::Acquire { create: true }], "no fence, recreate");
+    assert!(is_fence(&w.decide_at(10)), "but not past its renew deadline");
+}
+
+#[test]
+fn an_empty_member_never_initialises_a_second_cluster_beside_a_running_one() {
+    let mut w = World::new();
+    let members = ["pg-1", "pg-2", "pg-3"];
+    let as_first = |w: &World| {
+        decide_bootstrap(
+            &Inputs {
+                now: at(w.t0, 0),
+                me: "pg-1",
+                lease: &w.lease,
+                local: &w.local,
+                peers: &w.peers,
+                memory: &w.memory,
+                settings: &w.settings,
+                last_sync_set: &[],
+            },
+            &members,
+        )
+    };
+    assert_eq!(as_first(&w), vec![Action::Acquire { create: true }], "a new cluster");
+    w.peers = vec![peer("pg-2", "primary", 100)];
+    assert!(matches!(as_first(&w).as_slice(), [Action::Wait { .. }]), "pg-2 runs: the lease was deleted");
 }
 
 // 3. Best candidate.
@@ -224,7 +323,7 @@ fn holder_in_recovery_renews_then_promotes() {
 fn promotion_needs_deadline_left() {
     let t = LeaseTiming::default();
     let t0 = BootInstant::now();
-    let m = Memory { last_renew_sent: Some(t0), expected_wake: None };
+    let m = Memory { last_renew_sent: Some(t0), ..Memory::default() };
     assert!(may_promote(at(t0, 7), &m, &t));
     assert!(!may_promote(at(t0, 9), &m, &t), "10 s deadline - 9 s < 2 s fence budget");
     assert!(!may_promote(t0, &Memory::default(), &t));

@@ -27,7 +27,9 @@ pub mod decide;
 mod decide_tests;
 mod handover;
 pub mod routing_task;
+mod store_health;
 pub mod sync;
+pub mod term;
 mod writes;
 
 pub use actor::{HaCommand, HaLoop, open_store};

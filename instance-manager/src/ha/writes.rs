@@ -10,21 +10,40 @@ use crate::config::Validated;
 use crate::instance::Desired;
 use crate::lease::{LeaseError, LeaseRecord, Version, with_deadline};
 
+/// What every write of the lease stamps on it besides the holder.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    /// This cluster's name.
+    pub cluster: &'a str,
+    /// This data directory's system identifier, once known.
+    pub system_identifier: Option<&'a str>,
+    /// The lowest term an acquisition may carry: above every term any member has seen
+    /// ([`super::term::HighestTerm::next`]), so that terms never go backwards, even when the
+    /// lease was deleted.
+    pub min_term: u64,
+}
+
 /// The record a write by `me` carries (invariant 6: the term is the fencing token). A renew
 /// keeps the term; an acquisition — the holder was someone else, nobody, or there was no
-/// lease — increments it, takes `me` out of the synchronous set (a primary is not its own
-/// standby) and clears a switchover announcement. `handover_done` (we run as primary) clears
-/// an announcement that named us.
+/// lease — raises it above both the current term and every term seen, takes `me` out of the
+/// synchronous set (a primary is not its own standby) and clears a switchover announcement.
+/// `handover_done` (we run as primary) clears an announcement that named us. Every write
+/// stamps the cluster's identity.
 pub fn next_record(
     current: Option<&LeaseRecord>,
     me: &str,
     now: jiff::Timestamp,
     lease_seconds: u32,
     handover_done: bool,
+    stamp: &Stamp<'_>,
 ) -> LeaseRecord {
     let mut r = current.cloned().unwrap_or_default();
+    r.cluster = Some(stamp.cluster.to_string());
+    if let Some(id) = stamp.system_identifier {
+        r.system_identifier = Some(id.to_string());
+    }
     if r.holder.as_deref() != Some(me) {
-        r.transitions += 1;
+        r.transitions = r.transitions.saturating_add(1).max(stamp.min_term);
         r.acquire_time = Some(now);
         r.sync_standbys.retain(|s| s != me);
         r.switchover_to = None;
@@ -98,27 +117,72 @@ impl HaLoop {
             return LeaseView::Unreadable("the renew deadline passed".into());
         }
         let deadline = self.call_deadline();
-        match with_deadline(self.store.get(), deadline).await {
-            Ok(Some((record, version))) => {
-                let now = BootInstant::now();
-                let since = match &self.seen {
-                    Some((v, t)) if *v == version => *t,
-                    _ => now,
-                };
-                self.seen = Some((version.clone(), since));
-                self.last_error = None;
-                LeaseView::Present { record, version, unchanged_since: since }
-            }
-            Ok(None) => {
-                self.seen = None;
-                self.last_error = None;
-                LeaseView::Absent
+        let result = with_deadline(self.store.get(), deadline).await;
+        let now = BootInstant::now();
+        // Time during which the store could not be read is not time the lease was observed
+        // unchanged: after a gap as long as the renew deadline (an API-server outage, during
+        // which the holder may have fenced) the observation starts again, so the holder gets
+        // its chance to renew before anyone takes the lease from it.
+        let blind = self.last_read_ok.is_some_and(|t| now.duration_since(t) >= self.timing.renew_deadline);
+        match result {
+            Ok(found) => {
+                self.store_health.answered(now);
+                self.last_read_ok = Some(now);
+                if blind {
+                    self.seen = None;
+                    self.memory.absent_since = None;
+                }
+                match found {
+                    Some((record, version)) => self.present(record, version, now),
+                    None => {
+                        self.seen = None;
+                        let since = *self.memory.absent_since.get_or_insert(now);
+                        if since == now {
+                            tracing::warn!(store = %self.store.describe(), "the lease is missing: treating it as held by an unknown holder until leaseDuration has passed");
+                        }
+                        self.last_error = None;
+                        LeaseView::Absent
+                    }
+                }
             }
             Err(e) => {
+                let holding = self.renew_is_fresh();
+                if holding {
+                    // A holder that cannot read cannot renew either: that is a failed renew.
+                    self.renew_failures_total += 1;
+                }
+                self.store_health.failed(now, &self.store.describe(), &e.to_string(), holding);
                 self.last_error = Some(e.to_string());
                 LeaseView::Unreadable(e.to_string())
             }
         }
+    }
+
+    /// A lease that was read: refused when it belongs to another cluster (it is never acted
+    /// on, nor written), otherwise remembered with the time its version was first seen.
+    fn present(&mut self, record: LeaseRecord, version: Version, now: BootInstant) -> LeaseView {
+        let v = self.instance.config();
+        if let Some(why) = record.foreign_to(&v.cluster, self.system_identifier.as_deref()) {
+            let message = format!(
+                "{why}: refusing to use {} (give each cluster its own lease: lease.name or lease.path)",
+                self.store.describe()
+            );
+            if self.last_error.as_deref() != Some(message.as_str()) {
+                tracing::error!(error = %message, "the lease is another cluster's");
+            }
+            self.last_error = Some(message.clone());
+            self.seen = None;
+            return LeaseView::Unreadable(message);
+        }
+        self.memory.absent_since = None;
+        self.highest_term.observe(record.transitions);
+        let since = match &self.seen {
+            Some((v, t)) if *v == version => *t,
+            _ => now,
+        };
+        self.seen = Some((version.clone(), since));
+        self.last_error = None;
+        LeaseView::Present { record, version, unchanged_since: since }
     }
 
     /// Renew (`create` false, holder is us), acquire over an expired or released lease
@@ -130,12 +194,26 @@ impl HaLoop {
             LeaseView::Present { record, version, .. } => Some((record, version)),
             _ => None,
         };
-        let previous = current.and_then(|(r, _)| r.holder.clone());
+        // A lease deleted under its holder is recreated by it: that is no change of holder.
+        let recreating = current.is_none() && self.renew_is_fresh();
+        let previous = if recreating { Some(me.to_string()) } else { current.and_then(|(r, _)| r.holder.clone()) };
         let version = current.map(|(_, v)| v.clone());
         let handover_done = self.instance.desired() == Desired::Primary;
         let lease_seconds = self.timing.lease_duration.as_secs().max(1) as u32;
-        let record = next_record(current.map(|(r, _)| r), me, wall, lease_seconds, handover_done);
+        let stamp = Stamp {
+            cluster: &v.cluster,
+            system_identifier: self.system_identifier.as_deref(),
+            min_term: self.highest_term.next(self.peer_term),
+        };
+        // A lease created again keeps the last published synchronous set: it still says who
+        // has every acknowledged commit.
+        let missing = LeaseRecord { sync_standbys: self.last_sync_set.clone(), ..LeaseRecord::default() };
+        let base = current.map(|(r, _)| r).unwrap_or(&missing);
+        let record = next_record(Some(base), me, wall, lease_seconds, handover_done, &stamp);
         let acquiring = previous.as_deref() != Some(me);
+        if recreating {
+            tracing::warn!(term = record.transitions, "the lease was deleted under its holder: creating it again");
+        }
         let sent = BootInstant::now();
         let deadline = if acquiring { self.timing.retry_period } else { self.call_deadline() };
         let ok = if deadline.is_zero() {
@@ -149,7 +227,7 @@ impl HaLoop {
                 Ok(new_version) => self.wrote(record, new_version, sent, acquiring, previous, v),
                 Err(LeaseError::Conflict) => self.after_conflict(&record, sent, acquiring, previous, v).await,
                 Err(e) => {
-                    tracing::warn!(error = %e, acquiring, "lease write failed");
+                    self.store_health.failed(BootInstant::now(), &self.store.describe(), &e.to_string(), !acquiring);
                     self.last_error = Some(e.to_string());
                     false
                 }
@@ -189,16 +267,50 @@ impl HaLoop {
             };
             self.pending_transition = Some((kind.into(), previous, record.transitions, sent));
         }
-        if self.instance.desired() != Desired::Primary && self.instance.process().pid.is_none() {
-            // We hold the lease and Postgres is not running: start it as the primary.
-            self.prepare_primary_sync(&record.sync_standbys.clone());
-            self.instance.set_desired(Desired::Primary);
-        }
+        self.highest_term.observe(record.transitions);
         if self.instance.desired() == Desired::Primary {
             self.arm();
         }
         let _ = v;
+        self.held_unstarted = Some((record.sync_standbys.clone(), acquiring));
         true
+    }
+
+    /// We hold the lease and Postgres is not running (at boot, or after a fence): start it.
+    /// Directly as the primary — crash recovery on the same timeline — only when nobody else
+    /// can have written since this data directory last ran as primary: we held the lease
+    /// before this write (a renew, or a lease recreated by its holder) and `pg_control` says
+    /// it was a primary. Anything else starts as a standby and is promoted onto a new timeline
+    /// (DESIGN §4.6: timelines change only when leadership moved).
+    pub(super) async fn start_if_down(&mut self) {
+        let Some((sync, acquiring)) = self.held_unstarted.take() else { return };
+        if self.instance.desired() == Desired::Primary || self.instance.process().pid.is_some() {
+            return;
+        }
+        let v = self.instance.config();
+        let paths = &self.instance.paths;
+        let primary = if !crate::pgdata::is_initialized(&paths.data_dir) {
+            true // a new cluster: initdb or a recovery bootstrap
+        } else if acquiring {
+            false
+        } else {
+            match crate::pgdata::cluster_state(&self.sup, &v, paths).await {
+                Ok(state) => state.was_primary(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read pg_control; starting as a standby to be promoted");
+                    false
+                }
+            }
+        };
+        if primary {
+            tracing::info!("holding the lease: starting postgres as the primary on its own timeline");
+            self.prepare_primary_sync(&sync);
+            self.instance.set_desired(Desired::Primary);
+            self.arm();
+        } else {
+            tracing::info!("holding the lease: starting postgres as a standby, to be promoted");
+            self.instance.set_desired(Desired::Replica(None));
+        }
     }
 
     /// A 409: someone wrote first — unless the re-read shows our own write landed.
@@ -214,6 +326,15 @@ impl HaLoop {
             Ok(Some((record, version))) if record.normalized() == ours.normalized() => {
                 tracing::info!("the lease write landed although its answer was a conflict");
                 self.wrote(record, version, sent, acquiring, previous, v)
+            }
+            Ok(None) if !acquiring => {
+                // Deleted under us: still ours until the renew deadline; the next tick
+                // recreates it (decide: a missing lease with a fresh renew).
+                self.seen = None;
+                self.memory.absent_since.get_or_insert(BootInstant::now());
+                tracing::warn!("the lease was deleted while we hold it; creating it again");
+                self.renew_again = true;
+                false
             }
             Ok(_) => {
                 tracing::info!(acquiring, "lost the lease race: someone else wrote first");
@@ -235,6 +356,8 @@ impl HaLoop {
 mod tests {
     use super::*;
 
+    const STAMP: Stamp<'static> = Stamp { cluster: "main", system_identifier: None, min_term: 0 };
+
     fn held(holder: &str, term: u64) -> LeaseRecord {
         LeaseRecord {
             holder: Some(holder.into()),
@@ -247,26 +370,42 @@ mod tests {
     #[test]
     fn a_renew_keeps_the_term_and_an_acquisition_increments_it() {
         let now = jiff::Timestamp::now();
-        let renew = next_record(Some(&held("pg-1", 4)), "pg-1", now, 15, false);
+        let renew = next_record(Some(&held("pg-1", 4)), "pg-1", now, 15, false, &STAMP);
         assert_eq!((renew.transitions, renew.holder.as_deref()), (4, Some("pg-1")));
-        let taken = next_record(Some(&held("pg-1", 4)), "pg-2", now, 15, false);
+        let taken = next_record(Some(&held("pg-1", 4)), "pg-2", now, 15, false, &STAMP);
         assert_eq!((taken.transitions, taken.holder.as_deref()), (5, Some("pg-2")));
         assert_eq!(taken.sync_standbys, vec!["pg-3".to_string()], "the new primary is not its own standby");
         assert_eq!(taken.acquire_time, Some(now));
-        let first = next_record(None, "pg-1", now, 15, false);
+        let first = next_record(None, "pg-1", now, 15, false, &STAMP);
         assert_eq!((first.transitions, first.lease_duration_seconds), (1, 15));
         let released = LeaseRecord { holder: None, ..held("x", 7) };
-        assert_eq!(next_record(Some(&released), "pg-3", now, 15, false).transitions, 8);
+        assert_eq!(next_record(Some(&released), "pg-3", now, 15, false, &STAMP).transitions, 8);
+    }
+
+    #[test]
+    fn terms_never_go_backwards_when_the_lease_was_deleted() {
+        let now = jiff::Timestamp::now();
+        let seen_before = Stamp { min_term: 9, system_identifier: Some("7300"), ..STAMP };
+        let recreated = next_record(None, "pg-2", now, 15, false, &seen_before);
+        assert_eq!(recreated.transitions, 9, "a new lease starts above every term seen (8)");
+        assert_eq!(
+            (recreated.cluster.as_deref(), recreated.system_identifier.as_deref()),
+            (Some("main"), Some("7300"))
+        );
+        let taken = next_record(Some(&held("pg-1", 12)), "pg-2", now, 15, false, &seen_before);
+        assert_eq!(taken.transitions, 13, "above the current term when it is the highest");
+        let renew = next_record(Some(&held("pg-2", 3)), "pg-2", now, 15, false, &seen_before);
+        assert_eq!(renew.transitions, 3, "a renew keeps its term");
     }
 
     #[test]
     fn a_switchover_announcement_lasts_until_the_target_runs_as_primary() {
         let now = jiff::Timestamp::now();
         let handed = LeaseRecord { switchover_to: Some("pg-2".into()), ..held("pg-2", 5) };
-        assert_eq!(next_record(Some(&handed), "pg-2", now, 15, false).switchover_to.as_deref(), Some("pg-2"));
-        assert_eq!(next_record(Some(&handed), "pg-2", now, 15, true).switchover_to, None);
+        assert_eq!(next_record(Some(&handed), "pg-2", now, 15, false, &STAMP).switchover_to.as_deref(), Some("pg-2"));
+        assert_eq!(next_record(Some(&handed), "pg-2", now, 15, true, &STAMP).switchover_to, None);
         // The old primary's own announcement naming its target survives its renews.
         let announced = LeaseRecord { switchover_to: Some("pg-3".into()), ..held("pg-1", 5) };
-        assert_eq!(next_record(Some(&announced), "pg-1", now, 15, true).switchover_to.as_deref(), Some("pg-3"));
+        assert_eq!(next_record(Some(&announced), "pg-1", now, 15, true, &STAMP).switchover_to.as_deref(), Some("pg-3"));
     }
 }

@@ -8,9 +8,13 @@
 //! old or the new document, never a torn one, and two processes cannot both pass the version
 //! check: the same compare-and-swap semantics as a Kubernetes `resourceVersion`.
 //!
-//! Versions count up from 1 at creation. Deleting the file by hand releases the lease and
-//! restarts the count; do it only with every instance sharing the file stopped, or a writer
-//! holding an old version "1" could succeed against the new file.
+//! Versions count up from 1 at creation, prefixed by the file's *generation*, a random word
+//! chosen when the file is created (`"<generation>.<n>"`): a lease file deleted and created
+//! again never accepts a version read from its predecessor, as a Kubernetes `resourceVersion`
+//! never repeats. (Files written before generations existed have none; their versions are the
+//! bare counter.) A deleted file is not a released lease: the HA loop waits `leaseDuration`
+//! before anyone but the last holder creates it again, and the new term starts above the
+//! highest any member has seen.
 //!
 //! I/O is blocking and runs on tokio's blocking pool. If the caller gives up (its future is
 //! dropped, e.g. by [`super::with_deadline`]) while the operation still waits for the lock,
@@ -45,8 +49,27 @@ struct Paths {
 /// The document on disk.
 #[derive(Serialize, Deserialize)]
 struct LeaseFile {
+    /// Chosen at creation, so that versions of a re-created file never repeat.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    generation: String,
     version: u64,
     record: LeaseRecord,
+}
+
+impl LeaseFile {
+    fn version(&self) -> Version {
+        if self.generation.is_empty() {
+            Version(self.version.to_string())
+        } else {
+            Version(format!("{}.{}", self.generation, self.version))
+        }
+    }
+}
+
+/// A word that differs between creations of the lease file (time and process).
+fn new_generation() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 impl FileLeaseStore {
@@ -105,7 +128,7 @@ impl Drop for AbandonOnDrop {
 
 impl LeaseStore for FileLeaseStore {
     fn get(&self) -> LeaseFuture<'_, Option<(LeaseRecord, Version)>> {
-        self.locked(|paths| Ok(read(&paths.lease)?.map(|f| (f.record, Version(f.version.to_string())))))
+        self.locked(|paths| Ok(read(&paths.lease)?.map(|f| (f.version(), f.record)).map(|(v, r)| (r, v))))
     }
 
     fn create<'a>(&'a self, record: &'a LeaseRecord) -> LeaseFuture<'a, Version> {
@@ -114,8 +137,9 @@ impl LeaseStore for FileLeaseStore {
             if read(&paths.lease)?.is_some() {
                 return Err(LeaseError::Conflict);
             }
-            write(paths, &LeaseFile { version: 1, record })?;
-            Ok(Version("1".into()))
+            let doc = LeaseFile { generation: new_generation(), version: 1, record };
+            write(paths, &doc)?;
+            Ok(doc.version())
         })
     }
 
@@ -125,14 +149,15 @@ impl LeaseStore for FileLeaseStore {
         self.locked(move |paths| {
             // Gone, or moved on: both are "someone else wrote", the caller re-reads.
             let Some(current) = read(&paths.lease)? else { return Err(LeaseError::Conflict) };
-            if current.version.to_string() != expected.0 {
+            if current.version() != expected {
                 return Err(LeaseError::Conflict);
             }
             let version = current.version.checked_add(1).ok_or_else(|| LeaseError::Fatal {
                 message: format!("lease file {} has reached the largest version", paths.lease.display()),
             })?;
-            write(paths, &LeaseFile { version, record })?;
-            Ok(Version(version.to_string()))
+            let doc = LeaseFile { generation: current.generation, version, record };
+            write(paths, &doc)?;
+            Ok(doc.version())
         })
     }
 

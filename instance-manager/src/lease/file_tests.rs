@@ -32,12 +32,12 @@ async fn create_get_replace() {
 
     let first = record("pg-1", 1);
     let v1 = store.create(&first).await.unwrap();
-    assert_eq!(v1, Version("1".into()));
+    assert!(v1.0.ends_with(".1"), "{v1}");
     assert_eq!(store.get().await, Ok(Some((first.normalized(), v1.clone()))));
 
     let second = LeaseRecord { sync_standbys: vec!["pg-3".into(), "pg-2".into()], ..record("pg-1", 1) };
     let v2 = store.replace(&second, &v1).await.unwrap();
-    assert_eq!(v2, Version("2".into()));
+    assert!(v2.0.ends_with(".2") && v2.0.split('.').next() == v1.0.split('.').next(), "{v1} then {v2}");
     let (read, version) = store.get().await.unwrap().unwrap();
     assert_eq!(version, v2);
     assert_eq!(read.sync_standbys, vec!["pg-2", "pg-3"], "stored normalized");
@@ -137,7 +137,28 @@ async fn concurrent_tasks_lose_no_increment() {
     }
     let (read, version) = store.get().await.unwrap().unwrap();
     assert_eq!(read.transitions, 400, "lost increments ({conflicts} conflicts seen)");
-    assert_eq!(version, Version("401".into()));
+    assert!(version.0.ends_with(".401"), "{version}");
+}
+
+#[tokio::test]
+async fn a_recreated_file_never_accepts_a_version_of_the_deleted_one() {
+    let (_dir, store) = store();
+    let v1 = store.create(&record("pg-1", 5)).await.unwrap();
+    fs::remove_file(store.path()).unwrap();
+    let new = store.create(&record("pg-2", 6)).await.unwrap();
+    assert_ne!(new, v1, "versions of a re-created file must not repeat");
+    assert_eq!(store.replace(&record("pg-1", 5), &v1).await, Err(LeaseError::Conflict), "a stale holder's renew");
+    assert_eq!(store.get().await.unwrap().unwrap().0.holder.as_deref(), Some("pg-2"));
+}
+
+#[tokio::test]
+async fn files_without_a_generation_keep_their_bare_versions() {
+    let (_dir, store) = store();
+    let legacy = serde_json::json!({"version": 3, "record": {"holder": "pg-1", "leaseTransitions": 2}});
+    fs::write(store.path(), serde_json::to_vec(&legacy).unwrap()).unwrap();
+    let (_, version) = store.get().await.unwrap().unwrap();
+    assert_eq!(version, Version("3".into()));
+    assert_eq!(store.replace(&record("pg-1", 2), &version).await, Ok(Version("4".into())));
 }
 
 const CHILD_LEASE_ENV: &str = "PGWARDEN_TEST_LEASE_FILE";

@@ -10,6 +10,7 @@
 //! | `transitions` | `spec.leaseTransitions` (`i32`: saturates on write, negative is malformed) |
 //! | `sync_standbys` | annotation `pgwarden.io/sync-standbys`, comma-separated, sorted; absent when empty |
 //! | `switchover_to` | annotation `pgwarden.io/switchover-to`; absent when none |
+//! | `cluster`, `system_identifier` | annotations `pgwarden.io/cluster`, `pgwarden.io/system-identifier` |
 //!
 //! The compare-and-swap is the API server's: [`replace`](LeaseStore::replace) is a `PUT` whose
 //! body carries `metadata.resourceVersion = expected`, which the server accepts only if it is
@@ -46,6 +47,10 @@ use super::{LeaseError, LeaseFuture, LeaseRecord, LeaseStore, Result, Version};
 pub const SYNC_STANDBYS_ANNOTATION: &str = "pgwarden.io/sync-standbys";
 /// Annotation holding [`LeaseRecord::switchover_to`].
 pub const SWITCHOVER_TO_ANNOTATION: &str = "pgwarden.io/switchover-to";
+/// Annotation holding [`LeaseRecord::cluster`].
+pub const CLUSTER_ANNOTATION: &str = "pgwarden.io/cluster";
+/// Annotation holding [`LeaseRecord::system_identifier`].
+pub const SYSTEM_IDENTIFIER_ANNOTATION: &str = "pgwarden.io/system-identifier";
 
 /// A [`LeaseStore`] on one Kubernetes Lease.
 pub struct KubernetesLeaseStore {
@@ -235,6 +240,8 @@ fn record_to_lease(record: &LeaseRecord, mut base: Lease) -> std::result::Result
         Some(record.sync_standbys.join(",")).filter(|s| !s.is_empty()),
     );
     set_annotation(&mut annotations, SWITCHOVER_TO_ANNOTATION, record.switchover_to.clone());
+    set_annotation(&mut annotations, CLUSTER_ANNOTATION, record.cluster.clone());
+    set_annotation(&mut annotations, SYSTEM_IDENTIFIER_ANNOTATION, record.system_identifier.clone());
     base.metadata.annotations = Some(annotations).filter(|a| !a.is_empty());
 
     let spec = base.spec.get_or_insert_with(LeaseSpec::default);
@@ -275,6 +282,8 @@ fn lease_to_record(lease: &Lease) -> std::result::Result<(LeaseRecord, Version),
         transitions: u64::from(non_negative("leaseTransitions", spec.lease_transitions)?),
         sync_standbys,
         switchover_to: annotation(SWITCHOVER_TO_ANNOTATION).filter(|s| !s.is_empty()).cloned(),
+        cluster: annotation(CLUSTER_ANNOTATION).filter(|s| !s.is_empty()).cloned(),
+        system_identifier: annotation(SYSTEM_IDENTIFIER_ANNOTATION).filter(|s| !s.is_empty()).cloned(),
     };
     Ok((record, Version(version)))
 }

@@ -64,6 +64,8 @@ fn record(holder: &str, transitions: u64) -> LeaseRecord {
         transitions,
         sync_standbys: vec!["pg-3".into()],
         switchover_to: None,
+        cluster: None,
+        system_identifier: None,
     }
 }
 

@@ -74,6 +74,12 @@ pub struct LeaseRecord {
     pub sync_standbys: Vec<String>,
     /// A pending planned handover to this instance (annotation `pgwarden.io/switchover-to`).
     pub switchover_to: Option<String>,
+    /// The cluster the lease belongs to (annotation `pgwarden.io/cluster`): a member of another
+    /// cluster pointed at this lease by mistake refuses it instead of acting on it.
+    pub cluster: Option<String>,
+    /// The Postgres system identifier of the cluster, once known (annotation
+    /// `pgwarden.io/system-identifier`): two clusters of the same name are told apart by it.
+    pub system_identifier: Option<String>,
 }
 
 impl LeaseRecord {
@@ -96,6 +102,21 @@ impl LeaseRecord {
     /// Whether `instance` holds this lease.
     pub fn is_held_by(&self, instance: &str) -> bool {
         self.holder.as_deref() == Some(instance)
+    }
+
+    /// Why this lease is not one a member of `cluster` (system identifier `system_identifier`,
+    /// when known) may act on: it names another cluster. `None` when it is ours, or when it
+    /// carries no identity yet (written by an older version; the holder stamps it).
+    pub fn foreign_to(&self, cluster: &str, system_identifier: Option<&str>) -> Option<String> {
+        if let Some(theirs) = self.cluster.as_deref().filter(|c| *c != cluster) {
+            return Some(format!("the lease belongs to cluster {theirs:?}, not {cluster:?}"));
+        }
+        match (self.system_identifier.as_deref(), system_identifier) {
+            (Some(theirs), Some(ours)) if theirs != ours => Some(format!(
+                "the lease belongs to a cluster with system identifier {theirs}, this data directory's is {ours}"
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -221,6 +242,8 @@ mod tests {
             transitions: 7,
             sync_standbys: vec!["pg-2".into()],
             switchover_to: Some("pg-2".into()),
+            cluster: Some("main".into()),
+            system_identifier: Some("7300000000000000001".into()),
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["leaseDurationSeconds"], 15);
@@ -230,6 +253,19 @@ mod tests {
         let minimal: LeaseRecord = serde_json::from_str(r#"{"holder":"pg-1"}"#).unwrap();
         assert_eq!(minimal.transitions, 0);
         assert!(minimal.is_held_by("pg-1") && !minimal.is_held_by("pg-2"));
+    }
+
+    #[test]
+    fn a_lease_of_another_cluster_is_foreign() {
+        let ours = LeaseRecord { cluster: Some("main".into()), ..LeaseRecord::default() };
+        assert_eq!(ours.foreign_to("main", None), None);
+        assert!(ours.foreign_to("other", None).unwrap().contains("\"main\""));
+        let legacy = LeaseRecord::default();
+        assert_eq!(legacy.foreign_to("main", Some("1")), None, "a lease without identity is stamped, not refused");
+        let sysid = LeaseRecord { system_identifier: Some("1".into()), ..ours };
+        assert_eq!(sysid.foreign_to("main", Some("1")), None);
+        assert_eq!(sysid.foreign_to("main", None), None, "our own identifier not known yet");
+        assert!(sysid.foreign_to("main", Some("2")).unwrap().contains("system identifier 1"));
     }
 
     #[test]

@@ -43,6 +43,8 @@ fn view() -> ManagerView {
                 "switchover".to_string(),
                 TransitionCount { total: 2, last_duration_ms: 850 },
             )]),
+            highest_term: 7,
+            store_failing_seconds: None,
         }),
         archive: Some(ArchiveStatus {
             destination: "file:///archive".into(),

@@ -436,6 +436,8 @@ mod tests {
             transitions: term,
             sync_standbys: vec![],
             switchover_to: None,
+            cluster: None,
+            system_identifier: None,
         }
     }
 

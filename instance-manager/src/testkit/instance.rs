@@ -54,6 +54,8 @@ pub struct InstanceOptions {
     pub data_dir: Option<PathBuf>,
     /// `runDir`, instead of `<root>/<name>/run`.
     pub run_dir: Option<PathBuf>,
+    /// `cluster` (`test` unless a test needs two clusters side by side).
+    pub cluster: String,
 }
 
 impl InstanceOptions {
@@ -76,6 +78,7 @@ impl InstanceOptions {
             metrics_yaml: String::new(),
             data_dir: None,
             run_dir: None,
+            cluster: "test".into(),
         }
     }
 
@@ -402,13 +405,14 @@ fn render_config(opts: &InstanceOptions, dirs: (&Path, &Path), secrets: &Path, p
         None => "role: primary\n".into(),
     };
     format!(
-        "name: {name}\ncluster: test\ndataDir: {data}\nrunDir: {run}\n{role}\
+        "name: {name}\ncluster: {cluster}\ndataDir: {data}\nrunDir: {run}\n{role}\
          postgres:\n  port: {pg_port}\n  listenAddresses: {listen}\n  parameters:\n{params}{pg_tls}\
          api:\n  listen: {listen}:{api_port}\n{api_tls}\
          metrics:\n{metrics_listen}{metrics}\
          credentials:\n  superuserPasswordFile: {s}/superuser\n  appPasswordFile: {s}/app\n  replicationPasswordFile: {s}/replication\n\
          shutdown:\n  smartTimeoutSeconds: {smart}\n  stopTimeoutSeconds: {stop}\n{extra}",
         extra = opts.extra_yaml,
+        cluster = opts.cluster,
         metrics = opts.metrics_yaml,
         metrics_listen = if opts.metrics_yaml.contains("listen:") {
             String::new()
