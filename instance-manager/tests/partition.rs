@@ -256,6 +256,14 @@ async fn primary_cut_off_from_everything_fences_before_a_replica_takes_over() {
     wait_routing(&api, net.host_ip(k), 2).await;
     let st = cluster.get(&new).status().await.unwrap();
     assert_eq!((st.role.as_str(), st.timeline), ("primary", Some(2)), "the new primary");
+    // The cut-off ex-primary cannot clear its own label: the new holder does.
+    wait_for("one pod labelled primary while pg-1 is cut off", Duration::from_secs(10), || async {
+        match (role_label(&api, "pg-1").as_deref(), role_label(&api, &new).as_deref()) {
+            (Some("replica"), Some("primary")) => Ok(()),
+            other => Err(format!("pg-1, {new}: {other:?}")),
+        }
+    })
+    .await;
     wait_acks(&ws, &new, 5).await;
     let acks = stop(ws).await;
     assert_one_writer_at_a_time(&acks, "pg-1", &new);

@@ -208,7 +208,9 @@ impl HaLoop {
 
     /// Starts the routing task fed by this loop.
     pub fn with_routing(self, routing: Arc<dyn crate::routing::Routing>) -> Self {
-        tokio::spawn(super::routing_task::run(routing, self.route.subscribe()));
+        let v = self.instance.config();
+        let others = v.config.members.iter().map(|m| m.name.clone()).filter(|n| *n != v.name).collect();
+        tokio::spawn(super::routing_task::run(routing, self.route.subscribe(), others));
         self
     }
 

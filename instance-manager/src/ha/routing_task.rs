@@ -21,13 +21,23 @@ pub enum RouteState {
     Replica,
 }
 
-/// Runs until the sender is dropped.
-pub async fn run(routing: Arc<dyn Routing>, mut rx: watch::Receiver<RouteState>) {
+/// Runs until the sender is dropped. `others` are the other members' names (their pods).
+pub async fn run(routing: Arc<dyn Routing>, mut rx: watch::Receiver<RouteState>, others: Vec<String>) {
     let mut applied = RouteState::Unknown;
+    let mut others_labelled_for: Option<u64> = None;
     loop {
         let want = *rx.borrow_and_update();
         if want != applied {
             applied = apply(routing.as_ref(), applied, want).await;
+        }
+        // Once per term: the other pods are not primary (a dead ex-primary cannot say so).
+        if let RouteState::Primary(term) = applied
+            && others_labelled_for != Some(term)
+        {
+            for member in &others {
+                log_err(routing.set_member_role_label(member, ROLE_REPLICA).await, "label a member's pod replica");
+            }
+            others_labelled_for = Some(term);
         }
         // Re-assert periodically: someone may have edited the slice or the label.
         let _ = tokio::time::timeout(Duration::from_secs(30), rx.changed()).await;
@@ -66,10 +76,13 @@ async fn apply(routing: &dyn Routing, from: RouteState, to: RouteState) -> Route
                     }
                     Err(e) if e.is_retryable() && attempt < 4 => {
                         tracing::warn!(error = %e, "routing update failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                     }
                     Err(e) => {
+                        // The label does not depend on the slice: a refused slice must not
+                        // leave the primary's pod labelled replica.
                         tracing::error!(error = %e, "cannot point routing at this primary");
+                        log_err(routing.set_role_label(ROLE_PRIMARY).await, "label the pod primary");
                         return RouteState::Unknown;
                     }
                 }

@@ -22,6 +22,8 @@ pub(super) async fn on_ready(instance: &Instance, running: &Desired) {
     instance.update_process(|p| p.state = PostgresProcessState::Running);
     tracing::info!(role = ?running, "postgres accepts connections");
     if *running == Desired::Primary {
+        // Routing follows writability at once, not at the HA loop's next period.
+        instance.ha_notify(crate::ha::HaCommand::Tick);
         ensure_roles(instance).await;
     }
 }
@@ -89,6 +91,8 @@ pub(super) async fn change_role(
         (Desired::Replica(_), Desired::Primary) if is_ready => match promote(instance, pm).await {
             Ok(()) => {
                 instance.note_promoted();
+                // The HA loop publishes the new role (the -rw EndpointSlice) now.
+                instance.ha_notify(crate::ha::HaCommand::Tick);
                 ensure_roles(instance).await;
                 Change::Done
             }

@@ -254,18 +254,18 @@ impl KubernetesRouting {
         Err(RoutingError::Conflict { attempts: MAX_ATTEMPTS })
     }
 
-    async fn label(&self, role: &str) -> Result<()> {
-        let what = format!("label pod {}/{} {ROLE_LABEL}={role}", self.namespace, self.pod_name);
+    async fn label(&self, pod: &str, role: &str) -> Result<()> {
+        let what = format!("label pod {}/{pod} {ROLE_LABEL}={role}", self.namespace);
         if !is_label_value(role) {
             return Err(RoutingError::Rejected { message: format!("{what}: {role:?} is not a valid label value") });
         }
         let patch = Patch::Merge(serde_json::json!({"metadata": {"labels": {ROLE_LABEL: role}}}));
         let end = Instant::now() + self.deadline;
-        let answer = self.call(&what, end, || self.pods.patch(&self.pod_name, &PatchParams::default(), &patch)).await?;
+        let answer = self.call(&what, end, || self.pods.patch(pod, &PatchParams::default(), &patch)).await?;
         match answer.status {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => {
-                tracing::warn!(pod = %self.pod_name, role, "cannot label this pod: it does not exist (ignored)");
+                tracing::warn!(pod, role, "cannot label this pod: it does not exist (ignored)");
                 Ok(())
             }
             _ => Err(self.failure(&what, &answer)),
@@ -304,7 +304,11 @@ impl Routing for KubernetesRouting {
     }
 
     fn set_role_label<'a>(&'a self, role: &'a str) -> RoutingFuture<'a> {
-        Box::pin(with_deadline(self.label(role), self.deadline))
+        Box::pin(with_deadline(self.label(&self.pod_name, role), self.deadline))
+    }
+
+    fn set_member_role_label<'a>(&'a self, member: &'a str, role: &'a str) -> RoutingFuture<'a> {
+        Box::pin(with_deadline(self.label(member, role), self.deadline))
     }
 
     fn describe(&self) -> String {

@@ -132,6 +132,11 @@ pub trait Routing: Send + Sync {
     /// Advisory: a missing pod is tolerated with a warning.
     fn set_role_label<'a>(&'a self, role: &'a str) -> RoutingFuture<'a>;
 
+    /// Sets another member's [`ROLE_LABEL`]: the new holder marks the other members' pods
+    /// `replica`, since a dead ex-primary cannot clear its own label. Advisory, like
+    /// [`set_role_label`](Self::set_role_label).
+    fn set_member_role_label<'a>(&'a self, member: &'a str, role: &'a str) -> RoutingFuture<'a>;
+
     /// How routing is done, for logs and status.
     fn describe(&self) -> String;
 }
@@ -150,6 +155,10 @@ impl Routing for NoRouting {
     }
 
     fn set_role_label<'a>(&'a self, _role: &'a str) -> RoutingFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn set_member_role_label<'a>(&'a self, _member: &'a str, _role: &'a str) -> RoutingFuture<'a> {
         Box::pin(std::future::ready(Ok(())))
     }
 
