@@ -67,6 +67,43 @@ pub async fn statuses(v: &Validated, timeout: Duration) -> Vec<(Member, Option<I
     futures_util::future::join_all(futures).await
 }
 
+/// One failsafe round: asks every other member to acknowledge `req` (`POST /ha/failsafe`
+/// with the members' shared bearer token), all at once, each within `timeout`. Returns the
+/// members that did not acknowledge, with why; empty means every member acknowledged.
+pub async fn failsafe_round(
+    v: &Validated,
+    req: &crate::ha::failsafe::FailsafeRequest,
+    timeout: Duration,
+) -> Vec<(String, String)> {
+    let token = match &v.config.api.token_file {
+        Some(file) => match crate::osuser::read_secret(file) {
+            Ok(t) => t,
+            Err(e) => return vec![("*".into(), format!("cannot read api.tokenFile: {e}"))],
+        },
+        None => return vec![("*".into(), "failsafe needs api.tokenFile (the members' shared token)".into())],
+    };
+    let tls = tls_config(v);
+    let futures = v.config.members.iter().filter(|m| m.name != v.name).map(|m| {
+        let client = client(m, tls.as_ref(), timeout);
+        let token = token.expose().to_string();
+        async move {
+            let answer = match client {
+                Ok(c) => c
+                    .post_json::<_, crate::ha::failsafe::FailsafeAnswer>("/ha/failsafe", req, Some(&token))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(a) if a.acknowledged => None,
+                Ok(a) => Some((m.name.clone(), a.refused_because.unwrap_or_else(|| "refused".into()))),
+                Err(e) => Some((m.name.clone(), e)),
+            }
+        }
+    });
+    futures_util::future::join_all(futures).await.into_iter().flatten().collect()
+}
+
 /// The election's view of a peer's status.
 pub fn peer_view(name: &str, status: Option<&InstanceStatus>) -> Peer {
     Peer {

@@ -154,9 +154,19 @@ async fn a_store_stall_shorter_than_the_renew_deadline_costs_nothing() {
     w.stop().await;
 }
 
+/// Failsafe off (`lease.failsafe: false`).
+fn without_failsafe(o: &mut instance_manager::testkit::InstanceOptions) {
+    o.extra_yaml = o.extra_yaml.replace("  faultFile:", "  failsafe: false\n  faultFile:");
+}
+
+/// Failsafe on (the default), with the members' shared API token it needs.
+fn with_failsafe(o: &mut instance_manager::testkit::InstanceOptions) {
+    o.api_token = true;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_fenced_by_an_outage_resumes_on_its_own_timeline() {
-    let cluster = TestCluster::start(3, FAST);
+    let cluster = TestCluster::start_with(3, FAST, without_failsafe);
     let all = ["pg-1", "pg-2", "pg-3"];
     assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
     let pg = cluster.get("pg-1").postgres_pid().unwrap();
@@ -217,4 +227,71 @@ async fn a_member_of_another_cluster_never_acts_on_a_shared_lease() {
         "the other cluster's member wrote the lease"
     );
     assert!(other.get("pg-1").log().contains("the lease is another cluster's"), "not logged at ERROR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_failsafe_an_outage_much_longer_than_the_lease_costs_no_writes() {
+    let cluster = TestCluster::start_with(3, FAST, with_failsafe);
+    let all = ["pg-1", "pg-2", "pg-3"];
+    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
+    let pg = cluster.get("pg-1").postgres_pid().unwrap();
+    let before = term(&cluster);
+    let w = writer_on(&cluster, "pg-1", "probe").await;
+
+    // Five times the renew deadline (2.5 s), with every member healthy.
+    stall_all(&cluster, true);
+    let during = w.acks().len();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let st = cluster.get("pg-1").status().await.unwrap();
+    let acked_during = w.acks().len() - during;
+    stall_all(&cluster, false);
+
+    assert!(
+        st.lease.as_ref().is_some_and(|l| l.failsafe_confirmed_age_seconds.is_some()),
+        "not in failsafe: {:?}",
+        st.lease
+    );
+    let n = w.acks().len();
+    wait_for("writes go on", Duration::from_secs(10), || async {
+        if w.acks().len() > n + 20 { Ok(()) } else { Err(format!("{} acks", w.acks().len())) }
+    })
+    .await;
+    assert!(!cluster.get("pg-1").log().contains("\"fencing\""), "fenced:\n{}", cluster.get("pg-1").log_tail(40));
+    assert!(acked_during > 100, "only {acked_during} writes acknowledged during the outage");
+    assert_eq!(cluster.get("pg-1").postgres_pid(), Some(pg), "postgres was restarted");
+    assert_eq!(timeline(&cluster, "pg-1").await, Some(1));
+    assert_eq!(cluster.wait_primary(&all, Duration::from_secs(20)).await, "pg-1");
+    assert_eq!(term(&cluster), before, "leadership moved");
+    let acks = w.stop().await;
+    all_present(&cluster, "pg-1", "probe", &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_failsafe_one_unreachable_member_fences_the_primary_at_its_deadline() {
+    let cluster = TestCluster::start_with(3, FAST, with_failsafe);
+    let all = ["pg-1", "pg-2", "pg-3"];
+    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
+    let pg = cluster.get("pg-1").postgres_pid().unwrap();
+    let w = writer_on(&cluster, "pg-1", "probe").await;
+
+    // pg-3's manager cannot answer (frozen); then the store goes away for everyone.
+    cluster.get("pg-3").signal(Signal::SIGSTOP);
+    stall_all(&cluster, true);
+    wait_for("pg-1 fenced", Duration::from_secs(15), || async {
+        if pid_alive(pg) { Err("postgres still runs".into()) } else { Ok(()) }
+    })
+    .await;
+    let log = cluster.get("pg-1").log();
+    assert!(
+        log.contains("not every member acknowledged"),
+        "the refusal was not logged:\n{}",
+        cluster.get("pg-1").log_tail(30)
+    );
+    stall_all(&cluster, false);
+    cluster.get("pg-3").signal(Signal::SIGCONT);
+    // Nobody else took the lease: pg-1 resumes on its own timeline.
+    assert_eq!(cluster.wait_primary(&all, Duration::from_secs(60)).await, "pg-1");
+    assert_eq!(timeline(&cluster, "pg-1").await, Some(1));
+    let acks = w.stop().await;
+    all_present(&cluster, "pg-1", "probe", &acks).await;
 }

@@ -132,9 +132,19 @@ pub struct LeaseSpec {
     /// Time allowed for fencing (stopping Postgres) before anyone else may acquire.
     #[serde(default = "default_fence_budget")]
     pub fence_budget_seconds: f64,
+    /// Failsafe: while the lease store is unavailable (timeouts, 5xx — not 403 or 409), the
+    /// holder stays writable past `renewDeadline` as long as every member acknowledges it over
+    /// the peer API each retry period (needs `api.tokenFile`, shared by the members). On by
+    /// default: an API-server outage then costs no writes while the cluster is healthy.
+    #[serde(default = "default_failsafe")]
+    pub failsafe: bool,
     /// Testing only: a JSON file describing a fault to inject into every lease operation.
     #[serde(default)]
     pub fault_file: Option<PathBuf>,
+}
+
+fn default_failsafe() -> bool {
+    true
 }
 
 /// Lease backends.

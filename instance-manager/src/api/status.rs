@@ -173,6 +173,16 @@ pub struct LeaseStatus {
     /// Seconds since the lease store stopped answering, while it does not.
     #[serde(default)]
     pub store_failing_seconds: Option<f64>,
+    /// Failsafe (holder): seconds since the send of the last round every member acknowledged,
+    /// while the store is unavailable.
+    #[serde(default)]
+    pub failsafe_confirmed_age_seconds: Option<f64>,
+    /// Failsafe (holder): who did not acknowledge the last round, and why.
+    #[serde(default)]
+    pub failsafe_refusal: Option<String>,
+    /// Failsafe (member): the holder this member promised not to take the lease from.
+    #[serde(default)]
+    pub failsafe_promised_to: Option<String>,
     /// Whether this instance holds it with a fresh renew.
     pub held_by_me: bool,
     /// Seconds since the send of our last successful renew (holder only).

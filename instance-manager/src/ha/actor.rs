@@ -9,7 +9,8 @@ use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::ha::deadman::Deadman;
 use crate::ha::decide::{
-    Action, Inputs, LeaseView, Local, Memory, PgState, Settings, candidacy, decide, decide_bootstrap, may_promote,
+    Action, Inputs, LeaseView, Local, Memory, PgState, Settings, candidacy, claim_sent, decide, decide_bootstrap,
+    may_promote,
 };
 use crate::instance::{Desired, Instance};
 use crate::lease::{LeaseStore, LeaseTiming, Version};
@@ -160,6 +161,12 @@ pub struct HaLoop {
     pub(super) held_unstarted: Option<(Vec<String>, bool)>,
     /// Run the next tick at once (the lease was deleted under us).
     pub(super) renew_again: bool,
+    /// The last read failed in a way failsafe may cover (unavailable, not refused).
+    pub(super) store_unavailable: bool,
+    /// The term of the lease we last wrote as holder.
+    pub(super) my_term: u64,
+    /// Why the last failsafe round was not acknowledged by everyone.
+    pub(super) failsafe_refusal: Option<String>,
 }
 
 impl HaLoop {
@@ -203,6 +210,9 @@ impl HaLoop {
             last_read_ok: None,
             held_unstarted: None,
             renew_again: false,
+            store_unavailable: false,
+            my_term: 0,
+            failsafe_refusal: None,
         }
     }
 
@@ -231,8 +241,8 @@ impl HaLoop {
             // Wake exactly when something is due: the holder's fence deadline, and for the
             // others the moment the observed lease expires (a failover should not wait for
             // the next period).
-            let fence_at = self.memory.last_renew_sent.and_then(|t| t.checked_add(self.timing.renew_deadline));
-            let expires_at = match (&self.memory.last_renew_sent, &self.seen) {
+            let fence_at = claim_sent(&self.memory).and_then(|t| t.checked_add(self.timing.renew_deadline));
+            let expires_at = match (&claim_sent(&self.memory), &self.seen) {
                 (None, Some((_, since))) => since.checked_add(self.timing.lease_duration),
                 _ => None,
             };
@@ -313,6 +323,10 @@ impl HaLoop {
             self.system_identifier = self.instance.observe().await.and_then(|o| o.system_identifier);
         }
         let view = self.read_lease().await;
+        if matches!(view, LeaseView::Unreadable(_)) {
+            self.failsafe_round(&v).await;
+        }
+        self.memory.promised_until = self.instance.failsafe.promised_until(BootInstant::now()).map(|(_, t)| t);
         let local = self.local().await;
         let peers: Vec<_> = if self.needs_peers(&view, &me) {
             crate::peers::statuses(&v, PEER_TIMEOUT)
@@ -395,6 +409,7 @@ impl HaLoop {
             Action::Fence { reason } => {
                 tracing::error!(reason, "fencing");
                 self.memory.last_renew_sent = None;
+                self.memory.failsafe_confirmed = None;
                 self.instance.set_primary_allowed_until(None);
                 self.instance.fence_now(reason);
                 self.disarm();
@@ -410,7 +425,14 @@ impl HaLoop {
             }
             Action::Renew => self.write(view, v, false).await,
             Action::Acquire { create } => {
+                // Failsafe: never while a promise to another holder stands, and no promise
+                // is given while this acquisition is in flight.
+                if let Err(why) = self.instance.failsafe.begin_acquire(BootInstant::now()) {
+                    tracing::info!(reason = %why, "not acquiring");
+                    return false;
+                }
                 let ok = self.write(view, v, create).await;
+                self.instance.failsafe.end_acquire();
                 if ok && local.postgres == (PgState::Running { in_recovery: true }) {
                     self.promote();
                 }
@@ -505,7 +527,7 @@ impl HaLoop {
 
     pub(super) fn arm(&mut self) {
         let (Some(sent), Some(d), Some(pid)) =
-            (self.memory.last_renew_sent, self.deadman.as_mut(), self.instance.process().pid)
+            (claim_sent(&self.memory), self.deadman.as_mut(), self.instance.process().pid)
         else {
             return;
         };
@@ -557,7 +579,7 @@ impl HaLoop {
             ),
             _ => (None, 0, Vec::new(), None),
         };
-        let renew_age = self.memory.last_renew_sent.map(|t| now.duration_since(t).as_secs_f64());
+        let renew_age = claim_sent(&self.memory).map(|t| now.duration_since(t).as_secs_f64());
         self.instance.set_lease_status(Some(LeaseStatus {
             store: self.store.describe(),
             held_by_me: holder.as_deref() == Some(me)
@@ -576,6 +598,9 @@ impl HaLoop {
             renew_failures_total: self.renew_failures_total,
             transitions: self.transitions.clone(),
             highest_term: self.highest_term.get(),
+            failsafe_confirmed_age_seconds: self.memory.failsafe_confirmed.map(|t| now.duration_since(t).as_secs_f64()),
+            failsafe_refusal: self.failsafe_refusal.clone(),
+            failsafe_promised_to: self.instance.failsafe.promised_until(now).map(|(holder, _)| holder),
             store_failing_seconds: self.store_health.failing_for(now).map(|d| d.as_secs_f64()),
         }));
     }

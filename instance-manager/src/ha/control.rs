@@ -20,6 +20,21 @@ impl HaLoop {
     /// preferences and `paused`), or with `force` from a live holder, in which case promotion
     /// waits until that holder must have fenced itself (renewDeadline + fenceBudget).
     pub(super) async fn manual_promote(&mut self, force: bool) -> Result<String, String> {
+        // Failsafe: from now on this member acknowledges nobody; a promise it already gave
+        // holds (the promotion waits for it to run out).
+        let promised_until = self.instance.failsafe.stop_acknowledging();
+        let result = self.manual_promote_inner(force, promised_until).await;
+        if result.is_err() {
+            self.instance.failsafe.acknowledge_again();
+        }
+        result
+    }
+
+    async fn manual_promote_inner(
+        &mut self,
+        force: bool,
+        promised_until: Option<BootInstant>,
+    ) -> Result<String, String> {
         let v = self.instance.config();
         let view = self.read_lease().await;
         let local = self.local().await;
@@ -46,6 +61,11 @@ impl HaLoop {
         if let (Some(h), false) = (&holder, force) {
             return Err(format!("a live primary ({h}) holds the lease; use switchover on it, or promote with force"));
         }
+        if promised_until.is_some_and(|t| t > BootInstant::now()) && !force {
+            return Err("failsafe: this member promised the primary not to take the lease during a lease-store \
+                        outage; promote with force to wait until that promise runs out"
+                .into());
+        }
         if !self.write(&view, &v, matches!(view, LeaseView::Absent)).await {
             return Err("could not take the lease (someone else wrote first); try again".into());
         }
@@ -54,6 +74,9 @@ impl HaLoop {
             // its last renew, which was before our write.
             self.promote_not_before =
                 BootInstant::now().checked_add(self.timing.renew_deadline + self.timing.fence_budget);
+        }
+        if let Some(t) = promised_until {
+            self.promote_not_before = self.promote_not_before.max(Some(t));
         }
         self.pending_transition = Some(("promote".into(), holder.clone(), self.seen_term(), BootInstant::now()));
         self.promote();

@@ -89,6 +89,11 @@ pub struct Memory {
     /// When this tick really started, before any I/O: lateness is measured here, so that time
     /// spent waiting on a slow lease store is never taken for a frozen process (DESIGN §4.6).
     pub tick_started: Option<BootInstant>,
+    /// Failsafe (holder): when the last round of acknowledgements that **every** member
+    /// answered was sent. While the store is unavailable it counts like a renew sent then.
+    pub failsafe_confirmed: Option<BootInstant>,
+    /// Failsafe (member): we promised a holder not to take the lease before this instant.
+    pub promised_until: Option<BootInstant>,
     /// Since when (our clock) the lease has been observed absent: an absent lease is an
     /// unknown holder, not a free lease; nobody creates it before `leaseDuration` has passed.
     pub absent_since: Option<BootInstant>,
@@ -163,9 +168,10 @@ impl<'a> Inputs<'a> {
         self.now.duration_since(t)
     }
 
-    /// Whether a renew sent less than `renewDeadline` ago succeeded.
+    /// Whether our claim to the lease is fresh: a successful renew, or a failsafe round every
+    /// member acknowledged, sent less than `renewDeadline` ago.
     pub fn renew_fresh(&self) -> bool {
-        self.memory.last_renew_sent.is_some_and(|t| self.since(t) < self.settings.timing.renew_deadline)
+        claim_sent(self.memory).is_some_and(|t| self.since(t) < self.settings.timing.renew_deadline)
     }
 
     fn woke_late(&self) -> bool {
@@ -180,11 +186,33 @@ impl<'a> Inputs<'a> {
     }
 }
 
+/// When our claim to the lease was last confirmed: the send of the last successful renew,
+/// or of the last failsafe round every member acknowledged, whichever is later. The one
+/// definition of "held by me" that every deadline is measured from.
+pub fn claim_sent(memory: &Memory) -> Option<BootInstant> {
+    memory.last_renew_sent.max(memory.failsafe_confirmed)
+}
+
 /// The decision of one tick.
 pub fn decide(i: &Inputs<'_>) -> Vec<Action> {
     if let Some(reason) = fence_reason(i) {
         return vec![Action::Fence { reason }];
     }
+    let actions = decide_lease(i);
+    match i.memory.promised_until.filter(|t| *t > i.now) {
+        // Failsafe: a member that acknowledged a holder takes the lease from nobody until
+        // leaseDuration after its acknowledgement.
+        Some(until) if actions.iter().any(|a| matches!(a, Action::Acquire { .. })) && !i.renew_fresh() => {
+            vec![wait(format!(
+                "failsafe: promised the holder not to take the lease for {:.1}s more",
+                until.duration_since(i.now).as_secs_f64()
+            ))]
+        }
+        _ => actions,
+    }
+}
+
+fn decide_lease(i: &Inputs<'_>) -> Vec<Action> {
     match i.lease {
         LeaseView::Unreadable(e) => vec![wait(format!("lease store unreadable: {e}"))],
         LeaseView::Absent => decide_absent(i),

@@ -25,6 +25,8 @@ pub mod deadman;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
+pub mod failsafe;
+mod failsafe_round;
 mod handover;
 pub mod routing_task;
 mod store_health;

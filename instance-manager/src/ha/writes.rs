@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::actor::HaLoop;
-use super::decide::LeaseView;
+use super::decide::{LeaseView, claim_sent};
 use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::instance::Desired;
@@ -59,12 +59,13 @@ pub fn next_record(
 impl HaLoop {
     /// Whether our last renew is within the renew deadline.
     pub(super) fn renew_is_fresh(&self) -> bool {
-        self.memory.last_renew_sent.is_some_and(|t| BootInstant::now().duration_since(t) < self.timing.renew_deadline)
+        claim_sent(&self.memory).is_some_and(|t| BootInstant::now().duration_since(t) < self.timing.renew_deadline)
     }
 
     /// From now on we do not hold the lease.
     pub(super) fn forget_renew(&mut self) {
         self.memory.last_renew_sent = None;
+        self.memory.failsafe_confirmed = None;
         self.instance.set_primary_allowed_until(None);
         self.disarm();
     }
@@ -99,7 +100,7 @@ impl HaLoop {
     /// fence (a hung store must not delay the fence).
     pub(super) fn call_deadline(&self) -> Duration {
         let mut d = self.timing.retry_period;
-        if let Some(sent) = self.memory.last_renew_sent {
+        if let Some(sent) = claim_sent(&self.memory) {
             let left = self.timing.renew_deadline.saturating_sub(BootInstant::now().duration_since(sent));
             d = d.min(left);
         }
@@ -107,11 +108,12 @@ impl HaLoop {
     }
 
     pub(super) async fn read_lease(&mut self) -> LeaseView {
-        if self.memory.last_renew_sent.is_some() && self.call_deadline().is_zero() {
+        if claim_sent(&self.memory).is_some() && self.call_deadline().is_zero() {
             // The renew deadline passed: we no longer hold the lease, whatever the store says.
             // Forget the renew (decide() fences a writable Postgres) and read normally.
             tracing::warn!("the renew deadline passed without a successful renew");
             self.memory.last_renew_sent = None;
+            self.memory.failsafe_confirmed = None;
             self.instance.set_primary_allowed_until(None);
             // Decide now (a fence must not wait for a read); read at the next tick.
             return LeaseView::Unreadable("the renew deadline passed".into());
@@ -126,6 +128,7 @@ impl HaLoop {
         let blind = self.last_read_ok.is_some_and(|t| now.duration_since(t) >= self.timing.renew_deadline);
         match result {
             Ok(found) => {
+                self.store_unavailable = false;
                 self.store_health.answered(now);
                 self.last_read_ok = Some(now);
                 if blind {
@@ -146,6 +149,7 @@ impl HaLoop {
                 }
             }
             Err(e) => {
+                self.store_unavailable = e.is_retryable();
                 let holding = self.renew_is_fresh();
                 if holding {
                     // A holder that cannot read cannot renew either: that is a failed renew.
@@ -268,6 +272,7 @@ impl HaLoop {
             self.pending_transition = Some((kind.into(), previous, record.transitions, sent));
         }
         self.highest_term.observe(record.transitions);
+        self.my_term = record.transitions;
         if self.instance.desired() == Desired::Primary {
             self.arm();
         }
@@ -340,6 +345,7 @@ impl HaLoop {
                 tracing::info!(acquiring, "lost the lease race: someone else wrote first");
                 if !acquiring {
                     self.memory.last_renew_sent = None;
+                    self.memory.failsafe_confirmed = None;
                     self.instance.set_primary_allowed_until(None);
                 }
                 false

@@ -66,6 +66,8 @@ pub struct Instance {
     promoted_at: Mutex<Option<crate::clock::BootInstant>>,
     primary_allowed_until: Mutex<Option<crate::clock::BootInstant>>,
     ha: Mutex<Option<mpsc::Sender<crate::ha::HaCommand>>>,
+    /// Failsafe promises this member gave, and its acquisitions (`ha::failsafe`).
+    pub failsafe: Arc<crate::ha::failsafe::Promises>,
     paused: std::sync::atomic::AtomicBool,
     sync_names: watch::Sender<crate::ha::sync::SyncNames>,
     ha_heartbeat: Mutex<Option<crate::clock::BootInstant>>,
@@ -129,6 +131,7 @@ impl Instance {
             promoted_at: Mutex::new(None),
             primary_allowed_until: Mutex::new(None),
             ha: Mutex::new(None),
+            failsafe: Arc::default(),
             paused: false.into(),
             sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
             ha_heartbeat: Mutex::new(None),

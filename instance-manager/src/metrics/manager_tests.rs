@@ -45,6 +45,9 @@ fn view() -> ManagerView {
             )]),
             highest_term: 7,
             store_failing_seconds: None,
+            failsafe_confirmed_age_seconds: None,
+            failsafe_refusal: None,
+            failsafe_promised_to: None,
         }),
         archive: Some(ArchiveStatus {
             destination: "file:///archive".into(),

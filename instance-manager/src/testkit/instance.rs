@@ -56,6 +56,9 @@ pub struct InstanceOptions {
     pub run_dir: Option<PathBuf>,
     /// `cluster` (`test` unless a test needs two clusters side by side).
     pub cluster: String,
+    /// `api.tokenFile`: the members' shared bearer token (`<root>/secrets/token`), which the
+    /// mutating endpoints over TCP and failsafe need.
+    pub api_token: bool,
 }
 
 impl InstanceOptions {
@@ -79,6 +82,7 @@ impl InstanceOptions {
             data_dir: None,
             run_dir: None,
             cluster: "test".into(),
+            api_token: false,
         }
     }
 
@@ -130,7 +134,7 @@ impl TestInstance {
         std::fs::create_dir_all(&dir).expect("create instance dir");
         let secrets = root.join("secrets");
         std::fs::create_dir_all(&secrets).expect("create secrets dir");
-        for s in ["superuser", "app", "replication"] {
+        for s in ["superuser", "app", "replication", "token"] {
             // Written once per cluster, atomically: running managers read these files.
             let file = secrets.join(s);
             if !file.exists() {
@@ -399,6 +403,8 @@ fn render_config(opts: &InstanceOptions, dirs: (&Path, &Path), secrets: &Path, p
         }
         None => (String::new(), String::new()),
     };
+    let api_tls =
+        if opts.api_token { format!("  tokenFile: {}\n{api_tls}", secrets.join("token").display()) } else { api_tls };
     let role = match &opts.primary {
         Some((host, port)) => format!("role: replica\nprimary: {{host: {host}, port: {port}}}\n"),
         None if opts.extra_yaml.contains("lease:") => String::new(),

@@ -3,6 +3,7 @@
 mod backup;
 mod backups;
 mod control;
+mod failsafe;
 mod fallback;
 mod healthz;
 mod readyz;
@@ -23,6 +24,7 @@ pub use fallback::not_found;
 pub fn control() -> Router<Arc<Instance>> {
     Router::new()
         .route("/switchover", post(control::switchover))
+        .route("/ha/failsafe", post(failsafe::acknowledge))
         .route("/promote", post(control::promote))
         .route("/fence", post(control::fence))
         .route("/unfence", post(control::unfence))
