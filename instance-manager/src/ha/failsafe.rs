@@ -78,7 +78,7 @@ pub fn may_acknowledge(req: &FailsafeRequest, view: &MemberView<'_>) -> Result<(
     if req.cluster != view.cluster {
         return Err(format!("{} is a member of cluster {:?}, not {:?}", view.me, view.cluster, req.cluster));
     }
-    if !view.members.iter().any(|m| *m == req.holder) {
+    if !view.members.contains(&req.holder) {
         return Err(format!("{} is not a member of {}'s cluster configuration", req.holder, view.me));
     }
     if view.holds_lease {
