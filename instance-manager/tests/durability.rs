@@ -109,3 +109,35 @@ async fn preferred_durability_degrades_to_asynchronous_when_its_standby_is_gone(
     assert!(cluster.get("pg-1").log().contains("synchronous replication degraded"), "the degradation was not logged");
     w.stop().await;
 }
+
+/// At the default timings a node loss in synchronous mode leaves the surviving replica
+/// following the new timeline through its history file: it never diverged, so it is never
+/// rewound (which made the new primary's first commit wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_node_loss_rewinds_no_replica_that_did_not_diverge() {
+    let mut cluster =
+        TestCluster::start_with(3, (15.0, 10.0, 2.0, 2.0), |o| o.extra_yaml.push_str("synchronous: {number: 1}\n"));
+    let all = ["pg-1", "pg-2", "pg-3"];
+    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
+    wait_for("a published synchronous standby", Duration::from_secs(30), || async {
+        match cluster.lease() {
+            Some(l) if !l.sync_standbys.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let killed = std::time::Instant::now();
+    cluster.get_mut("pg-1").kill_all();
+    let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(90)).await;
+    let other = if new == "pg-2" { "pg-3" } else { "pg-2" };
+    let c = cluster.get(&new).connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE after_failover (id int); INSERT INTO after_failover VALUES (1)").await.unwrap();
+    eprintln!("first synchronous commit on {new} {:?} after the node loss", killed.elapsed());
+    let st = cluster.get(other).status().await.unwrap();
+    assert_eq!((st.role.as_str(), st.timeline), ("replica", Some(2)), "{other} does not follow {new}");
+    assert!(
+        !cluster.get(other).log().contains("rewinding"),
+        "{other} never diverged but was rewound:\n{}",
+        cluster.get(other).log_tail(30)
+    );
+}

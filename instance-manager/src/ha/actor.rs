@@ -163,6 +163,8 @@ pub struct HaLoop {
     pub(super) renew_again: bool,
     /// The last read failed in a way failsafe may cover (unavailable, not refused).
     pub(super) store_unavailable: bool,
+    /// The holder this replica last followed.
+    pub(super) following: Option<String>,
     /// The term of the lease we last wrote as holder.
     pub(super) my_term: u64,
     /// Why the last failsafe round was not acknowledged by everyone.
@@ -211,6 +213,7 @@ impl HaLoop {
             held_unstarted: None,
             renew_again: false,
             store_unavailable: false,
+            following: None,
             my_term: 0,
             failsafe_refusal: None,
         }
@@ -455,6 +458,12 @@ impl HaLoop {
             }
             Action::Follow { holder } => {
                 self.disarm();
+                if self.following.as_deref() != Some(holder.as_str()) {
+                    // A new primary: how long we have not streamed counts from now, not from
+                    // the death of the previous one (that is what rewound healthy replicas).
+                    self.not_streaming_since = None;
+                    self.following = Some(holder.clone());
+                }
                 self.instance.set_desired(Desired::Replica(upstream_of(&v.config.members, &holder)));
                 self.check_diverged(&holder).await;
                 true

@@ -36,6 +36,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("wal_keep_size", "512MB"),
     ("password_encryption", "scram-sha-256"),
     ("shared_buffers", "128MB"),
+    // A standby whose primary changed reconnects within a second, not five (Postgres'
+    // default): a synchronous primary's first commit after a failover waits for it.
+    ("wal_retrieve_retry_interval", "1s"),
 ];
 
 /// Quotes a value for postgresql.conf.
