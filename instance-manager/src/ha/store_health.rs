@@ -20,13 +20,18 @@ pub struct StoreHealth {
 impl StoreHealth {
     /// A call failed with `message` (`holding`: we hold the lease, the failure is a renew that
     /// could not be made).
-    pub fn failed(&mut self, now: BootInstant, store: &str, message: &str, holding: bool) {
+    /// A refusal that retrying cannot fix (`fatal`, e.g. a 403) is logged at ERROR.
+    pub fn failed(&mut self, now: BootInstant, store: &str, message: &str, holding: bool, fatal: bool) {
         let since = *self.failing_since.get_or_insert(now);
         let changed = self.last_message.as_deref() != Some(message) && self.last_logged.is_none();
         let due = self.last_logged.is_none_or(|t| now.duration_since(t) >= REPEAT);
         if changed || due {
             let failing_for_s = now.duration_since(since).as_secs_f64();
-            tracing::warn!(store, error = message, failing_for_s, holding, "the lease store does not answer");
+            if fatal {
+                tracing::error!(store, error = message, failing_for_s, holding, "the lease store refuses our requests");
+            } else {
+                tracing::warn!(store, error = message, failing_for_s, holding, "the lease store does not answer");
+            }
             self.last_logged = Some(now);
         }
         self.last_message = Some(message.to_string());
@@ -60,8 +65,8 @@ mod tests {
         let at = |s| t0.checked_add(Duration::from_secs(s)).unwrap();
         let mut h = StoreHealth::default();
         assert_eq!(h.failing_for(t0), None);
-        h.failed(t0, "file x", "timeout", true);
-        h.failed(at(2), "file x", "timeout", true);
+        h.failed(t0, "file x", "timeout", true, false);
+        h.failed(at(2), "file x", "timeout", true, false);
         assert_eq!(h.failing_for(at(4)), Some(Duration::from_secs(4)), "counted from the first failure");
         h.answered(at(5));
         assert_eq!(h.failing_for(at(6)), None);

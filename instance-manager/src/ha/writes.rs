@@ -155,7 +155,7 @@ impl HaLoop {
                     // A holder that cannot read cannot renew either: that is a failed renew.
                     self.renew_failures_total += 1;
                 }
-                self.store_health.failed(now, &self.store.describe(), &e.to_string(), holding);
+                self.store_health.failed(now, &self.store.describe(), &e.to_string(), holding, !e.is_retryable());
                 self.last_error = Some(e.to_string());
                 LeaseView::Unreadable(e.to_string())
             }
@@ -231,7 +231,14 @@ impl HaLoop {
                 Ok(new_version) => self.wrote(record, new_version, sent, acquiring, previous, v),
                 Err(LeaseError::Conflict) => self.after_conflict(&record, sent, acquiring, previous, v).await,
                 Err(e) => {
-                    self.store_health.failed(BootInstant::now(), &self.store.describe(), &e.to_string(), !acquiring);
+                    let fatal = !e.is_retryable();
+                    self.store_health.failed(
+                        BootInstant::now(),
+                        &self.store.describe(),
+                        &e.to_string(),
+                        !acquiring,
+                        fatal,
+                    );
                     self.last_error = Some(e.to_string());
                     false
                 }

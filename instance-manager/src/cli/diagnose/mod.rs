@@ -243,10 +243,21 @@ pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
 fn lease_check(s: &InstanceStatus) -> Option<Check> {
     let l = s.lease.as_ref()?;
     let holder = l.holder.as_deref().unwrap_or("nobody");
-    Some(if let Some(e) = &l.last_error {
+    Some(if let (Some(e), Some(age)) = (&l.last_error, l.failsafe_confirmed_age_seconds) {
+        Check::warn(
+            "lease",
+            format!(
+                "the lease store ({}) does not answer ({e}); failsafe: every member acknowledged this primary {age:.1} s ago",
+                l.store
+            ),
+            "writes go on while every member acknowledges; check the API server",
+        )
+    } else if let Some(e) = &l.last_error {
+        let failing = l.store_failing_seconds.map(|s| format!(" for {s:.0} s")).unwrap_or_default();
+        let refusal = l.failsafe_refusal.as_deref().map(|r| format!("; failsafe refused by {r}")).unwrap_or_default();
         Check::fail(
             "lease",
-            format!("the lease store ({}) cannot be read: {e}", l.store),
+            format!("the lease store ({}) failed{failing}: {e}{refusal}", l.store),
             "a primary fences itself when it cannot renew; check the API server / lease file and this pod's RBAC",
         )
     } else if s.role == "primary" && !l.held_by_me {
