@@ -183,6 +183,10 @@ pub struct LeaseStatus {
     /// Failsafe (member): the holder this member promised not to take the lease from.
     #[serde(default)]
     pub failsafe_promised_to: Option<String>,
+    /// The last failure to write routing (the `-rw` EndpointSlice, a role label), until it
+    /// is right again.
+    #[serde(default)]
+    pub routing_error: Option<String>,
     /// Whether this instance holds it with a fresh renew.
     pub held_by_me: bool,
     /// Seconds since the send of our last successful renew (holder only).

@@ -163,6 +163,8 @@ pub struct HaLoop {
     pub(super) renew_again: bool,
     /// The last read failed in a way failsafe may cover (unavailable, not refused).
     pub(super) store_unavailable: bool,
+    /// The routing task's last failure, if it has one.
+    pub(super) routing_problem: Option<tokio::sync::watch::Receiver<Option<String>>>,
     /// The holder this replica last followed.
     pub(super) following: Option<String>,
     /// The term of the lease we last wrote as holder.
@@ -214,6 +216,7 @@ impl HaLoop {
             renew_again: false,
             store_unavailable: false,
             following: None,
+            routing_problem: None,
             my_term: 0,
             failsafe_refusal: None,
         }
@@ -223,8 +226,9 @@ impl HaLoop {
     pub fn with_routing(self, routing: Arc<dyn crate::routing::Routing>) -> Self {
         let v = self.instance.config();
         let others = v.config.members.iter().map(|m| m.name.clone()).filter(|n| *n != v.name).collect();
-        tokio::spawn(super::routing_task::run(routing, self.route.subscribe(), others));
-        self
+        let (problem, problems) = tokio::sync::watch::channel(None);
+        tokio::spawn(super::routing_task::run(routing, self.route.subscribe(), others, problem));
+        Self { routing_problem: Some(problems), ..self }
     }
 
     /// Runs forever: a tick every `retryPeriod`, and exactly at the renew deadline when that
@@ -610,6 +614,7 @@ impl HaLoop {
             failsafe_confirmed_age_seconds: self.memory.failsafe_confirmed.map(|t| now.duration_since(t).as_secs_f64()),
             failsafe_refusal: self.failsafe_refusal.clone(),
             failsafe_promised_to: self.instance.failsafe.promised_until(now).map(|(holder, _)| holder),
+            routing_error: self.routing_problem.as_ref().and_then(|r| r.borrow().clone()),
             store_failing_seconds: self.store_health.failing_for(now).map(|d| d.as_secs_f64()),
         }));
     }

@@ -21,21 +21,31 @@ pub enum RouteState {
     Replica,
 }
 
-/// Runs until the sender is dropped. `others` are the other members' names (their pods).
-pub async fn run(routing: Arc<dyn Routing>, mut rx: watch::Receiver<RouteState>, others: Vec<String>) {
+/// Runs until the sender is dropped. `others` are the other members' names (their pods);
+/// `problem` carries the last routing failure (for `/status`, metrics and `diagnose`), `None`
+/// once routing is right again.
+pub async fn run(
+    routing: Arc<dyn Routing>,
+    mut rx: watch::Receiver<RouteState>,
+    others: Vec<String>,
+    problem: watch::Sender<Option<String>>,
+) {
     let mut applied = RouteState::Unknown;
     let mut others_labelled_for: Option<u64> = None;
     loop {
         let want = *rx.borrow_and_update();
         if want != applied {
-            applied = apply(routing.as_ref(), applied, want).await;
+            let (now, error) = apply(routing.as_ref(), applied, want).await;
+            applied = now;
+            problem.send_if_modified(|p| std::mem::replace(p, error.clone()) != error);
         }
         // Once per term: the other pods are not primary (a dead ex-primary cannot say so).
         if let RouteState::Primary(term) = applied
             && others_labelled_for != Some(term)
         {
             for member in &others {
-                log_err(routing.set_member_role_label(member, ROLE_REPLICA).await, "label a member's pod replica");
+                let error = routing.set_member_role_label(member, ROLE_REPLICA).await.err();
+                log_err(error.map(|e| format!("cannot label pod {member} replica: {e}")));
             }
             others_labelled_for = Some(term);
         }
@@ -50,7 +60,8 @@ pub async fn run(routing: Arc<dyn Routing>, mut rx: watch::Receiver<RouteState>,
     }
 }
 
-async fn apply(routing: &dyn Routing, from: RouteState, to: RouteState) -> RouteState {
+/// Moves routing from `from` to `to`: what is applied now, and the failure if any.
+async fn apply(routing: &dyn Routing, from: RouteState, to: RouteState) -> (RouteState, Option<String>) {
     if let RouteState::Primary(old) = from
         && to != from
         && let Err(e) = routing.released(old).await
@@ -58,10 +69,12 @@ async fn apply(routing: &dyn Routing, from: RouteState, to: RouteState) -> Route
         tracing::warn!(error = %e, term = old, "cannot release the -rw EndpointSlice");
     }
     match to {
-        RouteState::Unknown => to,
+        RouteState::Unknown => (to, None),
         RouteState::Replica => {
-            log_err(routing.set_role_label(ROLE_REPLICA).await, "label the pod replica");
-            to
+            let error =
+                routing.set_role_label(ROLE_REPLICA).await.err().map(|e| format!("cannot label the pod replica: {e}"));
+            log_err(error.clone());
+            (to, error)
         }
         RouteState::Primary(term) => {
             for attempt in 0..5u32 {
@@ -70,9 +83,9 @@ async fn apply(routing: &dyn Routing, from: RouteState, to: RouteState) -> Route
                         tracing::info!(term, routing = %routing.describe(), "routing points at this primary");
                         break;
                     }
-                    Err(RoutingError::StaleTerm { ours, theirs }) => {
+                    Err(e @ RoutingError::StaleTerm { ours, theirs }) => {
                         tracing::warn!(ours, theirs, "a newer primary owns routing; not overwriting it");
-                        return RouteState::Unknown;
+                        return (RouteState::Unknown, Some(e.to_string()));
                     }
                     Err(e) if e.is_retryable() && attempt < 4 => {
                         tracing::warn!(error = %e, "routing update failed; retrying");
@@ -82,19 +95,78 @@ async fn apply(routing: &dyn Routing, from: RouteState, to: RouteState) -> Route
                         // The label does not depend on the slice: a refused slice must not
                         // leave the primary's pod labelled replica.
                         tracing::error!(error = %e, "cannot point routing at this primary");
-                        log_err(routing.set_role_label(ROLE_PRIMARY).await, "label the pod primary");
-                        return RouteState::Unknown;
+                        let label = routing.set_role_label(ROLE_PRIMARY).await.err();
+                        log_err(label.map(|e| format!("cannot label the pod primary: {e}")));
+                        return (RouteState::Unknown, Some(format!("cannot point the -rw EndpointSlice here: {e}")));
                     }
                 }
             }
-            log_err(routing.set_role_label(ROLE_PRIMARY).await, "label the pod primary");
-            to
+            let error =
+                routing.set_role_label(ROLE_PRIMARY).await.err().map(|e| format!("cannot label the pod primary: {e}"));
+            log_err(error.clone());
+            (to, error)
         }
     }
 }
 
-fn log_err(r: Result<(), RoutingError>, what: &str) {
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "cannot {what}");
+fn log_err(error: Option<String>) {
+    if let Some(e) = error {
+        tracing::warn!(error = %e, "routing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::routing::RoutingFuture;
+
+    /// Records labels; refuses every slice write (as an API server answering 422).
+    #[derive(Default)]
+    struct RefusingSlices {
+        labels: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Routing for RefusingSlices {
+        fn became_primary(&self, _term: u64) -> RoutingFuture<'_> {
+            Box::pin(async { Err(RoutingError::Rejected { message: "422: endpoints[0].addresses invalid".into() }) })
+        }
+        fn released(&self, _term: u64) -> RoutingFuture<'_> {
+            Box::pin(async { Ok(()) })
+        }
+        fn set_role_label<'a>(&'a self, role: &'a str) -> RoutingFuture<'a> {
+            self.labels.lock().unwrap().push(("me".into(), role.into()));
+            Box::pin(async { Ok(()) })
+        }
+        fn set_member_role_label<'a>(&'a self, member: &'a str, role: &'a str) -> RoutingFuture<'a> {
+            self.labels.lock().unwrap().push((member.into(), role.into()));
+            Box::pin(async { Ok(()) })
+        }
+        fn describe(&self) -> String {
+            "test".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_slice_is_reported_and_still_labels_the_primary() {
+        let routing = Arc::new(RefusingSlices::default());
+        let (tx, rx) = watch::channel(RouteState::Unknown);
+        let (problem, mut problems) = watch::channel(None);
+        let task = tokio::spawn(run(routing.clone(), rx, vec!["pg-2".into()], problem));
+        tx.send(RouteState::Primary(3)).unwrap();
+        let reported = tokio::time::timeout(Duration::from_secs(10), problems.wait_for(Option::is_some))
+            .await
+            .expect("no routing problem reported")
+            .unwrap()
+            .clone()
+            .unwrap();
+        assert!(reported.contains("422"), "{reported}");
+        let labels = routing.labels.lock().unwrap().clone();
+        assert!(labels.contains(&("me".into(), "primary".into())), "{labels:?}");
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
     }
 }

@@ -27,6 +27,7 @@ pub const FAMILIES: &[&str] = &[
     "pgwarden_lease_renew_failures_total",
     "pgwarden_lease_store_error",
     "pgwarden_lease_store_failing_seconds",
+    "pgwarden_routing_error",
     "pgwarden_lease_eligible",
     "pgwarden_primary_transitions_total",
     "pgwarden_primary_transition_last_duration_seconds",
@@ -232,6 +233,11 @@ fn render_lease(sheet: &mut Sheet, l: &LeaseStatus) {
         "pgwarden_lease_store_failing_seconds",
         "Seconds since the lease store stopped answering (0 while it answers)",
         l.store_failing_seconds.unwrap_or(0.0),
+    );
+    sheet.gauge0(
+        "pgwarden_routing_error",
+        "1 while the last write of routing (the -rw EndpointSlice or a role label) failed",
+        flag(l.routing_error.is_some()),
     );
     sheet.gauge0("pgwarden_lease_eligible", "1 when this instance could be promoted now", flag(l.eligible));
     for kind in ["bootstrap", "failover", "switchover", "promote"] {

@@ -48,6 +48,7 @@ fn view() -> ManagerView {
             failsafe_confirmed_age_seconds: None,
             failsafe_refusal: None,
             failsafe_promised_to: None,
+            routing_error: None,
         }),
         archive: Some(ArchiveStatus {
             destination: "file:///archive".into(),

@@ -234,9 +234,20 @@ pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
         checks.extend(replication_checks(s));
         checks.extend([pending_restart_check(s), config_error_check(s)]);
         checks.extend(lease_check(s));
+        checks.extend(routing_check(s));
     }
     checks.extend(f.certificates.iter().map(|c| certificates::certificate_check(c, f.now)));
     checks
+}
+
+/// Routing: did the last write of the `-rw` EndpointSlice or of a role label succeed?
+fn routing_check(s: &InstanceStatus) -> Option<Check> {
+    let e = s.lease.as_ref()?.routing_error.as_ref()?;
+    Some(Check::fail(
+        "routing",
+        e.clone(),
+        "clients of the -rw Service may not reach this primary; check POD_IP (status.podIP) and the RBAC for endpointslices and pods",
+    ))
 }
 
 /// Leadership: can this instance read the lease, and does what it runs agree with it?
