@@ -29,5 +29,5 @@ pub use error::ErrorBody;
 pub use metrics::MetricsSpec;
 pub use status::{
     ArchiveStatus, BackupStatus, CertificateStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess,
-    PostgresProcessState, ReplicationPeer, Transition, TransitionCount, WalReceiver,
+    PostgresProcessState, RefusedParameter, ReplicationPeer, Transition, TransitionCount, WalReceiver,
 };

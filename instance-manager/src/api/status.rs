@@ -42,6 +42,10 @@ pub struct InstanceStatus {
     pub pending_restart: Vec<String>,
     /// The last configuration reload that was refused, and why.
     pub config_error: Option<String>,
+    /// Postgres parameters Postgres itself refused (checked with `postgres -C` before a
+    /// configuration is written): the edit was not applied and the previous values run on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_parameters: Vec<RefusedParameter>,
     /// Leadership as this instance sees it; `null` when no lease is configured.
     #[serde(default)]
     pub lease: Option<LeaseStatus>,
@@ -72,6 +76,15 @@ pub struct InstanceStatus {
     pub manager_version: String,
     /// Seconds since the manager started.
     pub uptime_seconds: u64,
+}
+
+/// A parameter value Postgres refused, as Postgres said it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedParameter {
+    /// The parameter (`work_mem`), when Postgres named one.
+    pub parameter: Option<String>,
+    /// Postgres' message, with its hint (`invalid value for parameter "work_mem": "bogus"`).
+    pub message: String,
 }
 
 /// The postmaster process as the supervisor sees it.

@@ -279,6 +279,7 @@ pub(super) mod tests {
             replication: vec![peer("pg-1", Some(96)), peer("pg-2-long-name", None)],
             pending_restart: vec![],
             config_error: None,
+            refused_parameters: vec![],
             lease: None,
             fenced: false,
             priority: 1,

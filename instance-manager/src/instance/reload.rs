@@ -8,6 +8,12 @@
 //! values and are listed as pending a restart of the instance. An invalid file changes nothing
 //! and is reported in `/status` as `config_error`.
 //!
+//! Parameter values are checked by Postgres itself before anything is written
+//! ([`crate::pgconf::check`]): a value it refuses (`work_mem: bogus`) is logged at ERROR with
+//! the parameter's name, listed in `/status` as `refused_parameters` (and `config_error`), and
+//! the whole edit is refused: the previous configuration keeps running and stays on disk, so
+//! the next start does not fail either.
+//!
 //! `api.tls` is bound with the listener at start: turning HTTPS on or off, or pointing it at
 //! other files or another client-certificate mode, needs a restart. New contents of the same
 //! files (a rotated certificate or CA) are picked up live by `tls::reload`, and
@@ -33,6 +39,17 @@ pub async fn apply(instance: &Instance, pm: Option<&Postmaster>, running: &Desir
         Desired::Replica(up) => up.clone(),
         _ => None,
     };
+    if let Some(pm) = pm
+        && let Err(e) =
+            crate::pgconf::check::check(pm.supervisor(), &merged, &instance.paths, upstream.as_ref(), &instance.sync_names())
+                .await
+    {
+        let parameters: Vec<&str> = e.refused().iter().filter_map(|r| r.parameter.as_deref()).collect();
+        tracing::error!(error = %e, ?parameters, "configuration change refused; keeping the running configuration");
+        instance.set_refused_parameters(e.refused().to_vec());
+        instance.set_config_error(Some(e.to_string()));
+        return;
+    }
     if let Err(e) = crate::pgconf::write_all(&merged, &instance.paths, upstream.as_ref(), &instance.sync_names()) {
         tracing::error!(error = %e, "cannot write the new Postgres configuration");
         instance.set_config_error(Some(format!("cannot write the new Postgres configuration: {e}")));
@@ -40,6 +57,7 @@ pub async fn apply(instance: &Instance, pm: Option<&Postmaster>, running: &Desir
     }
     instance.set_config(merged);
     instance.set_config_error(None);
+    instance.set_refused_parameters(Vec::new());
     if !manager_fields.is_empty() {
         tracing::warn!(fields = ?manager_fields, "these settings take effect at the next start of the instance");
     }

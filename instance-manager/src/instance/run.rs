@@ -37,6 +37,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Postgres refuses the configured parameters.
+    #[error(transparent)]
+    Parameters(#[from] crate::pgconf::check::CheckError),
     /// The lease store could not be opened.
     #[error("cannot open the lease store: {0}")]
     Lease(String),

@@ -110,6 +110,8 @@ pub(super) async fn prepare_start(
     if let Some(up) = &upstream {
         rewind_if_needed(sup, instance, v, up).await?;
     }
+    // A value Postgres refuses stops the start here, with its name, not in a crash loop.
+    crate::pgconf::check::check(sup, v, paths, upstream.as_ref(), &instance.sync_names()).await?;
     crate::pgconf::write_all(v, paths, upstream.as_ref(), &instance.sync_names())
         .map_err(|source| Error::Render { path: paths.data_dir.display().to_string(), source })?;
     pgdata::set_standby_signal(v, paths, matches!(start, StartAs::Replica(_)))?;

@@ -56,6 +56,7 @@ pub struct Instance {
     config: RwLock<Arc<Validated>>,
     process: watch::Sender<ProcessState>,
     config_error: Mutex<Option<String>>,
+    refused_parameters: Mutex<Vec<crate::api::RefusedParameter>>,
     manager_pending: Mutex<Vec<String>>,
     started: Instant,
     desired: watch::Sender<Desired>,
@@ -121,6 +122,7 @@ impl Instance {
             config: RwLock::new(Arc::new(v)),
             process,
             config_error: Mutex::new(None),
+            refused_parameters: Mutex::new(Vec::new()),
             manager_pending: Mutex::new(Vec::new()),
             started: Instant::now(),
             desired,
@@ -351,6 +353,10 @@ impl Instance {
         write(&self.config_error, e);
     }
 
+    pub(crate) fn set_refused_parameters(&self, refused: Vec<crate::api::RefusedParameter>) {
+        write(&self.refused_parameters, refused);
+    }
+
     pub(crate) fn set_manager_pending(&self, fields: Vec<String>) {
         write(&self.manager_pending, fields);
     }
@@ -411,6 +417,7 @@ impl Instance {
             replication: o.replication,
             pending_restart: pending,
             config_error: read(&self.config_error),
+            refused_parameters: read(&self.refused_parameters),
             lease: self.lease_status(),
             fenced: self.is_fenced(),
             priority: v.config.priority,

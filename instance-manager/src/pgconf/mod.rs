@@ -1,7 +1,7 @@
 //! Rendering what Postgres reads: the managed configuration file, `pg_hba.conf`,
 //! `pg_ident.conf`, the replication password file and the copies of the TLS files ([`tls`]).
 //! Pure functions from the validated configuration to text; [`write_all`] puts them on disk
-//! atomically.
+//! atomically, after [`check`] made sure Postgres accepts the values.
 //!
 //! The user's `postgresql.conf` (initdb's, or one they keep in the data directory) is never
 //! edited. Postgres starts with `config_file = <dataDir>/pgwarden.conf`, which reads, in order
@@ -9,6 +9,7 @@
 //! `postgres.parameters`; the parameters pgwarden manages (port, sockets, hba, logging,
 //! replication). `postgresql.auto.conf` (`ALTER SYSTEM`) is still read last by Postgres.
 
+pub mod check;
 mod hba;
 pub mod tls;
 

@@ -69,6 +69,8 @@ pub fn mode_at(start: ShutdownMode, elapsed: Duration, smart: Duration, stop: Du
 /// A running postmaster.
 pub struct Postmaster {
     child: Child,
+    /// The supervisor that started it: checks of a new configuration run under it too.
+    sup: Supervisor,
     /// The port it was started on.
     pub port: u16,
 }
@@ -90,7 +92,12 @@ impl Postmaster {
             tokio::spawn(super::logs::forward(rx));
         }
         tracing::info!(pid = child.pid.as_raw(), port = v.port, "postgres started");
-        Ok(Self { child, port: v.port })
+        Ok(Self { child, sup: sup.clone(), port: v.port })
+    }
+
+    /// The supervisor the postmaster runs under.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.sup
     }
 
     /// The postmaster's pid.

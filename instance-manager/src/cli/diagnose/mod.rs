@@ -4,9 +4,10 @@
 //! `/readyz`, the data directory's metadata, the free space of its filesystem, the
 //! certificate files `/status` lists) and [`evaluate_checks`] turns them into [`Check`]s
 //! without any I/O, so every verdict is unit-tested. The certificate checks are in
-//! [`certificates`].
+//! [`certificates`], the refused Postgres parameters in [`parameters`].
 
 mod certificates;
+mod parameters;
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -233,6 +234,7 @@ pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
         checks.extend([postgres_check(s), connections_check(s, f.readyz)]);
         checks.extend(replication_checks(s));
         checks.extend([pending_restart_check(s), config_error_check(s)]);
+        checks.extend(parameters::parameters_check(s));
         checks.extend(lease_check(s));
         checks.extend(routing_check(s));
     }
