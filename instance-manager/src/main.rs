@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Deadman => ExitCode::from(u8::try_from(instance_manager::ha::deadman::deadman_main()).unwrap_or(1)),
+        Command::ChildGuard => {
+            ExitCode::from(u8::try_from(instance_manager::supervisor::guard::child_guard_main()).unwrap_or(1))
+        }
         Command::Run(args) => runtime.block_on(run(args)),
         command => {
             instance_manager::logging::init_cli();
@@ -125,7 +128,7 @@ async fn client_command(
         Command::WalRestore { name, destination, strict } => {
             return Ok(cli::wal_restore(&client, &name, &destination, strict).await);
         }
-        Command::Run(_) | Command::Version | Command::Deadman => return Ok(0),
+        Command::Run(_) | Command::Version | Command::Deadman | Command::ChildGuard => return Ok(0),
     };
     // A switchover waits for a shutdown and a catch-up: allow it time.
     let client = client.with_timeout(std::time::Duration::from_secs(90));

@@ -115,6 +115,9 @@ pub enum Command {
     /// Internal: the backstop process `run` starts to kill Postgres if the HA loop stalls.
     #[command(hide = true)]
     Deadman,
+    /// Internal: the process `run` starts to kill its tools if the manager dies.
+    #[command(hide = true)]
+    ChildGuard,
 }
 
 /// `backup` subcommands.

@@ -40,9 +40,14 @@ pub async fn apply(instance: &Instance, pm: Option<&Postmaster>, running: &Desir
         _ => None,
     };
     if let Some(pm) = pm
-        && let Err(e) =
-            crate::pgconf::check::check(pm.supervisor(), &merged, &instance.paths, upstream.as_ref(), &instance.sync_names())
-                .await
+        && let Err(e) = crate::pgconf::check::check(
+            pm.supervisor(),
+            &merged,
+            &instance.paths,
+            upstream.as_ref(),
+            &instance.sync_names(),
+        )
+        .await
     {
         let parameters: Vec<&str> = e.refused().iter().filter_map(|r| r.parameter.as_deref()).collect();
         tracing::error!(error = %e, ?parameters, "configuration change refused; keeping the running configuration");

@@ -96,6 +96,8 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     let sup = Supervisor::start()?;
     let v = instance.config();
     v.os_user.ensure_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
+    // Tools left running by a killed predecessor go first; ours never outlive this process.
+    sup.guard_tools(&instance.paths.run_dir, &[instance.paths.data_dir.clone(), instance.paths.staging_dir()]);
     let (reload_tx, reload) = mpsc::channel(1);
     // The configuration file and the password files: a rotated Secret changes the role's
     // password in Postgres and the replicas' password file, without a restart.
@@ -131,7 +133,14 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     };
     tokio::select! {
         r = bootstrap(&sup, &instance, &mut inbox.desired) => r?,
-        mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, None)),
+        mode = inbox.signals.next() => {
+            // Interrupted tools were killed with the bootstrap; the instance does not exist.
+            let reason = stopped_idle(&instance, mode, None);
+            if crate::pgdata::is_initialized(&instance.paths.data_dir) {
+                return Ok(reason);
+            }
+            return Ok(ExitReason::Unclean("stopped before the data directory was created".into()));
+        }
     }
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     let mut last_crash: Option<ExitStatus> = None;

@@ -180,7 +180,10 @@ mod tests {
         let r = parse_refusals(&format!(
             "2026 GMT [1] LOG:  skipping missing configuration file \"/d/pgwarden-recovery.conf\"\n{BAD}"
         ));
-        assert_eq!(r.iter().map(|r| r.parameter.as_deref()).collect::<Vec<_>>(), [Some("work_mem"), Some("shared_buffers")]);
+        assert_eq!(
+            r.iter().map(|r| r.parameter.as_deref()).collect::<Vec<_>>(),
+            [Some("work_mem"), Some("shared_buffers")]
+        );
     }
 
     #[test]

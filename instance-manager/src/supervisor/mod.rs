@@ -11,11 +11,17 @@
 //! Nothing else in the process may wait for children: no `std::process::Command::output`,
 //! no `tokio::process`. When the manager is not PID 1 it makes itself a child subreaper so
 //! orphans still come to it (and this is testable outside a PID namespace).
+//!
+//! Tools run to completion ([`run_logged`]) never outlive the manager: each runs in a process
+//! group of its own that is killed whole when the manager stops waiting for it, and a small
+//! guard process kills what is left when the manager dies by SIGKILL ([`guard`]).
 
+pub mod guard;
 mod output;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -62,6 +68,7 @@ struct Registry {
 #[derive(Clone)]
 pub struct Supervisor {
     registry: Arc<Mutex<Registry>>,
+    guard: Arc<Mutex<Option<guard::Guard>>>,
 }
 
 /// A child registered with the supervisor.
@@ -133,7 +140,24 @@ impl Supervisor {
                 reap_all(&reaper);
             }
         });
-        Ok(Self { registry })
+        Ok(Self { registry, guard: Arc::new(Mutex::new(None)) })
+    }
+
+    /// Kills the tools a previous run left working under `work_dirs` (recorded in `run_dir`),
+    /// then starts the guard that kills this run's tools if the manager dies. Without a guard
+    /// (it could not start) tools are still killed on every exit path the manager survives.
+    pub fn guard_tools(&self, run_dir: &Path, work_dirs: &[PathBuf]) {
+        match guard::Guard::start(self, run_dir, work_dirs) {
+            Ok(g) => *self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(g),
+            Err(e) => tracing::warn!(error = %e, "cannot start the child guard; tools may outlive a killed manager"),
+        }
+    }
+
+    /// Records that the process group `pgid` of a tool started (`added`) or is finished.
+    fn guard_group(&self, pgid: Pid, added: bool) {
+        if let Some(g) = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+            g.update(pgid, added);
+        }
     }
 
     /// Spawns `cmd` and registers it before it can be reaped.

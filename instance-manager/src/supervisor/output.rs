@@ -1,5 +1,9 @@
 //! Running a short-lived tool (initdb, pg_basebackup, pg_controldata) to completion with its
 //! output captured: every line is logged as JSON under the tool's name, and kept for the caller.
+//!
+//! The tool leads a process group of its own, and whatever is left of that group when the
+//! tool has exited, timed out, or is no longer awaited is SIGKILLed: `pg_basebackup -X stream`
+//! forks a WAL streamer (holding a temporary slot on the primary) that survives its parent.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -61,11 +65,15 @@ async fn run(
     log: bool,
 ) -> Result<CommandOutput, Error> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = KillOnDrop(sup.spawn(label, cmd)?);
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    let mut child = KillOnDrop(sup.spawn(label, cmd)?, sup.clone());
+    sup.guard_group(child.0.pid, true);
     // Readers run as tasks so that a chatty tool never blocks on a full pipe.
     let out = child.0.stdout.take().map(|s| tokio::spawn(collect(label, pipe_of(s.into()), log)));
     let err = child.0.stderr.take().map(|s| tokio::spawn(collect(label, pipe_of(s.into()), log)));
     let status = wait_or_kill(&child.0, timeout).await;
+    // What is left of its group would hold the pipes open: kill it before draining them.
+    drop(child);
     Ok(CommandOutput { status, stdout: drain(out).await, stderr: drain(err).await })
 }
 
@@ -76,14 +84,21 @@ async fn drain(task: Option<tokio::task::JoinHandle<String>>) -> String {
     }
 }
 
-/// Kills the child if the future awaiting it is dropped before it exited.
-struct KillOnDrop(Child);
+/// Kills the child's process group when the run is over: if the future awaiting it is
+/// dropped before it exited (the manager is stopping), or whatever of its group outlived it.
+struct KillOnDrop(Child, Supervisor);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if self.0.exited().is_none() {
-            let _ = self.0.signal(Signal::SIGKILL);
+            tracing::info!(label = self.0.label, pid = self.0.pid.as_raw(), "stopping it");
+            let _ = self.0.signal_group(Signal::SIGKILL);
+        } else {
+            // The group id stays reserved while any member lives, so this reaches only what
+            // is left of the tool's own group (nothing, usually: ESRCH).
+            let _ = nix::sys::signal::killpg(self.0.pid, Signal::SIGKILL);
         }
+        self.1.guard_group(self.0.pid, false);
     }
 }
 
@@ -92,7 +107,7 @@ async fn wait_or_kill(child: &Child, timeout: Duration) -> ExitStatus {
         Ok(s) => s,
         Err(_) => {
             tracing::error!(label = child.label, pid = child.pid.as_raw(), ?timeout, "timed out; killing it");
-            let _ = child.signal(Signal::SIGKILL);
+            let _ = child.signal_group(Signal::SIGKILL);
             child.wait().await
         }
     }
