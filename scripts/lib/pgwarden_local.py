@@ -211,6 +211,31 @@ def read_pidfile(path):
         return None
 
 
+def remove_tree(path, attempts=10):
+    """Deletes the directory PATH and everything under it. Entries may vanish underneath (a
+    postmaster that is still exiting removes its postmaster.pid): that is not an error. A
+    directory that gains entries while it is emptied is retried a few times."""
+    def vanished_is_fine(_func, _path, exc):
+        if not isinstance(exc, FileNotFoundError):
+            raise exc
+
+    for attempt in range(attempts):
+        try:
+            if sys.version_info >= (3, 12):
+                shutil.rmtree(path, onexc=vanished_is_fine)
+            else:
+                shutil.rmtree(path, onerror=lambda f, p, info: vanished_is_fine(f, p, info[1]))
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.ENOTEMPTY or attempt + 1 == attempts:
+                raise Failure(f"cannot delete {path}: {e}",
+                              "a process may still be writing there (`fuser -vm` shows which); stop it and "
+                              "run the command again") from None
+            time.sleep(0.2)
+
+
 def postmaster_pid(data_dir):
     """The postmaster's pid from DATA_DIR/postmaster.pid when that process still runs."""
     pid = read_pidfile(os.path.join(data_dir, "postmaster.pid"))
