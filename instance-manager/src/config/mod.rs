@@ -96,7 +96,18 @@ impl Overrides {
 }
 
 /// Parses a YAML document, naming the field of any error (`postgres.port: invalid type ...`).
+/// Broken YAML is reported as such first: the typed pass reads lazily and would otherwise
+/// report the first field it cannot type (`name: [unclosed` as "invalid type: sequence").
 pub fn parse(text: &str, path: &Path) -> Result<InstanceConfig, Error> {
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        return Err(Error::Parse {
+            path: path.to_path_buf(),
+            message: format!(
+                "YAML syntax error: {e}\n  hint: check quoting, brackets and indentation there (a value starting \
+                 with [, {{, * or & must be quoted)"
+            ),
+        });
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     // serde_yaml's messages already start with the path of the offending field
     // (`postgres.port: invalid type ...`), plus the line and column.

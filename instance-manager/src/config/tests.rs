@@ -143,3 +143,14 @@ fn rendered_configuration_is_stable() {
     insta::assert_snapshot!("pg_hba", crate::pgconf::render_hba(&v.config.postgres.pg_hba, false));
     insta::assert_snapshot!("pg_ident", crate::pgconf::render_ident("root", "postgres"));
 }
+
+#[test]
+fn broken_yaml_is_a_syntax_error_not_a_type_error() {
+    let e = parse("name: [unclosed\n", Path::new("c.yaml")).unwrap_err().to_string();
+    assert!(e.starts_with("config file c.yaml: YAML syntax error: "), "{e}");
+    assert!(e.contains("line 1") || e.contains("line 2"), "names the place: {e}");
+    assert!(!e.contains("invalid type"), "{e}");
+    // Well-formed YAML of the wrong type is still a type error naming the field.
+    let e = parse("name: [a, b]\n", Path::new("c.yaml")).unwrap_err().to_string();
+    assert!(e.contains("name: invalid type: sequence"), "{e}");
+}
