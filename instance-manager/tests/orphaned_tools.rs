@@ -147,3 +147,37 @@ async fn the_next_start_stops_a_clone_that_outlived_manager_and_guard() {
         replica.log_tail(30)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_initdb_exits_non_zero_and_leaves_nothing_running() {
+    let root = TestDir::new();
+    // An initdb that takes its time before doing the real work.
+    let bin = root.path().join("slow-initdb");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir(PG_BIN).unwrap().flatten() {
+        if entry.file_name() != "initdb" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+    }
+    let script = bin.join("initdb");
+    std::fs::write(&script, format!("#!/bin/sh\nsleep 60\nexec {PG_BIN}/initdb \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut opts = InstanceOptions::primary("pg-1");
+    opts.extra_yaml = format!("binDir: {}\n", bin.display());
+    let mut inst = TestInstance::start(root.path(), &opts);
+    wait_for("initdb to run", Duration::from_secs(30), || async {
+        let running = processes_under(&inst.dir);
+        if running.iter().any(|(_, comm)| comm == "initdb") { Ok(()) } else { Err(format!("{running:?}")) }
+    })
+    .await;
+    inst.signal(Signal::SIGTERM);
+    let code = inst.wait_exit(Duration::from_secs(30)).await;
+    assert!(matches!(code, Some(c) if c != 0), "the instance was not created: exit {code:?}\n{}", inst.log_tail(20));
+    assert!(inst.log().contains("stopped before the data directory was created"), "{}", inst.log_tail(20));
+    wait_for("initdb to be gone", Duration::from_secs(10), || async {
+        let left = processes_under(&inst.dir);
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+    })
+    .await;
+    assert!(!inst.data_dir().join("PG_VERSION").exists(), "no half-made data directory");
+}
