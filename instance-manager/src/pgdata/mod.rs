@@ -4,7 +4,8 @@
 //! A data directory is created whole or not at all: the tool writes into a staging directory
 //! beside it (`.<name>.bootstrap`), which is renamed into place only once complete. A crash
 //! halfway leaves a staging directory that the next attempt deletes, never a data directory
-//! that looks usable and is not.
+//! that looks usable and is not. No tool is still writing into it by then: tools die with the
+//! manager, and a start first kills what a killed predecessor left ([`crate::supervisor::guard`]).
 
 mod control;
 

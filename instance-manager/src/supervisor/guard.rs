@@ -206,7 +206,7 @@ mod tests {
         let file = dir.join("tool-groups");
         let own = nix::unistd::getpgrp().as_raw();
         std::fs::write(&file, format!("{own}\n")).unwrap_or_default();
-        kill_leftovers(&file, &[dir.clone()]);
+        kill_leftovers(&file, std::slice::from_ref(&dir));
         assert!(!file.exists(), "the record is consumed");
         let _ = std::fs::remove_dir_all(&dir);
     }
