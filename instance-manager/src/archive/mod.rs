@@ -10,6 +10,7 @@ pub mod archiver;
 pub mod cipher;
 pub mod compress;
 pub mod destination;
+pub mod gaps;
 pub mod identity;
 pub mod layout;
 pub mod pack;
