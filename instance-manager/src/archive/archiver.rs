@@ -16,6 +16,12 @@
 //!   cluster's WAL or WAL of unknown origin.
 //! - Success is reported only after the store acknowledged the object: Postgres then may
 //!   recycle the segment.
+//! - Standbys archive too (`archive_mode = always`): every segment and history file a member
+//!   received reaches the archive even when the primary that wrote it dies before archiving
+//!   it (a failover must leave no gap). The primary and its standbys upload the same
+//!   segments; create-only plus the comparison makes the second upload a no-op. A standby's
+//!   copy that differs from the archived one is stored beside it, never over it
+//!   ([`Archiver::keep_aside`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -257,11 +263,38 @@ impl Archiver {
             tracing::info!(wal = name, "WAL already archived with the same content");
             return Ok(());
         }
+        if self.data_dir.join("standby.signal").exists() {
+            return self.keep_aside(name, object, c).await;
+        }
         Err(format!(
             "refusing to overwrite {object} in {}: the archive holds a different {name}; \
              another cluster may be archiving to this destination (give each cluster its own destination or name)",
             self.store.describe()
         ))
+    }
+
+    /// A standby's copy of `name` that differs from the archived one: the archived object is
+    /// kept as it is, and the standby's copy is stored beside it (`<object>.diverged-<ms>`,
+    /// which no restore reads) so neither is lost and the standby can recycle its file. A
+    /// standby can hold such a copy when it received WAL of a timeline past the point where
+    /// another member branched off (an old primary's last writes).
+    async fn keep_aside(&self, name: &str, object: &object_store::path::Path, c: Compression) -> Result<(), String> {
+        let aside = object_store::path::Path::from(format!("{object}.diverged-{}", jiff::Timestamp::now().as_millisecond()));
+        let cipher = self.store.cipher().map(|k| Cipher::clone(k));
+        let path = self.pg_wal.join(name);
+        let packed = tokio::task::spawn_blocking(move || pack::pack(&path, c, cipher.as_ref()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read and compress {name}: {e}"))?;
+        self.store.create(&aside, packed.into_payload()).await.map_err(|e| e.to_string())?;
+        tracing::warn!(
+            wal = name,
+            archived = %object,
+            kept_as = %aside,
+            "this standby's copy of a WAL file differs from the archived one: the archived one is kept, \
+             this copy is stored beside it (a timeline this standby followed past a branch point?)"
+        );
+        Ok(())
     }
 
     /// The layout (for tests and the restorer).

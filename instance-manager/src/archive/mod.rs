@@ -12,6 +12,7 @@ pub mod compress;
 pub mod destination;
 pub mod gaps;
 pub mod identity;
+pub mod inventory;
 pub mod layout;
 pub mod pack;
 pub mod restorer;

@@ -121,6 +121,13 @@ pub fn unpack_to(object: &[u8], c: Compression, cipher: Option<&Cipher>, dest: &
     Ok(n)
 }
 
+/// The plain content of a small `object` (a history file), at most `limit` bytes.
+pub fn unpack_small(object: &[u8], c: Compression, cipher: Option<&Cipher>, limit: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    unpacker(object, c, cipher)?.take(limit).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// Whether `object` unpacks to exactly the content of the file at `local`.
 pub fn same_content(object: &[u8], c: Compression, cipher: Option<&Cipher>, local: &Path) -> io::Result<bool> {
     let mut theirs = unpacker(object, c, cipher)?;

@@ -3,7 +3,11 @@
 //! wait for one round trip per segment.
 //!
 //! A file missing from the archive is [`Restored::Missing`] (exit code 1: "not available",
-//! which Postgres expects at the end of the archive and for timeline probes). A store that
+//! which Postgres expects at the end of the archive and for timeline probes) — except in a
+//! strict recovery (a recovery bootstrap) when the archive shows it is a gap, not the end
+//! ([`super::gaps`]: a later segment of its timeline is archived, or a newer timeline
+//! branches off after it): then the restore fails fatally, naming the segment and why, and
+//! Postgres stops recovery instead of promoting without the WAL after the gap. A store that
 //! fails is an [`RestoreFailure`]: during a recovery bootstrap it is fatal (Postgres must not
 //! mistake an unreachable store for the end of the archive and end recovery early); on a
 //! streaming standby it is reported as "not available" and the standby streams instead.
@@ -52,7 +56,13 @@ pub struct Restorer {
     os_user: Option<OsUser>,
     inflight: Mutex<HashMap<String, Fetch>>,
     strict: std::sync::atomic::AtomicBool,
+    gap: Mutex<Option<String>>,
+    last_missing: Mutex<Option<String>>,
 }
+
+/// How often, and how long apart, a gap is looked at again before a strict recovery stops.
+const GAP_RECHECKS: u32 = 3;
+const GAP_RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Restorer {
     /// A restorer into `data_dir`'s `pg_wal`, spooling beside the data directory
@@ -78,6 +88,8 @@ impl Restorer {
             os_user,
             inflight: Mutex::new(HashMap::new()),
             strict: false.into(),
+            gap: Mutex::new(None),
+            last_missing: Mutex::new(None),
         })
     }
 
@@ -105,12 +117,50 @@ impl Restorer {
             self.prefetch_after(id);
             self.forget_before(name);
         }
-        if !fetched {
+        if !fetched && !self.missing(name, kind, fatal).await? {
             return Ok(Restored::Missing);
         }
         let spooled = self.spool.join(name);
         self.deliver(&spooled, &dest).map_err(fail)?;
         Ok(Restored::Found)
+    }
+
+    /// A file the archive lacks: the end of the archive, or in a strict recovery a gap that
+    /// must stop it (see [`super::gaps`]). A gap is looked at again for a few seconds first:
+    /// parallel uploads of a live cluster land out of order.
+    /// True when the file appeared in the spool after all.
+    async fn missing(self: &Arc<Self>, name: &str, kind: WalName, strict: bool) -> Result<bool, RestoreFailure> {
+        let WalName::Segment(id) = kind else { return Ok(false) };
+        if !strict {
+            return Ok(false);
+        }
+        *self.last_missing.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.to_string());
+        for attempt in 0..=GAP_RECHECKS {
+            let why = super::inventory::gap_reason(&self.store, id, DEFAULT_SEGMENT_SIZE)
+                .await
+                .map_err(|e| RestoreFailure { message: format!("cannot tell whether {name} ends the archive: {e}"), fatal: true })?;
+            let Some(why) = why else { return Ok(false) };
+            if attempt == GAP_RECHECKS {
+                tracing::error!(wal = name, "{why}");
+                *self.gap.lock().unwrap_or_else(PoisonError::into_inner) = Some(why.clone());
+                return Err(RestoreFailure { message: why, fatal: true });
+            }
+            tokio::time::sleep(GAP_RECHECK_EVERY).await;
+            if self.fetch(name).await.map_err(|e| RestoreFailure { message: e.to_string(), fatal: true })? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The gap that stopped a strict recovery, if one did.
+    pub fn gap(&self) -> Option<String> {
+        self.gap.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The last segment a strict recovery asked for and the archive did not have.
+    pub fn last_missing(&self) -> Option<String> {
+        self.last_missing.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn check_destination(&self, dest: &Path) -> Result<PathBuf, String> {

@@ -324,6 +324,12 @@ impl Store {
         self.inner.list(Some(prefix)).try_collect().await.map_err(self.request_err("cannot list", prefix))
     }
 
+    /// The objects directly under `prefix` and the names of its sub-directories.
+    pub async fn list_dir(&self, prefix: &Path) -> Result<(Vec<ObjectMeta>, Vec<Path>), StoreError> {
+        let r = self.inner.list_with_delimiter(Some(prefix)).await.map_err(self.request_err("cannot list", prefix))?;
+        Ok((r.objects, r.common_prefixes))
+    }
+
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, path: &Path) -> Result<(), StoreError> {
         match self.inner.delete(path).await {

@@ -39,6 +39,10 @@ pub enum RecoverError {
     /// The data directory could not be prepared.
     #[error(transparent)]
     PgData(#[from] crate::pgdata::Error),
+    /// The archive lacks WAL the recovery needs, before WAL it has: recovery stopped rather
+    /// than promote without it.
+    #[error("recovery stopped at a gap in the WAL archive: {0} (the WAL after it cannot be replayed; restore the missing segment into the archive, or choose a target before it)")]
+    Gap(String),
     /// Postgres could not be run.
     #[error("cannot run postgres for recovery: {0}")]
     Postgres(String),
@@ -200,7 +204,7 @@ pub async fn recovery_bootstrap(
     restorer.set_strict(true);
     let previous = instance.restorer();
     instance.set_restorer(Some(Arc::clone(&restorer)));
-    let result = replay(sup, instance, v, &staged).await;
+    let result = replay(sup, instance, v, &staged, &restorer).await;
     instance.set_restorer(previous);
     result?;
 
@@ -211,7 +215,13 @@ pub async fn recovery_bootstrap(
 }
 
 /// Runs Postgres on the staging directory until it has promoted, then stops it cleanly.
-async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &Paths) -> Result<(), RecoverError> {
+async fn replay(
+    sup: &Supervisor,
+    instance: &Instance,
+    v: &Validated,
+    staged: &Paths,
+    restorer: &Restorer,
+) -> Result<(), RecoverError> {
     let pm = Postmaster::start(sup, v, staged).map_err(|e| RecoverError::Postgres(e.to_string()))?;
     let started = std::time::Instant::now();
     // Polled often: every moment between the promotion and noticing it is added to the
@@ -220,11 +230,7 @@ async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &P
     let mut logged = std::time::Instant::now();
     loop {
         tokio::select! {
-            status = pm.wait() => {
-                return Err(RecoverError::Postgres(format!(
-                    "postgres exited ({status}) before recovery ended; its log says why (a target after the end of the archive, a missing WAL file, a damaged backup)"
-                )));
-            }
+            status = pm.wait() => return Err(replay_failed(&status.to_string(), restorer)),
             _ = ticker.tick() => {}
         }
         let Ok(db) = instance.db.client(Duration::from_secs(2)).await else { continue };
@@ -253,6 +259,22 @@ async fn replay(sup: &Supervisor, instance: &Instance, v: &Validated, staged: &P
         return Err(RecoverError::Postgres(format!("postgres did not stop cleanly after recovery ({status})")));
     }
     Ok(())
+}
+
+/// Why Postgres stopped before recovery ended: a gap in the archive when the restorer found
+/// one, else the last missing segment (a target after the end of the archive) or its log.
+fn replay_failed(status: &str, restorer: &Restorer) -> RecoverError {
+    if let Some(gap) = restorer.gap() {
+        return RecoverError::Gap(gap);
+    }
+    let missing = restorer
+        .last_missing()
+        .map(|m| format!(" (the archive ends before {m}: a target after its end?)"))
+        .unwrap_or_default();
+    RecoverError::Postgres(format!(
+        "postgres exited ({status}) before recovery ended{missing}; its log says why \
+         (a target after the end of the archive, a missing WAL file, a damaged backup)"
+    ))
 }
 
 #[cfg(test)]

@@ -40,8 +40,11 @@
 //!   not stop the backup: it is finished and published with `checksumFailures` and the first
 //!   bad pages in `backup.json`, and the runner reports it as failed.
 //! - **From a standby**: Postgres allows non-exclusive backups on a standby. Nothing is waited
-//!   for (a standby with `archive_mode = on` archives nothing): the WAL such a backup needs,
-//!   from `startWal` to `stopWal`, comes from the primary's archive in the same store.
+//!   for: the segment holding a standby's stop point is archived (by the primary, or by the
+//!   standbys themselves, which archive what they receive with `archive_mode = always`) only
+//!   once the primary has finished it, which on a quiet cluster may take long; a standby
+//!   cannot switch WAL. The WAL such a backup needs, from `startWal` to `stopWal`, comes from
+//!   the same store, and the archive audit reports it missing if it never arrives.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -103,7 +103,8 @@ pub fn managed_parameters(
     ];
     p.extend(tls::parameters(v, paths));
     if v.config.backup.is_some() {
-        p.push(("archive_mode", "on".into()));
+        // `always`: standbys archive what they receive (a dead primary's last segments too).
+        p.push(("archive_mode", "always".into()));
         p.push(("archive_command", manager_command(paths, "wal-archive %p")));
         p.push(("restore_command", manager_command(paths, "wal-restore %f %p")));
     }
