@@ -28,6 +28,6 @@ pub use config::{
 pub use error::ErrorBody;
 pub use metrics::MetricsSpec;
 pub use status::{
-    ArchiveStatus, BackupStatus, CertificateStatus, InstanceStatus, LastBackup, LeaseStatus, PostgresProcess,
-    PostgresProcessState, RefusedParameter, ReplicationPeer, Transition, TransitionCount, WalReceiver,
+    ArchiveAudit, ArchiveStatus, BackupStatus, CertificateStatus, InstanceStatus, LastBackup, LeaseStatus,
+    PostgresProcess, PostgresProcessState, RefusedParameter, ReplicationPeer, Transition, TransitionCount, WalReceiver,
 };

@@ -278,6 +278,34 @@ pub struct ArchiveStatus {
     pub last_failed_at: Option<jiff::Timestamp>,
     /// Files Postgres has marked ready and not yet archived (`archive_status/*.ready`).
     pub backlog: Option<u64>,
+    /// Why the store is refused now (its identity document vanished: moved or deleted);
+    /// `null` while it is sound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_problem: Option<String>,
+    /// The last audit of the whole archive (run by the lease holder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<ArchiveAudit>,
+}
+
+/// The lease holder's periodic look at the whole archive: every segment from the oldest
+/// backup's first one through the last archived one, following the timeline history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveAudit {
+    /// When it ran.
+    pub checked_at: Option<jiff::Timestamp>,
+    /// The first segment looked for (the oldest backup's `startWal`).
+    pub from_wal: Option<String>,
+    /// The last one.
+    pub to_wal: Option<String>,
+    /// Segments a recovery to the end needs and the archive lacks.
+    pub missing_segments: u64,
+    /// The first of them.
+    pub first_missing: Option<String>,
+    /// Backups in the catalog.
+    pub backups: u64,
+    /// Why the audit could not run (the store failed, its identity or catalog vanished).
+    pub error: Option<String>,
 }
 
 /// Base backups as this instance's manager sees them.

@@ -51,7 +51,8 @@ pub struct Archiver {
     max_parallel: usize,
     permits: Arc<Semaphore>,
     state: Mutex<State>,
-    identity_checked: tokio::sync::Mutex<bool>,
+    /// This cluster's system identifier, once the store's identity was checked or claimed.
+    identity_checked: tokio::sync::Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -75,7 +76,7 @@ impl Archiver {
             max_parallel,
             permits: Arc::new(Semaphore::new(max_parallel)),
             state: Mutex::new(State { status, ..Default::default() }),
-            identity_checked: tokio::sync::Mutex::new(false),
+            identity_checked: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -129,13 +130,56 @@ impl Archiver {
         Ok(name)
     }
 
-    async fn check_identity(&self) -> Result<(), String> {
-        let mut checked = self.identity_checked.lock().await;
-        if !*checked {
-            identity::ensure(&self.store, &self.data_dir).await?;
-            *checked = true;
+    /// Checks that the store is still this cluster's archive: claimed (or found) once per life
+    /// of the manager, then read again before every upload and by the audit. A store whose
+    /// identity vanished (moved away, deleted, an empty directory mounted in its place) is
+    /// refused, not claimed again: WAL stays in `pg_wal`, where it is safe and visible, until
+    /// the archive is back (or the manager restarts, which claims an empty store anew).
+    pub async fn check_identity(&self) -> Result<(), String> {
+        let known = self.identity_checked.lock().await.clone();
+        let Some(ours) = known else {
+            let mut checked = self.identity_checked.lock().await;
+            if checked.is_none() {
+                identity::ensure(&self.store, &self.data_dir).await?;
+                *checked = Some(identity::system_identifier(&self.data_dir)?.to_string());
+            }
+            self.set_store_problem(None);
+            return Ok(());
+        };
+        let problem = match identity::read(&self.store).await? {
+            Some(theirs) if theirs.system_identifier == ours => None,
+            Some(theirs) => Some(format!(
+                "{} now belongs to another cluster (system identifier {}; this one is {ours}): \
+                 refusing to archive into it; WAL stays in pg_wal",
+                self.store.describe(),
+                theirs.system_identifier
+            )),
+            None => Some(format!(
+                "{} lost its identity ({} vanished: the archive was moved, deleted or replaced): \
+                 refusing to archive into it; WAL stays in pg_wal. Put the archive back, or restart \
+                 the manager to start a new archive there (then take a base backup)",
+                self.store.describe(),
+                self.store.layout.identity()
+            )),
+        };
+        self.set_store_problem(problem.clone());
+        problem.map_or(Ok(()), Err)
+    }
+
+    /// Records whether the store is refused; logs once per change.
+    fn set_store_problem(&self, problem: Option<String>) {
+        let mut state = self.state();
+        match (&state.status.store_problem, &problem) {
+            (None, Some(p)) => tracing::error!(destination = %self.store.describe(), error = %p, "WAL archive lost"),
+            (Some(_), None) => tracing::info!(destination = %self.store.describe(), "WAL archive is sound again"),
+            _ => {}
         }
-        Ok(())
+        state.status.store_problem = problem;
+    }
+
+    /// Records the last audit of the archive (see `backup::audit`).
+    pub fn set_audit(&self, audit: crate::api::ArchiveAudit) {
+        self.state().status.audit = Some(audit);
     }
 
     /// The upload of `name`: the one in flight, a finished one, or a new one.

@@ -3,6 +3,7 @@
 //! [`schedule`], one backup at a time per instance ([`runner`]), and the recovery bootstrap
 //! that restores one.
 
+pub mod audit;
 pub mod catalog;
 pub mod recover;
 pub mod restore;

@@ -305,10 +305,11 @@ pub fn runs_schedule(instance: &Instance) -> bool {
     }
 }
 
-/// Starts the task that keeps the last backup fresh and runs the schedule, when a backup
-/// store is configured.
+/// Starts the task that keeps the last backup fresh and runs the schedule, and the archive
+/// audit, when a backup store is configured.
 pub fn spawn(instance: Arc<Instance>) {
     if let Some(store) = store(&instance) {
+        super::audit::spawn(Arc::clone(&instance));
         tokio::spawn(schedule_loop(instance, store));
     }
 }

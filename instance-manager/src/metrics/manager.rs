@@ -37,6 +37,9 @@ pub const FAMILIES: &[&str] = &[
     "pgwarden_wal_archive_last_archived_age_seconds",
     "pgwarden_wal_archive_last_failed_timestamp_seconds",
     "pgwarden_wal_archive_backlog_files",
+    "pgwarden_archive_store_lost",
+    "pgwarden_archive_gap_segments",
+    "pgwarden_archive_audit_timestamp_seconds",
     "pgwarden_backup_last_completed_timestamp_seconds",
     "pgwarden_backup_last_age_seconds",
     "pgwarden_backup_last_size_bytes",
@@ -296,6 +299,21 @@ fn render_archive(sheet: &mut Sheet, a: &ArchiveStatus, now: jiff::Timestamp) {
             "WAL files Postgres marked ready and not yet archived (archive_status/*.ready)",
             backlog as f64,
         );
+    }
+    sheet.gauge0(
+        "pgwarden_archive_store_lost",
+        "1 while archiving is refused because the store lost its identity (cluster.json: moved or deleted)",
+        flag(a.store_problem.is_some()),
+    );
+    if let Some(audit) = &a.audit {
+        sheet.gauge0(
+            "pgwarden_archive_gap_segments",
+            "WAL segments a recovery to the end needs and the archive lacks, at the last audit (lease holder)",
+            audit.missing_segments as f64,
+        );
+        if let Some(t) = audit.checked_at {
+            sheet.gauge0("pgwarden_archive_audit_timestamp_seconds", "When the archive was last audited (Unix time)", seconds(t));
+        }
     }
 }
 

@@ -60,6 +60,8 @@ fn view() -> ManagerView {
             last_failure: None,
             last_failed_at: Some(now),
             backlog: Some(2),
+            store_problem: None,
+            audit: Some(crate::api::ArchiveAudit { missing_segments: 3, ..Default::default() }),
         }),
         backup: Some(BackupStatus {
             last_backup: Some(LastBackup {
@@ -112,6 +114,8 @@ fn every_family_is_listed_and_values_come_from_the_snapshots() {
         "pgwarden_primary_transition_last_duration_seconds{kind=\"switchover\"} 0.85",
         "pgwarden_wal_archive_archived_total 12.0",
         "pgwarden_wal_archive_backlog_files 2.0",
+        "pgwarden_archive_gap_segments 3.0",
+        "pgwarden_archive_store_lost 0.0",
         "pgwarden_backup_last_size_bytes 1000.0",
         "pgwarden_backup_last_checksum_failures 2.0",
         "pgwarden_backup_running 1.0",

@@ -4,8 +4,9 @@
 //! `/readyz`, the data directory's metadata, the free space of its filesystem, the
 //! certificate files `/status` lists) and [`evaluate_checks`] turns them into [`Check`]s
 //! without any I/O, so every verdict is unit-tested. The certificate checks are in
-//! [`certificates`], the refused Postgres parameters in [`parameters`].
+//! [`certificates`], the refused Postgres parameters in [`parameters`], the archive's in [`archive`].
 
+mod archive;
 mod certificates;
 mod parameters;
 
@@ -237,6 +238,7 @@ pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
         checks.extend(parameters::parameters_check(s));
         checks.extend(lease_check(s));
         checks.extend(routing_check(s));
+        checks.extend(archive::archive_checks(s));
     }
     checks.extend(f.certificates.iter().map(|c| certificates::certificate_check(c, f.now)));
     checks
