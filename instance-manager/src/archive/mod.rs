@@ -14,6 +14,7 @@ pub mod gaps;
 pub mod identity;
 pub mod inventory;
 pub mod layout;
+pub mod local;
 pub mod pack;
 pub mod restorer;
 pub mod store;

@@ -169,6 +169,13 @@ pub fn open(spec: &StoreSpec, cluster: &str, field: &str) -> Result<Store, Store
                     "use a writable directory",
                 )
             })?;
+            super::local::prepare(&dir, Layout::new(&dest.prefix, cluster).root().as_ref()).map_err(|e| {
+                StoreError::config(
+                    &format!("{field}.destination"),
+                    format!("cannot create a private directory for {cluster} in {}: {e}", dir.display()),
+                    "use a directory this user owns",
+                )
+            })?;
             Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(build_err)?)
         }
         Scheme::S3 => {
@@ -294,7 +301,7 @@ impl Store {
     pub async fn create(&self, path: &Path, data: impl Into<PutPayload>) -> Result<Created, StoreError> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.inner.put_opts(path, data.into(), opts).await {
-            Ok(_) => Ok(Created::Written),
+            Ok(_) => self.seal(path).map(|()| Created::Written),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
             Err(e) => Err(self.request_err("cannot write", path)(e)),
         }
@@ -305,8 +312,33 @@ impl Store {
         self.inner
             .put(path, PutPayload::from_bytes(data))
             .await
-            .map(|_| ())
-            .map_err(self.request_err("cannot write", path))
+            .map_err(self.request_err("cannot write", path))?;
+        self.seal(path)
+    }
+
+    /// Makes a written object of a `file://` store private (0600, its directories 0700:
+    /// [`super::local`]); nothing for other stores.
+    pub fn seal(&self, path: &Path) -> Result<(), StoreError> {
+        let Some(dir) = &self.destination.dir else { return Ok(()) };
+        super::local::seal(dir, path.as_ref()).map_err(|e| StoreError::Config {
+            field: "backup.store.destination".into(),
+            message: format!("cannot make {path} private in {}: {e}", self.describe()),
+            hint: "give the manager's user ownership of the directory".into(),
+        })
+    }
+
+    /// Removes what interrupted uploads left in a `file://` store (`<object>#<n>` files not
+    /// written to for `idle`); nothing for other stores, which expire their own.
+    pub fn sweep_staged(&self, idle: std::time::Duration) {
+        let Some(dir) = &self.destination.dir else { return };
+        match super::local::sweep_staged(&dir.join(self.layout.root().as_ref()), idle) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(file = %path.display(), "removed what an interrupted upload left");
+                }
+            }
+            Err(e) => tracing::warn!(destination = %self.describe(), error = %e, "cannot sweep interrupted uploads"),
+        }
     }
 
     /// Reads a whole object; `None` when it does not exist.

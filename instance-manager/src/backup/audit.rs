@@ -10,6 +10,8 @@
 //!   one look are looked for again after [`CONFIRM_AFTER`] (parallel uploads land out of
 //!   order); those still missing are reported.
 //!
+//! - **Leftovers**: staged files of interrupted uploads in a `file://` store are removed.
+//!
 //! Bounded cost: one listing of the archive every [`AUDIT_EVERY`], and soon after this
 //! instance becomes the holder or changes timeline (a promotion: the moment a failover may
 //! have left a gap). Results go to `/status` (`archive.audit`, `archive.storeProblem`), the
@@ -28,6 +30,8 @@ use crate::instance::Instance;
 pub const AUDIT_EVERY: Duration = Duration::from_secs(180);
 /// How often the loop looks at the lease and the timeline.
 const TICK: Duration = Duration::from_secs(5);
+/// How long an interrupted upload's staged file (`file://`) must be idle before it is removed.
+const STAGED_IDLE: Duration = Duration::from_secs(600);
 /// How long after a first look missing segments are looked for again.
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(15);
 
@@ -72,6 +76,7 @@ pub async fn audit(archiver: &Archiver, backups_before: Option<u64>) -> ArchiveA
         return out;
     }
     let store = archiver.store();
+    store.sweep_staged(STAGED_IDLE);
     let backups = match super::catalog::list(store).await {
         Ok(b) => b,
         Err(e) => {

@@ -148,6 +148,7 @@ where
         (Ok(_), Ok(Err(e))) => return Err(abort(upload, Error::Read(e)).await),
     };
     upload.finish().await.map_err(upload_err)?;
+    store.seal(path).map_err(|e| Error::Publish(e.to_string()))?;
     let name = path.filename().unwrap_or_default().to_string();
     Ok((BackupFile { name, size, sha256 }, totals, walked))
 }

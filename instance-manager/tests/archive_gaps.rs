@@ -1,0 +1,226 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! No gap in the WAL archive after a failover, and none passed over by a restore, with real
+//! Postgres and a `file://` store:
+//! - the primary's manager is killed mid-burst (Postgres commits on until the deadman stops
+//!   it), a replica takes over: the standbys archived what they received, so the old timeline
+//!   is whole up to the branch point, and a restore to the end has every acknowledged row;
+//! - a segment deleted from the middle of the archive makes a restore to the end (and to a
+//!   target past it) fail naming the segment instead of promoting before it, and the audit
+//!   reports it in `/status` and the metrics.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use instance_manager::api::StoreSpec;
+use instance_manager::archive::layout::{WalName, parse_wal_name};
+use instance_manager::archive::{gaps, inventory, store};
+use instance_manager::testkit::{FAST, InstanceOptions, TestCluster, TestDir, TestInstance, wait_for};
+
+const READY: Duration = Duration::from_secs(120);
+
+fn store_yaml(store: &Path) -> String {
+    format!("backup:\n  store:\n    destination: file://{}\n", store.display())
+}
+
+fn recovered(root: &Path, name: &str, store: &Path, target: &str) -> TestInstance {
+    let mut o = InstanceOptions::primary(name);
+    o.extra_yaml = format!(
+        "bootstrap:\n  recovery:\n    sourceCluster: test\n    store:\n      destination: file://{}\n{target}",
+        store.display()
+    );
+    TestInstance::start(root, &o)
+}
+
+async fn take_backup(inst: &TestInstance) -> serde_json::Value {
+    let client = inst.socket_client(Duration::from_secs(120));
+    client.post_json("/backup", &serde_json::json!({}), None).await.expect("backup")
+}
+
+async fn max_id(inst: &TestInstance, db: &str) -> Result<i64, String> {
+    let c = inst.connect(db).await?;
+    let row = c.query_one("SELECT coalesce(max(id), 0)::int8 FROM t", &[]).await.map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+/// The gaps in the archive at `dir` from the oldest backup on.
+async fn archive_gaps(dir: &Path) -> Result<gaps::GapScan, String> {
+    let spec = StoreSpec {
+        destination: format!("file://{}", dir.display()),
+        s3: None,
+        gcs: None,
+        azure: None,
+        encryption: None,
+    };
+    let s = store::open(&spec, "test", "test").map_err(|e| e.to_string())?;
+    let backups = instance_manager::backup::catalog::list(&s).await?;
+    let oldest = backups.first().ok_or("no backup")?;
+    let Some(WalName::Segment(start)) = parse_wal_name(&oldest.start_wal) else { return Err("start wal".into()) };
+    let (archived, spans) = inventory::segments(&s).await?;
+    gaps::scan(start, oldest.segment_size, &spans, &archived).ok_or_else(|| format!("{spans:?}"))
+}
+
+/// Every directory under `dir` (and itself) is 0700, every file 0600.
+fn assert_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut pending = vec![dir.to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = pending.pop() {
+        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700, "{}", d.display());
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                pending.push(e.path());
+            } else {
+                files += 1;
+                assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o600, "{}", e.path().display());
+            }
+        }
+    }
+    assert!(files > 3, "only {files} files in {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_mid_burst_leaves_no_gap_and_a_restore_to_the_end_has_every_acknowledged_row() {
+    let archive = TestDir::new();
+    let store = archive.path().join("archive");
+    let yaml = format!("{}synchronous: {{number: 1}}\n", store_yaml(&store));
+    let cluster = TestCluster::start_with(3, FAST, |o| o.extra_yaml.push_str(&yaml));
+    assert_eq!(cluster.wait_primary(&["pg-1", "pg-2", "pg-3"], READY).await, "pg-1");
+    let p = cluster.get("pg-1");
+    p.connect("postgres").await.unwrap().batch_execute("CREATE TABLE t (id int8 primary key)").await.unwrap();
+    take_backup(p).await;
+
+    // The burst: rounds of (200 rows; pg_switch_wal()), acknowledged rows counted.
+    let acked = Arc::new(AtomicI64::new(0));
+    let c = p.connect("postgres").await.unwrap();
+    let counter = Arc::clone(&acked);
+    let writer = tokio::spawn(async move {
+        for round in 0..30_i64 {
+            let (from, to) = (round * 200 + 1, round * 200 + 200);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&from, &to];
+            let insert = c.execute("INSERT INTO t SELECT generate_series($1::int8, $2::int8)", &params);
+            if tokio::time::timeout(Duration::from_secs(20), insert).await.map(|r| r.is_ok()) != Ok(true) {
+                return round;
+            }
+            counter.store(to, Ordering::SeqCst);
+            if c.query_one("SELECT pg_switch_wal()", &[]).await.is_err() {
+                return round;
+            }
+        }
+        30
+    });
+    wait_for("8 rounds acknowledged", Duration::from_secs(120), || async {
+        let n = acked.load(Ordering::SeqCst);
+        if n >= 1600 { Ok(()) } else { Err(format!("{n} rows")) }
+    })
+    .await;
+    // Only the manager dies: Postgres commits on until the deadman stops it.
+    let pid = nix::unistd::Pid::from_raw(p.manager_pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let rounds = tokio::time::timeout(Duration::from_secs(120), writer).await.expect("the writer stops").unwrap();
+    let acked = acked.load(Ordering::SeqCst);
+    assert!(rounds < 30, "the old primary kept accepting writes for every round");
+
+    let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(90)).await;
+    let n = cluster.get(&new);
+    let on_new = max_id(n, "postgres").await.unwrap();
+    assert!(on_new >= acked, "the new primary has {on_new} rows, {acked} were acknowledged");
+    n.connect("postgres").await.unwrap().execute("INSERT INTO t VALUES (1000000)", &[]).await.unwrap();
+    n.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
+
+    // Every segment of the old timeline up to the branch point reaches the archive.
+    let scan = wait_for("an archive without gaps", Duration::from_secs(90), || async {
+        let scan = archive_gaps(&store).await?;
+        if scan.missing_count == 0 { Ok(scan) } else { Err(format!("{scan:?}")) }
+    })
+    .await;
+    let history = std::fs::read_dir(store.join("test/wal"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".history"))
+        .count();
+    assert!(history >= 1, "no timeline history archived");
+    let to = scan.to.expect("checked up to a segment");
+    assert!(to.timeline >= 2, "checked only to {}", to.file_name());
+
+    // A restore to the end from the archive has every acknowledged row and the marker.
+    let root = TestDir::new();
+    let r = recovered(root.path(), "restored", &store, "");
+    r.wait_ready(Duration::from_secs(300)).await;
+    let c = r.connect("postgres").await.unwrap();
+    let row = c.query_one("SELECT count(*) FILTER (WHERE id <= $1), max(id) FROM t", &[&acked]).await.unwrap();
+    let (count, max): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(count, acked, "acknowledged rows restored ({rounds} rounds)");
+    assert_eq!(max, 1_000_000, "the new primary's writes after the failover are restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_missing_from_the_middle_of_the_archive_stops_a_restore_naming_it() {
+    let root = TestDir::new();
+    let store = root.path().join("archive");
+    let mut o = InstanceOptions::primary("pg-1");
+    o.extra_yaml = store_yaml(&store);
+    let mut pg = TestInstance::start(root.path(), &o);
+    pg.wait_ready(READY).await;
+    let c = pg.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int8 primary key)").await.unwrap();
+    take_backup(&pg).await;
+    let mut switched = Vec::new();
+    for round in 0..5_i64 {
+        c.execute("INSERT INTO t SELECT generate_series($1::int8, $2::int8)", &[&(round * 100 + 1), &(round * 100 + 100)])
+            .await
+            .unwrap();
+        switched.push(pg.switch_wal_and_wait_archived(Duration::from_secs(60)).await);
+    }
+    let lsn: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    c.execute("INSERT INTO t VALUES (100000)", &[]).await.unwrap();
+    pg.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
+    drop(c);
+
+    // The archive is as private as the data directory.
+    assert_private(&store.join("test"));
+
+    // A hand-made gap: one segment in the middle disappears.
+    let gone = switched[2].clone();
+    let dir = store.join("test/wal").join(&gone[..16]);
+    let object = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&gone))
+        .expect("the archived segment");
+    std::fs::remove_file(object.path()).unwrap();
+
+    // To the end: recovery stops at the gap with the segment named, and nothing is promoted.
+    let mut end = recovered(root.path(), "to-end", &store, "");
+    assert_eq!(end.wait_exit(Duration::from_secs(180)).await, Some(3), "{}", end.log_tail(30));
+    let log = end.log();
+    let named = format!("{gone} is missing from the archive but a later segment of timeline 1 is");
+    assert!(log.contains(&named), "{named:?} not in:\n{}", end.log_tail(30));
+    assert!(log.contains("recovery stopped at a gap in the WAL archive"), "{}", end.log_tail(30));
+    assert!(!log.contains("recovery reached its end and promoted"), "{}", end.log_tail(30));
+    assert!(!end.data_dir().exists(), "a data directory was left behind");
+    drop(end);
+
+    // To a target past the gap: the same, with the segment named.
+    let mut past = recovered(root.path(), "past-gap", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
+    assert_eq!(past.wait_exit(Duration::from_secs(180)).await, Some(3), "{}", past.log_tail(30));
+    assert!(past.log().contains(&named), "{}", past.log_tail(30));
+    drop(past);
+
+    // The primary's audit finds it (a new life of the manager audits at once).
+    pg.kill_all();
+    pg.spawn();
+    pg.wait_ready(READY).await;
+    let audit = wait_for("the audit reports the gap", Duration::from_secs(90), || async {
+        let st = pg.status().await?;
+        match st.archive.and_then(|a| a.audit) {
+            Some(a) if a.first_missing.is_some() => Ok(a),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!((audit.missing_segments, audit.first_missing.as_deref()), (1, Some(gone.as_str())));
+    let metrics = pg.scrape().await.unwrap();
+    assert!(metrics.contains("pgwarden_archive_gap_segments 1"), "{metrics}");
+}
