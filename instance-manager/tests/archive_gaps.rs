@@ -168,9 +168,12 @@ async fn a_segment_missing_from_the_middle_of_the_archive_stops_a_restore_naming
     take_backup(&pg).await;
     let mut switched = Vec::new();
     for round in 0..5_i64 {
-        c.execute("INSERT INTO t SELECT generate_series($1::int8, $2::int8)", &[&(round * 100 + 1), &(round * 100 + 100)])
-            .await
-            .unwrap();
+        c.execute(
+            "INSERT INTO t SELECT generate_series($1::int8, $2::int8)",
+            &[&(round * 100 + 1), &(round * 100 + 100)],
+        )
+        .await
+        .unwrap();
         switched.push(pg.switch_wal_and_wait_archived(Duration::from_secs(60)).await);
     }
     let lsn: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);

@@ -290,7 +290,6 @@ pub struct ArchiveStatus {
 /// The lease holder's periodic look at the whole archive: every segment from the oldest
 /// backup's first one through the last archived one, following the timeline history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ArchiveAudit {
     /// When it ran.
     pub checked_at: Option<jiff::Timestamp>,

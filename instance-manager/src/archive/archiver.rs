@@ -323,7 +323,8 @@ impl Archiver {
     /// standby can hold such a copy when it received WAL of a timeline past the point where
     /// another member branched off (an old primary's last writes).
     async fn keep_aside(&self, name: &str, object: &object_store::path::Path, c: Compression) -> Result<(), String> {
-        let aside = object_store::path::Path::from(format!("{object}.diverged-{}", jiff::Timestamp::now().as_millisecond()));
+        let aside =
+            object_store::path::Path::from(format!("{object}.diverged-{}", jiff::Timestamp::now().as_millisecond()));
         let cipher = self.store.cipher().map(|k| Cipher::clone(k));
         let path = self.pg_wal.join(name);
         let packed = tokio::task::spawn_blocking(move || pack::pack(&path, c, cipher.as_ref()))

@@ -17,7 +17,8 @@ fn set(names: &[&str]) -> BTreeSet<SegmentId> {
 
 /// Timeline 5 branched from 4 at 0/20000000; 6 from 5 at 0/51000000 (a segment boundary).
 fn six() -> Vec<Span> {
-    let history = parse_history("1\t0/3000000\tno recovery target specified\n\n# c\n4\t0/20000000\tx\n5\t0/51000000\ty\n");
+    let history =
+        parse_history("1\t0/3000000\tno recovery target specified\n\n# c\n4\t0/20000000\tx\n5\t0/51000000\ty\n");
     path(6, &history.unwrap())
 }
 

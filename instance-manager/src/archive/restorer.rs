@@ -136,9 +136,9 @@ impl Restorer {
         }
         *self.last_missing.lock().unwrap_or_else(PoisonError::into_inner) = Some(name.to_string());
         for attempt in 0..=GAP_RECHECKS {
-            let why = super::inventory::gap_reason(&self.store, id, DEFAULT_SEGMENT_SIZE)
-                .await
-                .map_err(|e| RestoreFailure { message: format!("cannot tell whether {name} ends the archive: {e}"), fatal: true })?;
+            let why = super::inventory::gap_reason(&self.store, id, DEFAULT_SEGMENT_SIZE).await.map_err(|e| {
+                RestoreFailure { message: format!("cannot tell whether {name} ends the archive: {e}"), fatal: true }
+            })?;
             let Some(why) = why else { return Ok(false) };
             if attempt == GAP_RECHECKS {
                 tracing::error!(wal = name, "{why}");

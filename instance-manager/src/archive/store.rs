@@ -309,10 +309,7 @@ impl Store {
 
     /// Writes `data` at `path`, replacing what is there (descriptions, never WAL).
     pub async fn overwrite(&self, path: &Path, data: Bytes) -> Result<(), StoreError> {
-        self.inner
-            .put(path, PutPayload::from_bytes(data))
-            .await
-            .map_err(self.request_err("cannot write", path))?;
+        self.inner.put(path, PutPayload::from_bytes(data)).await.map_err(self.request_err("cannot write", path))?;
         self.seal(path)
     }
 

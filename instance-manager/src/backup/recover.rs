@@ -41,7 +41,9 @@ pub enum RecoverError {
     PgData(#[from] crate::pgdata::Error),
     /// The archive lacks WAL the recovery needs, before WAL it has: recovery stopped rather
     /// than promote without it.
-    #[error("recovery stopped at a gap in the WAL archive: {0} (the WAL after it cannot be replayed; restore the missing segment into the archive, or choose a target before it)")]
+    #[error(
+        "recovery stopped at a gap in the WAL archive: {0} (the WAL after it cannot be replayed; restore the missing segment into the archive, or choose a target before it)"
+    )]
     Gap(String),
     /// Postgres could not be run.
     #[error("cannot run postgres for recovery: {0}")]

@@ -312,7 +312,11 @@ fn render_archive(sheet: &mut Sheet, a: &ArchiveStatus, now: jiff::Timestamp) {
             audit.missing_segments as f64,
         );
         if let Some(t) = audit.checked_at {
-            sheet.gauge0("pgwarden_archive_audit_timestamp_seconds", "When the archive was last audited (Unix time)", seconds(t));
+            sheet.gauge0(
+                "pgwarden_archive_audit_timestamp_seconds",
+                "When the archive was last audited (Unix time)",
+                seconds(t),
+            );
         }
     }
 }

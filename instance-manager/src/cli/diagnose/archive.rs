@@ -19,7 +19,9 @@ pub fn archive_checks(s: &InstanceStatus) -> Vec<Check> {
     let gaps = match &a.audit {
         None => Check::ok("archive gaps", "not audited by this instance (the lease holder audits the archive)"),
         Some(audit) => match (&audit.error, &audit.first_missing) {
-            (Some(e), _) => Check::fail("archive gaps", format!("the archive audit failed: {e}"), "see the manager's log"),
+            (Some(e), _) => {
+                Check::fail("archive gaps", format!("the archive audit failed: {e}"), "see the manager's log")
+            }
             (None, Some(first)) => Check::fail(
                 "archive gaps",
                 format!(
@@ -76,11 +78,7 @@ mod tests {
         let mut s = status(ArchiveStatus::default());
         s.archive = None;
         assert!(archive_checks(&s).is_empty());
-        let whole = ArchiveAudit {
-            from_wal: Some("a".into()),
-            to_wal: Some("b".into()),
-            ..Default::default()
-        };
+        let whole = ArchiveAudit { from_wal: Some("a".into()), to_wal: Some("b".into()), ..Default::default() };
         let checks = archive_checks(&status(ArchiveStatus { audit: Some(whole), ..Default::default() }));
         assert_eq!(checks[1].outcome, Outcome::Ok, "{checks:?}");
     }
