@@ -358,3 +358,7 @@ pub fn ready_files(pg_wal: &Path) -> std::io::Result<Vec<String>> {
     names.sort_by_key(|n| (!matches!(parse_wal_name(n), Some(layout::WalName::History(_))), n.clone()));
     Ok(names)
 }
+
+#[cfg(test)]
+#[path = "archiver_tests.rs"]
+mod tests;

@@ -24,17 +24,21 @@ fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Creates `<dir>/<root>` (the cluster's objects) with private directories.
+/// Creates `<dir>/<root>` (the cluster's objects) with private directories. Existing ones are
+/// made private when this user may (a read-only source archive is only read).
 pub fn prepare(dir: &Path, root: &str) -> std::io::Result<()> {
     let mut path = dir.to_path_buf();
     for part in root.split('/').filter(|p| !p.is_empty()) {
         path.push(part);
         match std::fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Ok(()) => chmod(&path, DIR_MODE)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Err(e) = chmod(&path, DIR_MODE) {
+                    tracing::debug!(dir = %path.display(), error = %e, "cannot make an archive directory private");
+                }
+            }
             Err(e) => return Err(e),
         }
-        chmod(&path, DIR_MODE)?;
     }
     Ok(())
 }

@@ -1,0 +1,70 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+use crate::api::StoreSpec;
+
+const NAME: &str = "000000010000000000000007";
+
+fn data_dir(root: &Path, content: &[u8]) -> PathBuf {
+    let data = root.join("data");
+    std::fs::create_dir_all(data.join("global")).unwrap();
+    std::fs::create_dir_all(data.join("pg_wal/archive_status")).unwrap();
+    std::fs::write(data.join("global/pg_control"), 7_u64.to_ne_bytes()).unwrap();
+    std::fs::write(data.join("pg_wal").join(NAME), content).unwrap();
+    data
+}
+
+fn archiver(root: &Path, data: &Path) -> Arc<Archiver> {
+    let spec = StoreSpec {
+        destination: format!("file://{}", root.join("archive").display()),
+        s3: None,
+        gcs: None,
+        azure: None,
+        encryption: None,
+    };
+    let store = crate::archive::store::open(&spec, "main", "backup.store").unwrap();
+    Archiver::new(store, data, Compression::None, 2)
+}
+
+fn objects(root: &Path) -> Vec<String> {
+    let dir = root.join("archive/main/wal/0000000100000000");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_standbys_differing_copy_is_kept_beside_the_archived_one_and_a_primarys_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let data = data_dir(root.path(), b"the primary's segment");
+    archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap();
+
+    // Another life, other bytes under the same name: a primary refuses loudly.
+    std::fs::write(data.join("pg_wal").join(NAME), b"a diverged copy").unwrap();
+    let e = archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap_err();
+    assert!(e.contains("refusing to overwrite"), "{e}");
+
+    // A standby keeps its copy aside; the archived one is untouched.
+    std::fs::write(data.join("standby.signal"), b"").unwrap();
+    archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap();
+    let names = objects(root.path());
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], NAME);
+    assert!(names[1].starts_with(&format!("{NAME}.diverged-")), "{names:?}");
+    let dir = root.path().join("archive/main/wal/0000000100000000");
+    assert_eq!(std::fs::read(dir.join(NAME)).unwrap(), b"the primary's segment");
+    assert_eq!(std::fs::read(dir.join(&names[1])).unwrap(), b"a diverged copy");
+}
+
+#[tokio::test]
+async fn an_archive_that_lost_its_identity_is_refused_and_not_claimed_again() {
+    let root = tempfile::tempdir().unwrap();
+    let data = data_dir(root.path(), b"wal");
+    let a = archiver(root.path(), &data);
+    a.check_identity().await.unwrap();
+    std::fs::remove_file(root.path().join("archive/main/cluster.json")).unwrap();
+    let e = a.archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap_err();
+    assert!(e.contains("lost its identity"), "{e}");
+    assert!(!root.path().join("archive/main/cluster.json").exists(), "the identity was claimed again");
+    assert!(a.status().store_problem.is_some());
+}
