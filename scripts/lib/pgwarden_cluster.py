@@ -7,6 +7,7 @@ Python 3 standard library only. Functions that can fail raise `Failure(message, 
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -160,7 +161,16 @@ class Cluster:
                           "(an existing cluster keeps its old password for that user)") from None
 
     def read_lease_file(self):
-        """The lease record as the file backend stores it ({"record": {...}}), or None."""
+        """The lease record as the file backend stores it ({"record": {...}}), or None — also
+        when an instance's configuration was switched to another backend (a lease.json left
+        behind then is stale: the instances' /status documents say the truth)."""
+        for inst in self.instances:
+            try:
+                with open(self.config_path(inst)) as f:
+                    if re.search(r"^\s*backend:\s*kubernetes\b", f.read(), re.M):
+                        return None
+            except OSError:
+                pass
         try:
             with open(self.lease_path) as f:
                 doc = json.load(f)
