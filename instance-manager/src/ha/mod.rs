@@ -28,6 +28,7 @@ mod decide_tests;
 pub mod failsafe;
 mod failsafe_round;
 mod handover;
+mod report;
 pub mod routing_task;
 mod store_health;
 pub mod sync;
