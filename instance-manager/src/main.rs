@@ -52,6 +52,9 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     instance_manager::logging::init_json();
     tracing::info!(name = %validated.name, cluster = %validated.cluster, version = env!("CARGO_PKG_VERSION"), "instance manager starting");
+    // Room for the API's connection caps with descriptors to spare (http::capacity).
+    let (before, after) = instance_manager::http::capacity::raise_nofile();
+    tracing::info!(before, after, "open files limit");
     let inst = Arc::new(Instance::new(validated, args.config, overrides));
     // The run dir holds the API socket: it must exist before the API starts.
     if let Err(e) = inst.config().os_user.ensure_dir(&inst.paths.run_dir, instance_manager::paths::RUN_DIR_MODE) {

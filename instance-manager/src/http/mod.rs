@@ -11,12 +11,17 @@
 //! stay plain HTTP: they are reachable only from inside the pod. `manager.sock` is 0600 and
 //! the manager's; `wal.sock` is 0600 and Postgres' OS user's (see [`crate::paths`]).
 //!
-//! Every socket limits request bodies to [`MAX_BODY`] bytes (see `limit`).
+//! Every socket limits request bodies to [`MAX_BODY`] bytes (see `limit`), and every listener
+//! its connections, concurrent requests and the time a client may take ([`server`], with caps
+//! from the file descriptor budget in [`capacity`]): no client, with or without a token, can
+//! exhaust the manager's descriptors or memory through the API.
 
 mod auth;
+pub mod capacity;
 mod error;
 mod limit;
 pub mod routes;
+pub mod server;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,11 +79,13 @@ pub fn wal_router(instance: Arc<Instance>) -> Router {
 fn limited(routes: Router<Arc<Instance>>) -> Router<Arc<Instance>> {
     routes
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(limit::read_body_within))
         .layer(axum::middleware::from_fn(limit::refuse_declared_oversize))
         .layer(axum::middleware::map_response(error::json_errors))
 }
 
-/// Binds the TCP listener and the Unix socket, then serves both in background tasks.
+/// Binds the TCP listener and the Unix sockets, then serves them in background tasks, each
+/// within its [`capacity::Capacity`] limits.
 pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
     let addr = instance.config().api_listen;
     let tls = match &instance.config().config.api.tls {
@@ -88,12 +95,14 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
     if let Some(tls) = &tls {
         instance.set_api_tls(Arc::clone(tls));
     }
+    let caps = capacity::Capacity::current();
     let tcp = TcpListener::bind(addr).await.map_err(|source| Error::Tcp { addr: addr.to_string(), source })?;
     let socket = instance.paths.manager_socket();
     let unix = bind_unix(&socket)?;
     let app = router(Arc::clone(&instance), false);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, scheme, socket = %socket.display(), "HTTP API listening");
+    tracing::info!(%addr, scheme, socket = %socket.display(), max_connections = caps.api.max_connections,
+        max_requests = caps.api.max_requests, "HTTP API listening");
     let wal_socket = instance.paths.wal_socket();
     let wal = bind_unix(&wal_socket)?;
     // Postgres' archive_command runs as Postgres' OS user: that user may reach the WAL
@@ -105,34 +114,16 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
         })?;
     }
     let wal_app = wal_router(Arc::clone(&instance));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(wal, wal_app).await {
-            tracing::error!(error = %e, "HTTP API (wal socket) stopped");
-        }
-    });
+    tokio::spawn(server::serve(wal, wal_app, caps.wal_socket, "wal socket"));
     let tcp_app = router(instance, true);
     match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, tcp_app).await {
-                tracing::error!(error = %e, "HTTP API (tcp) stopped");
-            }
-        }),
+        None => tokio::spawn(server::serve(tcp, tcp_app, caps.api, "api")),
         Some(tls) => {
             crate::tls::watch_server_tls(Arc::clone(&tls));
-            let listener = crate::tls::TlsListener::new(tcp, tls);
-            let app = tcp_app.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "HTTP API (https) stopped");
-                }
-            })
+            tokio::spawn(server::serve(crate::tls::TlsListener::new(tcp, tls), tcp_app, caps.api, "api (https)"))
         }
     };
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(unix, app).await {
-            tracing::error!(error = %e, "HTTP API (unix socket) stopped");
-        }
-    });
+    tokio::spawn(server::serve(unix, app, caps.manager_socket, "manager socket"));
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 //! ```
 
 mod archiving;
+mod ha_thread;
 mod reload;
 mod roles;
 mod run;

@@ -190,18 +190,10 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     }
 }
 
-/// Starts the deadman and the HA loop that owns the lease.
+/// Starts the deadman and the HA loop that owns the lease, on a thread of its own (see
+/// `ha_thread` for why).
 async fn start_ha(sup: &Supervisor, instance: &Arc<Instance>) -> Result<(), Error> {
-    let v = instance.config();
-    let store = crate::ha::open_store(&v).await.map_err(Error::Lease)?;
-    let deadman = crate::ha::deadman::Deadman::spawn(sup)?;
-    tracing::info!(store = %store.describe(), "leader election through the lease");
-    let routing = crate::ha::actor::open_routing(&v).await;
-    tracing::info!(routing = %routing.describe(), "routing");
-    tokio::spawn(
-        crate::ha::HaLoop::new(Arc::clone(instance), store, sup.clone(), Some(deadman)).with_routing(routing).run(),
-    );
-    Ok(())
+    super::ha_thread::start(sup, instance).await
 }
 
 fn stopped_idle(instance: &Instance, mode: ShutdownMode, crashed: Option<ExitStatus>) -> ExitReason {

@@ -4,6 +4,9 @@
 //! not stop the manager: metrics are not worth a Postgres outage. The error is logged, and
 //! binding is retried every [`RETRY`] until it works (a port held by a dying predecessor
 //! frees up). The address is read once, at start: changing it needs a restart.
+//!
+//! The port is served by the API's connection loop ([`crate::http::server`]), with its own
+//! small caps on connections and concurrent requests, header and write timeouts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,10 +47,9 @@ async fn serve(instance: Arc<Instance>) {
             }
         }
     };
-    tracing::info!(%addr, "metrics listening");
-    if let Err(e) = axum::serve(listener, router(instance)).await {
-        tracing::error!(error = %e, "metrics endpoint stopped");
-    }
+    let limits = crate::http::capacity::Capacity::current().metrics;
+    tracing::info!(%addr, max_connections = limits.max_connections, "metrics listening");
+    crate::http::server::serve(listener, router(instance), limits, "metrics").await;
 }
 
 /// `GET /metrics`; anything else is a 404 pointing there.

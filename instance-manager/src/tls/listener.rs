@@ -1,87 +1,81 @@
-//! [`TlsListener`]: an [`axum::serve::Listener`] handing out connections whose TLS handshake
-//! is done. Handshakes run as their own tasks, so a slow or silent client never holds up the
-//! accept loop; at most [`MAX_HANDSHAKES`] run at once, each within [`HANDSHAKE_TIMEOUT`].
-//! A client that does not speak TLS (plain `http://` to this port) fails its handshake and is
-//! disconnected.
+//! [`TlsListener`]: the API's TCP listener speaking TLS, for [`crate::http::server::serve`].
+//! The handshake runs in the connection's own task (the accept loop never waits for a client),
+//! holding the connection's slot, at most [`MAX_HANDSHAKES`] at once, each within
+//! [`HANDSHAKE_TIMEOUT`]. A client that does not speak TLS (plain `http://` to this port), or
+//! whose certificate rustls refuses, fails its handshake and is disconnected; the failure is
+//! logged at debug level with rustls' reason (an unknown CA, an expired certificate).
+//!
+//! The verified peer is a request extension, `ConnectInfo<TlsPeer>`, on every request of the
+//! connection (the auth middleware reads it).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
+use axum::extract::ConnectInfo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::ServerTls;
 
-/// Handshakes in flight at most; further connections wait in the kernel's backlog.
+/// Handshakes in flight at most; further connections wait for one to finish.
 pub const MAX_HANDSHAKES: usize = 64;
 /// Time a client has to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Handshake = Option<(TlsStream<TcpStream>, SocketAddr)>;
 
 /// A TCP listener that completes TLS handshakes with the current [`ServerTls`] configuration.
 pub struct TlsListener {
     tcp: TcpListener,
     tls: Arc<ServerTls>,
-    handshakes: JoinSet<Handshake>,
+    handshakes: Arc<Semaphore>,
 }
 
 impl TlsListener {
     /// Serves TLS on `tcp`.
     pub fn new(tcp: TcpListener, tls: Arc<ServerTls>) -> Self {
-        Self { tcp, tls, handshakes: JoinSet::new() }
+        Self { tcp, tls, handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)) }
     }
 
-    fn start_handshake(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let acceptor = TlsAcceptor::from(self.tls.config());
-        self.handshakes.spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => Some((tls, peer)),
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    None
-                }
-            }
-        });
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl crate::http::server::Accept for TlsListener {
+    type Accepted = (TcpStream, SocketAddr);
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let room = self.handshakes.len() < MAX_HANDSHAKES;
-            tokio::select! {
-                accepted = self.tcp.accept(), if room => match accepted {
-                    Ok((stream, peer)) => self.start_handshake(stream, peer),
-                    Err(e) => {
-                        // EMFILE and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "HTTPS API: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(done) = self.handshakes.join_next() => {
-                    if let Ok(Some(conn)) = done {
-                        return conn;
-                    }
-                }
-            }
-        }
+    async fn accept(&mut self) -> std::io::Result<Self::Accepted> {
+        self.tcp.accept().await
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+    fn establish(
+        &self,
+        (stream, peer): Self::Accepted,
+    ) -> impl Future<Output = Option<(Self::Io, axum::http::Extensions)>> + Send + 'static {
+        let acceptor = TlsAcceptor::from(self.tls.config());
+        let handshakes = Arc::clone(&self.handshakes);
+        async move {
+            let _turn = handshakes.acquire_owned().await.ok()?;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return None;
+                }
+            };
+            let mut extensions = axum::http::Extensions::new();
+            extensions.insert(ConnectInfo(TlsPeer::of(&tls, peer)));
+            Some((tls, extensions))
+        }
     }
 }
 
@@ -96,13 +90,14 @@ pub struct TlsPeer {
     pub client_cert_serial: Option<String>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        let (_, conn) = stream.io().get_ref();
+impl TlsPeer {
+    /// The peer of an established connection.
+    fn of(tls: &TlsStream<TcpStream>, addr: SocketAddr) -> Self {
+        let (_, conn) = tls.get_ref();
         let client_cert_serial = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
             .map(|c| super::CertInfo::from_der(c).map(|i| i.serial).unwrap_or_else(|| "unknown".into()));
-        Self { addr: *stream.remote_addr(), client_cert_serial }
+        Self { addr, client_cert_serial }
     }
 }

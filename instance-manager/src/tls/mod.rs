@@ -9,7 +9,7 @@
 //! | [`x509`] | serial number and validity of a certificate |
 //! | [`status`] | the certificates in use and their validity, for `/status` and the metrics |
 //! | [`reload`] | [`ServerTls`]: the API's certificate, swapped without a restart when its files change |
-//! | [`listener`] | [`TlsListener`]: axum's listener doing TLS handshakes off the accept loop |
+//! | [`listener`] | [`TlsListener`]: the API's listener, TLS handshakes in each connection's task |
 //! | [`postgres`] | [`postgres::MakeRustlsConnect`]: tokio-postgres over rustls |
 //!
 //! Every config is built with the ring provider explicitly, so the library works whether or

@@ -143,9 +143,8 @@ async fn serve(tls: Arc<ServerTls>) -> (u16, AbortOnDropHandle<()>) {
         get(|ConnectInfo(peer): ConnectInfo<TlsPeer>| async move { Json(json!({"cert": peer.client_cert_serial})) }),
     );
     let listener = TlsListener::new(tcp, tls);
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<TlsPeer>()).await;
-    });
+    let limits = crate::http::server::Limits::new(16, 16);
+    let server = tokio::spawn(crate::http::server::serve(listener, app, limits, "test"));
     (port, AbortOnDropHandle::new(server))
 }
 
