@@ -18,6 +18,7 @@
 
 mod auth;
 pub mod capacity;
+pub mod coalesce;
 mod error;
 mod limit;
 pub mod routes;
@@ -66,7 +67,8 @@ pub fn router(instance: Arc<Instance>, authenticated: bool) -> Router {
     } else {
         routes::control()
     };
-    limited(routes::all().merge(control)).with_state(instance)
+    let coalesced = coalesce::Coalesced::new(Arc::clone(&instance));
+    limited(routes::all().merge(control)).layer(axum::Extension(coalesced)).with_state(instance)
 }
 
 /// The router of the WAL socket: the archive and restore routes of Postgres' commands, and

@@ -19,6 +19,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::scrape::Scraper;
+use crate::http::coalesce::SingleFlight;
 use crate::instance::Instance;
 
 /// How often a port that could not be bound is tried again.
@@ -52,15 +53,30 @@ async fn serve(instance: Arc<Instance>) {
     crate::http::server::serve(listener, router(instance), limits, "metrics").await;
 }
 
+/// The scraper and the scrape in flight.
+struct Endpoint {
+    scraper: Arc<Scraper>,
+    flight: SingleFlight<bytes::Bytes>,
+}
+
 /// `GET /metrics`; anything else is a 404 pointing there.
 pub fn router(instance: Arc<Instance>) -> Router {
+    let endpoint = Endpoint { scraper: Scraper::new(instance), flight: SingleFlight::default() };
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: metrics are at /metrics\n") })
-        .with_state(Scraper::new(instance))
+        .with_state(Arc::new(endpoint))
 }
 
-async fn metrics(State(scraper): State<Arc<Scraper>>) -> impl IntoResponse {
-    let body = scraper.scrape().await;
-    ([(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
+/// Requests during a scrape share its text (one buffer, reference-counted): a flood of
+/// scrapes costs one scrape's SQL and memory, not one per request.
+async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> axum::response::Response {
+    let scraper = Arc::clone(&endpoint.scraper);
+    let body = endpoint.flight.get(|| async move { bytes::Bytes::from(scraper.scrape().await) }).await;
+    match body {
+        Some(body) => {
+            ([(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body).into_response()
+        }
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "the scrape failed; see the manager's log\n").into_response(),
+    }
 }

@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use crate::http::ApiError;
+use crate::http::coalesce::Coalesced;
 use crate::instance::Instance;
 
-async fn expect(instance: &Instance, want: &str) -> Result<Json<Value>, ApiError> {
-    let status = instance.status().await;
+async fn expect(instance: &Instance, shared: &Coalesced, want: &str) -> Result<Json<Value>, ApiError> {
+    let status = shared.status().await;
     // A primary answers only while it holds a live lease: between losing it and being fenced
     // it must not attract writes.
     let live = want != "primary" || instance.holds_live_lease();
@@ -23,11 +24,17 @@ async fn expect(instance: &Instance, want: &str) -> Result<Json<Value>, ApiError
 }
 
 /// 200 on a running primary.
-pub async fn primary(State(instance): State<Arc<Instance>>) -> Result<Json<Value>, ApiError> {
-    expect(&instance, "primary").await
+pub async fn primary(
+    State(instance): State<Arc<Instance>>,
+    Extension(shared): Extension<Coalesced>,
+) -> Result<Json<Value>, ApiError> {
+    expect(&instance, &shared, "primary").await
 }
 
 /// 200 on a running replica.
-pub async fn replica(State(instance): State<Arc<Instance>>) -> Result<Json<Value>, ApiError> {
-    expect(&instance, "replica").await
+pub async fn replica(
+    State(instance): State<Arc<Instance>>,
+    Extension(shared): Extension<Coalesced>,
+) -> Result<Json<Value>, ApiError> {
+    expect(&instance, &shared, "replica").await
 }

@@ -1,14 +1,11 @@
 //! `GET /status`: the [`InstanceStatus`](crate::api::InstanceStatus) document.
 
-use std::sync::Arc;
-
-use axum::Json;
-use axum::extract::State;
+use axum::{Extension, Json};
 
 use crate::api::InstanceStatus;
-use crate::instance::Instance;
+use crate::http::coalesce::Coalesced;
 
-/// The instance's status.
-pub async fn get(State(instance): State<Arc<Instance>>) -> Json<InstanceStatus> {
-    Json(instance.status().await)
+/// The instance's status (concurrent requests share one computation: see `coalesce`).
+pub async fn get(Extension(shared): Extension<Coalesced>) -> Json<InstanceStatus> {
+    Json(shared.status().await)
 }
