@@ -166,6 +166,14 @@ pub enum ClientError {
         /// What rustls said.
         source: std::io::Error,
     },
+    /// The manager refused the TLS handshake after the client's part of it: in TLS 1.3 a
+    /// client certificate is verified last, so its refusal arrives as an alert on the first read.
+    TlsRefused {
+        /// The target.
+        target: String,
+        /// The alert rustls received (`UnknownCA`, `BadCertificate`, `CertificateExpired`, ...).
+        alert: String,
+    },
     /// No complete answer within the deadline.
     Timeout {
         /// The target.
@@ -223,6 +231,10 @@ impl ClientError {
             Self::Tls { target, source } => {
                 format!("TLS handshake with the instance manager at {target} failed: {source}")
             }
+            Self::TlsRefused { target, alert } => format!(
+                "the instance manager at {target} refused the TLS handshake ({alert}): it did not accept the \
+                 client certificate"
+            ),
             Self::Timeout { target, path, timeout } => {
                 format!("the instance manager at {target} did not answer {path} within {}s", timeout.as_secs_f64())
             }
@@ -250,6 +262,10 @@ impl ClientError {
                 .to_owned(),
             Self::Tls { .. } => "check that --ca-file (PGWARDEN_CA_FILE) is the CA that signed the manager's \
                  api.tls.certFile, and that the certificate names the host in --api"
+                .to_owned(),
+            Self::TlsRefused { .. } => "the manager verifies client certificates against its api.tls.caFile: pass \
+                 --cert and --key of a certificate that CA signed (and not expired), or leave them out and use \
+                 --token-file"
                 .to_owned(),
             Self::Timeout { .. } => {
                 "the manager may be stuck or restarting; check its log (kubectl logs POD)".to_owned()
@@ -434,7 +450,11 @@ impl ApiClient {
                     .connect(name, stream)
                     .await
                     .map_err(|source| ClientError::Tls { target: self.target.to_string(), source })?;
-                exchange(stream, request).await
+                let target = self.target.to_string();
+                return exchange(stream, request).await.map_err(|source| match tls_alert(&source) {
+                    Some(alert) => ClientError::TlsRefused { target, alert },
+                    None => ClientError::Http { target, path: path.to_owned(), source },
+                });
             }
             ApiTarget::Unix { path } => {
                 let stream = UnixStream::connect(path).await.map_err(unreachable)?;
@@ -443,6 +463,26 @@ impl ApiClient {
         };
         answer.map_err(|source| ClientError::Http { target: self.target.to_string(), path: path.to_owned(), source })
     }
+}
+
+/// The TLS alert a failed exchange ended with, when the server sent one (a refused client
+/// certificate), named as rustls names it.
+fn tls_alert(e: &hyper::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        // `io::Error::source` skips the error it wraps: look inside it explicitly.
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        for candidate in [Some(s), inner].into_iter().flatten() {
+            if let Some(rustls::Error::AlertReceived(alert)) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(format!("{alert:?}"));
+            }
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// One HTTP/1 request on a fresh connection; the connection task ends when this returns.

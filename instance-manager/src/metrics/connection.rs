@@ -17,6 +17,16 @@ use tokio_postgres::{Client, NoTls};
 /// The database queries run in unless they name others.
 pub const DEFAULT_DATABASE: &str = "postgres";
 
+/// Less time than this left of a scrape's deadline: no connection is tried (it could not
+/// succeed, and its error would read "took longer than 0 s").
+const MIN_CONNECT_BUDGET: Duration = Duration::from_millis(10);
+
+/// A duration as people read it: `2.5 s`, `0.012 s`.
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 0.1 { format!("{s:.1} s") } else { format!("{s:.3} s") }
+}
+
 struct Session {
     client: Client,
     port: u16,
@@ -44,9 +54,16 @@ impl Connections {
         let reusable = self.sessions.get(dbname).is_some_and(|s| !s.client.is_closed() && s.port == port);
         if !reusable {
             self.sessions.remove(dbname);
-            let client = tokio::time::timeout(budget, connect(socket_dir, port, dbname, timeout_ms, budget))
-                .await
-                .map_err(|_| format!("connecting to database {dbname} took longer than {budget:?}"))??;
+            if budget < MIN_CONNECT_BUDGET {
+                return Err(format!(
+                    "not connected to database {dbname}: the scrape's deadline (metrics.timeoutSeconds) had passed \
+                     before it could start (scrapes waited for each other, or Postgres was slow)"
+                ));
+            }
+            let client =
+                tokio::time::timeout(budget, connect(socket_dir, port, dbname, timeout_ms, budget))
+                    .await
+                    .map_err(|_| format!("connecting to database {dbname} took longer than {}", seconds(budget)))??;
             self.sessions.insert(dbname.to_string(), Session { client, port, statement_timeout_ms: timeout_ms });
         }
         let session = self.sessions.get_mut(dbname).ok_or("the session vanished")?;
@@ -56,7 +73,9 @@ impl Connections {
             match tokio::time::timeout(budget, session.client.batch_execute(&sql)).await {
                 Ok(Ok(())) => session.statement_timeout_ms = timeout_ms,
                 Ok(Err(e)) => return Err(format!("setting statement_timeout in {dbname}: {e}")),
-                Err(_) => return Err(format!("setting statement_timeout in {dbname} took longer than {budget:?}")),
+                Err(_) => {
+                    return Err(format!("setting statement_timeout in {dbname} took longer than {}", seconds(budget)));
+                }
             }
         }
         Ok(&session.client)
@@ -122,4 +141,22 @@ pub fn cancel(client: &Client) {
             Err(_) => tracing::debug!("cancelling a metrics query timed out"),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_time_left_says_so_instead_of_zero_nanoseconds() {
+        let mut conns = Connections::default();
+        let dir = std::path::Path::new("/nonexistent");
+        let Err(e) = conns.client(dir, 5432, "postgres", Duration::from_secs(1), Duration::ZERO).await else {
+            panic!("connected without time")
+        };
+        assert!(e.contains("the scrape's deadline (metrics.timeoutSeconds) had passed"), "{e}");
+        assert!(!e.contains("0ns"), "{e}");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5 s");
+        assert_eq!(seconds(Duration::from_millis(12)), "0.012 s");
+    }
 }

@@ -1,6 +1,12 @@
 //! The mutating endpoints (authenticated on TCP, see `http::auth`):
 //! `POST /switchover {target?}`, `/promote {force?}`, `/fence`, `/unfence`, `/pause`, `/resume`,
 //! and the harmless `POST /ha/tick` a former primary uses to wake the new holder.
+//!
+//! `/ha/tick` stays open without a token — the former primary that calls it during a handover
+//! holds no token of the new holder's — but it is rate-limited: at most one wake-up of the HA
+//! loop per [`crate::http::coalesce::TICK_INTERVAL`] whoever asks (a tick may write the lease;
+//! a flood of ticks would multiply the lease writes). Requests in between answer
+//! `{"ok": true, "woken": false}`: the loop was woken just before, which is what they asked.
 
 use std::sync::Arc;
 
@@ -87,8 +93,11 @@ pub async fn resume(State(instance): State<Arc<Instance>>) -> Json<Value> {
     Json(json!({ "paused": false }))
 }
 
-/// `POST /ha/tick`: re-read the lease now.
-pub async fn tick(State(instance): State<Arc<Instance>>) -> Json<Value> {
-    let _ = instance.ha_notify(HaCommand::Tick);
-    Json(json!({ "ok": true }))
+/// `POST /ha/tick`: re-read the lease now (at most once per `TICK_INTERVAL`).
+pub async fn tick(
+    State(instance): State<Arc<Instance>>,
+    axum::Extension(shared): axum::Extension<crate::http::coalesce::Coalesced>,
+) -> Json<Value> {
+    let woken = shared.admit_tick() && instance.ha_notify(HaCommand::Tick);
+    Json(json!({ "ok": true, "woken": woken }))
 }
