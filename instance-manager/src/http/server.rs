@@ -3,9 +3,12 @@
 //! reach the port cannot push past, token or not.
 //!
 //! - **Connections** ([`Limits::max_connections`]): a slot is taken *before* `accept`, so a
-//!   listener at its cap stops accepting and further clients wait in the kernel's backlog
-//!   (no file descriptor, no memory in the manager; past the backlog the kernel drops their
-//!   SYNs and they retry). The caps come from the file descriptor budget ([`super::capacity`]).
+//!   listener at its cap first stops accepting: clients wait in the kernel's backlog (no file
+//!   descriptor, no memory in the manager), which is all a burst of short requests needs. When
+//!   no slot frees within [`Limits::shed_after`] — the slots are held by idle or slow clients —
+//!   the listener *sheds*: it accepts and closes at once every connection that finds it full,
+//!   until a slot frees, so a flood of idle connections is turned away instead of filling the
+//!   backlog. The caps come from the file descriptor budget ([`super::capacity`]).
 //! - **Header read and idle timeout** ([`Limits::header_timeout`]): hyper's header read timer
 //!   runs from the moment a connection waits for a request head — right after accept and
 //!   after every response — so an idle keep-alive connection and a half-sent head are both
@@ -38,7 +41,7 @@ use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use super::ApiError;
@@ -60,6 +63,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Time a request waits for a free request slot before its 503.
     pub queue_wait: Duration,
+    /// Time the listener at its connection cap waits for a slot before it sheds.
+    pub shed_after: Duration,
 }
 
 impl Limits {
@@ -71,6 +76,7 @@ impl Limits {
             header_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             queue_wait: Duration::from_secs(1),
+            shed_after: Duration::from_secs(1),
         }
     }
 }
@@ -137,17 +143,9 @@ pub async fn serve<L: Accept>(mut listener: L, app: Router, limits: Limits, name
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let requests = Arc::new(Semaphore::new(limits.max_requests));
     let mut failures = 0u32;
-    let mut warned_full: Option<tokio::time::Instant> = None;
+    let mut shed = Shedding::default();
     loop {
-        if connections.available_permits() == 0 && warned_full.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-            tracing::warn!(
-                listener = name,
-                max_connections = limits.max_connections,
-                "the listener is at its connection cap; further clients wait in the backlog"
-            );
-            warned_full = Some(tokio::time::Instant::now());
-        }
-        let Ok(slot) = Arc::clone(&connections).acquire_owned().await else { return };
+        let slot = shed.slot(&connections, limits, name).await;
         let accepted = match listener.accept().await {
             Ok(a) => {
                 failures = 0;
@@ -165,6 +163,13 @@ pub async fn serve<L: Accept>(mut listener: L, app: Router, limits: Limits, name
                 continue;
             }
         };
+        // Shedding: a slot may have freed while accept waited.
+        let Some(slot) = slot.or_else(|| shed.late_slot(&connections, name)) else {
+            // Full: closed at once (dropping it closes the descriptor).
+            drop(accepted);
+            shed.count += 1;
+            continue;
+        };
         let establish = listener.establish(accepted);
         let (app, requests) = (app.clone(), Arc::clone(&requests));
         tokio::spawn(async move {
@@ -173,6 +178,54 @@ pub async fn serve<L: Accept>(mut listener: L, app: Router, limits: Limits, name
                 connection(io, extensions, app, requests, limits).await;
             }
         });
+    }
+}
+
+/// Whether a listener at its cap sheds, and how many connections it shed since it started to.
+#[derive(Default)]
+struct Shedding {
+    on: bool,
+    count: u64,
+}
+
+impl Shedding {
+    /// A connection slot, or `None` when the next connection is to be shed: none free now, and
+    /// none freed within `shed_after` (or already shedding).
+    async fn slot(&mut self, connections: &Arc<Semaphore>, limits: Limits, name: &str) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = Arc::clone(connections).try_acquire_owned() {
+            self.stop(name);
+            return Some(slot);
+        }
+        if self.on {
+            return None;
+        }
+        match tokio::time::timeout(limits.shed_after, Arc::clone(connections).acquire_owned()).await {
+            Ok(Ok(slot)) => Some(slot),
+            _ => {
+                tracing::warn!(
+                    listener = name,
+                    max_connections = limits.max_connections,
+                    "every connection slot is taken by clients that do not finish; closing new connections at once \
+                     until one frees"
+                );
+                self.on = true;
+                None
+            }
+        }
+    }
+
+    /// A slot freed since [`slot`](Self::slot) said none.
+    fn late_slot(&mut self, connections: &Arc<Semaphore>, name: &str) -> Option<OwnedSemaphorePermit> {
+        let slot = Arc::clone(connections).try_acquire_owned().ok()?;
+        self.stop(name);
+        Some(slot)
+    }
+
+    fn stop(&mut self, name: &str) {
+        if self.on {
+            tracing::warn!(listener = name, shed = self.count, "a connection slot freed; accepting again");
+        }
+        *self = Self::default();
     }
 }
 
