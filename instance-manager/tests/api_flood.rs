@@ -336,3 +336,67 @@ async fn a_request_flood_neither_fences_the_primary_nor_keeps_its_memory() {
 async fn a_request_flood_neither_fences_the_primary_nor_keeps_its_memory_at_fast_timings() {
     request_flood(FAST).await;
 }
+
+/// `workers` clients each sending `per_worker` requests in a row: `/ha/tick`, `/status` and
+/// `/metrics` in turn.
+async fn request_loop(api_url: &str, metrics_url: &str, workers: usize, per_worker: usize) -> usize {
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let api = ApiClient::new(ApiTarget::parse(api_url).unwrap()).with_timeout(Duration::from_secs(30));
+            let metrics = ApiClient::new(ApiTarget::parse(metrics_url).unwrap()).with_timeout(Duration::from_secs(30));
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for i in 0..per_worker {
+                    let answer = match (w + i) % 3 {
+                        0 => api.post_raw("/ha/tick", &serde_json::json!({})).await,
+                        1 => api.get_raw("/status").await,
+                        _ => metrics.get_raw("/metrics").await,
+                    };
+                    if answer.is_ok_and(|(code, _)| code == 200) {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.unwrap();
+    }
+    ok
+}
+
+/// The leak test of the issue: a long loop of requests (`/ha/tick`, `/status`, `/metrics`)
+/// in four quarters. The manager's RSS reaches a plateau — the last quarter ends close to
+/// where the first ended — and returns near idle afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_loop_reaches_a_memory_plateau() {
+    let (cluster, base) = start(FAST).await;
+    let p = cluster.get("pg-1");
+    for _ in 0..20 {
+        p.status().await.unwrap();
+        p.scrape().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = base.manager_pid;
+    let idle = rss_mib(pid);
+    let mut quarters = Vec::new();
+    let mut answered = 0;
+    for _ in 0..4 {
+        answered += request_loop(&p.api_url, &p.metrics_url, 16, 150).await;
+        quarters.push(rss_mib(pid));
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = rss_mib(pid);
+    println!(
+        "request loop: {answered} of {} answered; RSS idle {idle:.1} MiB, after each quarter {quarters:.1?} MiB, \
+         15 s later {after:.1} MiB",
+        4 * 16 * 150
+    );
+    assert!(answered > 0);
+    assert!(quarters[3] <= quarters[0] + 16.0, "RSS kept growing: {quarters:?}");
+    assert!(after <= idle + 40.0, "RSS {after:.1} MiB after the loop, {idle:.1} MiB idle");
+    let lease = cluster.lease().expect("lease");
+    assert_eq!((lease.holder.as_deref(), lease.transitions), (Some("pg-1"), base.term));
+}
