@@ -30,6 +30,9 @@
 //!   and break the dashboards ([`family`]).
 //! - **A port that cannot be bound** is logged and retried; the manager keeps running
 //!   ([`server`]).
+//! - **Floods.** Requests that arrive during a scrape share its text instead of queueing scrapes
+//!   of their own, and the port has its own caps on connections and concurrent requests and its
+//!   timeouts ([`server`], [`crate::http::server`]).
 //! - **An invalid queries file** is refused with the configuration (startup fails, a reload
 //!   is refused and reported in `/status`), every problem named with its query and column.
 
