@@ -155,8 +155,6 @@ pub struct HaLoop {
     pub(super) system_identifier: Option<String>,
     /// Whether the store answers, for logs and `/status`.
     pub(super) store_health: super::store_health::StoreHealth,
-    /// When the last read of the lease succeeded.
-    pub(super) last_read_ok: Option<BootInstant>,
     /// A write made us the holder while Postgres was not running: (sync set, acquiring).
     pub(super) held_unstarted: Option<(Vec<String>, bool)>,
     /// Run the next tick at once (the lease was deleted under us).
@@ -211,7 +209,6 @@ impl HaLoop {
             peer_term: 0,
             system_identifier: None,
             store_health: Default::default(),
-            last_read_ok: None,
             held_unstarted: None,
             renew_again: false,
             store_unavailable: false,

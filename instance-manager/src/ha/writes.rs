@@ -122,15 +122,15 @@ impl HaLoop {
         let result = with_deadline(self.store.get(), deadline).await;
         let now = BootInstant::now();
         // Time during which the store could not be read is not time the lease was observed
-        // unchanged: after a gap as long as the renew deadline (an API-server outage, during
-        // which the holder may have fenced) the observation starts again, so the holder gets
-        // its chance to renew before anyone takes the lease from it.
-        let blind = self.last_read_ok.is_some_and(|t| now.duration_since(t) >= self.timing.renew_deadline);
+        // unchanged: after reads failed for half the renew deadline (an API-server outage,
+        // during which the holder may have fenced) the observation starts again, so the holder
+        // gets its chance to renew before anyone takes the lease from it. Failed reads only: a
+        // loop that is merely slow (a loaded machine) keeps its observation.
+        let blind = self.store_health.failing_for(now).is_some_and(|d| d >= self.timing.renew_deadline / 2);
         match result {
             Ok(found) => {
                 self.store_unavailable = false;
                 self.store_health.answered(now);
-                self.last_read_ok = Some(now);
                 if blind {
                     self.seen = None;
                     self.memory.absent_since = None;
