@@ -24,15 +24,6 @@ fn store_yaml(store: &Path) -> String {
     format!("backup:\n  store:\n    destination: file://{}\n", store.display())
 }
 
-fn recovered(root: &Path, name: &str, store: &Path, target: &str) -> TestInstance {
-    let mut o = InstanceOptions::primary(name);
-    o.extra_yaml = format!(
-        "bootstrap:\n  recovery:\n    sourceCluster: test\n    store:\n      destination: file://{}\n{target}",
-        store.display()
-    );
-    TestInstance::start(root, &o)
-}
-
 async fn take_backup(inst: &TestInstance) -> serde_json::Value {
     let client = inst.socket_client(Duration::from_secs(120));
     client.post_json("/backup", &serde_json::json!({}), None).await.expect("backup")
@@ -146,7 +137,7 @@ async fn a_failover_mid_burst_leaves_no_gap_and_a_restore_to_the_end_has_every_a
 
     // A restore to the end from the archive has every acknowledged row and the marker.
     let root = TestDir::new();
-    let r = recovered(root.path(), "restored", &store, "");
+    let r = TestInstance::recovered(root.path(), "restored", &store, "");
     r.wait_ready(Duration::from_secs(300)).await;
     let c = r.connect("postgres").await.unwrap();
     let row = c.query_one("SELECT count(*) FILTER (WHERE id <= $1), max(id) FROM t", &[&acked]).await.unwrap();
@@ -195,7 +186,7 @@ async fn a_segment_missing_from_the_middle_of_the_archive_stops_a_restore_naming
     std::fs::remove_file(object.path()).unwrap();
 
     // To the end: recovery stops at the gap with the segment named, and nothing is promoted.
-    let mut end = recovered(root.path(), "to-end", &store, "");
+    let mut end = TestInstance::recovered(root.path(), "to-end", &store, "");
     assert_eq!(end.wait_exit(Duration::from_secs(180)).await, Some(3), "{}", end.log_tail(30));
     let log = end.log();
     let named = format!("{gone} is missing from the archive but a later segment of timeline 1 is");
@@ -206,7 +197,7 @@ async fn a_segment_missing_from_the_middle_of_the_archive_stops_a_restore_naming
     drop(end);
 
     // To a target past the gap: the same, with the segment named.
-    let mut past = recovered(root.path(), "past-gap", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
+    let mut past = TestInstance::recovered(root.path(), "past-gap", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
     assert_eq!(past.wait_exit(Duration::from_secs(180)).await, Some(3), "{}", past.log_tail(30));
     assert!(past.log().contains(&named), "{}", past.log_tail(30));
     drop(past);

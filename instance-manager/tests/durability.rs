@@ -14,13 +14,7 @@ async fn synchronous_mode_loses_no_acknowledged_commit_on_node_loss() {
     let mut cluster = TestCluster::start_with(3, FAST, |o| o.extra_yaml.push_str("synchronous: {number: 1}\n"));
     let all = ["pg-1", "pg-2", "pg-3"];
     assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    let published = wait_for("a published synchronous standby", Duration::from_secs(30), || async {
-        match cluster.lease() {
-            Some(l) if !l.sync_standbys.is_empty() => Ok(l.sync_standbys),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let published = cluster.wait_sync_published(Duration::from_secs(30)).await;
     assert_eq!(published.len(), 1, "exactly synchronous.number standbys are published");
 
     let p = cluster.get("pg-1");
@@ -119,13 +113,7 @@ async fn synchronous_node_loss_rewinds_no_replica_that_did_not_diverge() {
         TestCluster::start_with(3, (15.0, 10.0, 2.0, 2.0), |o| o.extra_yaml.push_str("synchronous: {number: 1}\n"));
     let all = ["pg-1", "pg-2", "pg-3"];
     assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    wait_for("a published synchronous standby", Duration::from_secs(30), || async {
-        match cluster.lease() {
-            Some(l) if !l.sync_standbys.is_empty() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    cluster.wait_sync_published(Duration::from_secs(30)).await;
     let killed = std::time::Instant::now();
     cluster.get_mut("pg-1").kill_all();
     let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(90)).await;

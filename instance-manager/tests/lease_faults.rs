@@ -24,6 +24,14 @@ async fn writer_on(cluster: &TestCluster, name: &str, table: &str) -> Writer {
     w
 }
 
+/// Waits until pg-1 is the primary of `cluster` (three members) and starts a writer on it:
+/// (pg-1's postmaster pid, the lease's term, the writer).
+async fn primary_with_writer(cluster: &TestCluster) -> (u32, u64, Writer) {
+    assert_eq!(cluster.wait_primary(&["pg-1", "pg-2", "pg-3"], BOOT).await, "pg-1");
+    let pg = cluster.get("pg-1").postgres_pid().unwrap();
+    (pg, term(cluster), writer_on(cluster, "pg-1", "probe").await)
+}
+
 fn term(cluster: &TestCluster) -> u64 {
     cluster.lease().map(|l| l.transitions).unwrap_or(0)
 }
@@ -50,10 +58,7 @@ async fn all_present(cluster: &TestCluster, name: &str, table: &str, acks: &[ins
 async fn a_lease_deleted_under_a_healthy_primary_is_recreated_by_it_above_the_old_term() {
     let cluster = TestCluster::start(3, FAST);
     let all = ["pg-1", "pg-2", "pg-3"];
-    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    let pg = cluster.get("pg-1").postgres_pid().unwrap();
-    let before = term(&cluster);
-    let w = writer_on(&cluster, "pg-1", "probe").await;
+    let (pg, before, w) = primary_with_writer(&cluster).await;
 
     std::fs::remove_file(&cluster.lease_path).unwrap();
     let lease = wait_for("the lease recreated", Duration::from_secs(20), || async {
@@ -83,13 +88,7 @@ async fn a_lease_deleted_under_a_frozen_primary_gives_one_writer_and_loses_nothi
     let cluster = TestCluster::start_with(3, FAST, |o| o.extra_yaml.push_str("synchronous: {number: 1}\n"));
     let all = ["pg-1", "pg-2", "pg-3"];
     assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    wait_for("a published synchronous standby", Duration::from_secs(30), || async {
-        match cluster.lease() {
-            Some(l) if !l.sync_standbys.is_empty() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    cluster.wait_sync_published(Duration::from_secs(30)).await;
     let before = term(&cluster);
     let pg = cluster.get("pg-1").postgres_pid().unwrap();
     let old = writer_on(&cluster, "pg-1", "probe").await;
@@ -126,11 +125,7 @@ fn stall_all(cluster: &TestCluster, on: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_stall_shorter_than_the_renew_deadline_costs_nothing() {
     let cluster = TestCluster::start(3, ROOMY);
-    let all = ["pg-1", "pg-2", "pg-3"];
-    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    let pg = cluster.get("pg-1").postgres_pid().unwrap();
-    let before = term(&cluster);
-    let w = writer_on(&cluster, "pg-1", "probe").await;
+    let (pg, before, w) = primary_with_writer(&cluster).await;
 
     // renewDeadline 6 s - fence budget 1.5 s: a 4 s stall must not fence.
     stall_all(&cluster, true);
@@ -168,10 +163,7 @@ fn with_failsafe(o: &mut instance_manager::testkit::InstanceOptions) {
 async fn a_primary_fenced_by_an_outage_resumes_on_its_own_timeline() {
     let cluster = TestCluster::start_with(3, FAST, without_failsafe);
     let all = ["pg-1", "pg-2", "pg-3"];
-    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    let pg = cluster.get("pg-1").postgres_pid().unwrap();
-    let before = term(&cluster);
-    let w = writer_on(&cluster, "pg-1", "probe").await;
+    let (pg, before, w) = primary_with_writer(&cluster).await;
 
     // Longer than the lease itself: the primary must fence (renewDeadline 2.5 s)...
     stall_all(&cluster, true);
@@ -233,10 +225,7 @@ async fn a_member_of_another_cluster_never_acts_on_a_shared_lease() {
 async fn with_failsafe_an_outage_much_longer_than_the_lease_costs_no_writes() {
     let cluster = TestCluster::start_with(3, FAST, with_failsafe);
     let all = ["pg-1", "pg-2", "pg-3"];
-    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    let pg = cluster.get("pg-1").postgres_pid().unwrap();
-    let before = term(&cluster);
-    let w = writer_on(&cluster, "pg-1", "probe").await;
+    let (pg, before, w) = primary_with_writer(&cluster).await;
 
     // Five times the renew deadline (2.5 s), with every member healthy.
     stall_all(&cluster, true);
@@ -270,9 +259,7 @@ async fn with_failsafe_an_outage_much_longer_than_the_lease_costs_no_writes() {
 async fn with_failsafe_one_unreachable_member_fences_the_primary_at_its_deadline() {
     let cluster = TestCluster::start_with(3, FAST, with_failsafe);
     let all = ["pg-1", "pg-2", "pg-3"];
-    assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
-    let pg = cluster.get("pg-1").postgres_pid().unwrap();
-    let w = writer_on(&cluster, "pg-1", "probe").await;
+    let (pg, _, w) = primary_with_writer(&cluster).await;
 
     // pg-3's manager cannot answer (frozen); then the store goes away for everyone.
     cluster.get("pg-3").signal(Signal::SIGSTOP);

@@ -17,15 +17,6 @@ fn archived_primary(root: &Path, store: &Path) -> TestInstance {
     TestInstance::start(root, &o)
 }
 
-fn recovered(root: &Path, name: &str, store: &Path, target: &str) -> TestInstance {
-    let mut o = InstanceOptions::primary(name);
-    o.extra_yaml = format!(
-        "bootstrap:\n  recovery:\n    sourceCluster: test\n    store:\n      destination: file://{}\n{target}",
-        store.display()
-    );
-    TestInstance::start(root, &o)
-}
-
 async fn take_backup(inst: &TestInstance) {
     let client = inst.socket_client(Duration::from_secs(120));
     let _: serde_json::Value = client.post_json("/backup", &serde_json::json!({}), None).await.expect("backup");
@@ -79,9 +70,9 @@ async fn point_in_time_recovery_restores_exactly_the_rows_before_the_target() {
     archive_everything(&pg).await;
 
     // To a time: rows 1..150.
-    let by_time = recovered(root.path(), "pit-time", &store, &format!("    target:\n      time: '{time}'\n"));
+    let by_time = TestInstance::recovered(root.path(), "pit-time", &store, &format!("    target:\n      time: '{time}'\n"));
     // To an LSN: rows 1..200.
-    let by_lsn = recovered(root.path(), "pit-lsn", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
+    let by_lsn = TestInstance::recovered(root.path(), "pit-lsn", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
     by_time.wait_ready(READY).await;
     by_lsn.wait_ready(READY).await;
     assert_eq!(rows(&by_time).await, (150, 150), "recovery to {time}");
@@ -97,7 +88,7 @@ async fn point_in_time_recovery_restores_exactly_the_rows_before_the_target() {
     drop((by_time, by_lsn));
 
     // To the end of the archive: everything.
-    let full = recovered(root.path(), "pit-end", &store, "");
+    let full = TestInstance::recovered(root.path(), "pit-end", &store, "");
     full.wait_ready(READY).await;
     assert_eq!(rows(&full).await, (250, 250));
 }
@@ -144,7 +135,7 @@ async fn a_target_before_every_backup_fails_clearly_and_leaves_no_data_directory
     let pg = archived_primary(root.path(), &store);
     pg.wait_ready(READY).await;
     take_backup(&pg).await;
-    let mut r = recovered(root.path(), "too-early", &store, "    target:\n      time: '2001-01-01T00:00:00Z'\n");
+    let mut r = TestInstance::recovered(root.path(), "too-early", &store, "    target:\n      time: '2001-01-01T00:00:00Z'\n");
     let code = r.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(code, Some(3), "log:\n{}", r.log_tail(20));
     let log = r.log();
@@ -179,11 +170,11 @@ async fn an_encrypted_backup_restores_only_with_its_key() {
         .unwrap();
     assert!(std::fs::read(tar.path()).unwrap().starts_with(b"PGWENC01"), "the backup data is not encrypted");
 
-    let with_key = recovered(root.path(), "with-key", &store, &encryption);
+    let with_key = TestInstance::recovered(root.path(), "with-key", &store, &encryption);
     with_key.wait_ready(READY).await;
     assert_eq!(rows(&with_key).await, (60, 60));
 
-    let mut without = recovered(root.path(), "without-key", &store, "");
+    let mut without = TestInstance::recovered(root.path(), "without-key", &store, "");
     assert_eq!(without.wait_exit(Duration::from_secs(60)).await, Some(3), "{}", without.log_tail(20));
     assert!(without.log().contains("encryption.keyFile"), "{}", without.log_tail(20));
     assert!(!without.data_dir().exists());

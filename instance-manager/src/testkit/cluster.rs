@@ -195,6 +195,17 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until the lease publishes a synchronous standby set; returns it.
+    pub async fn wait_sync_published(&self, timeout: Duration) -> Vec<String> {
+        super::wait_for("a published synchronous standby", timeout, || async {
+            match self.lease() {
+                Some(l) if !l.sync_standbys.is_empty() => Ok(l.sync_standbys),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
     /// Names of all instances.
     pub fn names(&self) -> Vec<String> {
         self.instances.iter().map(|i| i.name.clone()).collect()

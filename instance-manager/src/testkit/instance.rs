@@ -177,6 +177,18 @@ impl TestInstance {
         inst
     }
 
+    /// An instance named `name` bootstrapped by `recovery` from the `file://` archive `store`
+    /// of cluster `test`; `target` is YAML under `recovery:` (indented four spaces), or empty
+    /// for the end of the archive.
+    pub fn recovered(root: &Path, name: &str, store: &Path, target: &str) -> Self {
+        let mut o = InstanceOptions::primary(name);
+        o.extra_yaml = format!(
+            "bootstrap:\n  recovery:\n    sourceCluster: test\n    store:\n      destination: file://{}\n{target}",
+            store.display()
+        );
+        Self::start(root, &o)
+    }
+
     /// Starts (again) the manager with the existing config.
     pub fn spawn(&mut self) {
         let log = File::options().create(true).append(true).open(&self.log_path).expect("open log");
