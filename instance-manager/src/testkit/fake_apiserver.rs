@@ -3,9 +3,9 @@
 //!
 //! | resource | path | verbs |
 //! |---|---|---|
-//! | `leases` | `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]` | GET, POST, PUT, PATCH |
-//! | `endpointslices` | `/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices[/{name}]` | GET, POST, PUT, PATCH |
-//! | `pods` | `/api/v1/namespaces/{ns}/pods[/{name}]` | GET, POST, PUT, PATCH |
+//! | `leases` | `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]` | GET, POST, PUT, PATCH, DELETE |
+//! | `endpointslices` | `/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices[/{name}]` | GET, POST, PUT, PATCH, DELETE |
+//! | `pods` | `/api/v1/namespaces/{ns}/pods[/{name}]` | GET, POST, PUT, PATCH, DELETE |
 //!
 //! Semantics are the API server's where pgwarden depends on them: every write gets a new
 //! `metadata.resourceVersion` (one counter for all objects, as etcd's revision); a `PUT` or
@@ -16,6 +16,13 @@
 //! and annotations). Pods are never created by a patch: tests create them with
 //! [`FakeApiServer::add_pod`], as the StatefulSet would.
 //!
+//! It can misbehave like a real API server on a bad day — stall, answer 5xx, reset connections,
+//! throttle — per verb and resource, for a window or until cleared: [`FakeApiServer::set_fault`]
+//! (see [`api_faults`](super::api_faults)), or over HTTP through its control endpoint
+//! (`/testkit/faults`, see [`api_serve`](super::api_serve)). Every stored version of every
+//! object is kept ([`FakeApiServer::history`]), so a test can check what was *ever* written,
+//! not only what is stored at the end.
+//!
 //! [`FakeApiServer::start_in_hub`] binds inside a [`TestNetwork`]'s hub, so that cutting a
 //! host off also cuts it off from this API server.
 
@@ -23,6 +30,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -34,9 +42,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::TestDir;
+use super::api_faults::{Fault, FaultId, Verbs};
+use super::api_serve::{SharedFaults, accept_loop};
 use super::netns::{TestNetwork, in_netns};
 
 /// The resources served: plural name, group/version, kind.
@@ -46,11 +57,13 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("pods", "v1", "Pod"),
 ];
 
-/// Objects by (resource, namespace, name), and the last resourceVersion handed out.
+/// Objects by (resource, namespace, name), the last resourceVersion handed out, and every
+/// version ever stored (`Value::Null` for a deletion).
 #[derive(Default)]
 struct Store {
     revision: u64,
     objects: BTreeMap<(String, String, String), Value>,
+    history: BTreeMap<(String, String, String), Vec<Value>>,
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -58,6 +71,7 @@ type Shared = Arc<Mutex<Store>>;
 /// A running fake API server, stopped on drop.
 pub struct FakeApiServer {
     store: Shared,
+    faults: SharedFaults,
     addr: SocketAddr,
     namespace: String,
     dir: TestDir,
@@ -86,14 +100,11 @@ impl FakeApiServer {
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|e| format!("cannot serve {addr} with tokio: {e}"))?;
         let store = Shared::default();
-        let app = router(Arc::clone(&store));
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("fake API server on {addr} stopped: {e}");
-            }
-        });
+        let faults = SharedFaults::default();
+        let task = tokio::spawn(accept_loop(listener, router(Arc::clone(&store)), Arc::clone(&faults)));
         let dir = TestDir::new();
-        let server = Self { store, addr, namespace: namespace.to_string(), dir, _task: AbortOnDropHandle::new(task) };
+        let namespace = namespace.to_string();
+        let server = Self { store, faults, addr, namespace, dir, _task: AbortOnDropHandle::new(task) };
         std::fs::write(server.kubeconfig(), server.kubeconfig_text())
             .map_err(|e| format!("cannot write {}: {e}", server.kubeconfig().display()))?;
         Ok(server)
@@ -131,11 +142,13 @@ impl FakeApiServer {
         )
     }
 
-    /// A client for it (from this process' network namespace).
+    /// A client for it (from this process' network namespace). Unlike kube's default client it
+    /// does not retry 429, 503 and 504 by itself, so that a test sees each answer of the server.
     pub fn client(&self) -> Result<kube::Client, String> {
         let uri = self.url().parse::<http::Uri>().map_err(|e| format!("{}: {e}", self.url()))?;
         let mut config = kube::Config::new(uri);
         config.default_namespace = self.namespace.clone();
+        config.default_retry = false;
         kube::Client::try_from(config).map_err(|e| format!("cannot build a client for {}: {e}", self.url()))
     }
 
@@ -163,6 +176,40 @@ impl FakeApiServer {
         let _ = self.lock().create(&t, pod);
     }
 
+    /// Deletes `resource/name` from the default namespace (as `kubectl delete` would); whether
+    /// it existed.
+    pub fn delete(&self, resource: &str, name: &str) -> bool {
+        self.lock().delete(&(resource.into(), self.namespace.clone(), name.into()))
+    }
+
+    /// Every version of `resource/name` ever stored, oldest first; `Value::Null` marks a
+    /// deletion.
+    pub fn history(&self, resource: &str, name: &str) -> Vec<Value> {
+        self.lock().history.get(&(resource.into(), self.namespace.clone(), name.into())).cloned().unwrap_or_default()
+    }
+
+    /// Lays `fault` on the requests of `verbs` to every resource, for `window` (until cleared
+    /// with `None`). The newest matching fault applies.
+    pub fn set_fault(&self, fault: Fault, verbs: Verbs, window: Option<Duration>) -> FaultId {
+        super::api_serve::lock(&self.faults).add(fault, verbs, None, window, Instant::now())
+    }
+
+    /// Like [`set_fault`](Self::set_fault), on one resource only (`leases`, `endpointslices`,
+    /// `pods`).
+    pub fn set_fault_on(&self, resource: &str, fault: Fault, verbs: Verbs, window: Option<Duration>) -> FaultId {
+        super::api_serve::lock(&self.faults).add(fault, verbs, Some(resource.into()), window, Instant::now())
+    }
+
+    /// Clears one fault; requests it holds are then served.
+    pub fn clear_fault(&self, id: FaultId) {
+        super::api_serve::lock(&self.faults).remove(id);
+    }
+
+    /// Clears every fault.
+    pub fn clear_faults(&self) {
+        super::api_serve::lock(&self.faults).clear();
+    }
+
     /// The Lease `name`.
     pub fn lease(&self, name: &str) -> Option<Lease> {
         self.get("leases", name).and_then(|v| serde_json::from_value(v).ok())
@@ -188,9 +235,12 @@ impl std::fmt::Debug for FakeApiServer {
 fn router(store: Shared) -> Router {
     Router::new()
         .route("/apis/{group}/{version}/namespaces/{ns}/{resource}", post(create))
-        .route("/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}", get(read).put(replace).patch(patch))
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}",
+            get(read).put(replace).patch(patch).delete(remove),
+        )
         .route("/api/{version}/namespaces/{ns}/{resource}", post(create))
-        .route("/api/{version}/namespaces/{ns}/{resource}/{name}", get(read).put(replace).patch(patch))
+        .route("/api/{version}/namespaces/{ns}/{resource}/{name}", get(read).put(replace).patch(patch).delete(remove))
         .fallback(|| async { Failure::not_found("the server could not find the requested resource".into()) })
         .with_state(store)
 }
@@ -290,7 +340,7 @@ impl Store {
         meta["resourceVersion"] = json!(self.revision.to_string());
         meta["uid"] = json!(format!("fake-uid-{}", self.revision));
         meta["creationTimestamp"] = json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-        self.objects.insert(t.key(), obj.clone());
+        self.store(t.key(), obj.clone());
         Ok(obj)
     }
 
@@ -319,8 +369,23 @@ impl Store {
         meta["resourceVersion"] = json!(self.revision.to_string());
         meta["uid"] = uid;
         meta["creationTimestamp"] = created;
-        self.objects.insert(t.key(), obj.clone());
+        self.store(t.key(), obj.clone());
         Ok(obj)
+    }
+
+    fn store(&mut self, key: (String, String, String), obj: Value) {
+        self.history.entry(key.clone()).or_default().push(obj.clone());
+        self.objects.insert(key, obj);
+    }
+
+    /// Removes an object; whether it existed.
+    fn delete(&mut self, key: &(String, String, String)) -> bool {
+        let existed = self.objects.remove(key).is_some();
+        if existed {
+            self.revision += 1;
+            self.history.entry(key.clone()).or_default().push(Value::Null);
+        }
+        existed
     }
 }
 
@@ -335,6 +400,18 @@ async fn read(State(store): State<Shared>, Path(params): Params) -> Answer {
     let t = Target::of(&params)?;
     let obj = lock(&store).objects.get(&t.key()).cloned().ok_or_else(|| t.not_found())?;
     Ok((StatusCode::OK, axum::Json(obj)))
+}
+
+async fn remove(State(store): State<Shared>, Path(params): Params) -> Answer {
+    let t = Target::of(&params)?;
+    if !lock(&store).delete(&t.key()) {
+        return Err(t.not_found());
+    }
+    let details = json!({"name": t.name, "kind": t.resource});
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": details})),
+    ))
 }
 
 async fn create(State(store): State<Shared>, Path(params): Params, body: Bytes) -> Answer {
@@ -412,80 +489,5 @@ pub fn loopback() -> SocketAddr {
 }
 
 #[cfg(test)]
-mod tests {
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use kube::Api;
-    use kube::api::{Patch, PatchParams, PostParams};
-
-    use super::*;
-    use crate::lease::{KubernetesLeaseStore, LeaseError, LeaseRecord, LeaseStore};
-
-    fn server() -> (FakeApiServer, kube::Client) {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let fake = FakeApiServer::start(loopback(), "db").unwrap();
-        let client = fake.client().unwrap();
-        (fake, client)
-    }
-
-    fn record(holder: &str, term: u64) -> LeaseRecord {
-        LeaseRecord {
-            holder: Some(holder.into()),
-            lease_duration_seconds: 4,
-            acquire_time: None,
-            renew_time: Some(jiff::Timestamp::now()),
-            transitions: term,
-            sync_standbys: vec![],
-            switchover_to: None,
-            cluster: None,
-            system_identifier: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn lease_writes_are_compare_and_swap() {
-        let (fake, client) = server();
-        let store = KubernetesLeaseStore::new(client, "db", "c-primary");
-        assert_eq!(store.get().await, Ok(None));
-        let v1 = store.create(&record("a", 1)).await.unwrap();
-        assert_eq!(store.create(&record("b", 1)).await, Err(LeaseError::Conflict), "409 AlreadyExists");
-        let v2 = store.replace(&record("a", 1), &v1).await.unwrap();
-        assert_ne!(v1, v2, "every write has a new resourceVersion");
-        assert_eq!(store.replace(&record("b", 2), &v1).await, Err(LeaseError::Conflict), "stale version");
-        let (got, version) = store.get().await.unwrap().unwrap();
-        assert_eq!((got.holder.as_deref(), got.transitions, version), (Some("a"), 1, v2.clone()));
-        assert_eq!(fake.lease("c-primary").and_then(|l| l.spec).and_then(|s| s.holder_identity).as_deref(), Some("a"));
-        let gone = KubernetesLeaseStore::new(fake.client().unwrap(), "db", "other");
-        assert_eq!(gone.replace(&record("a", 1), &v2).await, Err(LeaseError::Conflict), "404 on a missing lease");
-    }
-
-    #[tokio::test]
-    async fn endpoint_slices_and_pods_answer_like_the_api_server() {
-        let (fake, client) = server();
-        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "db");
-        let mut slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "c-rw"}, "addressType": "IPv4", "endpoints": []
-        }))
-        .unwrap();
-        let pp = PostParams::default();
-        let err = slices.replace("c-rw", &pp, &slice).await.unwrap_err();
-        assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");
-        let created = slices.create(&pp, &slice).await.unwrap();
-        slice.metadata.resource_version = created.metadata.resource_version.clone();
-        slices.replace("c-rw", &pp, &slice).await.unwrap();
-        let err = slices.replace("c-rw", &pp, &slice).await.unwrap_err();
-        assert!(matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"), "{err:?}");
-
-        let pods: Api<Pod> = Api::namespaced(client, "db");
-        let label = |role: &str| Patch::Merge(json!({"metadata": {"labels": {"pgwarden.io/role": role}}}));
-        let err = pods.patch("pg-1", &PatchParams::default(), &label("primary")).await.unwrap_err();
-        assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "no pod is created by a patch: {err:?}");
-        fake.add_pod("pg-1");
-        pods.patch("pg-1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "x"}}})))
-            .await
-            .unwrap();
-        pods.patch("pg-1", &PatchParams::default(), &label("primary")).await.unwrap();
-        let labels = fake.pod("pg-1").and_then(|p| p.metadata.labels).unwrap();
-        assert_eq!(labels.get("app").map(String::as_str), Some("x"), "a merge patch keeps other labels");
-        assert_eq!(labels.get("pgwarden.io/role").map(String::as_str), Some("primary"));
-    }
-}
+#[path = "fake_apiserver_tests.rs"]
+mod tests;

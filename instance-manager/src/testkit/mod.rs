@@ -4,11 +4,14 @@
 //! `instance-manager run` process with its own config, data, sockets and log file, killed
 //! (with its Postgres) when dropped. For partition tests: [`TestNetwork`] (network namespaces
 //! joined by a bridge, hosts that can be cut off) and [`FakeApiServer`] (an in-memory
-//! Kubernetes API server for the `kubernetes` lease and routing backends).
+//! Kubernetes API server for the `kubernetes` lease and routing backends, which can stall, fail
+//! and reset connections on demand: [`Fault`]).
 //!
 //! Tests run as root; the manager then runs Postgres as the OS user `postgres`, which must
 //! exist (`.ci/run` creates it). Every wait here has a deadline and says what it saw.
 
+mod api_faults;
+mod api_serve;
 mod cluster;
 mod fake_apiserver;
 mod instance;
@@ -22,6 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use api_faults::{Fault, FaultId, FaultRequest, Verb, Verbs};
 pub use cluster::{ClusterLease, FAST, TestCluster, Timing};
 pub use fake_apiserver::{FakeApiServer, loopback};
 pub use instance::{InstanceOptions, TEST_PASSWORD, TestInstance};
