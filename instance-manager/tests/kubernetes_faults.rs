@@ -7,9 +7,12 @@
 //!   no fence, the same Postgres, the same timeline, writes acknowledged throughout. Timing: the
 //!   defaults with renewDeadline 11 s, so that renewDeadline − fenceBudget = 9 s is strictly
 //!   above both stalls (at the default 10 s, 8 s would be exactly on the limit).
-//! - A 60 s outage (30 s of 500 "etcdserver: request timed out", then 30 s of reset
+//! - A 60 s outage without failsafe (30 s of 500 "etcdserver: request timed out", then 30 s of reset
 //!   connections), default timing: the primary fences at renewDeadline (not before), nobody else
 //!   is promoted, and afterwards it resumes on the same timeline with every acknowledged write.
+//! - The same outage with `lease.failsafe` (every member acknowledging the primary over the
+//!   peer API): no fence, no gap, the same Postgres; with one member stopped: fence at the
+//!   renew deadline, as without failsafe.
 //! - The Lease deleted under a frozen primary (its manager stopped): one writer throughout, a
 //!   new term above the old, and the `-rw` EndpointSlice names the new primary within a retry
 //!   period and is never rewritten by the stale primary once it runs again.
@@ -20,8 +23,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use instance_manager::testkit::{
-    Ack, ClusterLease, FakeApiServer, Fault, TestCluster, TestNetwork, Timing, Verbs, Writer, netns_available,
-    pid_alive, wait_for,
+    Ack, ClusterLease, FakeApiServer, Fault, InstanceOptions, TestCluster, TestNetwork, Timing, Verbs, Writer,
+    netns_available, pid_alive, wait_for,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -145,6 +148,86 @@ async fn wait_renewed_after(api: &FakeApiServer, after: jiff::Timestamp) {
     .await
 }
 
+/// `lease.failsafe` on or off; on, the members share an API token (failsafe asks them with it).
+fn failsafe(on: bool) -> impl Fn(&mut InstanceOptions) {
+    move |o| {
+        o.extra_yaml = o.extra_yaml.replacen("lease:\n", &format!("lease:\n  failsafe: {on}\n"), 1);
+        o.api_token = on;
+    }
+}
+
+/// A 60 s outage (every API call answered 500 "etcdserver: request timed out"); returns how far
+/// into it the primary's postmaster `pg` was gone, if it was.
+async fn outage_of_60_seconds(cluster: &TestCluster, api: &FakeApiServer, pg: u32) -> Option<Duration> {
+    let start = Instant::now();
+    api.set_fault(Fault::etcd_timeout(), Verbs::All, Some(Duration::from_secs(60)));
+    let mut fenced_after = None;
+    while start.elapsed() < Duration::from_secs(60) {
+        if fenced_after.is_none() && !pid_alive(pg) {
+            fenced_after = Some(start.elapsed());
+        }
+        assert_no_other_primary(cluster, "pg-1", "during the outage").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fenced_after
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_with_failsafe_and_every_member_healthy_costs_nothing() {
+    let Some(net) = network() else { return };
+    let api = api_server(&net);
+    let cluster = TestCluster::start_on_network(&net, 3, DEFAULTS, ClusterLease::Kubernetes(&api), failsafe(true));
+    assert_eq!(cluster.wait_primary(&ALL, BOOT).await, "pg-1");
+    let pg = cluster.get("pg-1").postgres_pid().unwrap();
+    let before = term(&api);
+    let w = writer_on(&cluster, "pg-1", "probe").await;
+
+    let from = Instant::now();
+    let fenced = outage_of_60_seconds(&cluster, &api, pg).await;
+    let to = Instant::now();
+    assert_eq!(
+        fenced,
+        None,
+        "failsafe on, every member healthy, yet the primary fenced:\n{}",
+        cluster.get("pg-1").log_tail(40)
+    );
+    wait_renewed_after(&api, jiff::Timestamp::now()).await;
+    let gap = longest_gap(&w.acks(), from, to);
+    assert!(gap < Duration::from_secs(2), "no write acknowledged for {gap:?} during the outage");
+    assert_eq!(cluster.get("pg-1").postgres_pid(), Some(pg), "postgres was restarted");
+    assert_eq!(timeline(&cluster, "pg-1").await, Some(1), "a new timeline");
+    assert_eq!(lease(&api), Some((Some("pg-1".into()), before)), "leadership moved");
+    assert_eq!(cluster.wait_primary(&ALL, Duration::from_secs(30)).await, "pg-1");
+    let acks = w.stop().await;
+    all_present(&cluster, "pg-1", "probe", &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failsafe_with_a_member_unreachable_fences_at_the_renew_deadline() {
+    let Some(net) = network() else { return };
+    let api = api_server(&net);
+    let cluster = TestCluster::start_on_network(&net, 3, DEFAULTS, ClusterLease::Kubernetes(&api), failsafe(true));
+    assert_eq!(cluster.wait_primary(&ALL, BOOT).await, "pg-1");
+    let pg = cluster.get("pg-1").postgres_pid().unwrap();
+    let before = term(&api);
+    let w = writer_on(&cluster, "pg-1", "probe").await;
+
+    // pg-3's manager is stopped: it cannot acknowledge, so failsafe may not hold.
+    cluster.get("pg-3").signal(Signal::SIGSTOP);
+    let fenced = outage_of_60_seconds(&cluster, &api, pg).await;
+    cluster.get("pg-3").signal(Signal::SIGCONT);
+    let fenced = fenced.expect("failsafe held although a member could not acknowledge");
+    assert!(
+        fenced >= Duration::from_secs(7) && fenced <= Duration::from_secs(15),
+        "fenced {fenced:?} into the outage, not at the renew deadline (10 s)"
+    );
+    assert_eq!(cluster.wait_primary(&ALL, Duration::from_secs(90)).await, "pg-1");
+    assert_eq!(timeline(&cluster, "pg-1").await, Some(1), "a new timeline although leadership never moved");
+    assert_eq!(lease(&api), Some((Some("pg-1".into()), before)), "the lease moved");
+    let acks = w.stop().await;
+    all_present(&cluster, "pg-1", "probe", &acks).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_stalls_of_5_and_8_seconds_cost_nothing() {
     let Some(net) = network() else { return };
@@ -190,7 +273,7 @@ async fn api_stalls_of_5_and_8_seconds_cost_nothing() {
 async fn an_api_outage_without_failsafe_fences_at_the_renew_deadline_and_resumes_on_the_same_timeline() {
     let Some(net) = network() else { return };
     let api = api_server(&net);
-    let cluster = TestCluster::start_on_network(&net, 3, DEFAULTS, ClusterLease::Kubernetes(&api), |_| {});
+    let cluster = TestCluster::start_on_network(&net, 3, DEFAULTS, ClusterLease::Kubernetes(&api), failsafe(false));
     assert_eq!(cluster.wait_primary(&ALL, BOOT).await, "pg-1");
     let pg = cluster.get("pg-1").postgres_pid().unwrap();
     let before = term(&api);
@@ -254,7 +337,7 @@ async fn an_api_outage_without_failsafe_fences_at_the_renew_deadline_and_resumes
 async fn a_lease_deleted_under_a_frozen_primary_gives_one_writer_and_routing_never_goes_back() {
     let Some(net) = network() else { return };
     let api = api_server(&net);
-    let sync = |o: &mut instance_manager::testkit::InstanceOptions| o.extra_yaml.push_str("synchronous: {number: 1}\n");
+    let sync = |o: &mut InstanceOptions| o.extra_yaml.push_str("synchronous: {number: 1}\n");
     let cluster = TestCluster::start_on_network(&net, 3, DEFAULTS, ClusterLease::Kubernetes(&api), sync);
     assert_eq!(cluster.wait_primary(&ALL, BOOT).await, "pg-1");
     // Every member must have read the published set: a replica that never saw it cannot know
