@@ -30,12 +30,22 @@ pub async fn open_store(v: &Validated) -> Result<Arc<dyn LeaseStore>, String> {
         }
         LeaseBackend::Kubernetes => {
             let client =
-                kube::Client::try_default().await.map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+                kubernetes_client().await.map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
             let ns = v.config.namespace.clone().unwrap_or_else(|| "default".into());
             let name = spec.name.clone().unwrap_or_else(|| format!("{}-primary", v.cluster));
             with_faults(crate::lease::KubernetesLeaseStore::new(client, ns, name), fault)
         }
     })
+}
+
+/// The Kubernetes client of the lease and routing: in-cluster or `KUBECONFIG`, **without**
+/// the client's own retries of 429/503/504 (up to 15, following Retry-After): they would hide
+/// throttling from the lease store and spend a whole call deadline on an answer that should
+/// fail at once. Every lease and routing call has its own deadline and retry policy.
+async fn kubernetes_client() -> Result<kube::Client, String> {
+    let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
 fn with_faults<S: LeaseStore>(store: S, fault_file: Option<std::path::PathBuf>) -> Arc<dyn LeaseStore> {
@@ -51,7 +61,7 @@ pub async fn open_routing(v: &Validated) -> Arc<dyn crate::routing::Routing> {
     let kubernetes = v.config.lease.as_ref().is_some_and(|l| l.backend == LeaseBackend::Kubernetes);
     let ip = std::env::var("POD_IP").ok().and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
     match (kubernetes, ip) {
-        (true, Some(ip)) => match kube::Client::try_default().await {
+        (true, Some(ip)) => match kubernetes_client().await {
             Ok(client) => Arc::new(crate::routing::KubernetesRouting::new(
                 client,
                 v.config.namespace.clone().unwrap_or_else(|| "default".into()),
