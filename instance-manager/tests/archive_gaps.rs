@@ -197,7 +197,8 @@ async fn a_segment_missing_from_the_middle_of_the_archive_stops_a_restore_naming
     drop(end);
 
     // To a target past the gap: the same, with the segment named.
-    let mut past = TestInstance::recovered(root.path(), "past-gap", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
+    let mut past =
+        TestInstance::recovered(root.path(), "past-gap", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
     assert_eq!(past.wait_exit(Duration::from_secs(180)).await, Some(3), "{}", past.log_tail(30));
     assert!(past.log().contains(&named), "{}", past.log_tail(30));
     drop(past);

@@ -15,7 +15,8 @@
 //!   renew deadline, as without failsafe.
 //! - The Lease deleted under a frozen primary (its manager stopped): one writer throughout, a
 //!   new term above the old, and the `-rw` EndpointSlice names the new primary within a retry
-//!   period and is never rewritten by the stale primary once it runs again.
+//!   period and is never rewritten by the stale primary once it runs again. Deleted under a
+//!   healthy primary: it recreates the Lease above the old term at once, and the slice follows.
 //!
 //! Skipped (with a message) where network namespaces are not available (not root, no `ip`).
 
@@ -398,4 +399,41 @@ async fn a_lease_deleted_under_a_frozen_primary_gives_one_writer_and_routing_nev
     for v in &history[deleted + 1..] {
         assert_ne!(v["spec"]["holderIdentity"].as_str(), Some("pg-1"), "the stale primary wrote the new lease");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_deleted_under_a_healthy_primary_is_recreated_by_it_and_routing_follows_the_new_term() {
+    let Some(net) = network() else { return };
+    let api = api_server(&net);
+    let cluster = TestCluster::start_on_network(&net, 3, DEFAULTS, ClusterLease::Kubernetes(&api), |_| {});
+    assert_eq!(cluster.wait_primary(&ALL, BOOT).await, "pg-1");
+    let before = term(&api);
+    wait_routing(&api, net.host_ip(1), before, Duration::from_secs(20)).await;
+    let pg = cluster.get("pg-1").postgres_pid().unwrap();
+    let w = writer_on(&cluster, "pg-1", "probe").await;
+
+    let deleted_at = Instant::now();
+    assert!(api.delete("leases", "test-primary"), "no lease to delete");
+    let recreated = wait_for("the lease recreated", Duration::from_secs(20), || async {
+        match lease(&api) {
+            Some(l) => Ok(l),
+            None => Err("missing".into()),
+        }
+    })
+    .await;
+    assert_eq!(recreated.0.as_deref(), Some("pg-1"), "recreated by another member: {recreated:?}");
+    assert!(recreated.1 > before, "the term went from {before} to {}", recreated.1);
+    // The slice follows the new term within a retry period (2 s) of the recreation.
+    wait_routing(&api, net.host_ip(1), recreated.1, Duration::from_secs(4)).await;
+    eprintln!("lease recreated and -rw restamped {:?} after the deletion", deleted_at.elapsed());
+    let n = w.acks().len();
+    wait_for("writes go on", Duration::from_secs(10), || async {
+        if w.acks().len() > n + 20 { Ok(()) } else { Err(format!("{} acks", w.acks().len())) }
+    })
+    .await;
+    assert_eq!(cluster.get("pg-1").postgres_pid(), Some(pg), "postgres was restarted");
+    assert_eq!(timeline(&cluster, "pg-1").await, Some(1));
+    assert_no_other_primary(&cluster, "pg-1", "after the deletion").await;
+    let acks = w.stop().await;
+    all_present(&cluster, "pg-1", "probe", &acks).await;
 }

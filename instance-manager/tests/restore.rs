@@ -70,7 +70,8 @@ async fn point_in_time_recovery_restores_exactly_the_rows_before_the_target() {
     archive_everything(&pg).await;
 
     // To a time: rows 1..150.
-    let by_time = TestInstance::recovered(root.path(), "pit-time", &store, &format!("    target:\n      time: '{time}'\n"));
+    let by_time =
+        TestInstance::recovered(root.path(), "pit-time", &store, &format!("    target:\n      time: '{time}'\n"));
     // To an LSN: rows 1..200.
     let by_lsn = TestInstance::recovered(root.path(), "pit-lsn", &store, &format!("    target:\n      lsn: '{lsn}'\n"));
     by_time.wait_ready(READY).await;
@@ -135,7 +136,8 @@ async fn a_target_before_every_backup_fails_clearly_and_leaves_no_data_directory
     let pg = archived_primary(root.path(), &store);
     pg.wait_ready(READY).await;
     take_backup(&pg).await;
-    let mut r = TestInstance::recovered(root.path(), "too-early", &store, "    target:\n      time: '2001-01-01T00:00:00Z'\n");
+    let mut r =
+        TestInstance::recovered(root.path(), "too-early", &store, "    target:\n      time: '2001-01-01T00:00:00Z'\n");
     let code = r.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(code, Some(3), "log:\n{}", r.log_tail(20));
     let log = r.log();

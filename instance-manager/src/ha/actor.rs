@@ -29,8 +29,7 @@ pub async fn open_store(v: &Validated) -> Result<Arc<dyn LeaseStore>, String> {
             with_faults(crate::lease::FileLeaseStore::new(path), fault)
         }
         LeaseBackend::Kubernetes => {
-            let client =
-                kubernetes_client().await.map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+            let client = kubernetes_client().await.map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
             let ns = v.config.namespace.clone().unwrap_or_else(|| "default".into());
             let name = spec.name.clone().unwrap_or_else(|| format!("{}-primary", v.cluster));
             with_faults(crate::lease::KubernetesLeaseStore::new(client, ns, name), fault)
