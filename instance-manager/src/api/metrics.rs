@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsSpec {
-    /// `address:port` the endpoint listens on (plain HTTP). CloudNativePG's port, so that its
-    /// PodMonitor, Grafana dashboard and alerts work unchanged. A port that cannot be bound is
-    /// logged and retried; it never stops the manager.
-    #[serde(default = "default_listen")]
-    pub listen: String,
+    /// `address:port` the endpoint listens on (plain HTTP). Absent: port 9187 (CloudNativePG's,
+    /// so that its PodMonitor, Grafana dashboard and alerts work unchanged) on `api.listen`'s
+    /// address — `0.0.0.0` in a pod (the API's default there, which Prometheus needs), loopback
+    /// when the API listens on loopback: the metrics are never reachable from further away than
+    /// the API. A port that cannot be bound is logged and retried; it never stops the manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
     /// Extra SQL-defined metrics: a YAML file in CloudNativePG's custom-queries format
     /// (`name: {query, metrics: [{column: {usage, description}}], ...}`), validated when the
     /// configuration is loaded. Re-read with the configuration (an edit of the configuration
@@ -28,13 +30,12 @@ pub struct MetricsSpec {
 
 impl Default for MetricsSpec {
     fn default() -> Self {
-        Self { listen: default_listen(), queries_file: None, timeout_seconds: default_timeout() }
+        Self { listen: None, queries_file: None, timeout_seconds: default_timeout() }
     }
 }
 
-fn default_listen() -> String {
-    "0.0.0.0:9187".into()
-}
+/// The metrics port when `metrics.listen` is absent (CloudNativePG's).
+pub const DEFAULT_METRICS_PORT: u16 = 9187;
 
 fn default_timeout() -> f64 {
     5.0

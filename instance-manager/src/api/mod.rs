@@ -26,7 +26,7 @@ pub use config::{
     SynchronousSpec,
 };
 pub use error::ErrorBody;
-pub use metrics::MetricsSpec;
+pub use metrics::{DEFAULT_METRICS_PORT, MetricsSpec};
 pub use status::{
     ArchiveAudit, ArchiveStatus, BackupStatus, CertificateStatus, InstanceStatus, LastBackup, LeaseStatus,
     PostgresProcess, PostgresProcessState, RefusedParameter, ReplicationPeer, Transition, TransitionCount, WalReceiver,

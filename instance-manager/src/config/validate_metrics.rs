@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::validate::Collector;
 use crate::api::InstanceConfig;
+use crate::api::DEFAULT_METRICS_PORT;
 use crate::metrics::QuerySet;
 
 /// What validation resolved of `metrics`.
@@ -31,7 +32,12 @@ pub(super) fn check_metrics(
 ) -> Option<MetricsSettings> {
     let m = &cfg.metrics;
     let before = c.len();
-    let listen = match m.listen.parse::<SocketAddr>() {
+    let Some(text) = &m.listen else {
+        // Absent: the API's address (a pod's 0.0.0.0, or loopback outside one), port 9187.
+        let ip = api.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        return finish(c, before, m, Some(SocketAddr::new(ip, DEFAULT_METRICS_PORT)), api, pg_port);
+    };
+    let listen = match text.parse::<SocketAddr>() {
         Ok(a) if a.port() == 0 => {
             c.add("metrics.listen", "port 0 is not a fixed port", "use a fixed port such as 0.0.0.0:9187");
             None
@@ -40,12 +46,24 @@ pub(super) fn check_metrics(
         Err(_) => {
             c.add(
                 "metrics.listen",
-                format!("{:?} is not an address:port", m.listen),
+                format!("{text:?} is not an address:port"),
                 "use e.g. 0.0.0.0:9187 or [::]:9187",
             );
             None
         }
     };
+    finish(c, before, m, listen, api, pg_port)
+}
+
+/// The checks shared by a given and a default address: the ports, the deadline, the queries.
+fn finish(
+    c: &mut Collector,
+    before: usize,
+    m: &crate::api::MetricsSpec,
+    listen: Option<SocketAddr>,
+    api: Option<SocketAddr>,
+    pg_port: Option<u16>,
+) -> Option<MetricsSettings> {
     if let Some(a) = listen {
         if api.is_some_and(|api| {
             api.port() == a.port() && (api.ip() == a.ip() || api.ip().is_unspecified() || a.ip().is_unspecified())
@@ -132,6 +150,19 @@ mod tests {
         assert_eq!(v.metrics.listen.to_string(), "0.0.0.0:9187");
         assert_eq!(v.metrics.timeout, std::time::Duration::from_secs(5));
         assert!(v.metrics.queries.queries.is_empty());
+    }
+
+    #[test]
+    fn the_default_address_is_the_apis_so_a_loopback_api_keeps_the_metrics_on_loopback() {
+        let d = tempfile::tempdir().unwrap();
+        let text = config(d.path(), "api: {listen: '127.0.0.1:18001'}\n");
+        let v = validate(parse(&text, Path::new("t")).unwrap()).unwrap();
+        assert_eq!(v.metrics.listen.to_string(), "127.0.0.1:9187");
+        let text = config(d.path(), "api: {listen: '127.0.0.1:18001'}\nmetrics: {listen: '0.0.0.0:19187'}\n");
+        let v = validate(parse(&text, Path::new("t")).unwrap()).unwrap();
+        assert_eq!(v.metrics.listen.to_string(), "0.0.0.0:19187", "a given address is kept");
+        let got = problems(&config(d.path(), "api: {listen: '127.0.0.1:9187'}\n"));
+        assert_eq!(got, ["metrics.listen: port 9187 is also api.listen's"]);
     }
 
     #[test]
