@@ -21,7 +21,6 @@ import urllib.error
 import urllib.request
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MANAGER_BIN = os.path.join(REPO_ROOT, "target", "release", "instance-manager")
 PG_OS_USER = "postgres"
 
 
@@ -48,15 +47,33 @@ def info(msg):
 
 # --- the instance manager binary -------------------------------------------------------------
 
-def build_manager(quiet=False):
-    """Runs `cargo build --release -p instance-manager` (incremental, so cheap when up to date)."""
+def manager_path(profile="release"):
+    """Where `cargo build --profile PROFILE -p instance-manager` puts the binary."""
+    return os.path.join(REPO_ROOT, "target", profile, "instance-manager")
+
+
+def build_command(profile="release"):
+    return ["cargo", "build", "--release" if profile == "release" else f"--profile={profile}", "-p",
+            "instance-manager"]
+
+
+def build_manager(quiet=False, profile="release"):
+    """Runs `cargo build --profile PROFILE -p instance-manager` (incremental, so cheap when up to
+    date). The benchmarks use `release` (the pod's size-optimised build); the local cluster
+    `local` (release optimisation without fat LTO: a first build several times shorter)."""
     if shutil.which("cargo") is None:
         raise Failure("cargo is not on PATH, so the instance manager cannot be built",
                       "install Rust (https://rustup.rs), or pass --bin PATH to use a built binary")
-    cmd = ["cargo", "build", "--release", "-p", "instance-manager"]
+    cmd = build_command(profile)
+    binary = manager_path(profile)
     if not quiet:
         info("+ " + " ".join(cmd))
-    # cargo writes its progress on stderr; keep it visible so a first, long build is not a mystery.
+        if not os.access(binary, os.X_OK):
+            info(f"first build of the instance manager ({profile} profile, about 430 crates): expect "
+                 f"{'about 10' if profile == 'local' else '15-25'} minutes on 2 cores, less on more; "
+                 "later builds take seconds")
+    # cargo writes its progress on stderr, which is ours (its progress bar on a terminal, a
+    # "Compiling" line per crate otherwise): a first, long build is not a mystery.
     res = subprocess.run(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                          stdout=sys.stderr if not quiet else subprocess.DEVNULL,
                          stderr=sys.stderr if not quiet else subprocess.PIPE)
@@ -66,23 +83,23 @@ def build_manager(quiet=False):
             tail = "\n" + "\n".join(res.stderr.decode(errors="replace").splitlines()[-15:])
         raise Failure(f"`{' '.join(cmd)}` failed with exit code {res.returncode}{tail}",
                       f"run it in {REPO_ROOT} to see the full output")
-    if not os.access(MANAGER_BIN, os.X_OK):
-        raise Failure(f"the build succeeded but {MANAGER_BIN} is missing")
-    return MANAGER_BIN
+    if not os.access(binary, os.X_OK):
+        raise Failure(f"the build succeeded but {binary} is missing")
+    return binary
 
 
-def resolve_manager(bin_path=None, build=True, quiet=False):
-    """The instance-manager binary to run: --bin, else a (re)built target/release one."""
+def resolve_manager(bin_path=None, build=True, quiet=False, profile="release"):
+    """The instance-manager binary to run: --bin, else a (re)built target/PROFILE one."""
     if bin_path:
         path = os.path.abspath(bin_path)
         if not os.access(path, os.X_OK):
             raise Failure(f"--bin {bin_path}: not an executable file")
         return path
     if build:
-        return build_manager(quiet=quiet)
-    if os.access(MANAGER_BIN, os.X_OK):
-        return MANAGER_BIN
-    return build_manager(quiet=quiet)
+        return build_manager(quiet=quiet, profile=profile)
+    if os.access(manager_path(profile), os.X_OK):
+        return manager_path(profile)
+    return build_manager(quiet=quiet, profile=profile)
 
 
 # --- Postgres binaries and its OS user -------------------------------------------------------
