@@ -211,7 +211,36 @@ def new_instance(i, pg_port, api_port):
 def metrics_port(inst):
     """The instance's Prometheus port: its API port + 1186 (pg-1: 19187, like CloudNativePG's 9187).
     A taken metrics port only costs the metrics: the manager logs it and runs on."""
-    return inst.get("metrics_port") or inst["api_port"] + 1186
+    return inst.get("metrics_port") or inst["api_port"] + METRICS_OFFSET
+
+
+METRICS_OFFSET = 1186  # an instance's metrics port: its API port + 1186 (pg-1: 19187, like 9187)
+
+
+def cluster_ports(pg_base, api_base, n):
+    """Every TCP port an n-instance cluster with these base ports listens on."""
+    return [b + i for b in (pg_base, api_base, api_base + METRICS_OFFSET) for i in range(n)]
+
+
+def free_bases(n, start_pg=25432, start_api=28001, step=100, tries=50, is_free=None):
+    """The first (Postgres base, API base) from (start_pg, start_api) on, `step` apart, whose
+    Postgres, API and metrics ports are all free now; None when none of `tries` is."""
+    is_free = is_free or (lambda port: port_free(port, HOST))
+    for k in range(tries):
+        pg, api = start_pg + k * step, start_api + k * step
+        if api + METRICS_OFFSET + n - 1 > 65535:
+            return None
+        if all(is_free(p) for p in cluster_ports(pg, api, n)):
+            return pg, api
+    return None
+
+
+def other_ports_hint(n, is_free=None):
+    """`up --base-port P --api-base-port A` with ports that are free now, or a fallback."""
+    found = free_bases(n, is_free=is_free)
+    if found is None:
+        return "`up --base-port PORT --api-base-port PORT` with free ports (`ss -ltn` lists the taken ones)"
+    return f"`up --base-port {found[0]} --api-base-port {found[1]}` (those ports are free now)"
 
 
 def check_ports(cluster, inst, hint=None):
@@ -365,7 +394,7 @@ def launch(cluster, inst, manager_bin, quiet=False):
     if stray and not quiet:
         info(f"{inst['name']}: stopped postmaster pid {stray}, left over from a manager that died")
     check_ports(cluster, inst, f"stop that process, or `{cluster.cmd} down --purge` and create the cluster "
-                               "on other ports (`up --base-port 25432 --api-base-port 28001`)")
+                               f"on other ports: {other_ports_hint(len(cluster.instances))}")
     with open(cluster.log_path(inst), "ab") as log:
         proc = subprocess.Popen([manager_bin, "run", "--config", cluster.config_path(inst)],
                                 cwd=cluster.inst_dir(inst), stdin=subprocess.DEVNULL,

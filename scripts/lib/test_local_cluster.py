@@ -1,0 +1,130 @@
+"""Tests of `scripts/local-cluster`'s own decisions that need no Postgres: free-port hints, what a
+failed `up` leaves and says, and PATH for `instance-manager`:
+`python3 -B -m unittest discover -s scripts/lib`."""
+
+import importlib.machinery
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from pgwarden_cluster import Cluster, cluster_ports, free_bases, new_state, other_ports_hint  # noqa: E402
+from pgwarden_local import Failure, pid_alive, port_free  # noqa: E402
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local-cluster")
+
+
+def load_script():
+    loader = importlib.machinery.SourceFileLoader("local_cluster", SCRIPT)
+    spec = importlib.util.spec_from_loader("local_cluster", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+lc = load_script()
+
+
+def new_cluster(test, n=3, recovery=None):
+    tmp = tempfile.TemporaryDirectory(prefix="pgwarden-lc-test-")
+    test.addCleanup(tmp.cleanup)
+    cluster = Cluster(tmp.name, cmd="scripts/local-cluster")
+    cluster.state = new_state(n, [15432 + i for i in range(n)], [18001 + i for i in range(n)],
+                              dict(lease_duration=15, renew_deadline=10, retry_period=2, fence_budget=2), None,
+                              base_port=15432, api_base_port=18001, name="local", archive=None, recovery=recovery)
+    for inst in cluster.instances:
+        os.makedirs(cluster.inst_dir(inst))
+    return cluster
+
+
+class FreePortsTest(unittest.TestCase):
+    def test_the_suggested_ports_skip_a_taken_one_and_are_free(self):
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            taken = held.getsockname()[1]
+            # A block whose metrics port (API + 1186) is the taken one must be skipped too.
+            start_api = taken - 1186
+            found = free_bases(3, start_pg=taken, start_api=start_api, step=7, tries=20)
+            self.assertIsNotNone(found)
+            pg, api = found
+            ports = cluster_ports(pg, api, 3)
+            self.assertNotIn(taken, ports)
+            self.assertTrue(all(port_free(p) for p in ports), ports)
+
+    def test_the_hint_names_ports_only_when_they_are_free(self):
+        self.assertIn("(those ports are free now)", other_ports_hint(3))
+        hint = other_ports_hint(3, is_free=lambda _port: False)
+        self.assertNotRegex(hint, r"--base-port \d")
+        self.assertIn("ss -ltn", hint)
+
+
+class FailedUpTest(unittest.TestCase):
+    def start_fake_manager(self, cluster, name):
+        """A process whose command line names the instance's config, as a manager's does."""
+        inst = cluster.instance(name)
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", cluster.config_path(inst)])
+        self.addCleanup(lambda: (proc.kill(), proc.wait()))
+        with open(cluster.pid_path(inst), "w") as f:
+            f.write(f"{proc.pid}\n")
+        return proc
+
+    def test_a_failed_up_of_a_new_cluster_stops_what_it_started_and_says_down_purge(self):
+        cluster = new_cluster(self)
+        procs = {n: self.start_fake_manager(cluster, n) for n in ("pg-2", "pg-3")}
+        failure = Failure("pg-1: the instance manager exited with code 3 before the cluster was ready",
+                          "read /x/pg-1/manager.log; fix the cause, then `scripts/local-cluster start pg-1`")
+        got = lc.failed_up(cluster, procs, True, failure)
+        for name, proc in procs.items():
+            self.assertEqual(proc.wait(timeout=10), -15, name)
+            self.assertFalse(pid_alive(proc.pid), name)
+            self.assertIsNone(cluster.manager_pid(cluster.instance(name)))
+        self.assertEqual(got.message, failure.message)
+        self.assertIn("read /x/pg-1/manager.log", got.hint)
+        self.assertIn("nothing this `up` started is left running", got.hint)
+        self.assertIn("`scripts/local-cluster down --purge`", got.hint)
+        self.assertNotIn("start pg-1", got.hint)
+
+    def test_a_failed_restore_says_the_target_is_fixed_at_creation(self):
+        cluster = new_cluster(self, recovery={"sourceCluster": "local", "store": {"destination": "file:///a"},
+                                              "target": {"time": "2026-01-01T00:00:00Z"}})
+        got = lc.failed_up(cluster, {}, True, Failure("pg-1 exited", "read LOG; fix it, then `x start pg-1`"))
+        self.assertIn("target after the end of a backup", got.hint)
+        self.assertIn("down --purge", got.hint)
+        self.assertNotIn("start pg-1", got.hint)
+
+    def test_a_failed_up_of_an_existing_cluster_says_up_again(self):
+        cluster = new_cluster(self)
+        got = lc.failed_up(cluster, {}, False, Failure("pg-2 not ready", "read LOG; a slow machine may need --timeout"))
+        self.assertIn("`scripts/local-cluster up` again; a slow machine may need --timeout", got.hint)
+        self.assertNotIn("down --purge", got.hint)
+
+
+class PathTest(unittest.TestCase):
+    def test_env_puts_the_clusters_manager_first_on_path_once(self):
+        cluster = new_cluster(self)
+        bindir = os.path.join(cluster.dir, "bin")
+        os.makedirs(bindir)
+        binary = os.path.join(bindir, "instance-manager")
+        with open(binary, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(binary, 0o755)
+        cluster.state["manager_bin"] = binary
+        path = lc.path_with_manager(cluster, f"/usr/bin:{bindir}:/bin")
+        self.assertEqual(path, f"{bindir}:/usr/bin:/bin")
+        self.assertEqual(lc.path_with_manager(cluster, path), path)
+
+    def test_a_binary_of_another_name_is_not_put_on_path(self):
+        cluster = new_cluster(self)
+        cluster.state["manager_bin"] = sys.executable
+        self.assertIsNone(lc.path_with_manager(cluster, "/usr/bin"))
+
+
+if __name__ == "__main__":
+    unittest.main()
