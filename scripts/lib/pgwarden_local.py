@@ -385,9 +385,10 @@ def tail(path, n=20):
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - 256 * 1024))
+            start = max(0, size - 256 * 1024)
+            f.seek(start)
             lines = f.read().decode(errors="replace").splitlines()
-        return lines[-n:]
+        return lines[1 if start else 0:][-n:]  # a read from the middle starts with a partial line
     except FileNotFoundError:
         return []
 

@@ -76,9 +76,10 @@ def api_yaml(cluster_dir):
 
 
 def postgres_yaml(cluster_dir):
-    """Lines under `postgres:`."""
+    """Lines under `postgres:`. A local cluster created with --tls refuses plain TCP
+    (`sslmode=disable` included), as whoever asked for TLS expects."""
     cert, key, ca = cert_files(cluster_dir)
-    return ["  tls:", f"    certFile: {yaml_str(cert)}", f"    keyFile: {yaml_str(key)}", f"    caFile: {yaml_str(ca)}"]
+    return ["  requireTls: true", "  tls:", f"    certFile: {yaml_str(cert)}", f"    keyFile: {yaml_str(key)}", f"    caFile: {yaml_str(ca)}"]
 
 
 def trust(cluster_dir):

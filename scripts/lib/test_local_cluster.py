@@ -14,7 +14,7 @@ import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pgwarden_cluster import Cluster, cluster_ports, free_bases, new_state, other_ports_hint  # noqa: E402
+from pgwarden_cluster import Cluster, cluster_ports, config_text, free_bases, new_state, other_ports_hint  # noqa: E402
 from pgwarden_local import Failure, pid_alive, port_free  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local-cluster")
@@ -104,6 +104,37 @@ class FailedUpTest(unittest.TestCase):
         got = lc.failed_up(cluster, {}, False, Failure("pg-2 not ready", "read LOG; a slow machine may need --timeout"))
         self.assertIn("`scripts/local-cluster up` again; a slow machine may need --timeout", got.hint)
         self.assertNotIn("down --purge", got.hint)
+
+
+class BrokenPipeTest(unittest.TestCase):
+    def test_logs_into_a_reader_that_stops_early_prints_no_traceback(self):
+        # `scripts/local-cluster logs pg-1 | head -1`: more than a pipe's buffer of output.
+        cluster = new_cluster(self)
+        cluster.save()
+        with open(cluster.log_path(cluster.instance("pg-1")), "w") as f:
+            for i in range(5000):
+                f.write(f'{{"level":"INFO","message":"line {i} of a long manager log"}}\n')
+        proc = subprocess.Popen([sys.executable, "-B", SCRIPT, "logs", "pg-1", "-n", "5000", "--dir", cluster.dir],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=30)
+        self.assertRegex(first, rb'^\{"level":"INFO","message":"line \d+ of a long manager log"\}\n$',
+                         "a whole line, never a partial one")
+        self.assertNotIn(b"Traceback", err, err.decode(errors="replace"))
+        self.assertNotIn(b"BrokenPipeError", err, err.decode(errors="replace"))
+        self.assertEqual(proc.returncode, 141)
+
+
+class TlsConfigTest(unittest.TestCase):
+    def test_a_tls_cluster_requires_tls_and_a_plain_one_does_not(self):
+        cluster = new_cluster(self)
+        self.assertNotIn("requireTls", config_text(cluster, cluster.instances[0], "/usr/bin"))
+        cluster.state["tls"] = True
+        text = config_text(cluster, cluster.instances[0], "/usr/bin")
+        postgres = text.split("\npostgres:\n", 1)[1].split("\napi:", 1)[0]
+        self.assertIn("\n  requireTls: true\n", "\n" + postgres + "\n")
+        self.assertIn("  tls:\n    certFile:", postgres)
 
 
 class PathTest(unittest.TestCase):
