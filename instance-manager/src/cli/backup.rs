@@ -25,8 +25,9 @@ pub async fn backup_command(client: &ApiClient, bearer: Option<&str>, command: B
                 match output {
                     Output::Json => serde_json::to_string_pretty(&info)?,
                     Output::Table => {
+                        let id = info.id.clone();
                         let listed = ListedBackup { info, retention: None };
-                        format!("backup done\n{}", render_backups(std::slice::from_ref(&listed)))
+                        format!("backup {id} done\n{}", render_backups(std::slice::from_ref(&listed)))
                     }
                 }
             } else {

@@ -65,7 +65,13 @@ pub fn choose_target(
     }
     match (best, wanted) {
         (Some((_, _, std::cmp::Reverse(name))), _) => Ok(name.to_string()),
-        (None, Some(w)) if reasons.is_empty() => Err(format!("{w} is not a member of this cluster")),
+        (None, Some(w)) if reasons.is_empty() => {
+            let names: Vec<&str> = peers.iter().map(|(n, _)| n.as_str()).collect();
+            Err(match names.as_slice() {
+                [] => format!("{w} is not a member of this cluster, which has no other member"),
+                _ => format!("{w} is not a member of this cluster; switch over to one of: {}", names.join(", ")),
+            })
+        }
         (None, _) if reasons.is_empty() => Err("there is no replica to hand over to".into()),
         (None, _) => Err(format!("no replica can take over: {}", reasons.join("; "))),
     }
@@ -283,5 +289,23 @@ impl HaLoop {
         let Some(spec) = &v.config.synchronous else { return };
         let members: Vec<String> = v.config.members.iter().map(|m| m.name.clone()).collect();
         self.instance.set_sync_names(super::sync::initial_names(spec.number as usize, published, &v.name, &members));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_target;
+
+    #[test]
+    fn an_unknown_target_is_refused_with_the_members_to_choose_from() {
+        let peers = vec![("pg-2".to_string(), None), ("pg-3".to_string(), None)];
+        assert_eq!(
+            choose_target(&peers, Some("pg-9"), 0),
+            Err("pg-9 is not a member of this cluster; switch over to one of: pg-2, pg-3".to_string())
+        );
+        assert_eq!(
+            choose_target(&[], Some("pg-9"), 0),
+            Err("pg-9 is not a member of this cluster, which has no other member".to_string())
+        );
     }
 }
