@@ -25,7 +25,7 @@ impl HaLoop {
             at: jiff::Timestamp::now().to_string(),
             duration_ms: took.as_millis() as u64,
         };
-        tracing::info!(kind = %t.kind, from = ?t.from, term = t.term, duration_ms = t.duration_ms, "now the primary");
+        tracing::info!(kind = %t.kind, from = t.from.as_deref(), term = t.term, duration_ms = t.duration_ms, "now the primary");
         let count = self.transitions.entry(t.kind.clone()).or_default();
         count.total += 1;
         count.last_duration_ms = t.duration_ms;

@@ -268,7 +268,7 @@ impl HaLoop {
         self.instance.set_primary_allowed_until(sent.checked_add(self.timing.renew_deadline));
         self.seen = Some((version, BootInstant::now()));
         if acquiring {
-            tracing::info!(term = record.transitions, previous = ?previous, "acquired the lease");
+            tracing::info!(term = record.transitions, previous = previous.as_deref(), "acquired the lease");
             let kind = if record.switchover_to.is_some() {
                 "switchover"
             } else if previous.is_some() {

@@ -20,7 +20,7 @@ pub(super) enum Change {
 /// Postgres accepts connections: publish it, and make sure a primary has its roles.
 pub(super) async fn on_ready(instance: &Instance, running: &Desired) {
     instance.update_process(|p| p.state = PostgresProcessState::Running);
-    tracing::info!(role = ?running, "postgres accepts connections");
+    tracing::info!(role = %running, "postgres accepts connections");
     if *running == Desired::Primary {
         // Routing follows writability at once, not at the HA loop's next period.
         instance.ha_notify(crate::ha::HaCommand::Tick);
@@ -102,7 +102,7 @@ pub(super) async fn change_role(
             }
         },
         (Desired::Replica(_), Desired::Replica(up)) => {
-            tracing::info!(upstream = ?up.as_ref().map(|u| &u.name), "following a new primary");
+            tracing::info!(upstream = %super::state::upstream_text(up.as_ref()), "following a new primary");
             rerender(instance, pm, up.as_ref());
             Change::Done
         }

@@ -150,7 +150,7 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
             mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, last_crash)),
         };
         let v = instance.config();
-        tracing::info!(role = ?start, "starting postgres");
+        tracing::info!(role = %start, "starting postgres");
         prepare_start(&sup, &instance, &v, &start).await?;
         let pm = Postmaster::start(&sup, &v, &instance.paths)?;
         instance.db.set_port(pm.port).await;
@@ -212,6 +212,16 @@ pub enum StartAs {
     Primary,
     /// A read-only standby of the upstream, when known.
     Replica(Option<crate::pgconf::Upstream>),
+}
+
+/// For log lines: `primary`, `replica of pg-1 (127.0.0.1:15432)`.
+impl std::fmt::Display for StartAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Primary => f.write_str("primary"),
+            Self::Replica(up) => write!(f, "replica of {}", super::state::upstream_text(up.as_ref())),
+        }
+    }
 }
 
 /// Invariant 5 at every (re)start: what Postgres may be started as, given the desired role,

@@ -43,6 +43,26 @@ pub enum Desired {
     Halted,
 }
 
+/// How a log line names an upstream: `pg-1 (127.0.0.1:15432)`, or that it is not known yet.
+pub(crate) fn upstream_text(up: Option<&Upstream>) -> String {
+    match up {
+        Some(u) => format!("{} ({}:{})", u.name, u.host, u.port),
+        None => "a primary not known yet".into(),
+    }
+}
+
+/// For log lines: `primary`, `replica of pg-1 (127.0.0.1:15432)`, ... (never Rust debug text).
+impl std::fmt::Display for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown => f.write_str("undecided"),
+            Self::Primary => f.write_str("primary"),
+            Self::Replica(up) => write!(f, "replica of {}", upstream_text(up.as_ref())),
+            Self::Halted => f.write_str("halted"),
+        }
+    }
+}
+
 /// An instance: configuration, process state and the connection to Postgres.
 pub struct Instance {
     /// Where its files live.
@@ -180,7 +200,7 @@ impl Instance {
             if *cur == d {
                 return false;
             }
-            tracing::info!(from = ?cur, to = ?d, "desired role changed");
+            tracing::info!(from = %cur, to = %d, "desired role changed");
             *cur = d;
             true
         });
@@ -497,5 +517,19 @@ mod tests {
     fn restart_backoff_grows_and_caps() {
         let d: Vec<u64> = (1..=9).map(|n| restart_delay(n).as_secs()).collect();
         assert_eq!(d, vec![0, 1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::{Desired, Upstream};
+
+    #[test]
+    fn roles_in_log_lines_read_as_words_not_rust_debug_text() {
+        let up = Upstream { name: "pg-1".into(), host: "127.0.0.1".into(), port: 15432 };
+        assert_eq!(Desired::Replica(Some(up)).to_string(), "replica of pg-1 (127.0.0.1:15432)");
+        assert_eq!(Desired::Replica(None).to_string(), "replica of a primary not known yet");
+        assert_eq!(Desired::Primary.to_string(), "primary");
+        assert_eq!(Desired::Unknown.to_string(), "undecided");
     }
 }
