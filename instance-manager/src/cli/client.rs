@@ -268,14 +268,18 @@ impl ClientError {
                  --token-file"
                 .to_owned(),
             Self::Timeout { .. } => {
-                "the manager may be stuck or restarting; check its log (kubectl logs POD)".to_owned()
+                format!("the manager may be stuck or restarting; check its log ({})", super::logs_hint::manager_log())
             }
             Self::Http { target, .. } if target.starts_with("http://") => {
-                "the manager may be stuck or restarting (check its log: kubectl logs POD); \
-                 if it serves HTTPS (api.tls), use an https:// address with --ca-file"
-                    .to_owned()
+                format!(
+                    "the manager may be stuck or restarting (check its log: {}); \
+                     if it serves HTTPS (api.tls), use an https:// address with --ca-file",
+                    super::logs_hint::manager_log()
+                )
             }
-            Self::Http { .. } => "the manager may be stuck or restarting; check its log (kubectl logs POD)".to_owned(),
+            Self::Http { .. } => {
+                format!("the manager may be stuck or restarting; check its log ({})", super::logs_hint::manager_log())
+            }
             Self::Request { .. } => return None,
             Self::Api { hint, .. } => return hint.clone(),
             Self::InvalidResponse { .. } => {

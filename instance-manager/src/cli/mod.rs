@@ -5,6 +5,7 @@ mod args;
 mod backup;
 mod client;
 mod diagnose;
+mod logs_hint;
 mod status;
 mod wal;
 

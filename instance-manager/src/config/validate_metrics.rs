@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::validate::Collector;
-use crate::api::InstanceConfig;
 use crate::api::DEFAULT_METRICS_PORT;
+use crate::api::InstanceConfig;
 use crate::metrics::QuerySet;
 
 /// What validation resolved of `metrics`.
@@ -44,11 +44,7 @@ pub(super) fn check_metrics(
         }
         Ok(a) => Some(a),
         Err(_) => {
-            c.add(
-                "metrics.listen",
-                format!("{text:?} is not an address:port"),
-                "use e.g. 0.0.0.0:9187 or [::]:9187",
-            );
+            c.add("metrics.listen", format!("{text:?} is not an address:port"), "use e.g. 0.0.0.0:9187 or [::]:9187");
             None
         }
     };

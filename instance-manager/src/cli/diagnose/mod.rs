@@ -309,8 +309,11 @@ fn manager_check(f: &Facts) -> Check {
         Err(e) => Check::fail(
             "manager reachable",
             e.clone(),
-            "is the instance manager running (kubectl logs POD)? pass --api URL if it listens elsewhere, \
-             --data-dir PATH to check the files anyway",
+            format!(
+                "is the instance manager running (its log: {})? pass --api URL if it listens elsewhere, \
+                 --data-dir PATH to check the files anyway",
+                crate::cli::logs_hint::manager_log()
+            ),
         ),
     }
 }
@@ -389,19 +392,23 @@ fn postgres_check(s: &InstanceStatus) -> Check {
     let version = p.version.as_deref().unwrap_or("unknown version");
     match (p.state, p.pid) {
         (PostgresProcessState::Running, Some(pid)) => Check::ok(NAME, format!("pid {pid}, {version}")),
-        (PostgresProcessState::Running, None) => {
-            Check::fail(NAME, "running but without a known pid", "check the manager's log (kubectl logs POD)")
-        }
+        (PostgresProcessState::Running, None) => Check::fail(
+            NAME,
+            "running but without a known pid",
+            format!("check the manager's log ({})", crate::cli::logs_hint::manager_log()),
+        ),
         (PostgresProcessState::Stopped, _) if s.fenced || s.role == "fenced" => {
             Check::warn(NAME, "stopped: the instance is fenced", "instance-manager unfence")
         }
-        (state @ (PostgresProcessState::Starting | PostgresProcessState::Bootstrapping), _) => {
-            Check::warn(NAME, state_name(state), "wait a little; if it stays so, read the log (kubectl logs POD)")
-        }
+        (state @ (PostgresProcessState::Starting | PostgresProcessState::Bootstrapping), _) => Check::warn(
+            NAME,
+            state_name(state),
+            format!("wait a little; if it stays so, read the log ({})", crate::cli::logs_hint::manager_log()),
+        ),
         (state, _) => {
             let exit = p.last_exit.as_deref().map(|e| format!(", last exit: {e}")).unwrap_or_default();
             let detail = format!("{}{exit}, {} restarts", state_name(state), p.restarts);
-            Check::fail(NAME, detail, "read the Postgres log (kubectl logs POD)")
+            Check::fail(NAME, detail, format!("read the Postgres log ({})", crate::cli::logs_hint::manager_log()))
         }
     }
 }
