@@ -44,6 +44,18 @@ TIMING_FIELDS = {"lease_duration": "leaseDurationSeconds", "renew_deadline": "re
                  "retry_period": "retryPeriodSeconds", "fence_budget": "fenceBudgetSeconds"}
 
 
+TIMING_OPTIONS = {"lease_duration": "--lease-duration", "renew_deadline": "--renew-deadline",
+                  "retry_period": "--retry-period", "fence_budget": "--fence-budget"}
+
+
+def as_flags(text):
+    """The manager's complaint about a lease timing, in the words of `up`'s options: the user typed
+    --lease-duration, not lease.leaseDurationSeconds."""
+    for key, field in TIMING_FIELDS.items():
+        text = text.replace(f"lease.{field}", TIMING_OPTIONS[key])
+    return text
+
+
 def num(x):
     """15.0 -> '15', 1.5 -> '1.5' (YAML and messages)."""
     return f"{x:g}"
@@ -380,7 +392,7 @@ def validate_config(cluster, manager_bin, bin_dir):
         raise Failure(f"could not validate the configuration with {manager_bin} (exit code {res.returncode}):\n  "
                       + "\n  ".join(out.splitlines()[-10:]))
     if problems:
-        raise Failure("the instance manager refuses this configuration:\n  " + "\n  ".join(problems),
+        raise Failure("the instance manager refuses this configuration:\n  " + "\n  ".join(map(as_flags, problems)),
                       "fix the options of `up` (lease timings, --synchronous, --archive, --restore-from)")
 
 

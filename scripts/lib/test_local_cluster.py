@@ -14,7 +14,7 @@ import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pgwarden_cluster import Cluster, cluster_ports, config_text, free_bases, new_state, other_ports_hint  # noqa: E402
+from pgwarden_cluster import Cluster, as_flags, cluster_ports, config_text, free_bases, new_state, other_ports_hint  # noqa: E402
 from pgwarden_local import Failure, pid_alive, port_free  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local-cluster")
@@ -135,6 +135,18 @@ class TlsConfigTest(unittest.TestCase):
         postgres = text.split("\npostgres:\n", 1)[1].split("\napi:", 1)[0]
         self.assertIn("\n  requireTls: true\n", "\n" + postgres + "\n")
         self.assertIn("  tls:\n    certFile:", postgres)
+
+
+class TimingMessageTest(unittest.TestCase):
+    def test_a_refused_timing_names_the_option_of_up(self):
+        # The manager's own words (lease/timing.rs), as `up` relays them.
+        manager = ("lease: lease.leaseDurationSeconds (5) must be greater than lease.renewDeadlineSeconds + "
+                   "lease.fenceBudgetSeconds (10 + 2 = 12), so a stale primary has stopped before its lease can "
+                   "expire: raise lease.leaseDurationSeconds or lower lease.renewDeadlineSeconds")
+        got = as_flags(manager)
+        self.assertNotIn("Seconds", got)
+        self.assertIn("--lease-duration (5) must be greater than --renew-deadline + --fence-budget", got)
+        self.assertIn("raise --lease-duration or lower --renew-deadline", got)
 
 
 class PathTest(unittest.TestCase):
