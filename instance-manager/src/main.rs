@@ -46,7 +46,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let validated = match config::load(&args.config, &overrides) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e}");
+            instance_manager::logging::config_refused(&e);
             return ExitCode::from(2);
         }
     };

@@ -114,3 +114,34 @@ fn yaml_type_errors_and_missing_file_are_clear() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/pgwarden.yaml"));
 }
+
+#[test]
+fn with_stdout_and_stderr_in_one_log_every_line_is_json_naming_field_and_fix() {
+    // How scripts/local-cluster runs the manager: stdout and stderr into manager.log.
+    let d = TestDir::new();
+    let cfg = d.path().join("config.yaml");
+    std::fs::write(&cfg, format!("{}postgres:\n  port: 70000\n", base(d.path()))).unwrap();
+    let log_path = d.path().join("manager.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let status = Command::new(manager_binary())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("POD_NAME")
+        .env_remove("CLUSTER_NAME")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .expect("run instance-manager");
+    assert_eq!(status.code(), Some(2));
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}\n{text}")))
+        .collect();
+    let port = records.iter().find(|r| r["field"] == "postgres.port").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(port["level"], "ERROR", "{text}");
+    assert!(port["problem"].as_str().unwrap().contains("70000 is not a valid port"), "{text}");
+    assert!(port["fix"].as_str().unwrap().contains("between 1 and 65535"), "{text}");
+    assert_untouched(d.path());
+}
