@@ -3,6 +3,7 @@ failed `up` leaves and says, and PATH for `instance-manager`:
 `python3 -B -m unittest discover -s scripts/lib`."""
 
 import importlib.machinery
+import json
 import importlib.util
 import os
 import socket
@@ -147,6 +148,28 @@ class TimingMessageTest(unittest.TestCase):
         self.assertNotIn("Seconds", got)
         self.assertIn("--lease-duration (5) must be greater than --renew-deadline + --fence-budget", got)
         self.assertIn("raise --lease-duration or lower --renew-deadline", got)
+
+
+class LastChangeTest(unittest.TestCase):
+    def lines(self, record_term, reported_term):
+        cluster = new_cluster(self)
+        with open(cluster.lease_path, "w") as f:
+            f.write(json.dumps({"record": {"holder": "pg-2", "transitions": record_term}}))
+        last = {"kind": "failover" if reported_term == 2 else "switchover", "from": "pg-1", "to": "pg-2",
+                "term": reported_term, "at": "2026-11-22T08:53:19.57Z", "duration_ms": 120}
+        entries = [{"name": n, "role": r, "manager_pid": 1,
+                    "lease": {"holder": "pg-2", "term": reported_term, "last_transition": last}}
+                   for n, r in (("pg-1", "replica"), ("pg-2", "primary"))]
+        return lc.lease_lines(cluster, entries)[1]
+
+    def test_a_change_older_than_the_lease_is_not_shown_as_the_last_one(self):
+        lines = self.lines(record_term=3, reported_term=2)
+        self.assertIn("last change: to pg-2, term 3, in progress (pg-2 has not reported it yet)", lines)
+        self.assertFalse(any("failover pg-1 -> pg-2" in line for line in lines), lines)
+
+    def test_a_reported_change_of_the_current_term_is_shown(self):
+        lines = self.lines(record_term=3, reported_term=3)
+        self.assertTrue(any(line.startswith("last change: switchover pg-1 -> pg-2, term 3") for line in lines), lines)
 
 
 class PathTest(unittest.TestCase):
