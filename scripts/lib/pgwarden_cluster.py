@@ -385,7 +385,7 @@ def validate_config(cluster, manager_bin, bin_dir):
                       "build the current instance manager, or run `up --no-archive` (no --restore-from)")
     if "unknown field `lease`" in out or "unknown field `members`" in out:
         raise Failure(f"{manager_bin} predates leader election (it does not accept `lease`/`members`)",
-                      "build the current instance manager (`cargo build --release -p instance-manager`)")
+                      "build the current instance manager (`scripts/local-cluster up` builds it; bench scripts: `cargo build --release -p instance-manager`)")
     problems = [line.strip() for line in out.splitlines()
                 if line.startswith("  ") and "postgres.port: 70000" not in line and line.strip()]
     if res.returncode != 2 or "postgres.port" not in out:
