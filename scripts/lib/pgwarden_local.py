@@ -69,9 +69,10 @@ def build_manager(quiet=False, profile="release"):
     if not quiet:
         info("+ " + " ".join(cmd))
         if not os.access(binary, os.X_OK):
-            info(f"first build of the instance manager ({profile} profile, about 430 crates): expect "
-                 f"{'about 10' if profile == 'local' else '15-25'} minutes on 2 cores, less on more; "
-                 "later builds take seconds")
+            cost = ("about 10 CPU-minutes: 5-10 minutes on 2 free cores" if profile == "local"
+                    else "longer than the local profile (fat LTO, one codegen unit)")
+            info(f"first build of the instance manager ({profile} profile, about 430 crates): {cost}, "
+                 "less on more cores; later builds only recompile what changed")
     # cargo writes its progress on stderr, which is ours (its progress bar on a terminal, a
     # "Compiling" line per crate otherwise): a first, long build is not a mystery.
     res = subprocess.run(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
