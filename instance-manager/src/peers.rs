@@ -104,6 +104,20 @@ pub async fn failsafe_round(
     futures_util::future::join_all(futures).await.into_iter().flatten().collect()
 }
 
+/// Asks every other member to run an HA tick now (`POST /ha/tick`), in the background: a new
+/// holder does this so that the others follow it at once instead of at their next period (a
+/// synchronous primary's first commit waits for a standby to find it).
+pub fn wake_all(v: &Validated) {
+    let tls = tls_config(v);
+    for m in v.config.members.iter().filter(|m| m.name != v.name) {
+        if let Ok(client) = client(m, tls.as_ref(), Duration::from_secs(1)) {
+            tokio::spawn(async move {
+                let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
+            });
+        }
+    }
+}
+
 /// The election's view of a peer's status.
 pub fn peer_view(name: &str, status: Option<&InstanceStatus>) -> Peer {
     Peer {

@@ -16,6 +16,9 @@ use crate::instance::{Desired, Instance};
 use crate::lease::{LeaseStore, LeaseTiming, Version};
 use crate::pgconf::Upstream;
 
+/// How soon a holder whose lease store does not answer calls it again.
+const STALLED_RETRY: Duration = Duration::from_millis(100);
+
 /// How long peers get to answer `/status` during an election.
 const PEER_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -250,6 +253,16 @@ impl HaLoop {
             let mut sleep = self.timing.retry_period;
             if std::mem::take(&mut self.renew_again) {
                 sleep = Duration::ZERO;
+            }
+            // A holder whose store stopped answering tries again at once (each call is bounded):
+            // the renew then goes out the moment a stall ends, not up to a period later, so
+            // any stall shorter than renewDeadline - fenceBudget costs nothing. (Not while
+            // failsafe holds: its rounds keep to the retry period.)
+            if self.renew_is_fresh()
+                && self.memory.failsafe_confirmed.is_none()
+                && self.store_health.failing_for(now).is_some()
+            {
+                sleep = sleep.min(STALLED_RETRY);
             }
             // Wake exactly when something is due: the holder's fence deadline, and for the
             // others the moment the observed lease expires (a failover should not wait for

@@ -269,6 +269,8 @@ impl HaLoop {
         self.seen = Some((version, BootInstant::now()));
         if acquiring {
             tracing::info!(term = record.transitions, previous = previous.as_deref(), "acquired the lease");
+            // The others follow at once, not at their next period.
+            crate::peers::wake_all(v);
             let kind = if record.switchover_to.is_some() {
                 "switchover"
             } else if previous.is_some() {
@@ -283,7 +285,6 @@ impl HaLoop {
         if self.instance.desired() == Desired::Primary {
             self.arm();
         }
-        let _ = v;
         self.held_unstarted = Some((record.sync_standbys.clone(), acquiring));
         true
     }
