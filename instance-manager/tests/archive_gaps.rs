@@ -98,6 +98,9 @@ async fn a_failover_mid_burst_leaves_no_gap_and_a_restore_to_the_end_has_every_a
             if c.query_one("SELECT pg_switch_wal()", &[]).await.is_err() {
                 return round;
             }
+            // Paced, so that the burst outlasts the deadman's delay after the kill below on a
+            // fast machine too (otherwise all rounds can finish before Postgres is stopped).
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         30
     });
