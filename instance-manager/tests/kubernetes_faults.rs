@@ -343,14 +343,7 @@ async fn a_lease_deleted_under_a_frozen_primary_gives_one_writer_and_routing_nev
     assert_eq!(cluster.wait_primary(&ALL, BOOT).await, "pg-1");
     // Every member must have read the published set: a replica that never saw it cannot know
     // who has every acknowledged commit, and waits for ever once the lease is gone.
-    wait_for("a synchronous standby set every member has read", Duration::from_secs(30), || async {
-        let mut seen = Vec::new();
-        for inst in &cluster.instances {
-            seen.push(inst.status().await?.lease.map(|l| l.sync_standbys).unwrap_or_default());
-        }
-        if seen.iter().all(|s| !s.is_empty()) { Ok(()) } else { Err(format!("{seen:?}")) }
-    })
-    .await;
+    cluster.wait_sync_read_by_all(Duration::from_secs(30)).await;
     let before = term(&api);
     wait_routing(&api, net.host_ip(1), before, Duration::from_secs(20)).await;
     let pg = cluster.get("pg-1").postgres_pid().unwrap();

@@ -206,6 +206,19 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until every member's `/status` shows a published synchronous set (a replica that
+    /// never read it cannot know who has every acknowledged commit).
+    pub async fn wait_sync_read_by_all(&self, timeout: Duration) {
+        super::wait_for("a synchronous standby set every member has read", timeout, || async {
+            let mut seen = Vec::new();
+            for inst in &self.instances {
+                seen.push(inst.status().await?.lease.map(|l| l.sync_standbys).unwrap_or_default());
+            }
+            if seen.iter().all(|s| !s.is_empty()) { Ok(()) } else { Err(format!("{seen:?}")) }
+        })
+        .await
+    }
+
     /// Names of all instances.
     pub fn names(&self) -> Vec<String> {
         self.instances.iter().map(|i| i.name.clone()).collect()
