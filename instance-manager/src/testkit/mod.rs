@@ -16,6 +16,7 @@ mod cluster;
 mod fake_apiserver;
 mod instance;
 mod netns;
+mod ports;
 mod procs;
 mod s3;
 mod tls;
@@ -72,10 +73,9 @@ impl Default for TestDir {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1, free and reserved for this test process (see [`ports`]).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    ports::reserve()
 }
 
 /// The `instance-manager` binary under test: `CARGO_BIN_EXE_instance-manager` when cargo
