@@ -9,8 +9,8 @@ use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::ha::deadman::Deadman;
 use crate::ha::decide::{
-    Action, Inputs, LeaseView, Local, Memory, PgState, Settings, candidacy, claim_sent, decide, decide_bootstrap,
-    may_promote,
+    Action, Inputs, LeaseView, Local, Memory, PgState, Settings, candidacy, claim_deadline, claim_sent, decide,
+    decide_bootstrap, may_promote, needs_peers, renew_fresh, transition_kind,
 };
 use crate::instance::{Desired, Instance};
 use crate::lease::{LeaseStore, LeaseTiming, Version};
@@ -258,7 +258,7 @@ impl HaLoop {
             // the renew then goes out the moment a stall ends, not up to a period later, so
             // any stall shorter than renewDeadline - fenceBudget costs nothing. (Not while
             // failsafe holds: its rounds keep to the retry period.)
-            if self.renew_is_fresh()
+            if renew_fresh(&self.memory, &self.timing, now)
                 && self.memory.failsafe_confirmed.is_none()
                 && self.store_health.failing_for(now).is_some()
             {
@@ -267,7 +267,7 @@ impl HaLoop {
             // Wake exactly when something is due: the holder's fence deadline, and for the
             // others the moment the observed lease expires (a failover should not wait for
             // the next period).
-            let fence_at = claim_sent(&self.memory).and_then(|t| t.checked_add(self.timing.renew_deadline));
+            let fence_at = claim_deadline(&self.memory, &self.timing);
             let expires_at = match (&claim_sent(&self.memory), &self.seen) {
                 (None, Some((_, since))) => since.checked_add(self.timing.lease_duration),
                 _ => None,
@@ -325,19 +325,8 @@ impl HaLoop {
             }),
             timeline: o.as_ref().and_then(|o| o.timeline),
             fenced: self.instance.is_fenced(),
+            process: self.instance.process().pid.is_some(),
             priority: v.config.priority,
-        }
-    }
-
-    pub(super) fn needs_peers(&self, view: &LeaseView, me: &str) -> bool {
-        match view {
-            LeaseView::Absent => true,
-            LeaseView::Unreadable(_) => false,
-            LeaseView::Present { record, unchanged_since, .. } => {
-                record.holder.as_deref() != Some(me)
-                    && (record.holder.is_none()
-                        || BootInstant::now().duration_since(*unchanged_since) >= self.timing.lease_duration)
-            }
         }
     }
 
@@ -354,7 +343,8 @@ impl HaLoop {
         }
         self.memory.promised_until = self.instance.failsafe.promised_until(BootInstant::now()).map(|(_, t)| t);
         let local = self.local().await;
-        let peers: Vec<_> = if self.needs_peers(&view, &me) {
+        let now = BootInstant::now();
+        let peers: Vec<_> = if needs_peers(&view, &me, &self.timing, now) {
             crate::peers::statuses(&v, PEER_TIMEOUT)
                 .await
                 .iter()
@@ -370,18 +360,7 @@ impl HaLoop {
         if let LeaseView::Present { record, .. } = &view {
             self.last_sync_set = record.sync_standbys.clone();
         }
-        if self.instance.is_fenced()
-            && self.instance.process().pid.is_none()
-            && let LeaseView::Present { record, .. } = &view
-            && record.holder.as_deref() == Some(me.as_str())
-        {
-            // A fenced primary must not keep the lease: the others take over at once.
-            if let Err(e) = self.release().await {
-                tracing::warn!(error = %e, "cannot release the lease of a fenced primary");
-            }
-        }
         let initialized = crate::pgdata::is_initialized(&self.instance.paths.data_dir);
-        let now = BootInstant::now();
         let inputs = Inputs {
             now,
             me: &me,
@@ -411,7 +390,8 @@ impl HaLoop {
         }
         self.start_if_down().await;
         self.finish_transition(&local);
-        let primary = self.renew_is_fresh() && local.postgres == (PgState::Running { in_recovery: false });
+        let primary = renew_fresh(&self.memory, &self.timing, BootInstant::now())
+            && local.postgres == (PgState::Running { in_recovery: false });
         if primary {
             self.manage_sync(&view).await;
         }
@@ -469,15 +449,19 @@ impl HaLoop {
                     && self.instance.desired() != Desired::Primary
                     && let LeaseView::Present { record, .. } = view
                 {
-                    let kind = if record.switchover_to.as_deref() == Some(v.name.as_str()) {
-                        "switchover"
-                    } else {
-                        "failover"
-                    };
+                    // A standby holding the lease: we took it from another member, or were
+                    // named its handover target.
+                    let kind = transition_kind(record.switchover_to.as_deref(), &v.name, true);
                     self.pending_transition = Some((kind.into(), None, record.transitions, BootInstant::now()));
                 }
                 self.promote();
                 true
+            }
+            Action::Release => {
+                if let Err(e) = self.release().await {
+                    tracing::warn!(error = %e, "cannot release the lease of a fenced primary");
+                }
+                false
             }
             Action::Follow { holder } => {
                 self.disarm();

@@ -48,6 +48,9 @@ pub struct Local {
     pub timeline: Option<u32>,
     /// Fenced by an operator.
     pub fenced: bool,
+    /// Whether a postmaster process exists (starting, running or stopping), whether or not
+    /// it answers queries.
+    pub process: bool,
     /// Failover priority; 0 never becomes primary automatically.
     pub priority: u32,
 }
@@ -151,6 +154,9 @@ pub enum Action {
     },
     /// Promote the local Postgres (we hold a fresh lease).
     Promote,
+    /// Give our lease up (holder none): a fenced holder whose Postgres has stopped, so that
+    /// the others take over at once instead of after the lease expires.
+    Release,
     /// Run as a replica of `holder`.
     Follow {
         /// The lease holder.
@@ -171,7 +177,7 @@ impl<'a> Inputs<'a> {
     /// Whether our claim to the lease is fresh: a successful renew, or a failsafe round every
     /// member acknowledged, sent less than `renewDeadline` ago.
     pub fn renew_fresh(&self) -> bool {
-        claim_sent(self.memory).is_some_and(|t| self.since(t) < self.settings.timing.renew_deadline)
+        renew_fresh(self.memory, &self.settings.timing, self.now)
     }
 
     fn woke_late(&self) -> bool {
@@ -191,6 +197,55 @@ impl<'a> Inputs<'a> {
 /// definition of "held by me" that every deadline is measured from.
 pub fn claim_sent(memory: &Memory) -> Option<BootInstant> {
     memory.last_renew_sent.max(memory.failsafe_confirmed)
+}
+
+/// The moment our claim to the lease runs out: `renewDeadline` after [`claim_sent`]. Past it
+/// a writable Postgres is fenced and may not be started as a primary.
+pub fn claim_deadline(memory: &Memory, timing: &LeaseTiming) -> Option<BootInstant> {
+    claim_sent(memory).and_then(|t| t.checked_add(timing.renew_deadline))
+}
+
+/// Whether we hold the lease at `now`: our claim was confirmed less than `renewDeadline` ago.
+/// The one definition every part of the loop uses (the fence, the wake-up, the call
+/// deadlines, the primary's routing, handovers and failsafe rounds).
+pub fn renew_fresh(memory: &Memory, timing: &LeaseTiming, now: BootInstant) -> bool {
+    claim_deadline(memory, timing).is_some_and(|deadline| now < deadline)
+}
+
+/// Whether this tick must ask the other members for their status: only when this instance
+/// may be about to take the lease (it is missing, free, or unchanged for `leaseDuration`).
+pub fn needs_peers(view: &LeaseView, me: &str, timing: &LeaseTiming, now: BootInstant) -> bool {
+    match view {
+        LeaseView::Absent => true,
+        LeaseView::Unreadable(_) => false,
+        LeaseView::Present { record, unchanged_since, .. } => {
+            record.holder.as_deref() != Some(me)
+                && (record.holder.is_none() || now.duration_since(*unchanged_since) >= timing.lease_duration)
+        }
+    }
+}
+
+/// The kind of change of primary when `me` becomes it: a switchover when the lease names us
+/// as the handover target, a failover when the lease had another holder (`after_another`),
+/// else a bootstrap.
+pub fn transition_kind(switchover_to: Option<&str>, me: &str, after_another: bool) -> &'static str {
+    if switchover_to == Some(me) {
+        "switchover"
+    } else if after_another {
+        "failover"
+    } else {
+        "bootstrap"
+    }
+}
+
+/// How a member that holds the lease while its Postgres is stopped starts it (invariant 6:
+/// timelines change only when leadership moved). Directly as the primary, by crash recovery
+/// on its own timeline, only when nobody else can have written since this data directory last
+/// ran as a primary: a new cluster (nothing to recover), or a lease we already held before
+/// this write (`acquiring` false) over a data directory whose `pg_control` says it was a
+/// primary. Anything else starts as a standby and is promoted onto a new timeline.
+pub fn start_held_as_primary(initialized: bool, acquiring: bool, was_primary: Option<bool>) -> bool {
+    !initialized || (!acquiring && was_primary == Some(true))
 }
 
 /// The decision of one tick.
@@ -271,6 +326,8 @@ fn decide_absent(i: &Inputs<'_>) -> Vec<Action> {
 fn decide_present(i: &Inputs<'_>, record: &LeaseRecord, unchanged_since: BootInstant) -> Vec<Action> {
     let expired = i.since(unchanged_since) >= i.settings.timing.lease_duration;
     match record.holder.as_deref() {
+        // A fenced holder whose Postgres has stopped must not keep the lease.
+        Some(h) if h == i.me && i.local.fenced && !i.local.process => vec![Action::Release],
         Some(h) if h == i.me => {
             let mut actions = vec![Action::Renew];
             if i.local.postgres == (PgState::Running { in_recovery: true }) && !i.local.fenced {

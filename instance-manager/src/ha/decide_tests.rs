@@ -42,6 +42,7 @@ fn replica(lsn: u64) -> Local {
         lsn: Some(lsn),
         timeline: Some(1),
         fenced: false,
+        process: true,
         priority: 100,
     }
 }
@@ -374,4 +375,61 @@ fn in_sync_mode_only_published_members_compete() {
     // pg-3 has more WAL but is asynchronous: it cannot be promoted, so it must not block pg-2.
     w.peers = vec![peer("pg-3", "replica", 500)];
     assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
+}
+
+// An operator's fence: the holder lets go of the lease once its Postgres has stopped.
+#[test]
+fn a_fenced_holder_releases_the_lease_only_after_postgres_stopped() {
+    let mut w = World::new().held_by(Some("pg-2"), 0);
+    w.memory.last_renew_sent = Some(at(w.t0, 0));
+    w.local.fenced = true;
+    assert_eq!(w.decide_at(1), vec![Action::Renew], "postgres still stopping: keep the lease meanwhile");
+    w.local.process = false;
+    w.local.postgres = PgState::Down;
+    assert_eq!(w.decide_at(1), vec![Action::Release]);
+    w.local.fenced = false;
+    assert_eq!(w.decide_at(1), vec![Action::Renew], "unfenced: the holder keeps its lease to start again");
+}
+
+// The one definition of "we hold the lease", measured from the send of the last confirmation.
+#[test]
+fn the_claim_is_fresh_until_exactly_the_renew_deadline_after_its_send() {
+    let t = LeaseTiming::default();
+    let t0 = BootInstant::now();
+    assert!(!renew_fresh(&Memory::default(), &t, t0), "never renewed");
+    let m = Memory { last_renew_sent: Some(t0), ..Memory::default() };
+    assert_eq!(claim_deadline(&m, &t), t0.checked_add(t.renew_deadline));
+    assert!(renew_fresh(&m, &t, at(t0, 9)));
+    assert!(!renew_fresh(&m, &t, t0.checked_add(t.renew_deadline).unwrap()));
+    let confirmed = Memory { failsafe_confirmed: Some(at(t0, 5)), ..m };
+    assert!(renew_fresh(&confirmed, &t, at(t0, 12)), "a failsafe round every member acknowledged counts too");
+}
+
+#[test]
+fn peers_are_asked_only_when_the_lease_may_change_hands() {
+    let t = LeaseTiming::default();
+    let w = World::new().held_by(Some("pg-1"), 0);
+    assert!(!needs_peers(&w.lease, "pg-2", &t, at(w.t0, 1)), "a live holder");
+    assert!(needs_peers(&w.lease, "pg-2", &t, at(w.t0, 15)), "unchanged for leaseDuration");
+    assert!(!needs_peers(&w.lease, "pg-1", &t, at(w.t0, 15)), "our own lease");
+    assert!(needs_peers(&LeaseView::Absent, "pg-2", &t, w.t0));
+    assert!(!needs_peers(&LeaseView::Unreadable("down".into()), "pg-2", &t, w.t0));
+}
+
+#[test]
+fn transitions_are_named_by_how_the_lease_changed_hands() {
+    assert_eq!(transition_kind(Some("pg-2"), "pg-2", true), "switchover");
+    assert_eq!(transition_kind(Some("pg-3"), "pg-2", true), "failover", "another member was the target");
+    assert_eq!(transition_kind(None, "pg-2", true), "failover");
+    assert_eq!(transition_kind(None, "pg-2", false), "bootstrap");
+}
+
+// 6. Timelines change only when leadership moved.
+#[test]
+fn a_held_lease_starts_postgres_as_primary_only_when_nobody_else_can_have_written() {
+    assert!(start_held_as_primary(false, true, None), "a new cluster");
+    assert!(start_held_as_primary(true, false, Some(true)), "our lease, and we were the primary");
+    assert!(!start_held_as_primary(true, true, Some(true)), "just acquired: someone else may have written");
+    assert!(!start_held_as_primary(true, false, Some(false)), "a standby's data directory");
+    assert!(!start_held_as_primary(true, false, None), "pg_control unreadable");
 }

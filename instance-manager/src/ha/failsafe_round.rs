@@ -27,7 +27,7 @@ impl HaLoop {
                 );
             }
             self.memory.failsafe_confirmed = Some(sent);
-            self.instance.set_primary_allowed_until(sent.checked_add(self.timing.renew_deadline));
+            self.instance.set_primary_allowed_until(super::decide::claim_deadline(&self.memory, &self.timing));
             self.arm();
             self.failsafe_refusal = None;
         } else {

@@ -82,6 +82,7 @@ fn primary_inputs(memory: &Memory, settings: &Settings, now: BootInstant) -> Vec
         lsn: Some(1),
         timeline: Some(1),
         fenced: false,
+        process: true,
         priority: 100,
     };
     let lease = LeaseView::Unreadable("api server down".into());

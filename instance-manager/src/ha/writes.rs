@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::actor::HaLoop;
-use super::decide::{LeaseView, claim_sent};
+use super::decide::{LeaseView, claim_deadline, claim_sent, renew_fresh, start_held_as_primary, transition_kind};
 use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::instance::Desired;
@@ -59,7 +59,7 @@ pub fn next_record(
 impl HaLoop {
     /// Whether our last renew is within the renew deadline.
     pub(super) fn renew_is_fresh(&self) -> bool {
-        claim_sent(&self.memory).is_some_and(|t| BootInstant::now().duration_since(t) < self.timing.renew_deadline)
+        renew_fresh(&self.memory, &self.timing, BootInstant::now())
     }
 
     /// From now on we do not hold the lease.
@@ -100,9 +100,8 @@ impl HaLoop {
     /// fence (a hung store must not delay the fence).
     pub(super) fn call_deadline(&self) -> Duration {
         let mut d = self.timing.retry_period;
-        if let Some(sent) = claim_sent(&self.memory) {
-            let left = self.timing.renew_deadline.saturating_sub(BootInstant::now().duration_since(sent));
-            d = d.min(left);
+        if let Some(deadline) = claim_deadline(&self.memory, &self.timing) {
+            d = d.min(deadline.duration_since(BootInstant::now()));
         }
         d
     }
@@ -265,19 +264,17 @@ impl HaLoop {
         v: &Validated,
     ) -> bool {
         self.memory.last_renew_sent = Some(sent);
-        self.instance.set_primary_allowed_until(sent.checked_add(self.timing.renew_deadline));
+        self.instance.set_primary_allowed_until(claim_deadline(&self.memory, &self.timing));
         self.seen = Some((version, BootInstant::now()));
         if acquiring {
             tracing::info!(term = record.transitions, previous = previous.as_deref(), "acquired the lease");
             // The others follow at once, not at their next period.
             crate::peers::wake_all(v);
-            let kind = if record.switchover_to.is_some() {
-                "switchover"
-            } else if previous.is_some() {
-                "failover"
-            } else {
-                "bootstrap"
-            };
+            let kind = transition_kind(
+                record.switchover_to.as_deref(),
+                &record.holder.clone().unwrap_or_default(),
+                previous.is_some(),
+            );
             self.pending_transition = Some((kind.into(), previous, record.transitions, sent));
         }
         self.highest_term.observe(record.transitions);
@@ -302,19 +299,19 @@ impl HaLoop {
         }
         let v = self.instance.config();
         let paths = &self.instance.paths;
-        let primary = if !crate::pgdata::is_initialized(&paths.data_dir) {
-            true // a new cluster: initdb or a recovery bootstrap
-        } else if acquiring {
-            false
-        } else {
+        let initialized = crate::pgdata::is_initialized(&paths.data_dir);
+        let was_primary = if initialized && !acquiring {
             match crate::pgdata::cluster_state(&self.sup, &v, paths).await {
-                Ok(state) => state.was_primary(),
+                Ok(state) => Some(state.was_primary()),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read pg_control; starting as a standby to be promoted");
-                    false
+                    None
                 }
             }
+        } else {
+            None
         };
+        let primary = start_held_as_primary(initialized, acquiring, was_primary);
         if primary {
             tracing::info!("holding the lease: starting postgres as the primary on its own timeline");
             self.prepare_primary_sync(&sync);
