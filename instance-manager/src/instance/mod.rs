@@ -15,6 +15,7 @@
 //! ```
 
 mod archiving;
+mod command;
 mod ha_thread;
 mod reload;
 mod roles;
@@ -22,5 +23,6 @@ mod run;
 mod start;
 mod state;
 
+pub use command::PostgresCommand;
 pub use run::{ExitReason, run};
 pub use state::{Desired, Instance, ProcessState, restart_delay, role_name};

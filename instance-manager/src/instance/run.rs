@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
+use super::command::PostgresCommand;
 use super::start::{bootstrap, prepare_start};
 use super::state::{Desired, Instance, restart_delay};
 use crate::api::PostgresProcessState;
@@ -86,9 +87,18 @@ impl Signals {
 struct Inbox {
     signals: Signals,
     reload: mpsc::Receiver<()>,
-    desired: watch::Receiver<Desired>,
-    fence: mpsc::Receiver<String>,
+    role: RoleInbox,
     sync: watch::Receiver<crate::ha::sync::SyncNames>,
+}
+
+/// What the HA loop tells the run loop (see `command`).
+struct RoleInbox {
+    desired: watch::Receiver<Desired>,
+    commands: mpsc::Receiver<PostgresCommand>,
+    /// Until when a primary may start (the HA loop's claim deadline).
+    primary_allowed: watch::Receiver<Option<crate::clock::BootInstant>>,
+    /// A rewind was requested: the next start as a replica rewinds first.
+    rewind_next: bool,
 }
 
 /// Runs the instance until a signal stops it.
@@ -120,19 +130,23 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
             None
         }
     };
-    let fence = instance.take_fence_receiver().unwrap_or_else(|| mpsc::channel(1).1);
+    let commands = instance.take_command_receiver().unwrap_or_else(|| mpsc::channel(1).1);
     if v.config.lease.is_some() {
         start_ha(&sup, &instance).await?;
     }
     let mut inbox = Inbox {
         signals: Signals::new()?,
         reload,
-        desired: instance.watch_desired(),
-        fence,
+        role: RoleInbox {
+            desired: instance.watch_desired(),
+            commands,
+            primary_allowed: instance.watch_primary_allowed(),
+            rewind_next: false,
+        },
         sync: instance.watch_sync_names(),
     };
     tokio::select! {
-        r = bootstrap(&sup, &instance, &mut inbox.desired) => r?,
+        r = bootstrap(&sup, &instance, &mut inbox.role.desired) => r?,
         mode = inbox.signals.next() => {
             // Interrupted tools were killed with the bootstrap; the instance does not exist.
             let reason = stopped_idle(&instance, mode, None);
@@ -146,12 +160,15 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     let mut last_crash: Option<ExitStatus> = None;
     loop {
         let start = tokio::select! {
-            d = startable(&instance, &mut inbox.desired) => d,
+            d = startable(&instance, &mut inbox.role) => d,
             mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, last_crash)),
         };
         let v = instance.config();
         tracing::info!(role = %start, "starting postgres");
-        prepare_start(&sup, &instance, &v, &start).await?;
+        prepare_start(&sup, &instance, &v, &start, inbox.role.rewind_next).await?;
+        if matches!(start, StartAs::Replica(Some(_))) {
+            inbox.role.rewind_next = false;
+        }
         let pm = Postmaster::start(&sup, &v, &instance.paths)?;
         instance.db.set_port(pm.port).await;
         instance.update_process(|p| {
@@ -235,15 +252,27 @@ pub fn start_as(desired: &Desired, fenced: bool, may_be_primary: bool) -> Option
     }
 }
 
-/// Waits until Postgres may be started: see [`start_as`].
-async fn startable(instance: &Instance, rx: &mut watch::Receiver<Desired>) -> StartAs {
+/// Waits until Postgres may be started: see [`start_as`]. Woken by a change of the desired
+/// role, of the fence, or of the lease's claim deadline (a renew); commands that arrive
+/// meanwhile find nothing to stop, and a rewind is remembered for the next start.
+async fn startable(instance: &Instance, inbox: &mut RoleInbox) -> StartAs {
     loop {
-        let d = rx.borrow_and_update().clone();
+        let d = inbox.desired.borrow_and_update().clone();
+        inbox.primary_allowed.borrow_and_update();
         if let Some(start) = start_as(&d, instance.is_fenced(), instance.may_start_primary()) {
             return start;
         }
-        // The lease's freshness changes without a notification: look again shortly.
-        let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+        tokio::select! {
+            _ = inbox.desired.changed() => {}
+            _ = inbox.primary_allowed.changed() => {}
+            Some(cmd) = inbox.commands.recv() => match cmd {
+                PostgresCommand::Fence { reason } => tracing::debug!(reason, "fence requested while postgres is stopped"),
+                PostgresCommand::Rewind { reason } => {
+                    tracing::info!(reason, "rewind requested while postgres is stopped: at the next start");
+                    inbox.rewind_next = true;
+                }
+            },
+        }
     }
 }
 
@@ -261,35 +290,33 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
     tokio::pin!(ready);
     let mut is_ready = false;
     let mut sync_pending = false;
-    inbox.desired.borrow_and_update();
+    inbox.role.desired.borrow_and_update();
     inbox.sync.borrow_and_update();
     // SIGTERM on a lease-holding primary: a handover runs first (the HA loop halts Postgres
-    // through the desired role), and the manager exits once the lease is handed over.
-    let mut handover: Option<tokio::task::JoinHandle<Result<String, String>>> = None;
+    // through the desired role), and the manager exits once the lease is handed over. The
+    // request is a future polled here, by this loop: no task of its own.
+    let mut handover: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>> =
+        None;
     loop {
         tokio::select! {
             status = pm.wait() => return Supervised::Exited(status),
             mode = inbox.signals.next() => {
                 if handover.is_none() && mode == ShutdownMode::Smart && running == Desired::Primary && instance.config().config.lease.is_some() {
                     tracing::info!("SIGTERM on the primary: handing the lease over before stopping");
-                    let inst = Arc::clone(instance);
-                    handover = Some(tokio::spawn(async move {
-                        inst.ha_command(|reply| crate::ha::HaCommand::Switchover { target: None, reply }).await
-                    }));
+                    handover = Some(Box::pin(instance.ha_command(|reply| crate::ha::HaCommand::Switchover { target: None, reply })));
                     continue;
                 }
                 return Supervised::Stopped(stop_and_release(instance, pm, &mut inbox.signals, mode).await);
             }
-            Some(r) = async { match handover.as_mut() { Some(h) => Some(h.await), None => None } }, if handover.is_some() => {
+            r = async { match handover.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if handover.is_some() => {
                 match r {
-                    Ok(Ok(target)) => tracing::info!(%target, "handover done"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "handover not possible; stopping anyway"),
-                    Err(e) => tracing::warn!(error = %e, "handover task failed; stopping anyway"),
+                    Ok(target) => tracing::info!(%target, "handover done"),
+                    Err(e) => tracing::warn!(error = %e, "handover not possible; stopping anyway"),
                 }
                 return Supervised::Stopped(stop_and_release(instance, pm, &mut inbox.signals, ShutdownMode::Smart).await);
             }
-            Some(reason) = inbox.fence.recv() => {
-                fence(instance, pm, &reason).await;
+            Some(cmd) = inbox.role.commands.recv() => {
+                execute(instance, pm, cmd, &mut inbox.role.rewind_next).await;
                 return Supervised::Fenced;
             }
             _ = &mut ready, if !is_ready => {
@@ -312,27 +339,28 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
                     sync_pending = true;
                 }
             }
-            Ok(()) = inbox.desired.changed() => {
+            Ok(()) = inbox.role.desired.changed() => {
                 // The HA loop sends its fence request before it sets the replica role, and both
                 // may be ready here at once: the fence must win. The role change alone would
                 // stop Postgres with a fast shutdown, which waits for the WAL senders of a
                 // partitioned primary (up to stopTimeout), and would leave the fence request
                 // queued to kill the next Postgres.
-                if let Ok(reason) = inbox.fence.try_recv() {
-                    fence(instance, pm, &reason).await;
+                if let Ok(cmd) = inbox.role.commands.try_recv() {
+                    execute(instance, pm, cmd, &mut inbox.role.rewind_next).await;
                     return Supervised::Fenced;
                 }
-                let want = inbox.desired.borrow_and_update().clone();
+                let want = inbox.role.desired.borrow_and_update().clone();
                 match super::roles::change_role(instance, pm, &running, &want, is_ready).await {
                     super::roles::Change::Done => running = want,
                     super::roles::Change::Ignored => {}
                     super::roles::Change::NeedsRestart => {
                         let reason = stop(instance, pm, &mut inbox.signals, ShutdownMode::Fast).await;
-                        if let Some(task) = handover.take() {
+                        if let Some(request) = handover.take() {
                             // Exiting: wait (bounded) for the lease to reach the target.
-                            match tokio::time::timeout(Duration::from_secs(30), task).await {
-                                Ok(Ok(Ok(target))) => tracing::info!(%target, "handover done"),
-                                other => tracing::warn!(result = ?other.map(|r| r.map(|r| r.err())), "handover did not complete"),
+                            match tokio::time::timeout(Duration::from_secs(30), request).await {
+                                Ok(Ok(target)) => tracing::info!(%target, "handover done"),
+                                Ok(Err(e)) => tracing::warn!(error = %e, "handover did not complete"),
+                                Err(_) => tracing::warn!("handover did not complete within 30 s"),
                             }
                             return Supervised::Stopped(reason);
                         }
@@ -381,6 +409,18 @@ async fn wait_accepting(instance: &Instance) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Carries out a command on a running postmaster: both stop it at once; a rewind also makes
+/// the next start as a replica rewind first.
+async fn execute(instance: &Instance, pm: &Postmaster, cmd: PostgresCommand, rewind_next: &mut bool) {
+    match cmd {
+        PostgresCommand::Fence { reason } => fence(instance, pm, &reason).await,
+        PostgresCommand::Rewind { reason } => {
+            *rewind_next = true;
+            fence(instance, pm, &reason).await;
+        }
     }
 }
 

@@ -94,13 +94,15 @@ async fn replica_from_backup(sup: &Supervisor, instance: &Instance, v: &Validate
 }
 
 /// Renders configuration and signal files for a start as `desired`. A replica whose data
-/// directory was last a primary is rewound onto its upstream first, and re-cloned when the
-/// rewind fails: it must never start writable, and never on a diverged timeline.
+/// directory was last a primary (or, with `rewind`, one that diverged) is rewound onto its
+/// upstream first, and re-cloned when the rewind fails: it must never start writable, and
+/// never on a diverged timeline.
 pub(super) async fn prepare_start(
     sup: &Supervisor,
     instance: &Instance,
     v: &Validated,
     start: &StartAs,
+    rewind: bool,
 ) -> Result<(), Error> {
     let paths = &instance.paths;
     let upstream = match start {
@@ -108,7 +110,7 @@ pub(super) async fn prepare_start(
         StartAs::Primary => None,
     };
     if let Some(up) = &upstream {
-        rewind_if_needed(sup, instance, v, up).await?;
+        rewind_if_needed(sup, instance, v, up, rewind).await?;
     }
     // A value Postgres refuses stops the start here, with its name, not in a crash loop.
     crate::pgconf::check::check(sup, v, paths, upstream.as_ref(), &instance.sync_names()).await?;
@@ -118,13 +120,18 @@ pub(super) async fn prepare_start(
     Ok(())
 }
 
-async fn rewind_if_needed(sup: &Supervisor, instance: &Instance, v: &Validated, up: &Upstream) -> Result<(), Error> {
+async fn rewind_if_needed(
+    sup: &Supervisor,
+    instance: &Instance,
+    v: &Validated,
+    up: &Upstream,
+    forced: bool,
+) -> Result<(), Error> {
     let paths = &instance.paths;
     if paths.data_dir.join("backup_label").exists() {
         // A fresh base backup: pg_control is the primary's copy, the data is a standby's.
         return Ok(());
     }
-    let forced = instance.take_rewind_request();
     let state = pgdata::cluster_state(sup, v, paths).await?;
     if !state.was_primary() && !forced {
         return Ok(());

@@ -80,19 +80,18 @@ pub struct Instance {
     manager_pending: Mutex<Vec<String>>,
     started: Instant,
     desired: watch::Sender<Desired>,
-    fence_tx: mpsc::Sender<String>,
-    fence_rx: Mutex<Option<mpsc::Receiver<String>>>,
+    commands_tx: mpsc::Sender<super::PostgresCommand>,
+    commands_rx: Mutex<Option<mpsc::Receiver<super::PostgresCommand>>>,
     lease_status: Mutex<Option<LeaseStatus>>,
     fenced: std::sync::atomic::AtomicBool,
     promoted_at: Mutex<Option<crate::clock::BootInstant>>,
-    primary_allowed_until: Mutex<Option<crate::clock::BootInstant>>,
+    primary_allowed_until: watch::Sender<Option<crate::clock::BootInstant>>,
     ha: Mutex<Option<mpsc::Sender<crate::ha::HaCommand>>>,
     /// Failsafe promises this member gave, and its acquisitions (`ha::failsafe`).
     pub failsafe: Arc<crate::ha::failsafe::Promises>,
     paused: std::sync::atomic::AtomicBool,
     sync_names: watch::Sender<crate::ha::sync::SyncNames>,
     ha_heartbeat: Mutex<Option<crate::clock::BootInstant>>,
-    force_rewind: std::sync::atomic::AtomicBool,
     /// The API's certificate, once the HTTPS listener has loaded it (for `/status` and the
     /// metrics; the listener owns it).
     api_tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
@@ -131,7 +130,7 @@ impl Instance {
             Desired::Replica(crate::pgconf::configured_upstream(&v))
         };
         let (desired, _) = watch::channel(initial);
-        let (fence_tx, fence_rx) = mpsc::channel(4);
+        let (commands_tx, commands_rx) = mpsc::channel(4);
         let archiver = super::archiving::open_archiver(&v);
         let restorer = archiver.as_ref().map(|a| super::archiving::open_restorer(&v, a.store().clone()));
         Self {
@@ -146,18 +145,17 @@ impl Instance {
             manager_pending: Mutex::new(Vec::new()),
             started: Instant::now(),
             desired,
-            fence_tx,
-            fence_rx: Mutex::new(Some(fence_rx)),
+            commands_tx,
+            commands_rx: Mutex::new(Some(commands_rx)),
             lease_status: Mutex::new(None),
             fenced: false.into(),
             promoted_at: Mutex::new(None),
-            primary_allowed_until: Mutex::new(None),
+            primary_allowed_until: watch::channel(None).0,
             ha: Mutex::new(None),
             failsafe: Arc::default(),
             paused: false.into(),
             sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
             ha_heartbeat: Mutex::new(None),
-            force_rewind: false.into(),
             api_tls: std::sync::OnceLock::new(),
             restorer: Mutex::new(restorer),
             applied_passwords: Mutex::new(std::collections::BTreeMap::new()),
@@ -208,14 +206,26 @@ impl Instance {
 
     /// Asks the run loop to stop Postgres at once (fencing). Never blocks.
     pub fn fence_now(&self, reason: String) {
-        if self.fence_tx.try_send(reason).is_err() {
-            tracing::debug!("a fence request is already pending");
+        self.command(super::PostgresCommand::Fence { reason });
+    }
+
+    /// Stops Postgres and rewinds it onto its upstream before it starts again (a replica that
+    /// diverged from the primary's timeline).
+    pub fn request_rewind(&self, reason: String) {
+        self.command(super::PostgresCommand::Rewind { reason });
+    }
+
+    /// Queues a command for the run loop. Never blocks: with a full queue, a fence is
+    /// already pending, and the command that found it full is dropped (logged).
+    fn command(&self, cmd: super::PostgresCommand) {
+        if let Err(e) = self.commands_tx.try_send(cmd) {
+            tracing::warn!(command = ?e.into_inner(), "the run loop has commands pending; dropped");
         }
     }
 
-    /// The receiving end of fence requests; the run loop takes it once.
-    pub(crate) fn take_fence_receiver(&self) -> Option<mpsc::Receiver<String>> {
-        self.fence_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    /// The receiving end of the commands; the run loop takes it once.
+    pub(crate) fn take_command_receiver(&self) -> Option<mpsc::Receiver<super::PostgresCommand>> {
+        self.commands_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     /// Publishes the HA loop's view of the lease for `/status`.
@@ -234,23 +244,19 @@ impl Instance {
         if self.config().config.lease.is_none() {
             return true;
         }
-        read(&self.primary_allowed_until).is_some_and(|t| crate::clock::BootInstant::now() < t)
+        self.primary_allowed_until.borrow().is_some_and(|t| crate::clock::BootInstant::now() < t)
     }
 
+    /// Sets until when Postgres may run (or start) as the primary: the HA loop's claim
+    /// deadline after each successful renew, `None` when the lease is not ours.
     pub(crate) fn set_primary_allowed_until(&self, t: Option<crate::clock::BootInstant>) {
-        write(&self.primary_allowed_until, t);
+        self.primary_allowed_until.send_if_modified(|cur| std::mem::replace(cur, t) != t);
     }
 
-    /// Stops Postgres and rewinds it onto its upstream before it starts again (a replica that
-    /// diverged from the primary's timeline).
-    pub fn request_rewind(&self, reason: String) {
-        self.force_rewind.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.fence_now(reason);
-    }
-
-    /// Whether a rewind was requested; clears the request.
-    pub(crate) fn take_rewind_request(&self) -> bool {
-        self.force_rewind.swap(false, std::sync::atomic::Ordering::SeqCst)
+    /// Subscribes to changes of [`Self::may_start_primary`]'s deadline (the run loop waits on
+    /// it instead of polling).
+    pub(crate) fn watch_primary_allowed(&self) -> watch::Receiver<Option<crate::clock::BootInstant>> {
+        self.primary_allowed_until.subscribe()
     }
 
     /// The HA loop calls this at every tick.
