@@ -276,6 +276,9 @@ async fn startable(instance: &Instance, inbox: &mut RoleInbox) -> StartAs {
     }
 }
 
+/// A handover asked of the HA loop: its answer is the new primary's name.
+type HandoverRequest<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+
 enum Supervised {
     Stopped(ExitReason),
     Exited(ExitStatus),
@@ -295,8 +298,7 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
     // SIGTERM on a lease-holding primary: a handover runs first (the HA loop halts Postgres
     // through the desired role), and the manager exits once the lease is handed over. The
     // request is a future polled here, by this loop: no task of its own.
-    let mut handover: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>> =
-        None;
+    let mut handover: Option<HandoverRequest<'_>> = None;
     loop {
         tokio::select! {
             status = pm.wait() => return Supervised::Exited(status),
