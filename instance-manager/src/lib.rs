@@ -44,6 +44,7 @@ pub mod pgdata;
 pub mod postgres;
 pub mod routing;
 pub mod supervisor;
+pub mod tasks;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;

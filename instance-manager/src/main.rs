@@ -8,6 +8,10 @@ use clap::Parser;
 use instance_manager::cli::{self, ApiClient, ApiTarget, Cli, Command, Output, RunArgs};
 use instance_manager::config::{self, Overrides};
 use instance_manager::instance::{self, ExitReason, Instance};
+use instance_manager::tasks::Tasks;
+
+/// How long the manager waits for its tasks to end once Postgres is stopped.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,14 +65,18 @@ async fn run(args: RunArgs) -> ExitCode {
         tracing::error!(error = %e, "cannot prepare the run directory");
         return ExitCode::from(3);
     }
-    if let Err(e) = instance_manager::http::serve(Arc::clone(&inst)).await {
+    // Every long-lived task is spawned through `tasks` and ends on its token (shut_down).
+    let tasks = Tasks::new();
+    if let Err(e) = instance_manager::http::serve(Arc::clone(&inst), &tasks).await {
         tracing::error!(error = %e, "cannot start the HTTP API");
         return ExitCode::from(3);
     }
     // A metrics port that cannot be bound is logged and retried: it never stops the manager.
-    instance_manager::metrics::spawn(Arc::clone(&inst));
-    instance_manager::backup::runner::spawn(Arc::clone(&inst));
-    match instance::run(inst).await {
+    instance_manager::metrics::spawn(Arc::clone(&inst), &tasks);
+    instance_manager::backup::runner::spawn(Arc::clone(&inst), &tasks);
+    let ended = instance::run(inst, &tasks).await;
+    shut_down(&tasks).await;
+    match ended {
         Ok(ExitReason::Clean) => {
             tracing::info!("instance manager stopped cleanly");
             ExitCode::SUCCESS
@@ -81,6 +89,17 @@ async fn run(args: RunArgs) -> ExitCode {
             tracing::error!(error = %e, "instance manager failed");
             ExitCode::from(3)
         }
+    }
+}
+
+/// Ends every task (Postgres is stopped by now) and says whether they all ended.
+async fn shut_down(tasks: &Tasks) {
+    let running = tasks.running().len();
+    let left = tasks.shutdown(SHUTDOWN_GRACE).await;
+    if left.is_empty() {
+        tracing::info!(tasks = running, "every task ended");
+    } else {
+        tracing::warn!(tasks = ?left, grace_s = SHUTDOWN_GRACE.as_secs(), "tasks still running at exit");
     }
 }
 

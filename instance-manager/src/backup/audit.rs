@@ -36,9 +36,9 @@ const STAGED_IDLE: Duration = Duration::from_secs(600);
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(15);
 
 /// Starts the audit loop of `instance`'s archive.
-pub fn spawn(instance: Arc<Instance>) {
+pub fn spawn(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) {
     if let Some(archiver) = instance.archiver.clone() {
-        tokio::spawn(audit_loop(instance, archiver));
+        tasks.spawn("archive audit", audit_loop(instance, archiver));
     }
 }
 

@@ -307,10 +307,10 @@ pub fn runs_schedule(instance: &Instance) -> bool {
 
 /// Starts the task that keeps the last backup fresh and runs the schedule, and the archive
 /// audit, when a backup store is configured.
-pub fn spawn(instance: Arc<Instance>) {
+pub fn spawn(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) {
     if let Some(store) = store(&instance) {
-        super::audit::spawn(Arc::clone(&instance));
-        tokio::spawn(schedule_loop(instance, store));
+        super::audit::spawn(Arc::clone(&instance), tasks);
+        tasks.spawn("backup schedule", schedule_loop(instance, store));
     }
 }
 

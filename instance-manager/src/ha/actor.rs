@@ -240,11 +240,13 @@ impl HaLoop {
         Self { routing_problem: Some(problems), ..self }
     }
 
-    /// Runs forever: a tick every `retryPeriod`, and exactly at the renew deadline when that
-    /// comes first (so fencing is never late by a whole period).
-    pub async fn run(mut self) {
+    /// Runs until `stop` is cancelled (the manager's shutdown, after the run loop stopped
+    /// Postgres and gave the lease up): a tick every `retryPeriod`, and exactly at the renew
+    /// deadline when that comes first (so fencing is never late by a whole period). A tick in
+    /// progress always finishes.
+    pub async fn run(mut self, stop: tokio_util::sync::CancellationToken) {
         let mut due = BootInstant::now();
-        loop {
+        while !stop.is_cancelled() {
             self.memory.expected_wake = Some(due);
             // Lateness is measured here, before any I/O of the tick (DESIGN §4.6).
             self.memory.tick_started = Some(BootInstant::now());
@@ -279,6 +281,7 @@ impl HaLoop {
             }
             due = now.checked_add(sleep).unwrap_or(now);
             tokio::select! {
+                () = stop.cancelled() => {}
                 () = tokio::time::sleep(sleep) => {}
                 Some(cmd) = self.commands.recv() => {
                     self.command(cmd).await;

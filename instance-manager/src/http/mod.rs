@@ -88,7 +88,7 @@ fn limited(routes: Router<Arc<Instance>>) -> Router<Arc<Instance>> {
 
 /// Binds the TCP listener and the Unix sockets, then serves them in background tasks, each
 /// within its [`capacity::Capacity`] limits.
-pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
+pub async fn serve(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result<(), Error> {
     let addr = instance.config().api_listen;
     let tls = match &instance.config().config.api.tls {
         Some(spec) => Some(Arc::new(crate::tls::ServerTls::load(spec)?)),
@@ -116,16 +116,17 @@ pub async fn serve(instance: Arc<Instance>) -> Result<(), Error> {
         })?;
     }
     let wal_app = wal_router(Arc::clone(&instance));
-    tokio::spawn(server::serve(wal, wal_app, caps.wal_socket, "wal socket"));
+    tasks.spawn("wal socket", server::serve(wal, wal_app, caps.wal_socket, "wal socket"));
     let tcp_app = router(instance, true);
     match tls {
-        None => tokio::spawn(server::serve(tcp, tcp_app, caps.api, "api")),
+        None => tasks.spawn("api", server::serve(tcp, tcp_app, caps.api, "api")),
         Some(tls) => {
-            crate::tls::watch_server_tls(Arc::clone(&tls));
-            tokio::spawn(server::serve(crate::tls::TlsListener::new(tcp, tls), tcp_app, caps.api, "api (https)"))
+            crate::tls::watch_server_tls(Arc::clone(&tls), tasks);
+            let listener = crate::tls::TlsListener::new(tcp, tls);
+            tasks.spawn("api (https)", server::serve(listener, tcp_app, caps.api, "api (https)"));
         }
-    };
-    tokio::spawn(server::serve(unix, app, caps.manager_socket, "manager socket"));
+    }
+    tasks.spawn("manager socket", server::serve(unix, app, caps.manager_socket, "manager socket"));
     Ok(())
 }
 

@@ -29,8 +29,18 @@ use crate::supervisor::Supervisor;
 
 /// Opens the lease store, starts the deadman and the HA loop on the `pgwarden-ha` thread; returns
 /// once the loop runs (or why it could not start).
-pub(super) async fn start(sup: &Supervisor, instance: &Arc<Instance>) -> Result<(), Error> {
+pub(super) async fn start(
+    sup: &Supervisor,
+    instance: &Arc<Instance>,
+    tasks: &crate::tasks::Tasks,
+) -> Result<(), Error> {
     let (started_tx, started) = tokio::sync::oneshot::channel();
+    // Shutdown waits for the loop to finish its tick and its thread to end.
+    let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+    tasks.track_until("ha loop", async move {
+        let _ = ended.await;
+    });
+    let stop = tasks.token().clone();
     let (sup, instance) = (sup.clone(), Arc::clone(instance));
     std::thread::Builder::new()
         .name("pgwarden-ha".into())
@@ -47,13 +57,14 @@ pub(super) async fn start(sup: &Supervisor, instance: &Arc<Instance>) -> Result<
                 match prepare(&sup, &instance).await {
                     Ok(ha) => {
                         let _ = started_tx.send(Ok(()));
-                        ha.run().await;
+                        ha.run(stop).await;
                     }
                     Err(e) => {
                         let _ = started_tx.send(Err(e));
                     }
                 }
             });
+            drop(ended_tx);
         })
         .map_err(|e| Error::Lease(format!("cannot start the HA loop's thread: {e}")))?;
     started.await.unwrap_or_else(|_| Err(Error::Lease("the HA loop's thread ended before the loop started".into())))

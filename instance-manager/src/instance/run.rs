@@ -102,7 +102,7 @@ struct RoleInbox {
 }
 
 /// Runs the instance until a signal stops it.
-pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
+pub async fn run(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result<ExitReason, Error> {
     let sup = Supervisor::start()?;
     let v = instance.config();
     v.os_user.ensure_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
@@ -132,7 +132,7 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
     };
     let commands = instance.take_command_receiver().unwrap_or_else(|| mpsc::channel(1).1);
     if v.config.lease.is_some() {
-        start_ha(&sup, &instance).await?;
+        start_ha(&sup, &instance, tasks).await?;
     }
     let mut inbox = Inbox {
         signals: Signals::new()?,
@@ -209,8 +209,8 @@ pub async fn run(instance: Arc<Instance>) -> Result<ExitReason, Error> {
 
 /// Starts the deadman and the HA loop that owns the lease, on a thread of its own (see
 /// `ha_thread` for why).
-async fn start_ha(sup: &Supervisor, instance: &Arc<Instance>) -> Result<(), Error> {
-    super::ha_thread::start(sup, instance).await
+async fn start_ha(sup: &Supervisor, instance: &Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result<(), Error> {
+    super::ha_thread::start(sup, instance, tasks).await
 }
 
 fn stopped_idle(instance: &Instance, mode: ShutdownMode, crashed: Option<ExitStatus>) -> ExitReason {

@@ -26,8 +26,8 @@ use crate::instance::Instance;
 pub const RETRY: Duration = Duration::from_secs(10);
 
 /// Starts serving the metrics of `instance` in the background.
-pub fn spawn(instance: Arc<Instance>) {
-    tokio::spawn(serve(instance));
+pub fn spawn(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) {
+    tasks.spawn("metrics", serve(instance));
 }
 
 async fn serve(instance: Arc<Instance>) {

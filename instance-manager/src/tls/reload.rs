@@ -157,7 +157,7 @@ impl ServerTls {
 
 /// Watches the directories of `tls`'s files (Kubernetes swaps a `..data` symlink in a
 /// mounted Secret) and reloads on every change, for as long as the process runs.
-pub fn watch_server_tls(tls: Arc<ServerTls>) {
+pub fn watch_server_tls(tls: Arc<ServerTls>, tasks: &crate::tasks::Tasks) {
     let (tx, mut rx) = mpsc::channel(1);
     let watch = match crate::config::watch_files(&tls.files(), tx) {
         Ok(w) => w,
@@ -166,7 +166,7 @@ pub fn watch_server_tls(tls: Arc<ServerTls>) {
             return;
         }
     };
-    tokio::spawn(async move {
+    tasks.spawn("api certificate watch", async move {
         let _watch = watch;
         while rx.recv().await.is_some() {
             let _ = tls.reload();
