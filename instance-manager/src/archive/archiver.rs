@@ -32,6 +32,7 @@ use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 
 use super::cipher::Cipher;
+use super::error::ArchiveError;
 use super::layout::{self, Layout, parse_wal_name};
 use super::store::{Created, Store};
 use super::{identity, pack};
@@ -40,7 +41,7 @@ use crate::api::{ArchiveStatus, Compression};
 /// How many archived names are remembered to answer repeated calls at once.
 const REMEMBERED: usize = 4096;
 
-type Upload = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
+type Upload = Shared<BoxFuture<'static, Result<(), Arc<ArchiveError>>>>;
 
 /// The WAL archiver of one instance.
 pub struct Archiver {
@@ -98,9 +99,10 @@ impl Archiver {
 
     /// Archives the WAL file at `path` (absolute, or relative to the data directory, inside
     /// `pg_wal`), returning when it is safely in the store.
-    pub async fn archive(self: &Arc<Self>, path: &Path) -> Result<(), String> {
+    pub async fn archive(self: &Arc<Self>, path: &Path) -> Result<(), Arc<ArchiveError>> {
         let name = self.wal_file_name(path)?;
         if let Err(e) = self.check_identity().await {
+            let e = Arc::new(ArchiveError::Identity(e));
             self.record_failure(&name, &e);
             return Err(e);
         }
@@ -108,15 +110,15 @@ impl Archiver {
         self.look_ahead(&name);
         let result = upload.await;
         self.finish(&name, &result);
-        result.map_err(|e| e.to_string())
+        result
     }
 
     /// The file name of `path`, after checking it is a WAL file inside `pg_wal`.
-    fn wal_file_name(&self, path: &Path) -> Result<String, String> {
+    fn wal_file_name(&self, path: &Path) -> Result<String, ArchiveError> {
         let full = if path.is_absolute() { path.to_path_buf() } else { self.data_dir.join(path) };
         let name = full.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if parse_wal_name(&name).is_none() {
-            return Err(format!("{} is not a WAL file name Postgres archives", path.display()));
+            return Err(ArchiveError::NotWal { path: path.display().to_string() });
         }
         let dir = full.parent().unwrap_or(Path::new(""));
         let in_pg_wal = dir == self.pg_wal
@@ -125,7 +127,10 @@ impl Archiver {
                 .zip(std::fs::canonicalize(&self.pg_wal).ok())
                 .is_some_and(|(a, b)| a == b);
         if !in_pg_wal {
-            return Err(format!("{} is not in {}", path.display(), self.pg_wal.display()));
+            return Err(ArchiveError::OutsidePgWal {
+                path: path.display().to_string(),
+                pg_wal: self.pg_wal.display().to_string(),
+            });
         }
         Ok(name)
     }
@@ -196,11 +201,14 @@ impl Archiver {
         // A task of its own: the upload goes on when the caller gives up (Postgres' call
         // times out), and the next call finds it done.
         let task = tokio::spawn(async move {
-            let _permit = me.permits.acquire().await.map_err(|e| Arc::new(e.to_string()))?;
+            let _permit = me.permits.acquire().await.map_err(|e| Arc::new(ArchiveError::Local(e.to_string())))?;
             me.upload(&owned).await.map_err(Arc::new)
         });
-        let upload: Upload =
-            async move { task.await.unwrap_or_else(|e| Err(Arc::new(format!("upload task: {e}")))) }.boxed().shared();
+        let upload: Upload = async move {
+            task.await.unwrap_or_else(|e| Err(Arc::new(ArchiveError::Local(format!("upload task: {e}")))))
+        }
+        .boxed()
+        .shared();
         state.inflight.insert(name.to_string(), upload.clone());
         upload
     }
@@ -231,7 +239,7 @@ impl Archiver {
         }
     }
 
-    fn finish(&self, name: &str, result: &Result<(), Arc<String>>) {
+    fn finish(&self, name: &str, result: &Result<(), Arc<ArchiveError>>) {
         let mut state = self.state();
         state.inflight.remove(name);
         match result {
@@ -257,8 +265,8 @@ impl Archiver {
         }
     }
 
-    fn record_failure(&self, name: &str, error: &str) {
-        tracing::error!(wal = name, error, "WAL archive failed");
+    fn record_failure(&self, name: &str, error: &ArchiveError) {
+        tracing::error!(wal = name, %error, "WAL archive failed");
         let mut state = self.state();
         state.status.failures_total += 1;
         state.status.last_failed_wal = Some(name.to_string());
@@ -267,18 +275,18 @@ impl Archiver {
     }
 
     /// Packs and uploads one file; compares with what is there when the name is taken.
-    async fn upload(&self, name: &str) -> Result<(), String> {
+    async fn upload(&self, name: &str) -> Result<(), ArchiveError> {
         let local = self.pg_wal.join(name);
         let c = self.compression;
-        let object = self.store.layout.wal_object(name, c).ok_or_else(|| format!("{name} is not a WAL file"))?;
+        let object = self.store.layout.wal_object(name, c).ok_or_else(|| ArchiveError::NotWal { path: name.into() })?;
         let cipher = self.store.cipher().map(|k| Cipher::clone(k));
         let path = local.clone();
         let packed = tokio::task::spawn_blocking(move || pack::pack(&path, c, cipher.as_ref()))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read and compress {}: {e}", local.display()))?;
+            .map_err(|e| ArchiveError::Local(e.to_string()))?
+            .map_err(|e| ArchiveError::Local(format!("cannot read and compress {}: {e}", local.display())))?;
         let (size, started) = (packed.len(), std::time::Instant::now());
-        match self.store.create(&object, packed.into_payload()).await.map_err(|e| e.to_string())? {
+        match self.store.create(&object, packed.into_payload()).await? {
             Created::Written => {
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(wal = name, object = %object, bytes = size, ms, "WAL archived");
@@ -295,14 +303,14 @@ impl Archiver {
         object: &object_store::path::Path,
         c: Compression,
         local: &Path,
-    ) -> Result<(), String> {
-        let existing = self.store.get(object).await.map_err(|e| e.to_string())?.unwrap_or_default();
-        let cipher = self.store.opener(&existing)?.cloned();
+    ) -> Result<(), ArchiveError> {
+        let existing = self.store.get(object).await?.unwrap_or_default();
+        let cipher = self.store.opener(&existing).map_err(ArchiveError::Local)?.cloned();
         let local = local.to_path_buf();
         let same = tokio::task::spawn_blocking(move || pack::same_content(&existing, c, cipher.as_ref(), &local))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot compare with the archived {name}: {e}"))?;
+            .map_err(|e| ArchiveError::Local(e.to_string()))?
+            .map_err(|e| ArchiveError::Local(format!("cannot compare with the archived {name}: {e}")))?;
         if same {
             tracing::info!(wal = name, "WAL already archived with the same content");
             return Ok(());
@@ -310,11 +318,7 @@ impl Archiver {
         if self.data_dir.join("standby.signal").exists() {
             return self.keep_aside(name, object, c).await;
         }
-        Err(format!(
-            "refusing to overwrite {object} in {}: the archive holds a different {name}; \
-             another cluster may be archiving to this destination (give each cluster its own destination or name)",
-            self.store.describe()
-        ))
+        Err(ArchiveError::Conflict { name: name.into(), object: object.to_string(), store: self.store.describe() })
     }
 
     /// A standby's copy of `name` that differs from the archived one: the archived object is
@@ -322,16 +326,21 @@ impl Archiver {
     /// which no restore reads) so neither is lost and the standby can recycle its file. A
     /// standby can hold such a copy when it received WAL of a timeline past the point where
     /// another member branched off (an old primary's last writes).
-    async fn keep_aside(&self, name: &str, object: &object_store::path::Path, c: Compression) -> Result<(), String> {
+    async fn keep_aside(
+        &self,
+        name: &str,
+        object: &object_store::path::Path,
+        c: Compression,
+    ) -> Result<(), ArchiveError> {
         let aside =
             object_store::path::Path::from(format!("{object}.diverged-{}", jiff::Timestamp::now().as_millisecond()));
         let cipher = self.store.cipher().map(|k| Cipher::clone(k));
         let path = self.pg_wal.join(name);
         let packed = tokio::task::spawn_blocking(move || pack::pack(&path, c, cipher.as_ref()))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read and compress {name}: {e}"))?;
-        self.store.create(&aside, packed.into_payload()).await.map_err(|e| e.to_string())?;
+            .map_err(|e| ArchiveError::Local(e.to_string()))?
+            .map_err(|e| ArchiveError::Local(format!("cannot read and compress {name}: {e}")))?;
+        self.store.create(&aside, packed.into_payload()).await?;
         tracing::warn!(
             wal = name,
             archived = %object,

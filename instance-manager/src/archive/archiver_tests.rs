@@ -42,7 +42,8 @@ async fn a_standbys_differing_copy_is_kept_beside_the_archived_one_and_a_primary
     // Another life, other bytes under the same name: a primary refuses loudly.
     std::fs::write(data.join("pg_wal").join(NAME), b"a diverged copy").unwrap();
     let e = archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap_err();
-    assert!(e.contains("refusing to overwrite"), "{e}");
+    assert!(matches!(*e, ArchiveError::Conflict { .. }) && e.is_refusal(), "{e:?}");
+    assert!(e.to_string().contains("refusing to overwrite"), "{e}");
 
     // A standby keeps its copy aside; the archived one is untouched.
     std::fs::write(data.join("standby.signal"), b"").unwrap();
@@ -64,7 +65,22 @@ async fn an_archive_that_lost_its_identity_is_refused_and_not_claimed_again() {
     a.check_identity().await.unwrap();
     std::fs::remove_file(root.path().join("archive/main/cluster.json")).unwrap();
     let e = a.archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap_err();
-    assert!(e.contains("lost its identity"), "{e}");
+    assert!(matches!(*e, ArchiveError::Identity(_)), "{e:?}");
+    assert!(e.to_string().contains("lost its identity"), "{e}");
     assert!(!root.path().join("archive/main/cluster.json").exists(), "the identity was claimed again");
     assert!(a.status().store_problem.is_some());
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_a_wal_file_in_pg_wal_is_a_bad_request_and_uploads_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let data = data_dir(root.path(), b"wal");
+    let a = archiver(root.path(), &data);
+    let e = a.archive(Path::new("pg_wal/postgresql.conf")).await.unwrap_err();
+    assert!(matches!(*e, ArchiveError::NotWal { .. }) && e.is_bad_request(), "{e:?}");
+    std::fs::write(root.path().join(NAME), b"wal").unwrap();
+    let e = a.archive(&root.path().join(NAME)).await.unwrap_err();
+    assert!(matches!(*e, ArchiveError::OutsidePgWal { .. }) && e.is_bad_request(), "{e:?}");
+    assert!(e.hint().contains("%p"), "{}", e.hint());
+    assert!(!root.path().join("archive/main/wal").exists(), "something was uploaded");
 }

@@ -10,6 +10,7 @@ pub mod archiver;
 pub mod cipher;
 pub mod compress;
 pub mod destination;
+mod error;
 pub mod gaps;
 pub mod identity;
 pub mod inventory;
@@ -21,6 +22,7 @@ pub mod store;
 
 pub use archiver::Archiver;
 pub use destination::{Destination, Scheme};
+pub use error::ArchiveError;
 pub use layout::{Layout, SegmentId, WalName, parse_wal_name};
 pub use restorer::Restorer;
 pub use store::{Created, Store, StoreError};

@@ -47,11 +47,16 @@ pub async fn archive(
     };
     match archiver.archive(&req.path).await {
         Ok(()) => Ok(Json(json!({ "archived": req.path }))),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            e,
-            "see the manager's log and `instance-manager status`; Postgres retries",
-        )),
+        Err(e) => {
+            let status = if e.is_bad_request() {
+                StatusCode::BAD_REQUEST
+            } else if e.is_refusal() {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            Err(ApiError::new(status, e.to_string(), e.hint()))
+        }
     }
 }
 
