@@ -4,7 +4,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`api`] | the contract types: `InstanceConfig`, `InstanceStatus`, error body |
+//! | [`api`] | the contract types (the `pgwarden-contract` crate): `InstanceConfig`, `InstanceStatus`, error body |
 //! | [`config`] | loading `InstanceConfig` (file + env + flags), validation, change notification |
 //! | [`supervisor`] | PID 1: spawning children, the one reaper that owns every `waitpid` |
 //! | [`postgres`] | the postmaster: start, shutdown escalation, logs, SQL over the socket |
@@ -24,7 +24,7 @@
 //! | [`logging`] | JSON logs on stdout |
 //! | `testkit` | (feature `testkit`) temporary instances for integration tests |
 
-pub mod api;
+pub use pgwarden_contract as api;
 pub mod archive;
 pub mod backup;
 pub mod cli;

@@ -7,21 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{ClientAuth, InstanceStatus, Member};
+use crate::api::{ClientAuth, InstanceRole, InstanceStatus, Lsn, Member};
 use crate::cli::{ApiClient, ApiTarget};
 use crate::config::Validated;
 use crate::ha::decide::{Peer, PeerStatus};
 
-/// Parses an LSN in Postgres' text form (`16/B374D848`) into a byte position.
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
 /// The WAL position that counts in an election: received (replica) or current (primary),
 /// falling back to replayed.
 pub fn election_lsn(s: &InstanceStatus) -> Option<u64> {
-    [&s.received_lsn, &s.current_lsn, &s.replayed_lsn].into_iter().flatten().filter_map(|l| parse_lsn(l)).max()
+    [s.received_lsn, s.current_lsn, s.replayed_lsn].into_iter().flatten().max().map(Lsn::as_u64)
 }
 
 /// The TLS client configuration for `https://` members, when `api.tls.caFile` is set.
@@ -123,28 +117,16 @@ pub fn peer_view(name: &str, status: Option<&InstanceStatus>) -> Peer {
     Peer {
         name: name.to_string(),
         status: status.map(|s| PeerStatus {
-            role: s.role.clone(),
+            role: s.role,
             lsn: election_lsn(s),
             timeline: s.timeline,
             // A member that cannot read the lease cannot take it: it must not block the others.
-            eligible: s.role == "replica"
+            eligible: s.role == InstanceRole::Replica
                 && !s.fenced
                 && s.priority > 0
                 && s.lease.as_ref().is_none_or(|l| l.last_error.is_none()),
             priority: s.priority,
             term: s.lease.as_ref().map(|l| l.highest_term.max(l.term)).unwrap_or(0),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lsn_text_round_trip() {
-        assert_eq!(parse_lsn("0/3000060"), Some(0x3000060));
-        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
-        assert_eq!(parse_lsn("nope"), None);
     }
 }

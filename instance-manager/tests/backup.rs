@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use instance_manager::api::{BackupList, Compression, InstanceStatus};
+use instance_manager::api::{BackupList, Compression, InstanceStatus, Lsn};
 use instance_manager::archive::compress;
 use instance_manager::backup::BackupInfo;
 use instance_manager::cli::{ApiClient, ClientError};
@@ -109,8 +109,8 @@ fn sha256_hex(path: &Path) -> String {
     sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn lsn(s: &str) -> u64 {
-    instance_manager::peers::parse_lsn(s).unwrap()
+fn lsn(l: &Lsn) -> u64 {
+    l.as_u64()
 }
 
 /// Checks what `backup.json` says against the objects and the tar it describes.
@@ -202,7 +202,10 @@ async fn backups_are_taken_listed_checked_and_deleted() {
     assert_eq!(ids, [first.id.as_str(), second.id.as_str()]);
     assert!(l.backups.iter().all(|b| b.retention.is_none()), "no policy, no verdict");
     let table = String::from_utf8(cli(&pg, &["backup", "list"]).stdout).unwrap();
-    assert!(table.contains(&first.id) && table.contains(&second.id) && table.contains(&second.stop_lsn), "{table}");
+    assert!(
+        table.contains(&first.id) && table.contains(&second.id) && table.contains(&second.stop_lsn.to_string()),
+        "{table}"
+    );
     let json: BackupList = serde_json::from_slice(&cli(&pg, &["backup", "list", "-o", "json"]).stdout).unwrap();
     assert_eq!(json, l);
     let st = status(&pg).await;

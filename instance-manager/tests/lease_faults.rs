@@ -112,7 +112,7 @@ async fn a_lease_deleted_under_a_frozen_primary_gives_one_writer_and_loses_nothi
     cluster.get("pg-1").signal(Signal::SIGCONT);
     wait_for("pg-1 rejoins as a replica", Duration::from_secs(60), || async {
         let st = cluster.get("pg-1").status().await?;
-        if st.role == "replica" { Ok(()) } else { Err(st.role) }
+        if st.role == "replica" { Ok(()) } else { Err(st.role.to_string()) }
     })
     .await;
     assert_eq!(term(&cluster), after, "the stale primary changed the lease");

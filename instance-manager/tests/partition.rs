@@ -135,7 +135,7 @@ fn longest_gap(acks: &[Ack], from: Instant) -> Duration {
 /// The role `/status` reports, or what went wrong asking.
 async fn role(inst: &TestInstance) -> String {
     match inst.status().await {
-        Ok(st) => st.role,
+        Ok(st) => st.role.to_string(),
         Err(e) => format!("unreachable ({e})"),
     }
 }

@@ -71,7 +71,7 @@ async fn primary_and_two_replicas_stream_rows() {
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cli prints JSON");
     let api = r2.status().await.expect("status");
     assert_eq!(cli["name"], "pg-3");
-    assert_eq!(cli["role"], api.role);
+    assert_eq!(cli["role"], api.role.as_str());
     assert_eq!(cli["timeline"], serde_json::json!(api.timeline));
     assert_eq!(cli["system_identifier"], serde_json::json!(api.system_identifier));
     let table = std::process::Command::new(instance_manager::testkit::manager_binary())

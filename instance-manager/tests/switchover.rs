@@ -86,7 +86,7 @@ async fn switchover_to_a_named_then_to_the_best_replica() {
     })
     .await;
     let t = cluster.get("pg-3").status().await.unwrap().lease.and_then(|l| l.last_transition).expect("transition");
-    assert_eq!(t.kind, "switchover");
+    assert_eq!(t.kind.as_str(), "switchover");
 
     // Without a target the best replica is chosen.
     let (ok, out) = cli(&cluster, "pg-3", &["switchover"]);
@@ -125,7 +125,7 @@ async fn fence_and_unfence_a_primary() {
     assert!(ok, "{out}");
     wait_for("pg-1 back as a replica", Duration::from_secs(60), || async {
         let st = cluster.get("pg-1").status().await?;
-        if st.role == "replica" && !st.fenced { Ok(()) } else { Err(st.role) }
+        if st.role == "replica" && !st.fenced { Ok(()) } else { Err(st.role.to_string()) }
     })
     .await;
     // promote on a replica is refused while a live primary holds the lease.

@@ -2,11 +2,11 @@
 //! and reports status (DESIGN §6). High availability never depends on it: the instance
 //! managers elect their primary themselves.
 //!
-//! This crate is a skeleton until its own issue: it depends on the instance manager's `api`
-//! module, which is the contract between the two binaries, so that contract already compiles
-//! against its second user.
+//! This crate is a skeleton until its own issue: it depends on `pgwarden-contract`, the
+//! contract between the two binaries (not on the instance manager itself), so that contract
+//! already compiles against its second user.
 
-use instance_manager::api::InstanceConfig;
+use pgwarden_contract::InstanceConfig;
 
 /// The configuration file the operator will render into each cluster's ConfigMap, as YAML.
 pub fn render_instance_config(config: &InstanceConfig) -> Result<String, serde_yaml_error::Error> {

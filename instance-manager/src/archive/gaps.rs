@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 
 use super::layout::SegmentId;
-use crate::peers::parse_lsn;
+use crate::api::Lsn;
 
 /// One line of a timeline history file: `timeline` ended at `lsn`, where its child began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub fn parse_history(text: &str) -> Result<Vec<Switch>, String> {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let mut fields = line.split_whitespace();
         let timeline = fields.next().and_then(|t| t.parse::<u32>().ok());
-        let lsn = fields.next().and_then(parse_lsn);
+        let lsn = fields.next().and_then(|l| l.parse::<Lsn>().ok()).map(Lsn::as_u64);
         match (timeline, lsn) {
             (Some(timeline), Some(lsn)) => out.push(Switch { timeline, lsn }),
             _ => return Err(format!("history line {line:?} is not `timeline<TAB>X/Y<TAB>reason`")),

@@ -17,86 +17,9 @@
 //! backup from before verification), and `checksumFailedPages` lists the first of them. Such
 //! a backup is kept (its pages are stored as read), but it was reported as failed.
 
-use serde::{Deserialize, Serialize};
-
-use super::tarball::checksum::BadPage;
-use crate::api::Compression;
+use crate::api::Lsn;
+pub use crate::api::{BackupFile, BackupInfo};
 use crate::archive::Store;
-
-/// `backup.json`: everything needed to choose and restore a backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupInfo {
-    /// Sortable id: the start time, `YYYYMMDDTHHMMSSZ`.
-    pub id: String,
-    /// The cluster that took it.
-    pub cluster: String,
-    /// The instance it was taken on.
-    pub instance: String,
-    /// Whether it was taken on a standby.
-    pub from_standby: bool,
-    /// `pg_control`'s system identifier, decimal.
-    pub system_identifier: String,
-    /// `server_version` (`15.18`).
-    pub postgres_version: String,
-    /// `server_version_num` (`150018`).
-    pub postgres_version_num: u32,
-    /// The timeline the backup started on.
-    pub timeline: u32,
-    /// Bytes per WAL segment.
-    pub segment_size: u64,
-    /// `pg_backup_start`'s LSN.
-    pub start_lsn: String,
-    /// `pg_backup_stop`'s LSN: recovery must replay at least this far to be consistent.
-    pub stop_lsn: String,
-    /// The first WAL file recovery needs.
-    pub start_wal: String,
-    /// The WAL file holding `stop_lsn`.
-    pub stop_wal: String,
-    /// When `pg_backup_start` returned.
-    pub started_at: jiff::Timestamp,
-    /// When `pg_backup_stop` returned.
-    pub stopped_at: jiff::Timestamp,
-    /// Compression of the data objects.
-    pub compression: Compression,
-    /// The data objects, in restore order.
-    pub files: Vec<BackupFile>,
-    /// Bytes of the data directory read.
-    pub data_bytes: u64,
-    /// Bytes stored (compressed).
-    pub stored_bytes: u64,
-    /// Data pages whose checksum was wrong when read (see the module docs); absent when
-    /// checksums were not verified.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum_failures: Option<u64>,
-    /// The first of those pages (at most 100).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checksum_failed_pages: Vec<BadPage>,
-}
-
-/// One data object of a backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupFile {
-    /// Object name inside the backup's directory (`data.tar.zst`).
-    pub name: String,
-    /// Stored size in bytes.
-    pub size: u64,
-    /// SHA-256 of the stored bytes, hex.
-    pub sha256: String,
-}
-
-impl BackupInfo {
-    /// The backup's start LSN as a number.
-    pub fn start_lsn_value(&self) -> Option<u64> {
-        crate::peers::parse_lsn(&self.start_lsn)
-    }
-
-    /// The backup's stop LSN as a number.
-    pub fn stop_lsn_value(&self) -> Option<u64> {
-        crate::peers::parse_lsn(&self.stop_lsn)
-    }
-}
 
 /// Every complete backup in `store`, oldest first. Directories without a readable
 /// `backup.json` (an interrupted backup) are skipped.
@@ -156,13 +79,11 @@ pub fn choose<'a>(
         return backups.iter().find(|b| b.id == id).ok_or_else(|| format!("there is no backup {id}"));
     }
     let time = target.and_then(|t| t.time.as_deref()).and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    let lsn = target.and_then(|t| t.lsn.as_deref()).and_then(crate::peers::parse_lsn);
+    let lsn = target.and_then(|t| t.lsn.as_deref()).and_then(|l| l.parse::<Lsn>().ok());
     backups
         .iter()
         .rev()
-        .find(|b| {
-            time.is_none_or(|t| b.stopped_at <= t) && lsn.is_none_or(|l| b.stop_lsn_value().is_some_and(|s| s <= l))
-        })
+        .find(|b| time.is_none_or(|t| b.stopped_at <= t) && lsn.is_none_or(|l| b.stop_lsn <= l))
         .ok_or_else(|| match (time, lsn) {
             (Some(t), _) => format!("no backup ended before {t}"),
             (_, Some(_)) => "no backup ended before the target LSN".to_string(),
@@ -174,7 +95,7 @@ pub fn choose<'a>(
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::api::RecoveryTarget;
+    use crate::api::{BadPage, Compression, RecoveryTarget};
 
     pub(crate) fn info(id: &str, stopped: &str, stop_lsn: &str) -> BackupInfo {
         BackupInfo {
@@ -187,8 +108,8 @@ pub(crate) mod tests {
             postgres_version_num: 150018,
             timeline: 1,
             segment_size: 16 << 20,
-            start_lsn: "0/2000028".into(),
-            stop_lsn: stop_lsn.into(),
+            start_lsn: "0/2000028".parse().unwrap(),
+            stop_lsn: stop_lsn.parse().unwrap(),
             start_wal: "000000010000000000000002".into(),
             stop_wal: "000000010000000000000002".into(),
             started_at: stopped.parse().unwrap(),

@@ -10,7 +10,7 @@ fn backup(id: &str, stopped: &str, timeline: u32, seg: u32) -> BackupInfo {
     let start_wal = SegmentId { timeline, log: 0, seg }.file_name();
     BackupInfo {
         timeline,
-        start_lsn: format!("0/{seg:X}000028"),
+        start_lsn: format!("0/{seg:X}000028").parse().unwrap(),
         stop_wal: start_wal.clone(),
         start_wal,
         ..crate::backup::catalog::tests::info(id, stopped, &format!("0/{seg:X}000138"))

@@ -54,7 +54,7 @@ use tokio_postgres::Client;
 use super::catalog::{self, BackupFile, BackupInfo};
 use super::tarball::{PageChecks, Totals, tablespaces};
 use super::upload::{self, Ending, stream_data_dir, stream_tree};
-use crate::api::{BaseBackupSpec, Compression};
+use crate::api::{BaseBackupSpec, Compression, Lsn};
 use crate::archive::Store;
 use crate::postgres::Db;
 
@@ -148,7 +148,7 @@ struct Facts {
 /// What `pg_backup_stop` returned.
 #[derive(Debug, Clone)]
 struct Stopped {
-    lsn: String,
+    lsn: Lsn,
     label: String,
     tablespace_map: String,
     timeline: u32,
@@ -170,6 +170,7 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
     .await?
     .map_err(sql("pg_backup_start"))?
     .get(0);
+    let start_lsn: Lsn = start_lsn.parse().map_err(|e| Error::Unexpected(format!("pg_backup_start returned {e}")))?;
     let started_at = jiff::Timestamp::now();
     tracing::info!(%id, %start_lsn, from_standby = facts.in_recovery, "base backup started");
 
@@ -181,11 +182,11 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
             "larger upload parts for a large database: an object must fit in the store's 10,000 parts"
         );
     }
-    let copied = copy(src, store, &sized, id, &client, &facts, &start_lsn).await;
+    let copied = copy(src, store, &sized, id, &client, &facts, start_lsn).await;
     // Closing the connection ends a backup Postgres still has open.
     drop(client);
     let result = match copied {
-        Ok((files, totals, stopped)) => describe(id, src, &facts, spec.compression, &start_lsn, &stopped, started_at)
+        Ok((files, totals, stopped)) => describe(id, src, &facts, spec.compression, start_lsn, &stopped, started_at)
             .map(|info| (info, files, totals, stopped)),
         Err(e) => Err(e),
     };
@@ -238,11 +239,11 @@ async fn copy(
     id: &str,
     client: &Client,
     facts: &Facts,
-    start_lsn: &str,
+    start_lsn: Lsn,
 ) -> Result<(Vec<BackupFile>, Totals, Stopped)> {
     let mut spaces = Vec::new();
     let mut totals = Totals::default();
-    let start = crate::peers::parse_lsn(start_lsn).unwrap_or(0);
+    let start = start_lsn.as_u64();
     let checks = |in_tablespace, report_prefix| {
         facts.data_checksums.then_some(PageChecks { start_lsn: start, in_tablespace, report_prefix })
     };
@@ -335,6 +336,7 @@ async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
     .map_err(sql("pg_backup_stop"))?;
     let at = jiff::Timestamp::now();
     let (lsn, label, map): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let lsn: Lsn = lsn.parse().map_err(|e| Error::Unexpected(format!("pg_backup_stop returned {e}")))?;
     let start = parse_label(&label)?;
     // A standby's stop point is its minimum recovery point, on that point's timeline.
     let timeline = if facts.in_recovery {
@@ -355,7 +357,7 @@ async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
 /// looking every [`ARCHIVE_POLL`] rather than every second, and while the upload finishes.
 async fn wait_archived(data_dir: &Path, stopped: &Stopped, start_lsn: u64, segment_size: u64) -> Result<()> {
     let start = parse_label(&stopped.label)?;
-    let stop_lsn = crate::peers::parse_lsn(&stopped.lsn).unwrap_or(0);
+    let stop_lsn = stopped.lsn.as_u64();
     let files = [
         wal_file_before(stopped.timeline, stop_lsn, segment_size),
         format!("{}.{:08X}.backup", start.wal, start_lsn % segment_size.max(1)),
@@ -429,13 +431,12 @@ fn describe(
     src: &Source<'_>,
     facts: &Facts,
     compression: Compression,
-    start_lsn: &str,
+    start_lsn: Lsn,
     stopped: &Stopped,
     started_at: jiff::Timestamp,
 ) -> Result<BackupInfo> {
     let start = parse_label(&stopped.label)?;
-    let stop = crate::peers::parse_lsn(&stopped.lsn)
-        .ok_or_else(|| Error::Unexpected(format!("pg_backup_stop returned {:?}", stopped.lsn)))?;
+    let stop = stopped.lsn.as_u64();
     Ok(BackupInfo {
         id: id.to_string(),
         cluster: src.cluster.to_string(),
@@ -446,8 +447,8 @@ fn describe(
         postgres_version_num: facts.version_num,
         timeline: start.timeline,
         segment_size: facts.segment_size,
-        start_lsn: start_lsn.to_string(),
-        stop_lsn: stopped.lsn.clone(),
+        start_lsn,
+        stop_lsn: stopped.lsn,
         start_wal: start.wal,
         stop_wal: wal_file_before(stopped.timeline, stop, facts.segment_size),
         started_at,

@@ -87,8 +87,8 @@ pub fn render_backups(backups: &[ListedBackup]) -> String {
         let mut row = vec![
             i.id.clone(),
             i.timeline.to_string(),
-            i.start_lsn.clone(),
-            i.stop_lsn.clone(),
+            i.start_lsn.to_string(),
+            i.stop_lsn.to_string(),
             size(i.stored_bytes),
             size(i.data_bytes),
             format_uptime(seconds),

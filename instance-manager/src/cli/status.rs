@@ -6,8 +6,8 @@ use anyhow::Context as _;
 
 use super::client::ApiClient;
 use crate::api::{
-    BackupStatus, CertificateStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState,
-    ReplicationPeer, WalReceiver,
+    BackupStatus, CertificateStatus, InstanceRole, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState,
+    ReplicationPeer, Role, WalReceiver,
 };
 
 /// Shown for a value the manager could not know.
@@ -90,11 +90,17 @@ fn status_fields(s: &InstanceStatus) -> Vec<(&'static str, String)> {
 
 /// Whether the standby fields apply: as Postgres says, else as the roles say.
 fn is_standby(s: &InstanceStatus) -> bool {
-    s.in_recovery.unwrap_or(s.role == "replica" || (s.role != "primary" && s.configured_role == "replica"))
+    s.in_recovery.unwrap_or(
+        s.role == InstanceRole::Replica || (s.role != InstanceRole::Primary && s.configured_role == Role::Replica),
+    )
 }
 
 fn role_text(s: &InstanceStatus) -> String {
-    if s.role == s.configured_role { s.role.clone() } else { format!("{} (configured: {})", s.role, s.configured_role) }
+    if s.role == s.configured_role {
+        s.role.to_string()
+    } else {
+        format!("{} (configured: {})", s.role, s.configured_role)
+    }
 }
 
 fn postgres_text(p: &PostgresProcess) -> String {
@@ -172,7 +178,7 @@ pub(super) fn wal_receiver_text(w: &WalReceiver) -> String {
     match (&w.sender_host, w.sender_port) {
         (Some(host), Some(port)) => format!("{} from {host}:{port}", w.status),
         (Some(host), None) => format!("{} from {host}", w.status),
-        _ => w.status.clone(),
+        _ => w.status.to_string(),
     }
 }
 
@@ -182,7 +188,7 @@ fn replication_rows(peers: &[ReplicationPeer]) -> Vec<Vec<String>> {
     rows.extend(peers.iter().map(|p| {
         vec![
             p.name.clone(),
-            p.state.clone(),
+            p.state.to_string(),
             p.sync_state.clone(),
             or_missing(p.sent_lsn.as_ref()),
             or_missing(p.flush_lsn.as_ref()),
@@ -245,9 +251,9 @@ pub(super) mod tests {
             client_addr: Some("10.0.0.2".into()),
             state: "streaming".into(),
             sync_state: "async".into(),
-            sent_lsn: Some("0/3000060".into()),
-            flush_lsn: Some("0/3000060".into()),
-            replay_lsn: lag.map(|_| "0/3000000".into()),
+            sent_lsn: Some("0/3000060".parse().unwrap()),
+            flush_lsn: Some("0/3000060".parse().unwrap()),
+            replay_lsn: lag.map(|_| "0/3000000".parse().unwrap()),
             lag_bytes: lag,
             replay_lag_seconds: lag.map(|_| 0.3),
         }
@@ -258,8 +264,8 @@ pub(super) mod tests {
         InstanceStatus {
             name: "pg-0".into(),
             cluster: "main".into(),
-            role: "primary".into(),
-            configured_role: "primary".into(),
+            role: InstanceRole::Primary,
+            configured_role: Role::Primary,
             postgres: PostgresProcess {
                 state: PostgresProcessState::Running,
                 pid: Some(4242),
@@ -271,7 +277,7 @@ pub(super) mod tests {
             in_recovery: Some(false),
             timeline: Some(3),
             system_identifier: Some("7300000000000000001".into()),
-            current_lsn: Some("0/3000060".into()),
+            current_lsn: Some("0/3000060".parse().unwrap()),
             received_lsn: None,
             replayed_lsn: None,
             replay_lag_seconds: None,
@@ -298,12 +304,12 @@ pub(super) mod tests {
     pub(in crate::cli) fn replica_status() -> InstanceStatus {
         InstanceStatus {
             name: "pg-1".into(),
-            role: "replica".into(),
-            configured_role: "replica".into(),
+            role: InstanceRole::Replica,
+            configured_role: Role::Replica,
             in_recovery: Some(true),
             current_lsn: None,
-            received_lsn: Some("0/3000060".into()),
-            replayed_lsn: Some("0/3000000".into()),
+            received_lsn: Some("0/3000060".parse().unwrap()),
+            replayed_lsn: Some("0/3000000".parse().unwrap()),
             replay_lag_seconds: Some(1.5),
             wal_receiver: Some(WalReceiver {
                 status: "streaming".into(),
@@ -342,7 +348,7 @@ pub(super) mod tests {
     #[test]
     fn replica_shows_receiver_and_lag() {
         let mut status = replica_status();
-        status.role = "starting".into();
+        status.role = InstanceRole::Starting;
         status.pending_restart = vec!["shared_buffers".into(), "max_connections".into()];
         status.config_error = Some("invalid value for parameter \"work_mem\"".into());
         let table = render_status_table(&status);

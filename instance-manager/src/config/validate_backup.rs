@@ -113,7 +113,7 @@ fn check_target(c: &mut Collector, t: &RecoveryTarget) {
         );
     }
     if let Some(lsn) = &t.lsn
-        && crate::peers::parse_lsn(lsn).is_none()
+        && lsn.parse::<crate::api::Lsn>().is_err()
     {
         c.add("bootstrap.recovery.target.lsn", format!("{lsn:?} is not an LSN"), "write it like 0/3000060");
     }

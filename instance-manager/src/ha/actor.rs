@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{LeaseBackend, Member, Transition};
+use crate::api::{
+    HaCommandError, HaResult, InstanceRole, LeaseBackend, Member, PromoteOutcome, SwitchoverDone, Transition,
+    TransitionKind, WalReceiverStatus,
+};
 use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::ha::deadman::Deadman;
@@ -109,21 +112,21 @@ pub enum HaCommand {
         /// The replica to hand over to.
         target: Option<String>,
         /// The answer.
-        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+        reply: tokio::sync::oneshot::Sender<HaResult<SwitchoverDone>>,
     },
     /// Promote this replica now; with `force`, even from a live holder.
     Promote {
         /// Take the lease from a live holder.
         force: bool,
         /// The answer.
-        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+        reply: tokio::sync::oneshot::Sender<HaResult<PromoteOutcome>>,
     },
     /// Run a tick now (a peer just handed us the lease).
     Tick,
     /// Give the lease up (holder none) after Postgres stopped, so others take over at once.
     Release {
         /// The answer.
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        reply: tokio::sync::oneshot::Sender<HaResult<()>>,
     },
 }
 
@@ -141,7 +144,7 @@ pub struct HaLoop {
     pub(super) last_decision: String,
     pub(super) deadman: Option<Deadman>,
     /// A change of primary we started: (kind, from, term, when decided).
-    pub(super) pending_transition: Option<(String, Option<String>, u64, BootInstant)>,
+    pub(super) pending_transition: Option<(TransitionKind, Option<String>, u64, BootInstant)>,
     pub(super) last_transition: Option<Transition>,
     /// A forced promotion waits until the previous holder must have fenced itself.
     pub(super) promote_not_before: Option<BootInstant>,
@@ -158,7 +161,7 @@ pub struct HaLoop {
     /// Successful and failed renews, and the changes of primary by kind, for the metrics.
     pub(super) renewals_total: u64,
     pub(super) renew_failures_total: u64,
-    pub(super) transitions: std::collections::BTreeMap<String, crate::api::TransitionCount>,
+    pub(super) transitions: std::collections::BTreeMap<TransitionKind, crate::api::TransitionCount>,
     /// The highest term seen anywhere (terms never go backwards), and the highest a member
     /// reported at the last election.
     pub(super) highest_term: super::term::HighestTerm,
@@ -306,7 +309,7 @@ impl HaLoop {
             }
             HaCommand::Tick => {}
             HaCommand::Release { reply } => {
-                let _ = reply.send(self.release().await);
+                let _ = reply.send(self.release().await.map_err(HaCommandError::Lease));
             }
         }
     }
@@ -320,11 +323,7 @@ impl HaLoop {
                 None => PgState::Down,
             },
             lsn: o.as_ref().and_then(|o| {
-                [&o.received_lsn, &o.current_lsn, &o.replayed_lsn]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| crate::peers::parse_lsn(l))
-                    .max()
+                [o.received_lsn, o.current_lsn, o.replayed_lsn].into_iter().flatten().max().map(|l| l.as_u64())
             }),
             timeline: o.as_ref().and_then(|o| o.timeline),
             fenced: self.instance.is_fenced(),
@@ -385,7 +384,7 @@ impl HaLoop {
             _ => None,
         };
         let eligibility = candidacy(&inputs, record).err();
-        self.last_decision = format!("{actions:?}");
+        self.last_decision = super::decision::Decision(&actions).to_string();
         for action in actions {
             if !self.execute(action, &view, &local, &v).await {
                 break;
@@ -455,7 +454,7 @@ impl HaLoop {
                     // A standby holding the lease: we took it from another member, or were
                     // named its handover target.
                     let kind = transition_kind(record.switchover_to.as_deref(), &v.name, true);
-                    self.pending_transition = Some((kind.into(), None, record.transitions, BootInstant::now()));
+                    self.pending_transition = Some((kind, None, record.transitions, BootInstant::now()));
                 }
                 self.promote();
                 true
@@ -498,7 +497,9 @@ impl HaLoop {
     /// reported timeline to the primary's although it can never follow it.
     async fn check_diverged(&mut self, holder: &str) {
         let (streaming, replaying) = match self.instance.observe().await {
-            Some(o) if o.in_recovery => (o.wal_receiver.is_some_and(|w| w.status == "streaming"), o.replay_timeline),
+            Some(o) if o.in_recovery => {
+                (o.wal_receiver.is_some_and(|w| w.status == WalReceiverStatus::Streaming), o.replay_timeline)
+            }
             _ => {
                 self.not_streaming_since = None;
                 return;
@@ -515,7 +516,7 @@ impl HaLoop {
         let v = self.instance.config();
         let peers = crate::peers::statuses(&v, Duration::from_secs(1)).await;
         let primary = peers.iter().find(|(m, _)| m.name == holder).and_then(|(_, s)| s.as_ref());
-        if let Some(p) = primary.filter(|p| p.role == "primary")
+        if let Some(p) = primary.filter(|p| p.role == InstanceRole::Primary)
             && p.timeline.zip(replaying).is_some_and(|(theirs, mine)| theirs > mine)
         {
             let reason = format!(

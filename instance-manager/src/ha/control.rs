@@ -3,6 +3,7 @@
 
 use super::actor::HaLoop;
 use super::decide::{LeaseView, PgState};
+use crate::api::{HaCommandError, HaResult, PromoteOutcome, TransitionKind};
 use crate::clock::BootInstant;
 
 impl HaLoop {
@@ -19,7 +20,7 @@ impl HaLoop {
     /// An operator's promote: take the lease when it is free or expired (ignoring the election's
     /// preferences and `paused`), or with `force` from a live holder, in which case promotion
     /// waits until that holder must have fenced itself (renewDeadline + fenceBudget).
-    pub(super) async fn manual_promote(&mut self, force: bool) -> Result<String, String> {
+    pub(super) async fn manual_promote(&mut self, force: bool) -> HaResult<PromoteOutcome> {
         // Failsafe: from now on this member acknowledges nobody; a promise it already gave
         // holds (the promotion waits for it to run out).
         let promised_until = self.instance.failsafe.stop_acknowledging();
@@ -34,12 +35,12 @@ impl HaLoop {
         &mut self,
         force: bool,
         promised_until: Option<BootInstant>,
-    ) -> Result<String, String> {
+    ) -> HaResult<PromoteOutcome> {
         let v = self.instance.config();
         let view = self.read_lease().await;
         let local = self.local().await;
         if local.postgres != (PgState::Running { in_recovery: true }) {
-            return Err("postgres is not running as a replica here".into());
+            return Err(HaCommandError::WrongRole("postgres is not running as a replica here".into()));
         }
         let holder = match &view {
             LeaseView::Present { record, unchanged_since, .. } => {
@@ -48,26 +49,32 @@ impl HaLoop {
             }
             // A missing lease is not a free one: whoever held it may still be writing.
             LeaseView::Absent if !force => {
-                return Err("the lease is missing (deleted?): its last holder may still be writing; wait \
-                            leaseDuration for the election, or promote with force"
-                    .into());
+                return Err(HaCommandError::Lease(
+                    "the lease is missing (deleted?): its last holder may still be writing; wait leaseDuration \
+                     for the election, or promote with force"
+                        .into(),
+                ));
             }
             LeaseView::Absent => Some("an unknown holder (the lease is missing)".to_string()),
-            LeaseView::Unreadable(e) => return Err(format!("the lease cannot be read: {e}")),
+            LeaseView::Unreadable(e) => return Err(HaCommandError::Lease(format!("the lease cannot be read: {e}"))),
         };
         if holder.as_deref() == Some(v.name.as_str()) {
-            return Ok("already the lease holder".into());
+            return Ok(PromoteOutcome::AlreadyHolder);
         }
         if let (Some(h), false) = (&holder, force) {
-            return Err(format!("a live primary ({h}) holds the lease; use switchover on it, or promote with force"));
+            return Err(HaCommandError::Lease(format!(
+                "a live primary ({h}) holds the lease; use switchover on it, or promote with force"
+            )));
         }
         if promised_until.is_some_and(|t| t > BootInstant::now()) && !force {
-            return Err("failsafe: this member promised the primary not to take the lease during a lease-store \
-                        outage; promote with force to wait until that promise runs out"
-                .into());
+            return Err(HaCommandError::Promised(
+                "failsafe: this member promised the primary not to take the lease during a lease-store outage; \
+                 promote with force to wait until that promise runs out"
+                    .into(),
+            ));
         }
         if !self.write(&view, &v, matches!(view, LeaseView::Absent)).await {
-            return Err("could not take the lease (someone else wrote first); try again".into());
+            return Err(HaCommandError::Lease("could not take the lease (someone else wrote first); try again".into()));
         }
         if holder.is_some() {
             // The previous holder stops writing at the latest renewDeadline + fenceBudget after
@@ -78,11 +85,11 @@ impl HaLoop {
         if let Some(t) = promised_until {
             self.promote_not_before = self.promote_not_before.max(Some(t));
         }
-        self.pending_transition = Some(("promote".into(), holder.clone(), self.seen_term(), BootInstant::now()));
+        self.pending_transition = Some((TransitionKind::Promote, holder.clone(), self.seen_term(), BootInstant::now()));
         self.promote();
         Ok(match holder {
-            Some(h) => format!("took the lease from {h}; promoting once it must have fenced itself"),
-            None => "promoting".into(),
+            Some(from) => PromoteOutcome::TookOver { from },
+            None => PromoteOutcome::Promoting,
         })
     }
 

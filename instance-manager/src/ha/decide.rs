@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::api::{InstanceRole, TransitionKind};
 use crate::clock::BootInstant;
 use crate::lease::{LeaseRecord, LeaseTiming, Version};
 
@@ -68,7 +69,7 @@ pub struct Peer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
     /// `primary`, `replica`, `stopped`, …
-    pub role: String,
+    pub role: InstanceRole,
     /// Received (replica) or current (primary) WAL position.
     pub lsn: Option<u64>,
     /// Timeline.
@@ -228,13 +229,13 @@ pub fn needs_peers(view: &LeaseView, me: &str, timing: &LeaseTiming, now: BootIn
 /// The kind of change of primary when `me` becomes it: a switchover when the lease names us
 /// as the handover target, a failover when the lease had another holder (`after_another`),
 /// else a bootstrap.
-pub fn transition_kind(switchover_to: Option<&str>, me: &str, after_another: bool) -> &'static str {
+pub fn transition_kind(switchover_to: Option<&str>, me: &str, after_another: bool) -> TransitionKind {
     if switchover_to == Some(me) {
-        "switchover"
+        TransitionKind::Switchover
     } else if after_another {
-        "failover"
+        TransitionKind::Failover
     } else {
-        "bootstrap"
+        TransitionKind::Bootstrap
     }
 }
 
@@ -362,7 +363,7 @@ pub fn candidacy(i: &Inputs<'_>, record: Option<&LeaseRecord>) -> Result<(), Str
     let Some(my_lsn) = l.lsn else { return Err("own WAL position unknown".into()) };
     let reachable = i.peers.iter().filter_map(|p| p.status.as_ref().map(|s| (p.name.as_str(), s)));
     for (name, s) in reachable.clone() {
-        if s.role == "primary" {
+        if s.role == InstanceRole::Primary {
             return Err(format!("{name} reports a running primary"));
         }
         if s.timeline.zip(l.timeline).is_some_and(|(theirs, mine)| theirs > mine) {

@@ -51,7 +51,7 @@ fn peer(name: &str, role: &str, lsn: u64) -> Peer {
     Peer {
         name: name.into(),
         status: Some(PeerStatus {
-            role: role.into(),
+            role: role.parse().unwrap(),
             lsn: Some(lsn),
             timeline: Some(1),
             eligible: role == "replica",

@@ -30,32 +30,9 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::BootInstant;
 
-/// `POST /ha/failsafe`: the holder asks a member to acknowledge it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FailsafeRequest {
-    /// The cluster the holder belongs to.
-    pub cluster: String,
-    /// The holder.
-    pub holder: String,
-    /// The term of its lease.
-    pub term: u64,
-}
-
-/// The answer: acknowledged (with the promise's length) or refused (why).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FailsafeAnswer {
-    /// Whether the member acknowledged.
-    pub acknowledged: bool,
-    /// Why not.
-    #[serde(default)]
-    pub refused_because: Option<String>,
-}
+pub use crate::api::{FailsafeAnswer, FailsafeRequest};
 
 /// What a member knows when it is asked.
 #[derive(Debug, Clone, PartialEq, Eq)]

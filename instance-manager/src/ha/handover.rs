@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use super::actor::HaLoop;
 use super::decide::LeaseView;
-use crate::api::InstanceStatus;
+use crate::api::{
+    HaCommandError, HaResult, InstanceRole, InstanceStatus, ReplicationState, SwitchoverDone, WalReceiverStatus,
+};
 use crate::clock::BootInstant;
 use crate::instance::Desired;
 use crate::lease::with_deadline;
@@ -40,8 +42,8 @@ pub fn choose_target(
         }
         let why_not = match status {
             None => Some("unreachable".to_string()),
-            Some(s) if s.role != "replica" => Some(format!("is {}", s.role)),
-            Some(s) if s.wal_receiver.as_ref().is_none_or(|w| w.status != "streaming") => {
+            Some(s) if s.role != InstanceRole::Replica => Some(format!("is {}", s.role)),
+            Some(s) if s.wal_receiver.as_ref().is_none_or(|w| w.status != WalReceiverStatus::Streaming) => {
                 Some("is not streaming".into())
             }
             Some(s) if s.fenced => Some("is fenced".into()),
@@ -78,55 +80,58 @@ pub fn choose_target(
 }
 
 impl HaLoop {
-    /// Hands the lease to `wanted` (or the best replica). Returns the new primary's name.
-    pub(super) async fn switchover(&mut self, wanted: Option<String>) -> Result<String, String> {
+    /// Hands the lease to `wanted` (or the best replica). Returns the new primary.
+    pub(super) async fn switchover(&mut self, wanted: Option<String>) -> HaResult<SwitchoverDone> {
         let v = self.instance.config();
         let me = v.name.clone();
         let view = self.read_lease().await;
-        let LeaseView::Present { record, .. } = &view else { return Err("the lease cannot be read".into()) };
+        let LeaseView::Present { record, .. } = &view else {
+            return Err(HaCommandError::Lease("the lease cannot be read".into()));
+        };
         if record.holder.as_deref() != Some(me.as_str()) || !self.renew_is_fresh() {
-            return Err(format!(
+            return Err(HaCommandError::WrongRole(format!(
                 "{me} is not the primary; ask the lease holder ({})",
                 record.holder.as_deref().unwrap_or("nobody")
-            ));
+            )));
         }
         if wanted.as_deref() == Some(me.as_str()) {
-            return Err(format!("{me} is already the primary"));
+            return Err(HaCommandError::NoTarget(format!("{me} is already the primary")));
         }
-        let my_lsn =
-            self.instance.observe().await.and_then(|o| o.current_lsn).and_then(|l| crate::peers::parse_lsn(&l));
-        let Some(my_lsn) = my_lsn else { return Err("postgres is not running as primary here".into()) };
+        let my_lsn = self.instance.observe().await.and_then(|o| o.current_lsn).map(|l| l.as_u64());
+        let Some(my_lsn) = my_lsn else {
+            return Err(HaCommandError::WrongRole("postgres is not running as primary here".into()));
+        };
         let peers: Vec<(String, Option<InstanceStatus>)> =
             crate::peers::statuses(&v, Duration::from_secs(2)).await.into_iter().map(|(m, s)| (m.name, s)).collect();
-        let target = choose_target(&peers, wanted.as_deref(), my_lsn)?;
+        let target = choose_target(&peers, wanted.as_deref(), my_lsn).map_err(HaCommandError::NoTarget)?;
         tracing::info!(%target, "switchover: handing the lease over");
         let started = BootInstant::now();
 
         // 2. Announce, renewing the lease.
         if !self.write_switchover_intent(&view, &target).await {
-            return Err("cannot renew the lease to announce the switchover".into());
+            return Err(HaCommandError::Lease("cannot renew the lease to announce the switchover".into()));
         }
         // 3. Halt Postgres.
         self.disarm();
         self.instance.set_desired(Desired::Halted);
         if let Err(e) = self.wait_halted().await {
             self.instance.set_desired(Desired::Primary);
-            return Err(e);
+            return Err(HaCommandError::Aborted(e));
         }
         // 4. Wait for the target to receive the shutdown checkpoint.
         let checkpoint = self.latest_checkpoint().await;
         if let Err(e) = self.wait_received(&target, checkpoint).await {
             tracing::warn!(error = %e, "switchover aborted; restarting as primary");
             self.instance.set_desired(Desired::Primary);
-            return Err(e);
+            return Err(HaCommandError::Aborted(e));
         }
         // 5. Hand over.
-        self.hand_lease_to(&target).await?;
+        self.hand_lease_to(&target).await.map_err(HaCommandError::Lease)?;
         let upstream = super::actor::upstream_of(&v.config.members, &target);
         self.instance.set_desired(Desired::Replica(upstream));
         self.wake(&target).await;
         tracing::info!(%target, elapsed_ms = started.elapsed().as_millis() as u64, "switchover: lease handed over");
-        Ok(target)
+        Ok(SwitchoverDone { primary: target })
     }
 
     async fn wait_halted(&self) -> Result<(), String> {
@@ -153,7 +158,7 @@ impl HaLoop {
         let deadline = BootInstant::now().checked_add(CATCH_UP_TIMEOUT).unwrap_or_else(BootInstant::now);
         loop {
             if let Ok(s) = client.get_json::<InstanceStatus>("/status").await
-                && s.received_lsn.as_deref().and_then(crate::peers::parse_lsn).is_some_and(|r| r > checkpoint)
+                && s.received_lsn.is_some_and(|r| r.as_u64() > checkpoint)
             {
                 return Ok(());
             }
@@ -210,7 +215,7 @@ impl HaLoop {
         let LeaseView::Present { record, .. } = view else { return };
         let Some(o) = self.instance.observe().await.filter(|o| !o.in_recovery) else { return };
         let Some(in_force) = super::sync::SyncNames::parse(&o.synchronous_standby_names) else { return };
-        let current = o.current_lsn.as_deref().and_then(crate::peers::parse_lsn);
+        let current = o.current_lsn.map(|l| l.as_u64());
         let since = match &self.sync_in_force {
             Some((names, lsn)) if *names == in_force => Some(*lsn),
             _ => {
@@ -223,8 +228,8 @@ impl HaLoop {
             .iter()
             .map(|r| super::sync::Standby {
                 name: r.name.clone(),
-                streaming: r.state == "streaming",
-                flush_lsn: r.flush_lsn.as_deref().and_then(crate::peers::parse_lsn).unwrap_or(0),
+                streaming: r.state == ReplicationState::Streaming,
+                flush_lsn: r.flush_lsn.map_or(0, |l| l.as_u64()),
             })
             .collect();
         let now = BootInstant::now();

@@ -25,6 +25,7 @@ pub mod deadman;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
+mod decision;
 pub mod failsafe;
 mod failsafe_round;
 mod handover;

@@ -18,7 +18,7 @@ impl HaLoop {
             .map(|t| t.duration_since(*started))
             .unwrap_or_else(|| BootInstant::now().duration_since(*started));
         let t = Transition {
-            kind: kind.clone(),
+            kind: *kind,
             from: from.clone(),
             to: self.instance.config().name.clone(),
             term: *term,
@@ -26,7 +26,7 @@ impl HaLoop {
             duration_ms: took.as_millis() as u64,
         };
         tracing::info!(kind = %t.kind, from = t.from.as_deref(), term = t.term, duration_ms = t.duration_ms, "now the primary");
-        let count = self.transitions.entry(t.kind.clone()).or_default();
+        let count = self.transitions.entry(t.kind).or_default();
         count.total += 1;
         count.last_duration_ms = t.duration_ms;
         self.last_transition = Some(t);

@@ -275,7 +275,7 @@ impl HaLoop {
                 &record.holder.clone().unwrap_or_default(),
                 previous.is_some(),
             );
-            self.pending_transition = Some((kind.into(), previous, record.transitions, sent));
+            self.pending_transition = Some((kind, previous, record.transitions, sent));
         }
         self.highest_term.observe(record.transitions);
         self.my_term = record.transitions;

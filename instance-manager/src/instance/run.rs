@@ -277,7 +277,8 @@ async fn startable(instance: &Instance, inbox: &mut RoleInbox) -> StartAs {
 }
 
 /// A handover asked of the HA loop: its answer is the new primary's name.
-type HandoverRequest<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+type HandoverRequest<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = crate::api::HaResult<crate::api::SwitchoverDone>> + Send + 'a>>;
 
 enum Supervised {
     Stopped(ExitReason),

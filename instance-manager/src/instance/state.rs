@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{CertificateStatus, InstanceStatus, LeaseStatus, PostgresProcess, PostgresProcessState, Role};
+use crate::api::{
+    CertificateStatus, HaCommandError, HaResult, InstanceRole, InstanceStatus, LeaseStatus, PostgresProcess,
+    PostgresProcessState, Role, WalReceiverStatus,
+};
 use crate::config::{Overrides, Validated};
 use crate::paths::Paths;
 use crate::pgconf::Upstream;
@@ -323,12 +326,13 @@ impl Instance {
     /// (and so no HA loop) or the loop is gone.
     pub async fn ha_command<T>(
         &self,
-        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> crate::ha::HaCommand,
-    ) -> Result<T, String> {
-        let Some(tx) = read(&self.ha) else { return Err("no lease is configured: there is no leader election".into()) };
+        make: impl FnOnce(tokio::sync::oneshot::Sender<HaResult<T>>) -> crate::ha::HaCommand,
+    ) -> HaResult<T> {
+        let gone = |why: &str| HaCommandError::NoElection(why.to_string());
+        let Some(tx) = read(&self.ha) else { return Err(gone("no lease is configured: there is no leader election")) };
         let (reply, rx) = tokio::sync::oneshot::channel();
-        tx.send(make(reply)).await.map_err(|_| "the HA loop is not running".to_string())?;
-        rx.await.map_err(|_| "the HA loop dropped the request".to_string())?
+        tx.send(make(reply)).await.map_err(|_| gone("the HA loop is not running"))?;
+        rx.await.map_err(|_| gone("the HA loop dropped the request"))?
     }
 
     /// When Postgres last finished a promotion.
@@ -408,7 +412,7 @@ impl Instance {
         let p = self.process();
         let o = self.observe().await;
         let role = if self.is_fenced() && p.state != PostgresProcessState::Running {
-            "fenced"
+            InstanceRole::Fenced
         } else {
             role_name(p.state, o.as_ref())
         };
@@ -419,11 +423,8 @@ impl Instance {
         InstanceStatus {
             name: v.name.clone(),
             cluster: v.cluster.clone(),
-            role: role.into(),
-            configured_role: match v.config.role {
-                Role::Primary => "primary".into(),
-                Role::Replica => "replica".into(),
-            },
+            role,
+            configured_role: v.config.role,
             postgres: PostgresProcess {
                 state: p.state,
                 pid: p.pid,
@@ -476,7 +477,7 @@ impl Instance {
         };
         if o.in_recovery {
             match &o.wal_receiver {
-                Some(w) if w.status == "streaming" => Ok(()),
+                Some(w) if w.status == WalReceiverStatus::Streaming => Ok(()),
                 Some(w) => Err(format!("replica is not streaming (wal receiver: {})", w.status)),
                 None => Err("replica is not streaming (no wal receiver)".into()),
             }
@@ -489,16 +490,16 @@ impl Instance {
 }
 
 /// The role reported in `/status`.
-pub fn role_name(state: PostgresProcessState, o: Option<&Observed>) -> &'static str {
+pub fn role_name(state: PostgresProcessState, o: Option<&Observed>) -> InstanceRole {
     match (state, o) {
-        (PostgresProcessState::Running, Some(o)) if o.in_recovery => "replica",
-        (PostgresProcessState::Running, Some(_)) => "primary",
+        (PostgresProcessState::Running, Some(o)) if o.in_recovery => InstanceRole::Replica,
+        (PostgresProcessState::Running, Some(_)) => InstanceRole::Primary,
         (PostgresProcessState::Running | PostgresProcessState::Starting | PostgresProcessState::Bootstrapping, _) => {
-            "starting"
+            InstanceRole::Starting
         }
-        (PostgresProcessState::Crashed, _) => "crashed",
-        (PostgresProcessState::Stopping, _) => "stopping",
-        (PostgresProcessState::Stopped, _) => "stopped",
+        (PostgresProcessState::Crashed, _) => InstanceRole::Crashed,
+        (PostgresProcessState::Stopping, _) => InstanceRole::Stopping,
+        (PostgresProcessState::Stopped, _) => InstanceRole::Stopped,
     }
 }
 

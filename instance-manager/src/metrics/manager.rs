@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{ArchiveStatus, BackupStatus, CertificateStatus, LeaseStatus, PostgresProcessState};
+use crate::api::{
+    ArchiveStatus, BackupStatus, CertificateStatus, InstanceRole, LeaseStatus, PostgresProcessState, TransitionKind,
+};
 use crate::instance::{Instance, ProcessState};
 use crate::postgres::observe::Observed;
 
@@ -67,7 +69,7 @@ pub const FAMILIES: &[&str] = &[
 ];
 
 /// Every role [`render`] reports (one sample each, 1 for the current one).
-pub const ROLES: &[&str] = &["primary", "replica", "starting", "stopping", "stopped", "crashed", "fenced"];
+pub const ROLES: [InstanceRole; 7] = InstanceRole::ALL;
 
 /// What the manager knows, copied out of the [`Instance`] at the start of a scrape.
 #[derive(Debug, Clone)]
@@ -118,9 +120,9 @@ impl ManagerView {
 
     /// The role `/status` would report, given what SQL said about recovery (`None`: Postgres
     /// did not answer).
-    pub fn role(&self, in_recovery: Option<bool>) -> &'static str {
+    pub fn role(&self, in_recovery: Option<bool>) -> InstanceRole {
         if self.fenced && self.process.state != PostgresProcessState::Running {
-            return "fenced";
+            return InstanceRole::Fenced;
         }
         let observed = in_recovery.map(|in_recovery| Observed { in_recovery, ..Observed::default() });
         crate::instance::role_name(self.process.state, observed.as_ref())
@@ -147,7 +149,7 @@ pub fn render(sheet: &mut Sheet, view: &ManagerView, in_recovery: Option<bool>, 
     let role = view.role(in_recovery);
     for r in ROLES {
         let help = "The instance's role: 1 for the current one (primary, replica, starting, stopping, stopped, crashed, fenced)";
-        sheet.gauge("pgwarden_instance_role", help, labels([("role", r)]), flag(*r == role));
+        sheet.gauge("pgwarden_instance_role", help, labels([("role", r.as_str())]), flag(r == role));
     }
     sheet.gauge0("pgwarden_fenced", "1 while an operator keeps Postgres stopped (fence)", flag(view.fenced));
     sheet.gauge0("pgwarden_paused", "1 while automatic failover is paused", flag(view.paused));
@@ -243,19 +245,19 @@ fn render_lease(sheet: &mut Sheet, l: &LeaseStatus) {
         flag(l.routing_error.is_some()),
     );
     sheet.gauge0("pgwarden_lease_eligible", "1 when this instance could be promoted now", flag(l.eligible));
-    for kind in ["bootstrap", "failover", "switchover", "promote"] {
-        let count = l.transitions.get(kind).cloned().unwrap_or_default();
+    for kind in TransitionKind::ALL {
+        let count = l.transitions.get(&kind).cloned().unwrap_or_default();
         sheet.counter(
             "pgwarden_primary_transitions_total",
             "Changes of primary that made this instance the primary, by kind",
-            labels([("kind", kind)]),
+            labels([("kind", kind.as_str())]),
             count.total as f64,
         );
         if count.total > 0 {
             sheet.gauge(
                 "pgwarden_primary_transition_last_duration_seconds",
                 "From the decision to the promoted primary accepting writes, for the last change of that kind",
-                labels([("kind", kind)]),
+                labels([("kind", kind.as_str())]),
                 count.last_duration_ms as f64 / 1000.0,
             );
         }

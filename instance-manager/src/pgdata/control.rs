@@ -77,7 +77,8 @@ pub async fn latest_checkpoint(sup: &Supervisor, v: &Validated, paths: &Paths) -
     out.stdout
         .lines()
         .find_map(|l| l.strip_prefix("Latest checkpoint location:"))
-        .and_then(|l| crate::peers::parse_lsn(l.trim()))
+        .and_then(|l| l.trim().parse::<crate::api::Lsn>().ok())
+        .map(crate::api::Lsn::as_u64)
         .ok_or_else(|| Error::Tool {
             tool: "pg_controldata",
             status: out.status,

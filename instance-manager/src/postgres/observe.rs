@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::api::{ReplicationPeer, WalReceiver};
+use tokio_postgres::Row;
+
+use crate::api::{Lsn, ReplicationPeer, WalReceiver};
 
 use super::sql::Error;
 
@@ -31,11 +33,11 @@ pub struct Observed {
     /// file fetched for a timeline the standby cannot follow.
     pub replay_timeline: Option<u32>,
     /// Primary's current LSN.
-    pub current_lsn: Option<String>,
+    pub current_lsn: Option<Lsn>,
     /// Standby's received LSN.
-    pub received_lsn: Option<String>,
+    pub received_lsn: Option<Lsn>,
     /// Standby's replayed LSN.
-    pub replayed_lsn: Option<String>,
+    pub replayed_lsn: Option<Lsn>,
     /// Standby's replay lag in seconds.
     pub replay_lag_seconds: Option<f64>,
     /// Parameters waiting for a restart.
@@ -85,9 +87,9 @@ async fn observe_inner(client: &Client) -> Result<Observed, Error> {
         system_identifier: row.get(2),
         timeline,
         replay_timeline: replay_timeline.and_then(|t| u32::try_from(t).ok()).or(timeline),
-        current_lsn: row.get(4),
-        received_lsn: row.get(5),
-        replayed_lsn: row.get(6),
+        current_lsn: lsn(&row, 4),
+        received_lsn: lsn(&row, 5),
+        replayed_lsn: lsn(&row, 6),
         replay_lag_seconds: row.get(7),
         pending_restart: row.get(8),
         synchronous_standby_names: row.get(9),
@@ -95,7 +97,7 @@ async fn observe_inner(client: &Client) -> Result<Observed, Error> {
     };
     if o.in_recovery {
         o.wal_receiver = client.query_opt(RECEIVER_QUERY, &[]).await?.map(|r| WalReceiver {
-            status: r.get(0),
+            status: r.get::<_, String>(0).into(),
             sender_host: r.get(1),
             sender_port: r.get(2),
         });
@@ -107,15 +109,28 @@ async fn observe_inner(client: &Client) -> Result<Observed, Error> {
             .map(|r| ReplicationPeer {
                 name: r.get(0),
                 client_addr: r.get(1),
-                state: r.get(2),
+                state: r.get::<_, String>(2).into(),
                 sync_state: r.get(3),
-                sent_lsn: r.get(4),
-                flush_lsn: r.get(5),
-                replay_lsn: r.get(6),
+                sent_lsn: lsn(r, 4),
+                flush_lsn: lsn(r, 5),
+                replay_lsn: lsn(r, 6),
                 lag_bytes: r.get(7),
                 replay_lag_seconds: r.get(8),
             })
             .collect();
     }
     Ok(o)
+}
+
+/// Column `i`, a `pg_lsn` read as text: `None` when it is NULL (and, never seen, when Postgres
+/// printed something that is no LSN, which is logged).
+fn lsn(row: &Row, i: usize) -> Option<Lsn> {
+    let text: Option<String> = row.get(i);
+    text.and_then(|t| {
+        t.parse()
+            .map_err(
+                |e| tracing::warn!(error = %e, column = i, "postgres returned an unreadable LSN; reported as null"),
+            )
+            .ok()
+    })
 }

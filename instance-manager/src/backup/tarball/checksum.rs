@@ -27,7 +27,7 @@
 //! [`MAX_LISTED`]). What that means for the backup (kept, but reported as failed) is decided
 //! by the runner (`backup::runner`).
 
-use serde::{Deserialize, Serialize};
+pub use crate::api::BadPage;
 
 /// Bytes per page (`BLCKSZ`).
 pub const BLCKSZ: usize = 8192;
@@ -144,18 +144,6 @@ pub fn relation_segment(rel: &std::path::Path, in_tablespace: bool) -> Option<u3
     };
     let node = ["_fsm", "_vm", "_init"].iter().find_map(|fork| node.strip_suffix(fork)).unwrap_or(node);
     digits(node).then_some(segno)
-}
-
-/// A page whose checksum is wrong, as `backup.json` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BadPage {
-    /// The segment file, relative to the data directory (`base/5/16384.1`; a tablespace's
-    /// as `pg_tblspc/<oid>/PG_15_.../5/16400`).
-    pub file: String,
-    /// The page within that file (its offset / 8192), as `pg_basebackup` reports it; in the
-    /// relation it is `segno × 131072 +` this.
-    pub block: u32,
 }
 
 /// Bad pages found so far (in every file of a backup).

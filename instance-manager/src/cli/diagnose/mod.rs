@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::client::ApiClient;
 use super::status::{state_name, wal_receiver_text, write_stdout};
-use crate::api::{InstanceStatus, PostgresProcessState};
+use crate::api::{InstanceRole, InstanceStatus, PostgresProcessState, Role, WalReceiverStatus};
 
 pub use certificates::{CertificateFacts, EXPIRY_WARN, Validity};
 
@@ -275,13 +275,13 @@ fn lease_check(s: &InstanceStatus) -> Option<Check> {
             format!("the lease store ({}) failed{failing}: {e}{refusal}", l.store),
             "a primary fences itself when it cannot renew; check the API server / lease file and this pod's RBAC",
         )
-    } else if s.role == "primary" && !l.held_by_me {
+    } else if s.role == InstanceRole::Primary && !l.held_by_me {
         Check::fail(
             "lease",
             format!("postgres runs as primary but the lease is held by {holder}"),
             "it is being fenced; see the log",
         )
-    } else if s.role == "replica" && !l.eligible {
+    } else if s.role == InstanceRole::Replica && !l.eligible {
         Check::warn(
             "lease",
             format!(
@@ -397,7 +397,7 @@ fn postgres_check(s: &InstanceStatus) -> Check {
             "running but without a known pid",
             format!("check the manager's log ({})", crate::cli::logs_hint::manager_log()),
         ),
-        (PostgresProcessState::Stopped, _) if s.fenced || s.role == "fenced" => {
+        (PostgresProcessState::Stopped, _) if s.fenced || s.role == InstanceRole::Fenced => {
             Check::warn(NAME, "stopped: the instance is fenced", "instance-manager unfence")
         }
         (state @ (PostgresProcessState::Starting | PostgresProcessState::Bootstrapping), _) => Check::warn(
@@ -436,15 +436,13 @@ fn connections_check(s: &InstanceStatus, readyz: Option<u16>) -> Check {
 }
 
 fn replication_checks(s: &InstanceStatus) -> Vec<Check> {
-    let role = if s.role == "primary" || s.role == "replica" { &s.role } else { &s.configured_role };
-    match role.as_str() {
-        "primary" => vec![primary_replication_check(s)],
-        "replica" => {
+    match s.role.configured().unwrap_or(s.configured_role) {
+        Role::Primary => vec![primary_replication_check(s)],
+        Role::Replica => {
             let mut checks = vec![replica_streaming_check(s)];
             checks.extend(replay_lag_check(s));
             checks
         }
-        _ => vec![],
     }
 }
 
@@ -459,7 +457,7 @@ fn primary_replication_check(s: &InstanceStatus) -> Check {
 
 fn replica_streaming_check(s: &InstanceStatus) -> Check {
     match &s.wal_receiver {
-        Some(w) if w.status == "streaming" => Check::ok("replication", wal_receiver_text(w)),
+        Some(w) if w.status == WalReceiverStatus::Streaming => Check::ok("replication", wal_receiver_text(w)),
         other => {
             let seen = other.as_ref().map_or_else(|| "no WAL receiver running".to_owned(), wal_receiver_text);
             Check::fail(

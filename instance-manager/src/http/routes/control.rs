@@ -1,6 +1,7 @@
 //! The mutating endpoints (authenticated on TCP, see `http::auth`):
 //! `POST /switchover {target?}`, `/promote {force?}`, `/fence`, `/unfence`, `/pause`, `/resume`,
-//! and the harmless `POST /ha/tick` a former primary uses to wake the new holder.
+//! and the harmless `POST /ha/tick` a former primary uses to wake the new holder. Their bodies
+//! and answers are the contract's (`crate::api`).
 //!
 //! `/ha/tick` stays open without a token — the former primary that calls it during a handover
 //! holds no token of the new holder's — but it is rate-limited: at most one wake-up of the HA
@@ -13,44 +14,28 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
+use crate::api::{
+    FenceAnswer, HaCommandError, PauseAnswer, PromoteAnswer, PromoteRequest, SwitchoverDone, SwitchoverRequest,
+    TickAnswer,
+};
 use crate::ha::HaCommand;
 use crate::http::ApiError;
 use crate::instance::Instance;
 
-/// Body of `POST /switchover`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchoverRequest {
-    /// The replica to hand over to; default: the best one.
-    #[serde(default)]
-    pub target: Option<String>,
-}
-
-/// Body of `POST /promote`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromoteRequest {
-    /// Take the lease even from a live holder (it fences itself within its renew deadline;
-    /// promotion waits until then).
-    #[serde(default)]
-    pub force: bool,
-}
-
-fn conflict(error: String, hint: &str) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, error, hint)
+/// Every refused or failed command answers `409` with the loop's message.
+fn conflict(error: HaCommandError, hint: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, error.to_string(), hint)
 }
 
 /// `POST /switchover`: planned handover, on the primary.
 pub async fn switchover(
     State(instance): State<Arc<Instance>>,
     body: Option<Json<SwitchoverRequest>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SwitchoverDone>, ApiError> {
     let target = body.map(|Json(b)| b.target).unwrap_or_default();
     match instance.ha_command(|reply| HaCommand::Switchover { target, reply }).await {
-        Ok(new) => Ok(Json(json!({ "primary": new }))),
+        Ok(done) => Ok(Json(done)),
         Err(e) => Err(conflict(e, "run it against the primary, with a streaming, caught-up replica as target")),
     }
 }
@@ -59,10 +44,10 @@ pub async fn switchover(
 pub async fn promote(
     State(instance): State<Arc<Instance>>,
     body: Option<Json<PromoteRequest>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PromoteAnswer>, ApiError> {
     let force = body.map(|Json(b)| b.force).unwrap_or_default();
     match instance.ha_command(|reply| HaCommand::Promote { force, reply }).await {
-        Ok(msg) => Ok(Json(json!({ "result": msg }))),
+        Ok(outcome) => Ok(Json(PromoteAnswer::from(&outcome))),
         Err(e) => {
             Err(conflict(e, "use switchover on the primary, or promote with force to take over from a live primary"))
         }
@@ -70,34 +55,34 @@ pub async fn promote(
 }
 
 /// `POST /fence`: stop Postgres and keep it stopped (a primary also gives up its lease).
-pub async fn fence(State(instance): State<Arc<Instance>>) -> Json<Value> {
+pub async fn fence(State(instance): State<Arc<Instance>>) -> Json<FenceAnswer> {
     instance.set_fenced(true);
-    Json(json!({ "fenced": true }))
+    Json(FenceAnswer { fenced: true })
 }
 
 /// `POST /unfence`: let Postgres run again.
-pub async fn unfence(State(instance): State<Arc<Instance>>) -> Json<Value> {
+pub async fn unfence(State(instance): State<Arc<Instance>>) -> Json<FenceAnswer> {
     instance.set_fenced(false);
-    Json(json!({ "fenced": false }))
+    Json(FenceAnswer { fenced: false })
 }
 
 /// `POST /pause`: no automatic failover from this instance.
-pub async fn pause(State(instance): State<Arc<Instance>>) -> Json<Value> {
+pub async fn pause(State(instance): State<Arc<Instance>>) -> Json<PauseAnswer> {
     instance.set_paused(true);
-    Json(json!({ "paused": true }))
+    Json(PauseAnswer { paused: true })
 }
 
 /// `POST /resume`: automatic failover again.
-pub async fn resume(State(instance): State<Arc<Instance>>) -> Json<Value> {
+pub async fn resume(State(instance): State<Arc<Instance>>) -> Json<PauseAnswer> {
     instance.set_paused(false);
-    Json(json!({ "paused": false }))
+    Json(PauseAnswer { paused: false })
 }
 
 /// `POST /ha/tick`: re-read the lease now (at most once per `TICK_INTERVAL`).
 pub async fn tick(
     State(instance): State<Arc<Instance>>,
     axum::Extension(shared): axum::Extension<crate::http::coalesce::Coalesced>,
-) -> Json<Value> {
+) -> Json<TickAnswer> {
     let woken = shared.admit_tick() && instance.ha_notify(HaCommand::Tick);
-    Json(json!({ "ok": true, "woken": woken }))
+    Json(TickAnswer { ok: true, woken })
 }

@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use serde_json::{Value, json};
 
+use crate::api::{InstanceRole, RoleAnswer};
 use crate::http::ApiError;
 use crate::http::coalesce::Coalesced;
 use crate::instance::Instance;
 
-async fn expect(instance: &Instance, shared: &Coalesced, want: &str) -> Result<Json<Value>, ApiError> {
+async fn expect(instance: &Instance, shared: &Coalesced, want: InstanceRole) -> Result<Json<RoleAnswer>, ApiError> {
     let status = shared.status().await;
     // A primary answers only while it holds a live lease: between losing it and being fenced
     // it must not attract writes.
-    let live = want != "primary" || instance.holds_live_lease();
+    let live = want != InstanceRole::Primary || instance.holds_live_lease();
     if status.role == want && live {
-        Ok(Json(json!({ "role": status.role })))
+        Ok(Json(RoleAnswer { role: status.role }))
     } else {
         Err(ApiError::unavailable(format!("instance is {}, not {want}", status.role), "route to another instance"))
     }
@@ -27,14 +27,14 @@ async fn expect(instance: &Instance, shared: &Coalesced, want: &str) -> Result<J
 pub async fn primary(
     State(instance): State<Arc<Instance>>,
     Extension(shared): Extension<Coalesced>,
-) -> Result<Json<Value>, ApiError> {
-    expect(&instance, &shared, "primary").await
+) -> Result<Json<RoleAnswer>, ApiError> {
+    expect(&instance, &shared, InstanceRole::Primary).await
 }
 
 /// 200 on a running replica.
 pub async fn replica(
     State(instance): State<Arc<Instance>>,
     Extension(shared): Extension<Coalesced>,
-) -> Result<Json<Value>, ApiError> {
-    expect(&instance, &shared, "replica").await
+) -> Result<Json<RoleAnswer>, ApiError> {
+    expect(&instance, &shared, InstanceRole::Replica).await
 }

@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    InstanceRole, Lsn, ReplicationState, Role, Transition, TransitionCount, TransitionKind, WalReceiverStatus,
+};
+
 /// What `GET /status` answers: the instance as its manager sees it right now.
 ///
 /// LSNs are Postgres' text form (`0/3000060`). Fields Postgres could not be asked about
@@ -15,9 +19,9 @@ pub struct InstanceStatus {
     /// Cluster name.
     pub cluster: String,
     /// `primary`, `replica`, `starting`, `stopping`, `stopped`, `crashed`, `fenced`.
-    pub role: String,
+    pub role: InstanceRole,
     /// The role the configuration asks for.
-    pub configured_role: String,
+    pub configured_role: Role,
     /// The supervised postmaster.
     pub postgres: PostgresProcess,
     /// Whether Postgres is in recovery (a standby), as Postgres reports it.
@@ -27,11 +31,11 @@ pub struct InstanceStatus {
     /// `pg_control`'s database system identifier.
     pub system_identifier: Option<String>,
     /// Primary: `pg_current_wal_lsn()`.
-    pub current_lsn: Option<String>,
+    pub current_lsn: Option<Lsn>,
     /// Standby: last WAL location received and flushed by the WAL receiver.
-    pub received_lsn: Option<String>,
+    pub received_lsn: Option<Lsn>,
     /// Standby: last WAL location replayed.
-    pub replayed_lsn: Option<String>,
+    pub replayed_lsn: Option<Lsn>,
     /// Standby: seconds since the last replayed transaction committed on the primary.
     pub replay_lag_seconds: Option<f64>,
     /// Standby: the WAL receiver, when one runs.
@@ -144,15 +148,15 @@ pub struct ReplicationPeer {
     /// Client address.
     pub client_addr: Option<String>,
     /// `streaming`, `catchup`, `startup`, …
-    pub state: String,
+    pub state: ReplicationState,
     /// `async`, `sync`, `quorum`, `potential`.
     pub sync_state: String,
     /// Last WAL location sent.
-    pub sent_lsn: Option<String>,
+    pub sent_lsn: Option<Lsn>,
     /// Last WAL location flushed on the standby.
-    pub flush_lsn: Option<String>,
+    pub flush_lsn: Option<Lsn>,
     /// Last WAL location replayed on the standby.
-    pub replay_lsn: Option<String>,
+    pub replay_lsn: Option<Lsn>,
     /// Bytes between the primary's current LSN and the standby's replay LSN.
     pub lag_bytes: Option<i64>,
     /// `replay_lag` in seconds.
@@ -162,8 +166,8 @@ pub struct ReplicationPeer {
 /// A standby's WAL receiver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WalReceiver {
-    /// `streaming`, `catchup`, `starting`, …
-    pub status: String,
+    /// `streaming`, `waiting`, `starting`, …
+    pub status: WalReceiverStatus,
     /// Host it streams from.
     pub sender_host: Option<String>,
     /// Port it streams from.
@@ -213,7 +217,7 @@ pub struct LeaseStatus {
     pub eligible: bool,
     /// Why not, when it could not.
     pub not_eligible_because: Option<String>,
-    /// The last decision of the HA loop, in words.
+    /// The last decision of the HA loop, in words (`renew`, `follow pg-1`, `wait: …`).
     pub last_decision: String,
     /// The last lease store error, if the last read failed.
     pub last_error: Option<String>,
@@ -228,33 +232,7 @@ pub struct LeaseStatus {
     /// The changes of primary that made this instance the primary since its manager started,
     /// by kind (`bootstrap`, `failover`, `switchover`, `promote`).
     #[serde(default)]
-    pub transitions: BTreeMap<String, TransitionCount>,
-}
-
-/// How often one kind of change of primary happened, and how long the last one took.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransitionCount {
-    /// How many.
-    pub total: u64,
-    /// From the decision to the promoted primary accepting writes, in milliseconds.
-    pub last_duration_ms: u64,
-}
-
-/// A change of primary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    /// `failover`, `switchover` or `promote`.
-    pub kind: String,
-    /// The previous holder.
-    pub from: Option<String>,
-    /// The new holder.
-    pub to: String,
-    /// The new term.
-    pub term: u64,
-    /// When it completed (RFC 3339).
-    pub at: String,
-    /// From the decision to the promoted primary accepting writes, in milliseconds.
-    pub duration_ms: u64,
+    pub transitions: BTreeMap<TransitionKind, TransitionCount>,
 }
 
 /// The WAL archive as this instance's manager sees it.

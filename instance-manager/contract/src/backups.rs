@@ -1,10 +1,10 @@
 //! The documents of `POST /backup`, `GET /backups` and `DELETE /backups/{id}`. A backup itself
-//! is its `backup.json` ([`crate::backup::BackupInfo`], camelCase like every document in the
+//! is its `backup.json` ([`BackupInfo`], camelCase like every document in the
 //! store).
 
 use serde::{Deserialize, Serialize};
 
-use crate::backup::BackupInfo;
+use crate::BackupInfo;
 
 /// Body of `POST /backup`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

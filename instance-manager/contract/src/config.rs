@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::backup::{BackupSpec, RecoverySpec};
 
 /// The whole configuration of one instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceConfig {
     /// Instance name (the pod name in Kubernetes, `POD_NAME`). A DNS label.
@@ -85,7 +86,7 @@ pub struct InstanceConfig {
 }
 
 /// Synchronous replication.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SynchronousSpec {
     /// How many standbys must have every acknowledged commit.
@@ -98,7 +99,7 @@ pub struct SynchronousSpec {
 }
 
 /// What a synchronous cluster does when its standbys are gone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DataDurability {
     /// Commits wait.
@@ -109,7 +110,7 @@ pub enum DataDurability {
 }
 
 /// Where and how the lease is kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeaseSpec {
     /// `kubernetes` (a coordination.k8s.io Lease) or `file` (a JSON file shared on one host).
@@ -148,7 +149,7 @@ fn default_failsafe() -> bool {
 }
 
 /// Lease backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LeaseBackend {
     /// `coordination.k8s.io/v1` Lease `<cluster>-primary`.
@@ -158,7 +159,7 @@ pub enum LeaseBackend {
 }
 
 /// A member of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Member {
     /// Instance name.
@@ -173,7 +174,7 @@ pub struct Member {
 }
 
 /// The role an instance is configured to run in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Accepts writes.
@@ -184,7 +185,7 @@ pub enum Role {
 }
 
 /// Where a replica finds its primary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrimaryEndpoint {
     /// Host name or address of the primary.
@@ -195,7 +196,7 @@ pub struct PrimaryEndpoint {
 }
 
 /// Postgres settings of the instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostgresSpec {
     /// TCP port Postgres listens on (kept as u32 so that 70000 is reported, not a parse error).
@@ -223,7 +224,7 @@ pub struct PostgresSpec {
 /// Postgres' server certificate (a mounted Secret such as cert-manager's `tls.crt`/`tls.key`/
 /// `ca.crt`). The files are copied into the run directory, owned by Postgres' OS user (the key
 /// with mode 0600, which Postgres insists on), and copied again with a reload when they change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostgresTlsSpec {
     /// The server certificate chain (PEM), naming every host clients and replicas connect to.
@@ -238,7 +239,7 @@ pub struct PostgresTlsSpec {
 }
 
 /// The HTTP API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiSpec {
     /// `address:port` the API listens on over TCP.
@@ -255,7 +256,7 @@ pub struct ApiSpec {
 
 /// The HTTP API's certificate. The files are watched: a rotated certificate is used for new
 /// connections without a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiTlsSpec {
     /// The server certificate chain (PEM).
@@ -274,7 +275,7 @@ pub struct ApiTlsSpec {
 }
 
 /// Whether the API asks for client certificates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// Never.
@@ -287,7 +288,7 @@ pub enum ClientAuth {
 }
 
 /// What a freshly initialised primary creates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BootstrapSpec {
     /// The application database.
@@ -307,7 +308,7 @@ pub struct BootstrapSpec {
 }
 
 /// Where a new replica's data comes from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplicaSource {
     /// `pg_basebackup` from the primary.
@@ -318,7 +319,7 @@ pub enum ReplicaSource {
 }
 
 /// Password files. Each file holds the password alone (a trailing newline is ignored).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsSpec {
     /// Password of the `postgres` superuser. Without it the superuser can log in only
@@ -335,7 +336,7 @@ pub struct CredentialsSpec {
 
 /// How a stop escalates: smart shutdown, then fast after `smartTimeoutSeconds`, then
 /// immediate after `stopTimeoutSeconds` (counted from the start of the stop).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShutdownSpec {
     /// Seconds of smart shutdown (sessions may finish) before a fast one.

@@ -1,3 +1,5 @@
+//! `ErrorBody`: the body of every HTTP error answer.
+
 use serde::{Deserialize, Serialize};
 
 /// The body of every HTTP error answer.

@@ -8,10 +8,11 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Continuous WAL archiving and base backups of this cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupSpec {
     /// The object store.
@@ -32,7 +33,7 @@ pub struct BackupSpec {
 }
 
 /// An object store and the credentials to reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StoreSpec {
     /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or
@@ -53,7 +54,7 @@ pub struct StoreSpec {
 }
 
 /// Client-side encryption (chunked XChaCha20-Poly1305, a random nonce prefix per object).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EncryptionSpec {
     /// File holding the 32-byte key as 64 hexadecimal characters (`openssl rand -hex 32`).
@@ -63,7 +64,7 @@ pub struct EncryptionSpec {
 
 /// S3 settings. Unset credentials come from the environment (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, or the pod's web identity).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Spec {
     /// The endpoint of an S3-compatible store (`https://minio.example:9000`). Absent: AWS.
@@ -91,7 +92,7 @@ pub struct S3Spec {
 }
 
 /// Google Cloud Storage settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcsSpec {
     /// A service account key file (JSON). Absent: `GOOGLE_SERVICE_ACCOUNT` or the workload
@@ -101,7 +102,7 @@ pub struct GcsSpec {
 }
 
 /// Azure Blob Storage settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureSpec {
     /// The storage account. Absent: `AZURE_STORAGE_ACCOUNT_NAME`.
@@ -119,7 +120,7 @@ pub struct AzureSpec {
 }
 
 /// Compression of archived WAL and base backups.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// zstd, level 3 for WAL (fast, ~4× on typical WAL).
@@ -134,7 +135,7 @@ pub enum Compression {
 }
 
 /// WAL archive and restore.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WalSpec {
     /// Compression of archived segments.
@@ -159,7 +160,7 @@ impl Default for WalSpec {
 }
 
 /// Base backups.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BaseBackupSpec {
     /// Compression of the data files.
@@ -184,7 +185,7 @@ impl Default for BaseBackupSpec {
 }
 
 /// What to keep: exactly one of the two.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetentionSpec {
     /// Keep what is needed to recover to any point of the last N days.
@@ -196,7 +197,7 @@ pub struct RetentionSpec {
 }
 
 /// Bootstrap an empty data directory from a base backup and archived WAL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RecoverySpec {
     /// Where the backups are.
@@ -213,7 +214,7 @@ pub struct RecoverySpec {
 }
 
 /// Where replay stops: at most one of `time`, `lsn`, `xid`, `name`, `immediate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RecoveryTarget {
     /// A timestamp with time zone (RFC 3339, `2026-11-30T12:00:00Z`).
