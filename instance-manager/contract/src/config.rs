@@ -208,6 +208,7 @@ pub struct PostgresSpec {
     /// User parameters (`shared_buffers: 256MB`). Values may be strings, numbers or booleans.
     /// Parameters pgwarden manages itself are refused with a hint.
     #[serde(default, deserialize_with = "scalar_map")]
+    #[schemars(schema_with = "scalar_map_schema")]
     pub parameters: BTreeMap<String, String>,
     /// Extra `pg_hba.conf` lines, placed before pgwarden's own rules.
     #[serde(default)]
@@ -416,6 +417,14 @@ fn default_smart_timeout() -> u64 {
 }
 fn default_stop_timeout() -> u64 {
     30
+}
+
+/// The schema of what [`scalar_map`] accepts.
+fn scalar_map_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {"type": ["string", "number", "boolean"]},
+    })
 }
 
 /// Accepts `{name: value}` where values are any YAML scalar, keeping them as Postgres text.

@@ -54,3 +54,6 @@ pub use status::{
     PostgresProcess, PostgresProcessState, RefusedParameter, ReplicationPeer, WalReceiver,
 };
 pub use transition::{Transition, TransitionCount, TransitionKind};
+
+#[cfg(test)]
+mod wire_tests;
