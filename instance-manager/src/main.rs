@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(instance_manager::supervisor::guard::child_guard_main()).unwrap_or(1))
         }
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Config { command } => ExitCode::from(cli::config_command(command)),
         command => {
             instance_manager::logging::init_cli();
             let tls = ClientTls { ca_file: cli.ca_file, cert: cli.cert, key: cli.key };
@@ -150,7 +151,9 @@ async fn client_command(
         Command::WalRestore { name, destination, strict } => {
             return Ok(cli::wal_restore(&client, &name, &destination, strict).await);
         }
-        Command::Run(_) | Command::Version | Command::Deadman | Command::ChildGuard => return Ok(0),
+        Command::Run(_) | Command::Config { .. } | Command::Version | Command::Deadman | Command::ChildGuard => {
+            return Ok(0);
+        }
     };
     // A switchover waits for a shutdown and a catch-up: allow it time.
     let client = client.with_timeout(std::time::Duration::from_secs(90));

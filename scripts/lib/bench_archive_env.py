@@ -18,10 +18,10 @@ import threading
 import time
 
 from pgwarden_local import (
-    REPO_ROOT, Failure, free_port, http_get, info, is_root, signal_pid, stop_stray_postmaster, tail,
-    wait_gone, write_private, yaml_str,
+    REPO_ROOT, Failure, check_config, free_port, http_get, info, is_root, lone_primary, signal_pid,
+    stop_stray_postmaster, tail, wait_gone, write_config_file, write_private,
 )
-from pgwire import Connection, ConnectionLost, PgError
+from pgsql import ConnectionLost, PgError, query
 
 TEST_S3_BIN = os.path.join(REPO_ROOT, "target", "release", "pgwarden-test-s3")
 BARMAN_VENV = "/opt/pgwarden-bench/barman-cloud"
@@ -201,11 +201,7 @@ def data_bytes(data_dir):
 
 def sql(port, text, password=None, timeout=30, db="postgres"):
     """Runs `text` on 127.0.0.1:port as the superuser; returns the rows."""
-    conn = Connection("127.0.0.1", port, SUPERUSER, password, db, connect_timeout=3)
-    try:
-        return conn.query(text, timeout=timeout)[1]
-    finally:
-        conn.close()
+    return query("127.0.0.1", port, SUPERUSER, password, db, text, timeout=timeout, connect_timeout=3)
 
 
 def wait_sql(port, text, password, timeout, ok, what):
@@ -352,33 +348,23 @@ class Pgwarden:
         while self.api_port == self.port:
             self.api_port = free_port()
         self.password = secrets.superuser
-        def store(indent):
-            pad = " " * indent
-            return [f"{pad}destination: s3://{s3.bucket}/{prefix}",
-                    f"{pad}s3: {{endpoint: {yaml_str(s3.endpoint)}, accessKeyIdFile: {yaml_str(secrets.s3_key)}, "
-                    f"secretAccessKeyFile: {yaml_str(secrets.s3_secret)}, caFile: {yaml_str(s3.ca_file)}}}"]
-        lines = [
-            f"name: {yaml_str(name)}", 'cluster: "bench"',
-            f"dataDir: {yaml_str(self.data)}", f"runDir: {yaml_str(self.run_dir)}", f"binDir: {yaml_str(bin_dir)}",
-            "role: primary",
-            "postgres:", f"  port: {self.port}", '  listenAddresses: "127.0.0.1"',
-            "  parameters: {" + ", ".join(f"{k}: {yaml_str(v)}" for k, v in PGWARDEN_PARAMS.items()) + "}",
-            f'api: {{listen: "127.0.0.1:{self.api_port}"}}',
-            "credentials:",
-            f"  superuserPasswordFile: {yaml_str(secrets.superuser_file)}",
-            f"  appPasswordFile: {yaml_str(secrets.app_file)}",
-            f"  replicationPasswordFile: {yaml_str(secrets.replication_file)}",
-            "shutdown: {smartTimeoutSeconds: 2, stopTimeoutSeconds: 30}",
-        ]
+        store = {"destination": f"s3://{s3.bucket}/{prefix}",
+                 "s3": {"endpoint": s3.endpoint, "accessKeyIdFile": secrets.s3_key,
+                        "secretAccessKeyFile": secrets.s3_secret, "caFile": s3.ca_file}}
+        credentials = {"superuserPasswordFile": secrets.superuser_file, "appPasswordFile": secrets.app_file,
+                       "replicationPasswordFile": secrets.replication_file}
+        doc = lone_primary(name, self.dir, bin_dir, self.port, self.api_port, credentials)
+        doc["postgres"]["parameters"] = dict(PGWARDEN_PARAMS)
+        doc["shutdown"]["stopTimeoutSeconds"] = 30
         if recovery is None:
-            lines += ["bootstrap: {database: app, owner: app}", "backup:", "  store:"] + store(4) + [
-                "  wal: {compression: zstd, maxParallel: 4}", "  base: {compression: zstd, maxParallel: 4}"]
+            doc["bootstrap"] = {"database": "app", "owner": "app"}
+            doc["backup"] = {"store": store, "wal": {"compression": "zstd", "maxParallel": 4},
+                             "base": {"compression": "zstd", "maxParallel": 4}}
         else:
-            lines += ["bootstrap:", "  recovery:", "    store:"] + store(6) + [
-                '    sourceCluster: "bench"', f"    target: {{time: {yaml_str(recovery)}}}"]
+            doc["bootstrap"] = {"recovery": {"store": store, "sourceCluster": "bench", "target": {"time": recovery}}}
         self.config = os.path.join(self.dir, "config.yaml")
-        with open(self.config, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_config_file(self.config, doc)
+        check_config(manager_bin, self.config)
         self.proc = None
 
     def spawn(self):

@@ -1,10 +1,10 @@
 """The backup side of a local pgwarden cluster: where its WAL archive goes (`backup.store`), a
 recovery bootstrap from another cluster's backups (`bootstrap.recovery`): the flags of `up` that
-choose them, the checks it makes before writing anything, the YAML of both, and the
-archive/backup lines of `status`.
+choose them, the checks it makes before writing anything, both InstanceConfig sections (as
+data), and the archive/backup lines of `status`.
 
-Store specs are kept in cluster.json with the InstanceConfig's own (camelCase) keys, so they
-render into the YAML as they are. Python 3 standard library only; failures raise `Failure`.
+Store specs are kept in cluster.json with the InstanceConfig's own (camelCase) keys, so they go
+into the configuration as they are. Python 3 standard library only; failures raise `Failure`.
 """
 
 import datetime
@@ -12,7 +12,7 @@ import glob
 import os
 import urllib.parse
 
-from pgwarden_local import Failure, yaml_str
+from pgwarden_local import Failure
 
 ARCHIVE_DIR = "archive"
 SCHEMES = ("file", "s3", "gs", "az")
@@ -276,7 +276,7 @@ def refuse_backup_changes(cluster, args):
     have = (st.get("archive") or {}).get("destination")
     if args.no_archive and have:
         raise Failure(f"the cluster in {cluster.dir} archives to {have}; --no-archive applies to a new cluster",
-                      f"remove `backup:` from every pg-N/config.yaml and stop/start each, or {again}")
+                      f"remove `backup` from every pg-N/config.yaml and stop/start each, or {again}")
     if args.archive and store_url(args.archive, "--archive") != have:
         raise Failure(f"the cluster in {cluster.dir} archives to {have or 'nowhere (--no-archive)'}, "
                       f"not {args.archive}", f"edit `backup.store` in every pg-N/config.yaml and stop/start each, "
@@ -290,42 +290,35 @@ def no_archive_why(cluster):
 
 
 
-# --- YAML -------------------------------------------------------------------------------------
+# --- InstanceConfig sections ----------------------------------------------------------------
 
-def _store_lines(spec, pad, secret_path):
-    lines = [f"{pad}destination: {yaml_str(spec['destination'])}"]
+def _store(spec, secret_path):
+    """A StoreSpec for the InstanceConfig: S3 keys kept in DIR/secrets become their file paths."""
+    out = {"destination": spec["destination"]}
     s3 = spec.get("s3")
     if s3:
-        lines.append(f"{pad}s3:")
-        for key in S3_FIELDS:
-            value = s3.get(key)
-            if isinstance(value, dict):
-                value = secret_path(value["secret"])
-            if value:
-                lines.append(f"{pad}  {key}: {yaml_str(value)}")
-    return lines
+        s3 = {k: secret_path(v["secret"]) if isinstance(v, dict) else v for k, v in s3.items()}
+        out["s3"] = {k: s3[k] for k in S3_FIELDS if s3.get(k)}
+    return out
 
 
-def backup_yaml(archive, secret_path):
-    """The `backup:` section (WAL archive to `archive`), [] without one."""
+def backup_section(archive, secret_path):
+    """The `backup` section (WAL archive and base backups to `archive`), None without one."""
     if not archive:
-        return []
-    return ["backup:", "  store:"] + _store_lines(archive, "    ", secret_path)
+        return None
+    return {"store": _store(archive, secret_path)}
 
 
-def recovery_yaml(recovery, secret_path):
-    """The lines of `recovery:` under `bootstrap:` (indented for it), [] without one."""
+def recovery_section(recovery, secret_path):
+    """`bootstrap.recovery` of a cluster restored from a backup, None without one."""
     if not recovery:
-        return []
-    lines = ["  recovery:", "    store:"] + _store_lines(recovery["store"], "      ", secret_path)
-    lines.append(f"    sourceCluster: {yaml_str(recovery['sourceCluster'])}")
+        return None
+    out = {"store": _store(recovery["store"], secret_path), "sourceCluster": recovery["sourceCluster"]}
     if recovery.get("backupId"):
-        lines.append(f"    backupId: {yaml_str(recovery['backupId'])}")
-    target = recovery.get("target")
-    if target:
-        (kind, value), = target.items()
-        lines.append(f"    target: {{{kind}: {'true' if value is True else yaml_str(value)}}}")
-    return lines
+        out["backupId"] = recovery["backupId"]
+    if recovery.get("target"):
+        out["target"] = dict(recovery["target"])
+    return out
 
 
 # --- status -----------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import tempfile
 import time
 
 import pgwarden_tls
-from pgwarden_backup import backup_yaml, recovery_yaml
+from pgwarden_backup import backup_section, recovery_section
 from pgwarden_local import (
-    Failure, http_get, http_json, info, pid_alive, port_free, postmaster_pid, read_pidfile,
-    signal_pid, stop_stray_postmaster, tail, wait_gone, who_listens, write_private, yaml_str,
+    Failure, config_problems, http_get, http_json, info, pid_alive, port_free, postmaster_pid, read_pidfile,
+    signal_pid, stop_stray_postmaster, tail, wait_gone, who_listens, write_config_file, write_private,
 )
 
 STATE_FILE = "cluster.json"
@@ -57,7 +57,7 @@ def as_flags(text):
 
 
 def num(x):
-    """15.0 -> '15', 1.5 -> '1.5' (YAML and messages)."""
+    """15.0 -> '15', 1.5 -> '1.5' (messages)."""
     return f"{x:g}"
 
 
@@ -179,7 +179,8 @@ class Cluster:
         for inst in self.instances:
             try:
                 with open(self.config_path(inst)) as f:
-                    if re.search(r"^\s*backend:\s*kubernetes\b", f.read(), re.M):
+                    # JSON as `up` writes it, or YAML edited by hand.
+                    if re.search(r"""^\s*"?backend"?\s*:\s*"?kubernetes\b""", f.read(), re.M):
                         return None
             except OSError:
                 pass
@@ -277,122 +278,90 @@ def write_secrets(cluster):
             write_private(cluster.secret_path(which), value + "\n")
 
 
-def config_text(cluster, inst, bin_dir):
-    """The InstanceConfig YAML of one member of an HA cluster."""
+def config_doc(cluster, inst, bin_dir):
+    """The InstanceConfig of one member of an HA cluster, as data (InstanceConfig's camelCase
+    keys): no role, every member listed, the lease file shared by all."""
     st = cluster.state
-    t = st["lease"]
-    lines = [
-        "# InstanceConfig written by scripts/local-cluster (schema: instance-manager/src/api/config.rs).",
-        "# Postgres settings are applied on save (reload); manager settings (ports, dirs, lease, members)",
-        f"# at the next start: `{cluster.cmd} stop {inst['name']}; {cluster.cmd} start {inst['name']}`.",
-        "# The role is not configured: the members elect the primary through the lease file.",
-        f"name: {yaml_str(inst['name'])}",
-        f"cluster: {yaml_str(st['cluster'])}",
-        f"dataDir: {yaml_str(cluster.data_dir(inst))}",
-        f"runDir: {yaml_str(cluster.run_dir(inst))}",
-        f"binDir: {yaml_str(bin_dir)}",
-        "postgres:",
-        f"  port: {inst['pg_port']}",
-        f"  listenAddresses: {yaml_str(HOST)}",
-        "  parameters:",
-        "    shared_buffers: 64MB",
-    ]
+    postgres = {"port": inst["pg_port"], "listenAddresses": HOST, "parameters": {"shared_buffers": "64MB"}}
+    api = {"listen": f"{HOST}:{inst['api_port']}"}
     if st.get("tls"):
-        lines += pgwarden_tls.postgres_yaml(cluster.dir)
-    lines += [
-        "api:",
-        f"  listen: {yaml_str(HOST + ':' + str(inst['api_port']))}",
-    ]
-    metrics = ["metrics:", f"  listen: {yaml_str(HOST + ':' + str(metrics_port(inst)))}"]
-    if st.get("tls"):
-        lines += pgwarden_tls.api_yaml(cluster.dir)
-    if st.get("api_token", True):
-        lines.append(f"  tokenFile: {yaml_str(cluster.secret_path('api_token'))}")
-    lines += metrics
-    lines += [
-        "bootstrap:",
-        f"  database: {APP_DB}",
-        f"  owner: {APP_USER}",
-    ]
-    lines += recovery_yaml(st.get("recovery"), cluster.secret_path)
-    lines += [
-        "credentials:",
-        f"  superuserPasswordFile: {yaml_str(cluster.secret_path('superuser'))}",
-        f"  appPasswordFile: {yaml_str(cluster.secret_path('app'))}",
-        f"  replicationPasswordFile: {yaml_str(cluster.secret_path('replication'))}",
-        "shutdown:",
-        f"  smartTimeoutSeconds: {SMART_TIMEOUT}",
-        f"  stopTimeoutSeconds: {STOP_TIMEOUT}",
-        "lease:",
-        "  backend: file",
-        f"  path: {yaml_str(cluster.lease_path)}",
-    ]
-    lines += [f"  {TIMING_FIELDS[k]}: {num(t[k])}" for k in TIMING_KEYS]
-    lines.append("members:")
-    for m in cluster.instances:
-        lines.append(f"  - {{name: {yaml_str(m['name'])}, host: {yaml_str(HOST)}, port: {m['pg_port']}, "
-                     f"api: {yaml_str(Cluster.api_url(m))}}}")
+        postgres.update(pgwarden_tls.postgres_tls(cluster.dir))
+        api["tls"] = pgwarden_tls.api_tls(cluster.dir)
+    api["tokenFile"] = cluster.secret_path("api_token")
+    bootstrap = {"database": APP_DB, "owner": APP_USER}
+    recovery = recovery_section(st.get("recovery"), cluster.secret_path)
+    if recovery:
+        bootstrap["recovery"] = recovery
+    doc = {
+        "name": inst["name"],
+        "cluster": st["cluster"],
+        "dataDir": cluster.data_dir(inst),
+        "runDir": cluster.run_dir(inst),
+        "binDir": bin_dir,
+        "postgres": postgres,
+        "api": api,
+        "metrics": {"listen": f"{HOST}:{metrics_port(inst)}"},
+        "bootstrap": bootstrap,
+        "credentials": {
+            "superuserPasswordFile": cluster.secret_path("superuser"),
+            "appPasswordFile": cluster.secret_path("app"),
+            "replicationPasswordFile": cluster.secret_path("replication"),
+        },
+        "shutdown": {"smartTimeoutSeconds": SMART_TIMEOUT, "stopTimeoutSeconds": STOP_TIMEOUT},
+        "lease": dict({"backend": "file", "path": cluster.lease_path},
+                      **{TIMING_FIELDS[k]: st["lease"][k] for k in TIMING_KEYS}),
+        "members": [{"name": m["name"], "host": HOST, "port": m["pg_port"], "api": Cluster.api_url(m)}
+                    for m in cluster.instances],
+    }
     if st.get("synchronous"):
-        lines.append(f"synchronous: {{number: {st['synchronous']}}}")
-    lines += backup_yaml(st.get("archive"), cluster.secret_path)
-    return "\n".join(lines) + "\n"
+        doc["synchronous"] = {"number": st["synchronous"]}
+    backup = backup_section(st.get("archive"), cluster.secret_path)
+    if backup:
+        doc["backup"] = backup
+    return doc
 
 
-def write_config(cluster, inst, bin_dir):
-    """Writes pg-N/config.yaml unless it exists (it may have been edited by hand)."""
-    path = cluster.config_path(inst)
+def config_comments(cluster, inst):
+    """The comment lines above an instance's config.yaml."""
+    return [
+        f"InstanceConfig of {inst['name']}, written by {cluster.cmd.split()[0]} up as JSON (which is YAML):",
+        "`instance-manager config print <this file>` shows it with every default filled in,",
+        "`instance-manager config check <this file>` checks an edit. Postgres settings are applied on save",
+        "(reload); manager settings (ports, dirs, lease, members) at the next start:",
+        f"`{cluster.cmd} stop {inst['name']}; {cluster.cmd} start {inst['name']}`.",
+        "The role is not configured: the members elect the primary through the lease file.",
+    ]
+
+
+def write_config(cluster, inst, bin_dir, path=None):
+    """Writes pg-N/config.yaml (or `path`) unless it exists (it may have been edited by hand)."""
+    path = path or cluster.config_path(inst)
     if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write(config_text(cluster, inst, bin_dir))
+        write_config_file(path, config_doc(cluster, inst, bin_dir), config_comments(cluster, inst))
 
 
 def validate_config(cluster, manager_bin, bin_dir):
-    """Asks the manager binary whether it accepts the configuration `up` is about to write,
-    without starting anything: the config is checked with one deliberately invalid field
-    (postgres.port 70000), so a binary that accepts it stops at validation (exit code 2) and
-    lists every other problem too. Returns normally when the poison is the only complaint."""
-    inst = cluster.instances[0]
+    """Asks the manager binary (`instance-manager config check`) whether it accepts the
+    configuration `up` is about to write, before anything is written or started: every member's
+    file is written into a scratch directory with its own secrets (and TLS files), so the check
+    reads the machine as `run` will. Fails with every problem, in the words of `up`'s options."""
     with tempfile.TemporaryDirectory(prefix="pgwarden-validate-") as tmp:
-        scratch = Cluster(tmp, cmd=cluster.cmd)  # same state; secrets and lease file in tmp
+        scratch = Cluster(tmp, cmd=cluster.cmd)  # same state; secrets, lease file and dirs in tmp
         scratch.state = cluster.state
         scratch.given_secrets = cluster.given_secrets
         write_secrets(scratch)
         if cluster.state.get("tls"):
             pgwarden_tls.generate(tmp)
         os.chmod(tmp, 0o755)
-        os.makedirs(scratch.run_dir(inst), mode=0o755)
-        text = config_text(scratch, inst, bin_dir)
-        text = text.replace(f"  port: {inst['pg_port']}\n", "  port: 70000\n", 1)
-        path = os.path.join(tmp, "config.yaml")
-        with open(path, "w") as f:
-            f.write(text)
-        try:
-            res = subprocess.run([manager_bin, "run", "--config", path], stdin=subprocess.DEVNULL,
-                                 capture_output=True, text=True, timeout=20, cwd=tmp)
-        except subprocess.TimeoutExpired:
-            raise Failure(f"{manager_bin} did not stop at an invalid configuration within 20 s",
-                          "this binary does not validate as expected; build the current one") from None
-    out = (res.stdout + res.stderr).strip()
-    if "unknown field `tokenFile`" in out and cluster.state.get("api_token", True):
-        cluster.state["api_token"] = False  # an older binary: mutating endpoints on the local socket only
-        return validate_config(cluster, manager_bin, bin_dir)
-    if "unknown field `synchronous`" in out:
-        raise Failure("synchronous replication is not available yet: this instance-manager does not accept "
-                      "`synchronous` in its configuration",
-                      f"run `up` without --synchronous, or build a newer instance manager ({manager_bin})")
-    if "unknown field `backup`" in out or "unknown field `recovery`" in out:
-        raise Failure(f"{manager_bin} predates WAL archiving and restores (it does not accept `backup`/`recovery`)",
-                      "build the current instance manager, or run `up --no-archive` (no --restore-from)")
-    if "unknown field `lease`" in out or "unknown field `members`" in out:
-        raise Failure(f"{manager_bin} predates leader election (it does not accept `lease`/`members`)",
-                      "build the current instance manager (`scripts/local-cluster up` builds it; bench scripts: `cargo build --release -p instance-manager`)")
-    problems = [line.strip() for line in out.splitlines()
-                if line.startswith("  ") and "postgres.port: 70000" not in line and line.strip()]
-    if res.returncode != 2 or "postgres.port" not in out:
-        raise Failure(f"could not validate the configuration with {manager_bin} (exit code {res.returncode}):\n  "
-                      + "\n  ".join(out.splitlines()[-10:]))
+        problems = []
+        for inst in scratch.instances:
+            os.makedirs(scratch.inst_dir(inst), mode=0o755)
+            path = os.path.join(tmp, f"{inst['name']}.yaml")
+            write_config(scratch, inst, bin_dir, path)
+            problems += [p for p in config_problems(manager_bin, path) if p not in problems]
     if problems:
-        raise Failure("the instance manager refuses this configuration:\n  " + "\n  ".join(map(as_flags, problems)),
+        raise Failure("the instance manager refuses this configuration (`instance-manager config check`):\n  "
+                      + "\n  ".join(as_flags(p.replace(tmp, cluster.dir)) for p in problems),
                       "fix the options of `up` (lease timings, --synchronous, --archive, --restore-from)")
 
 

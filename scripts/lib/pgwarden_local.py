@@ -183,7 +183,7 @@ def check_traversable(path, user):
     if blocked:
         raise Failure(f"the {user.pw_name!r} OS user cannot traverse {', '.join(blocked)} "
                       f"to reach {path}",
-                      f"`chmod o+x` those directories, or use a directory under /tmp (--dir)")
+                      "`chmod o+x` those directories, or use a directory under /tmp (--dir)")
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -402,9 +402,85 @@ def write_private(path, text):
     os.chmod(path, 0o600)
 
 
-def yaml_str(s):
-    """A YAML scalar for `s`: JSON string syntax is valid YAML and needs no escaping rules."""
-    return json.dumps(str(s))
+# --- InstanceConfig files: written as data, checked by the binary ------------------------------
+#
+# A configuration is a dict shaped like the InstanceConfig (camelCase keys), written as JSON,
+# which is YAML too, behind `#` comment lines. The binary is the only judge of it: `config
+# check` loads it exactly as `run` will and names every bad field with its fix, so the scripts
+# neither render YAML by hand nor re-implement a single rule of the validation.
+
+def write_config_file(path, doc, comments=(), private=False):
+    """Writes the InstanceConfig `doc` to `path`: each of `comments` as a `# ` line, then the
+    document as JSON (valid YAML). `private`: mode 0600 from creation."""
+    text = "".join(f"# {c}\n" if c else "#\n" for c in comments) + json.dumps(doc, indent=2) + "\n"
+    if private:
+        write_private(path, text)
+    else:
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def write_password_files(directory):
+    """Random passwords for superuser, app and replication in DIRECTORY (0700, files 0600);
+    returns the InstanceConfig's `credentials` section naming them."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    out = {}
+    for which, field in (("superuser", "superuserPasswordFile"), ("app", "appPasswordFile"),
+                         ("replication", "replicationPasswordFile")):
+        out[field] = os.path.join(directory, which)
+        write_private(out[field], os.urandom(12).hex() + "\n")
+    return out
+
+
+def lone_primary(name, directory, bin_dir, pg_port, api_port, credentials):
+    """The InstanceConfig of a benchmark's single instance in DIRECTORY (pgdata/, run/): primary
+    by configuration, no lease, on 127.0.0.1, quick shutdown. Callers add their sections."""
+    return {
+        "name": name,
+        "cluster": "bench",
+        "dataDir": os.path.join(directory, "pgdata"),
+        "runDir": os.path.join(directory, "run"),
+        "binDir": bin_dir,
+        "role": "primary",
+        "postgres": {"port": pg_port, "listenAddresses": "127.0.0.1"},
+        "api": {"listen": f"127.0.0.1:{api_port}"},
+        "credentials": credentials,
+        "shutdown": {"smartTimeoutSeconds": 2, "stopTimeoutSeconds": 10},
+    }
+
+
+def config_problems(manager_bin, path, timeout=30):
+    """`instance-manager config check PATH`: [] when the manager would accept the file, else its
+    complaints, one per problem (`postgres.port: 70000 is not a valid port (fix: ...)`).
+    Raises Failure when the binary cannot check (too old for `config check`, or it hung)."""
+    cmd = [manager_bin, "config", "check", path]
+    try:
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failure(f"`{' '.join(cmd)}` did not finish within {timeout} s") from None
+    if res.returncode == 0:
+        return []
+    out = res.stderr.strip()
+    if "unrecognized subcommand" in out:
+        raise Failure(f"{manager_bin} has no `config check` command: it predates this script",
+                      "build the current instance manager (`cargo build --profile local -p instance-manager`), "
+                      "or pass --bin with a current one")
+    if res.returncode == 2 and out.startswith("error: "):
+        # One problem per indented line ("  field: message (fix: ...)"), or one parse error.
+        lines = out[len("error: "):].splitlines()
+        problems = [line.strip() for line in lines[1:] if line.startswith("  ") and line.strip()]
+        if problems and lines[0].endswith("is invalid:"):
+            return problems
+        return [" ".join(line.strip() for line in lines)]
+    raise Failure(f"`{' '.join(cmd)}` failed with exit code {res.returncode}:\n  " + "\n  ".join(out.splitlines()[-10:]))
+
+
+def check_config(manager_bin, path, what="the instance manager refuses this configuration",
+                 hint=None):
+    """Fails with every problem `config check` finds in PATH (see `config_problems`)."""
+    problems = config_problems(manager_bin, path)
+    if problems:
+        raise Failure(f"{what} ({path}):\n  " + "\n  ".join(problems), hint)
 
 
 def lsn_to_int(lsn):

@@ -1,7 +1,12 @@
 """`scripts/local-cluster up --tls`: a throw-away CA and one server certificate for 127.0.0.1 and
-localhost, made with the openssl CLI in DIR/tls/, the InstanceConfig lines that use them (the
+localhost, made with the openssl CLI in DIR/tls/, the InstanceConfig sections that use them (the
 API over HTTPS with optional client certificates, Postgres with `ssl = on` and replication with
 `sslmode=verify-full`), and this script's own HTTPS client trusting that CA.
+
+Why the openssl CLI and not a subcommand of the binary: it is the standard tool for this, on
+every machine that has Postgres, and three commands make the set. A helper in `instance-manager`
+would put certificate generation (rcgen, today confined to the `testkit` feature) into the
+production binary for the sake of a throw-away development CA, which no pod ever needs.
 
 Python 3 standard library only. Functions that can fail raise `Failure(message, hint)`.
 """
@@ -12,7 +17,7 @@ import ssl
 import subprocess
 import urllib.request
 
-from pgwarden_local import Failure, yaml_str
+from pgwarden_local import Failure
 
 TLS_DIR = "tls"
 DAYS = 90
@@ -68,18 +73,18 @@ def generate(cluster_dir):
     os.replace(os.path.join(d, "ca.crt.tmp"), ca_file(cluster_dir))  # last: marks the set complete
 
 
-def api_yaml(cluster_dir):
-    """Lines under `api:`."""
+def api_tls(cluster_dir):
+    """`api.tls` of an InstanceConfig: HTTPS with this certificate, client certificates optional."""
     cert, key, ca = cert_files(cluster_dir)
-    return ["  tls:", f"    certFile: {yaml_str(cert)}", f"    keyFile: {yaml_str(key)}",
-            f"    caFile: {yaml_str(ca)}", "    clientAuth: optional"]
+    return {"certFile": cert, "keyFile": key, "caFile": ca, "clientAuth": "optional"}
 
 
-def postgres_yaml(cluster_dir):
-    """Lines under `postgres:`. A local cluster created with --tls refuses plain TCP
-    (`sslmode=disable` included), as whoever asked for TLS expects."""
+def postgres_tls(cluster_dir):
+    """What goes into `postgres`: TLS with this certificate, and TLS required. A local cluster
+    created with --tls refuses plain TCP (`sslmode=disable` included), as whoever asked for TLS
+    expects."""
     cert, key, ca = cert_files(cluster_dir)
-    return ["  requireTls: true", "  tls:", f"    certFile: {yaml_str(cert)}", f"    keyFile: {yaml_str(key)}", f"    caFile: {yaml_str(ca)}"]
+    return {"requireTls": True, "tls": {"certFile": cert, "keyFile": key, "caFile": ca}}
 
 
 def trust(cluster_dir):

@@ -15,8 +15,10 @@ import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pgwarden_cluster import Cluster, as_flags, cluster_ports, config_text, free_bases, new_state, other_ports_hint  # noqa: E402
-from pgwarden_local import Failure, pid_alive, port_free  # noqa: E402
+from pgwarden_cluster import (  # noqa: E402
+    Cluster, as_flags, cluster_ports, config_doc, free_bases, new_state, other_ports_hint, validate_config, write_config,
+)
+from pgwarden_local import Failure, config_problems, find_pg_bindir, pid_alive, port_free  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local-cluster")
 
@@ -130,12 +132,101 @@ class BrokenPipeTest(unittest.TestCase):
 class TlsConfigTest(unittest.TestCase):
     def test_a_tls_cluster_requires_tls_and_a_plain_one_does_not(self):
         cluster = new_cluster(self)
-        self.assertNotIn("requireTls", config_text(cluster, cluster.instances[0], "/usr/bin"))
+        self.assertNotIn("requireTls", config_doc(cluster, cluster.instances[0], "/usr/bin")["postgres"])
         cluster.state["tls"] = True
-        text = config_text(cluster, cluster.instances[0], "/usr/bin")
-        postgres = text.split("\npostgres:\n", 1)[1].split("\napi:", 1)[0]
-        self.assertIn("\n  requireTls: true\n", "\n" + postgres + "\n")
-        self.assertIn("  tls:\n    certFile:", postgres)
+        doc = config_doc(cluster, cluster.instances[0], "/usr/bin")
+        self.assertIs(doc["postgres"]["requireTls"], True)
+        self.assertEqual(doc["postgres"]["tls"]["certFile"], os.path.join(cluster.dir, "tls", "tls.crt"))
+        self.assertEqual(doc["api"]["tls"]["clientAuth"], "optional")
+
+
+class ConfigFileTest(unittest.TestCase):
+    def test_the_file_is_comments_then_json_naming_every_member(self):
+        cluster = new_cluster(self)
+        inst = cluster.instances[1]
+        write_config(cluster, inst, "/usr/bin")
+        with open(cluster.config_path(inst)) as f:
+            text = f.read()
+        comments = [line for line in text.splitlines() if line.startswith("#")]
+        self.assertTrue(any("config check" in c for c in comments), comments)
+        doc = json.loads("\n".join(line for line in text.splitlines() if not line.startswith("#")))
+        self.assertEqual(doc["name"], "pg-2")
+        self.assertEqual([m["name"] for m in doc["members"]], ["pg-1", "pg-2", "pg-3"])
+        self.assertEqual(doc["lease"]["leaseDurationSeconds"], 15)
+        self.assertEqual(doc["api"]["tokenFile"], cluster.secret_path("api_token"))
+        write_config(cluster, inst, "/elsewhere")  # never overwritten: it may have been edited
+        with open(cluster.config_path(inst)) as f:
+            self.assertEqual(f.read(), text)
+
+
+def fake_manager(test, exit_code, stderr):
+    """A stand-in for `instance-manager` that answers `config check` with EXIT_CODE and STDERR."""
+    tmp = tempfile.TemporaryDirectory(prefix="pgwarden-fake-manager-")
+    test.addCleanup(tmp.cleanup)
+    path = os.path.join(tmp.name, "instance-manager")
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\ncat >&2 <<'EOF'\n{stderr}\nEOF\nexit {exit_code}\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+class ConfigCheckTest(unittest.TestCase):
+    def test_every_problem_is_one_line_with_its_fix(self):
+        binary = fake_manager(self, 2, "error: config file /x/c.yaml is invalid:\n"
+                                        "  postgres.port: 70000 is not a valid port (fix: use a number between 1 and 65535)\n"
+                                        "  lease.path: is missing for backend file (fix: set the path of the shared lease file)")
+        self.assertEqual(config_problems(binary, "/x/c.yaml"),
+                         ["postgres.port: 70000 is not a valid port (fix: use a number between 1 and 65535)",
+                          "lease.path: is missing for backend file (fix: set the path of the shared lease file)"])
+
+    def test_a_parse_error_is_one_problem(self):
+        binary = fake_manager(self, 2, "error: config file /x/c.yaml: postgres: unknown field `prot`\n"
+                                        "  hint: check the spelling")
+        self.assertEqual(config_problems(binary, "/x/c.yaml"),
+                         ["config file /x/c.yaml: postgres: unknown field `prot` hint: check the spelling"])
+
+    def test_a_binary_without_config_check_is_named(self):
+        binary = fake_manager(self, 2, "error: unrecognized subcommand 'config'")
+        with self.assertRaises(Failure) as e:
+            config_problems(binary, "/x/c.yaml")
+        self.assertIn("has no `config check` command", e.exception.message)
+        self.assertIn("build the current instance manager", e.exception.hint)
+
+    def test_a_valid_file_has_no_problems(self):
+        self.assertEqual(config_problems(fake_manager(self, 0, ""), "/x/c.yaml"), [])
+
+
+# The suite (instance-manager/tests/local_cluster_scripts.rs) passes the binary it built.
+MANAGER_BIN = os.environ.get("PGWARDEN_TEST_MANAGER_BIN")
+
+
+@unittest.skipUnless(MANAGER_BIN and find_pg_bindir(), "needs PGWARDEN_TEST_MANAGER_BIN and Postgres binaries")
+class RealBinaryTest(unittest.TestCase):
+    """What `up` writes is accepted by the binary itself, and what it refuses is reported."""
+
+    def test_every_kind_of_cluster_up_writes_is_accepted(self):
+        rec = {"store": {"destination": "file:///tmp/pgwarden-src-archive"}, "sourceCluster": "local",
+               "target": {"time": "2026-11-30T12:00:00+00:00"}}
+        for kw in ({}, {"tls": True}, {"synchronous": 1},
+                   {"archive": {"destination": "file:///tmp/pgwarden-archive"}, "recovery": rec, "name": "restored"}):
+            with self.subTest(**{k: str(v) for k, v in kw.items()}):
+                cluster = new_cluster(self)
+                cluster.state = new_state(3, [15432, 15433, 15434], [18001, 18002, 18003],
+                                          dict(lease_duration=15, renew_deadline=10, retry_period=2, fence_budget=2),
+                                          kw.get("synchronous"), name=kw.get("name", "local"),
+                                          archive=kw.get("archive"), recovery=kw.get("recovery"))
+                cluster.state["tls"] = kw.get("tls", False)
+                validate_config(cluster, MANAGER_BIN, find_pg_bindir())
+
+    def test_a_refused_timing_is_reported_with_the_options_of_up(self):
+        cluster = new_cluster(self)
+        cluster.state["lease"] = dict(lease_duration=5, renew_deadline=10, retry_period=2, fence_budget=2)
+        with self.assertRaises(Failure) as e:
+            validate_config(cluster, MANAGER_BIN, find_pg_bindir())
+        self.assertIn("config check", e.exception.message)
+        self.assertIn("--lease-duration", e.exception.message)
+        self.assertNotIn("leaseDurationSeconds", e.exception.message)
+        self.assertIn("fix the options of `up`", e.exception.hint)
 
 
 class TimingMessageTest(unittest.TestCase):

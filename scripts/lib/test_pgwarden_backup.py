@@ -16,7 +16,7 @@ from pgwarden_backup import (  # noqa: E402
     archive_lines, check_not_own_archive, recovery_spec, recovery_target, s3_settings, store_spec, store_url,
     target_time,
 )
-from pgwarden_cluster import Cluster, config_text, new_state  # noqa: E402
+from pgwarden_cluster import Cluster, config_doc, new_state  # noqa: E402
 from pgwarden_local import Failure  # noqa: E402
 
 
@@ -104,22 +104,23 @@ class RenderTest(unittest.TestCase):
                             None, name="restored", archive={"destination": "file:///tmp/lc-test/archive"},
                             recovery=rec)
         for inst in c.instances:
-            text = config_text(c, inst, "/usr/bin")
-            self.assertIn('cluster: "restored"\n', text)
-            self.assertIn('backup:\n  store:\n    destination: "file:///tmp/lc-test/archive"\n', text)
-            self.assertIn('  recovery:\n    store:\n      destination: "s3://bkt/pre"\n      s3:\n'
-                          '        endpoint: "http://127.0.0.1:9000"\n'
-                          '        accessKeyIdFile: "/tmp/lc-test/secrets/s3-access-key-id"\n'
-                          '    sourceCluster: "local"\n'
-                          '    target: {time: "2026-11-30T12:00:00+00:00"}\ncredentials:\n', text)
+            doc = config_doc(c, inst, "/usr/bin")
+            self.assertEqual(doc["cluster"], "restored")
+            self.assertEqual(doc["backup"], {"store": {"destination": "file:///tmp/lc-test/archive"}})
+            self.assertEqual(doc["bootstrap"]["recovery"], {
+                "store": {"destination": "s3://bkt/pre",
+                          "s3": {"endpoint": "http://127.0.0.1:9000",
+                                 "accessKeyIdFile": "/tmp/lc-test/secrets/s3-access-key-id"}},
+                "sourceCluster": "local",
+                "target": {"time": "2026-11-30T12:00:00+00:00"}})
 
     def test_no_archive_renders_nothing(self):
         c = Cluster("/tmp/lc-test")
         c.state = new_state(1, [1], [2], {"lease_duration": 15, "renew_deadline": 10, "retry_period": 2,
                                           "fence_budget": 2}, None)
-        text = config_text(c, c.instances[0], "/usr/bin")
-        self.assertNotIn("backup:", text)
-        self.assertNotIn("recovery:", text)
+        doc = config_doc(c, c.instances[0], "/usr/bin")
+        self.assertNotIn("backup", doc)
+        self.assertNotIn("recovery", doc["bootstrap"])
 
 
 class StatusTest(unittest.TestCase):

@@ -110,6 +110,13 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Check an InstanceConfig file, or print it with every default filled in, without
+    /// running anything (no manager needs to be up).
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print the version of the instance manager and of the Postgres binaries on PATH.
     Version,
     /// Internal: the backstop process `run` starts to kill Postgres if the HA loop stalls.
@@ -147,6 +154,55 @@ pub enum BackupCommand {
         /// The backup's id (see `backup list`).
         id: String,
     },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate a configuration exactly as `run` does (file, then POD_NAME,
+    /// POD_NAMESPACE and CLUSTER_NAME, then the flags), reading the machine but changing
+    /// nothing: the bin dir, the OS user, the data dir's owner, the files it names.
+    ///
+    /// Exit codes: 0 valid (one line on stdout: the instance, its cluster and bin dir);
+    /// 2 unreadable, unparsable or invalid (every problem on stderr, one line each, naming the
+    /// field and the fix). Secrets are never printed: the configuration names files only.
+    Check(ConfigArgs),
+    /// Validate like `check`, then print the effective configuration: every default filled in,
+    /// the overrides applied, name, cluster and binDir resolved. Exit code 2 when invalid.
+    Print {
+        /// The file and its overrides.
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = ConfigFormat::Yaml)]
+        output: ConfigFormat,
+    },
+}
+
+/// Arguments of `config check` and `config print`: the file and the overrides `run` takes.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The InstanceConfig YAML file (JSON is YAML too).
+    #[arg(env = "PGWARDEN_CONFIG", value_name = "FILE", default_value = "/etc/pgwarden/instance.yaml")]
+    pub file: PathBuf,
+    /// Instance name (overrides POD_NAME and the file), as `run --name`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Cluster name (overrides CLUSTER_NAME and the file), as `run --cluster`.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Data directory (overrides the file), as `run --data-dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Formats of `config print`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigFormat {
+    /// YAML, the configuration file's own format.
+    Yaml,
+    /// JSON for scripts.
+    Json,
 }
 
 /// Output formats.
