@@ -1,5 +1,7 @@
-"""What `scripts/local-cluster` and `scripts/bench-startup` share: finding and building the
-instance manager, the Postgres OS user, process and port checks, and small HTTP probes.
+"""What `scripts/local-cluster` and the benchmarks share: finding and building the instance
+manager, writing an InstanceConfig as data and having the binary check it (`instance-manager
+config check`: the scripts never validate a configuration themselves), the Postgres OS user,
+process and port checks, and small HTTP probes.
 
 Python 3 standard library only, so a fresh machine needs nothing besides python3.
 Every function that can fail raises `Failure(message, hint)`; the scripts print it and exit 1.
