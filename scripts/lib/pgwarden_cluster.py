@@ -308,7 +308,9 @@ def config_doc(cluster, inst, bin_dir):
             "replicationPasswordFile": cluster.secret_path("replication"),
         },
         "shutdown": {"smartTimeoutSeconds": SMART_TIMEOUT, "stopTimeoutSeconds": STOP_TIMEOUT},
-        "lease": dict({"backend": "file", "path": cluster.lease_path},
+        # The file shared by the members, unless the state names another backend (bench-lease-stalls:
+        # {"backend": "kubernetes", "failsafe": ...}).
+        "lease": dict(st.get("lease_backend") or {"backend": "file", "path": cluster.lease_path},
                       **{TIMING_FIELDS[k]: st["lease"][k] for k in TIMING_KEYS}),
         "members": [{"name": m["name"], "host": HOST, "port": m["pg_port"], "api": Cluster.api_url(m)}
                     for m in cluster.instances],

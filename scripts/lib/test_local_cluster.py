@@ -208,7 +208,8 @@ class RealBinaryTest(unittest.TestCase):
         rec = {"store": {"destination": "file:///tmp/pgwarden-src-archive"}, "sourceCluster": "local",
                "target": {"time": "2026-11-30T12:00:00+00:00"}}
         for kw in ({}, {"tls": True}, {"synchronous": 1},
-                   {"archive": {"destination": "file:///tmp/pgwarden-archive"}, "recovery": rec, "name": "restored"}):
+                   {"archive": {"destination": "file:///tmp/pgwarden-archive"}, "recovery": rec, "name": "restored"},
+                   {"lease_backend": {"backend": "kubernetes", "failsafe": False}}):
             with self.subTest(**{k: str(v) for k, v in kw.items()}):
                 cluster = new_cluster(self)
                 cluster.state = new_state(3, [15432, 15433, 15434], [18001, 18002, 18003],
@@ -216,6 +217,7 @@ class RealBinaryTest(unittest.TestCase):
                                           kw.get("synchronous"), name=kw.get("name", "local"),
                                           archive=kw.get("archive"), recovery=kw.get("recovery"))
                 cluster.state["tls"] = kw.get("tls", False)
+                cluster.state["lease_backend"] = kw.get("lease_backend")
                 validate_config(cluster, MANAGER_BIN, find_pg_bindir())
 
     def test_a_refused_timing_is_reported_with_the_options_of_up(self):
