@@ -51,19 +51,6 @@ def file_dir(url):
     return url[len("file://"):] if url.startswith("file://") else None
 
 
-def same_store(a, b):
-    """Whether two store specs name the same place (file:// directories compared resolved)."""
-    ua, ub = a["destination"], b["destination"]
-    da, db = file_dir(ua), file_dir(ub)
-    if da is not None or db is not None:
-        return da is not None and db is not None and os.path.realpath(da) == os.path.realpath(db)
-    if ua != ub:
-        return False
-    ea = (a.get("s3") or {}).get("endpoint")
-    eb = (b.get("s3") or {}).get("endpoint")
-    return ea == eb
-
-
 def store_spec(url, s3):
     """A StoreSpec dict; `s3` (the S3 settings of the command line) only for s3:// URLs."""
     spec = {"destination": url}
@@ -189,18 +176,6 @@ def recovery_spec(url, s3, source_cluster, backup_id, target, default_source, cm
     return spec
 
 
-def check_not_own_archive(archive, recovery, cluster_name):
-    """Refuses a restored cluster that would archive into the archive it restores from: its new
-    timeline's WAL would mix with the source cluster's (the manager refuses it too, later)."""
-    if archive is None or recovery is None:
-        return
-    if same_store(archive, recovery["store"]) and recovery["sourceCluster"] == cluster_name:
-        raise Failure(f"the new cluster would archive into the archive it restores from "
-                      f"({archive['destination']}, cluster {cluster_name!r}): its WAL would mix with the source's",
-                      "give the new cluster another name (--cluster NAME), or archive elsewhere (--archive URL; "
-                      "by default a cluster archives into its own DIR/archive), or --no-archive")
-
-
 # --- the flags of `up` ------------------------------------------------------------------------
 
 def add_backup_flags(up, default_cluster):
@@ -240,7 +215,8 @@ def add_backup_flags(up, default_cluster):
 
 def plan_backup(cluster, args, name, default_source):
     """(backup.store, bootstrap.recovery) of a new cluster from the flags of `up`; checks the
-    restore source now, and that the cluster would not archive into it under the same name."""
+    restore source now (the binary's `config check` judges the rest, e.g. a cluster that would
+    archive into its source under the same name)."""
     s3, given = s3_settings(args)
     archive = None
     if not args.no_archive:
@@ -254,7 +230,7 @@ def plan_backup(cluster, args, name, default_source):
         recovery = recovery_spec(url, s3, args.source_cluster, args.backup_id, recovery_target(args),
                                  default_source, "scripts/local-cluster")
         require_s3_keys(recovery["store"], "--restore-from")
-        check_not_own_archive(archive, recovery, name)
+        # Archiving into the source under the same name is refused by `config check` (bootstrap.recovery).
     elif args.source_cluster or args.backup_id or any(getattr(args, "target_" + k) for k in TARGET_KINDS):
         raise Failure("--source-cluster, --backup-id and --target-* choose what --restore-from restores",
                       "add --restore-from URL (the source cluster's archive)")

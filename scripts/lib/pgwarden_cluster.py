@@ -364,7 +364,7 @@ def validate_config(cluster, manager_bin, bin_dir):
     if problems:
         raise Failure("the instance manager refuses this configuration (`instance-manager config check`):\n  "
                       + "\n  ".join(as_flags(p.replace(tmp, cluster.dir)) for p in problems),
-                      "fix the options of `up` (lease timings, --synchronous, --archive, --restore-from)")
+                      "fix the options of `up` (lease timings, --synchronous, --cluster, --archive, --restore-from)")
 
 
 # --- processes --------------------------------------------------------------------------------

@@ -220,6 +220,15 @@ class RealBinaryTest(unittest.TestCase):
                 cluster.state["lease_backend"] = kw.get("lease_backend")
                 validate_config(cluster, MANAGER_BIN, find_pg_bindir())
 
+    def test_a_restore_that_would_archive_into_its_source_is_refused(self):
+        cluster = new_cluster(self)
+        store = {"destination": "file:///tmp/pgwarden-src-archive"}
+        cluster.state["archive"] = store
+        cluster.state["recovery"] = {"store": store, "sourceCluster": "local"}
+        with self.assertRaises(Failure) as e:
+            validate_config(cluster, MANAGER_BIN, find_pg_bindir())
+        self.assertIn("bootstrap.recovery: restores from the archive this cluster would archive into", e.exception.message)
+
     def test_a_refused_timing_is_reported_with_the_options_of_up(self):
         cluster = new_cluster(self)
         cluster.state["lease"] = dict(lease_duration=5, renew_deadline=10, retry_period=2, fence_budget=2)

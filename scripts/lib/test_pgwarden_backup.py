@@ -13,7 +13,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pgwarden_backup import (  # noqa: E402
-    archive_lines, check_not_own_archive, recovery_spec, recovery_target, s3_settings, store_spec, store_url,
+    archive_lines, recovery_spec, recovery_target, s3_settings, store_spec, store_url,
     target_time,
 )
 from pgwarden_cluster import Cluster, config_doc, new_state  # noqa: E402
@@ -82,15 +82,6 @@ class RecoveryTest(unittest.TestCase):
             recovery_spec(source_archive(self, {"local": []}), {}, None, None, None, "local", "lc")
         with self.assertRaises(Failure):  # two clusters: which one?
             recovery_spec(source_archive(self, {"a": ["B"], "b": ["B"]}), {}, None, None, None, "local", "lc")
-
-    def test_refuses_to_archive_into_its_source_under_the_same_name(self):
-        rec = {"store": {"destination": "file:///tmp/src/../src"}, "sourceCluster": "local"}
-        with self.assertRaises(Failure) as e:
-            check_not_own_archive({"destination": "file:///tmp/src"}, rec, "local")
-        self.assertIn("--cluster", e.exception.hint)
-        check_not_own_archive({"destination": "file:///tmp/src"}, rec, "restored")
-        check_not_own_archive({"destination": "file:///tmp/other"}, rec, "local")
-        check_not_own_archive(None, rec, "local")
 
 
 class RenderTest(unittest.TestCase):
