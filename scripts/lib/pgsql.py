@@ -4,10 +4,10 @@ bounded wait per statement (`Session`, the write probes of `scripts/bench-failov
 Why psql and no client of our own: it is Postgres' standard client, installed with the server
 packages (Debian's postgresql-client-15 comes with postgresql-15), and speaks every
 authentication method and TLS. A session is one `psql` process reading statements on stdin;
-after each statement it echoes a marker on stdout and on stderr, so the script knows exactly
-when the server acknowledged it and which errors and warnings belong to it. A connection that
-breaks makes a non-interactive psql exit (code 2): the outcome of a statement in flight is then
-unknown, as with any client.
+after each statement it echoes a marker on stdout and on stderr (`\\echo`, `\\warn`: psql 13 or
+newer), so the script knows exactly when the server acknowledged it and which errors and
+warnings belong to it. A connection that breaks makes a non-interactive psql exit (code 2): the
+outcome of a statement in flight is then unknown, as with any client.
 
 Python 3 standard library only. Rows come back as lists of strings, NULL as None.
 """
