@@ -18,12 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use instance_manager::cli::{ApiClient, ApiTarget};
-use instance_manager::testkit::{TestCluster, Timing, wait_for};
+use instance_manager::testkit::{DEFAULTS, TestCluster, Timing, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The defaults: leaseDuration 15 s, renewDeadline 10 s, retryPeriod 2 s, fenceBudget 2 s.
-const DEFAULT: Timing = (15.0, 10.0, 2.0, 2.0);
 /// The fast profile of the issue: 5/3/1, fence budget 1.5 s.
 const FAST: Timing = (5.0, 3.0, 1.0, 1.5);
 const BOOT: Duration = Duration::from_secs(120);
@@ -319,7 +317,7 @@ async fn request_flood(timing: Timing) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_neither_fences_nor_exhausts_the_primary() {
-    connection_flood(DEFAULT).await;
+    connection_flood(DEFAULTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +327,7 @@ async fn a_connection_flood_neither_fences_nor_exhausts_the_primary_at_fast_timi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_flood_neither_fences_the_primary_nor_keeps_its_memory() {
-    request_flood(DEFAULT).await;
+    request_flood(DEFAULTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

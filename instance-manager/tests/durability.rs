@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use instance_manager::testkit::{FAST, TestCluster, Writer, wait_for};
+use instance_manager::testkit::{DEFAULTS, FAST, TestCluster, Writer, wait_for};
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -109,8 +109,7 @@ async fn preferred_durability_degrades_to_asynchronous_when_its_standby_is_gone(
 /// rewound (which made the new primary's first commit wait for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronous_node_loss_rewinds_no_replica_that_did_not_diverge() {
-    let mut cluster =
-        TestCluster::start_with(3, (15.0, 10.0, 2.0, 2.0), |o| o.extra_yaml.push_str("synchronous: {number: 1}\n"));
+    let mut cluster = TestCluster::start_with(3, DEFAULTS, |o| o.extra_yaml.push_str("synchronous: {number: 1}\n"));
     let all = ["pg-1", "pg-2", "pg-3"];
     assert_eq!(cluster.wait_primary(&all, BOOT).await, "pg-1");
     cluster.wait_sync_published(Duration::from_secs(30)).await;

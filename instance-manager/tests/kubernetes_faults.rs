@@ -24,8 +24,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use instance_manager::testkit::{
-    Ack, ClusterLease, FakeApiServer, Fault, InstanceOptions, TestCluster, TestNetwork, Timing, Verbs, Writer,
-    netns_available, pid_alive, wait_for,
+    Ack, ClusterLease, DEFAULTS, FakeApiServer, Fault, InstanceOptions, TestCluster, TestNetwork, Timing, Verbs,
+    Writer, netns_available, pid_alive, wait_for,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -34,10 +34,8 @@ use tokio::time::Instant;
 const BOOT: Duration = Duration::from_secs(120);
 const ALL: [&str; 3] = ["pg-1", "pg-2", "pg-3"];
 const NAMESPACE: &str = "db";
-/// The defaults (client-go's 15/10/2 and a 2 s fence budget).
-const DEFAULTS: Timing = (15.0, 10.0, 2.0, 2.0);
 /// The defaults with renewDeadline 11 s: renewDeadline − fenceBudget = 9 s, above an 8 s stall.
-const STALL_ROOM: Timing = (15.0, 11.0, 2.0, 2.0);
+const STALL_ROOM: Timing = (DEFAULTS.0, 11.0, DEFAULTS.2, DEFAULTS.3);
 
 /// A network of 3 hosts, or `None` (after saying why) where namespaces cannot be made.
 fn network() -> Option<TestNetwork> {

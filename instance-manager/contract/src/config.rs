@@ -5,11 +5,26 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::backup::{BackupSpec, RecoverySpec};
+
+/// Default `lease.leaseDurationSeconds` (client-go's). The one definition of every lease timing
+/// default: `LeaseTiming::default()` and the tests' default profile are built from these.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+/// Default `lease.renewDeadlineSeconds` (client-go's).
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// Default `lease.retryPeriodSeconds` (client-go's).
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// Default `lease.fenceBudgetSeconds`; also the fence budget of an instance without a lease.
+pub const DEFAULT_FENCE_BUDGET: Duration = Duration::from_secs(2);
+/// Default `runDir`, and the CLI's default directory of `manager.sock`.
+pub const DEFAULT_RUN_DIR: &str = "/run/pgwarden";
+/// Default `postgres.port` and member port.
+pub const DEFAULT_PG_PORT: u16 = 5432;
 
 /// The whole configuration of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -383,25 +398,25 @@ fn default_priority() -> u32 {
     100
 }
 fn default_lease_duration() -> f64 {
-    15.0
+    DEFAULT_LEASE_DURATION.as_secs_f64()
 }
 fn default_renew_deadline() -> f64 {
-    10.0
+    DEFAULT_RENEW_DEADLINE.as_secs_f64()
 }
 fn default_retry_period() -> f64 {
-    2.0
+    DEFAULT_RETRY_PERIOD.as_secs_f64()
 }
 fn default_fence_budget() -> f64 {
-    2.0
+    DEFAULT_FENCE_BUDGET.as_secs_f64()
 }
 fn default_run_dir() -> PathBuf {
-    PathBuf::from("/run/pgwarden")
+    PathBuf::from(DEFAULT_RUN_DIR)
 }
 fn default_os_user() -> String {
     "postgres".into()
 }
 fn default_pg_port() -> u32 {
-    5432
+    u32::from(DEFAULT_PG_PORT)
 }
 fn default_listen_addresses() -> String {
     "*".into()

@@ -36,8 +36,9 @@ pub use backup::{
 pub use backup_info::{BackupFile, BackupInfo, BadPage};
 pub use backups::{BackupList, BackupRequest, BackupStarted, ListedBackup, RetentionVerdict};
 pub use config::{
-    ApiSpec, ApiTlsSpec, BootstrapSpec, ClientAuth, CredentialsSpec, DataDurability, InstanceConfig, LeaseBackend,
-    LeaseSpec, Member, PostgresSpec, PostgresTlsSpec, PrimaryEndpoint, ReplicaSource, Role, ShutdownSpec,
+    ApiSpec, ApiTlsSpec, BootstrapSpec, ClientAuth, CredentialsSpec, DEFAULT_FENCE_BUDGET, DEFAULT_LEASE_DURATION,
+    DEFAULT_PG_PORT, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, DEFAULT_RUN_DIR, DataDurability, InstanceConfig,
+    LeaseBackend, LeaseSpec, Member, PostgresSpec, PostgresTlsSpec, PrimaryEndpoint, ReplicaSource, Role, ShutdownSpec,
     SynchronousSpec,
 };
 pub use control::{

@@ -22,11 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::api::ErrorBody;
+use crate::api::{DEFAULT_RUN_DIR, ErrorBody};
 
 /// Deadline of one request (connect, send, read the whole answer) unless `with_timeout` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_RUN_DIR: &str = "/run/pgwarden";
 const ACCEPTED_FORMS: &str = "http://HOST:PORT, https://HOST:PORT or unix:///ABSOLUTE/PATH.sock";
 
 /// Where the instance manager's API listens, as given to `--api`.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use validate::{Problem, Problems, RESERVED_PARAMETERS, Validated, validate};
 pub use validate_metrics::MetricsSettings;
-pub use watch::{watch_config, watch_files};
+pub use watch::watch_files;
 
 use crate::api::InstanceConfig;
 

@@ -108,8 +108,7 @@ pub struct Validated {
 impl Validated {
     /// The fence budget: the lease's, or the default when no lease is configured.
     pub fn fence_budget(&self) -> std::time::Duration {
-        let secs = self.config.lease.as_ref().map(|l| l.fence_budget_seconds).unwrap_or(2.0);
-        std::time::Duration::from_secs_f64(secs.max(0.1))
+        crate::ha::actor::timing_of(self).fence_budget
     }
 
     /// Path of a Postgres binary.

@@ -15,12 +15,6 @@ use tokio::sync::mpsc;
 /// Keeps the watch alive; dropping it stops watching.
 pub type ConfigWatch = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
 
-/// Watches the directory of `file` and sends `()` on `tx` whenever `file` (or a Kubernetes
-/// `..data` swap) may have changed.
-pub fn watch_config(file: &Path, tx: mpsc::Sender<()>) -> notify::Result<ConfigWatch> {
-    watch_files(&[file.to_path_buf()], tx)
-}
-
 /// Watches the directories of `files` (the configuration file, mounted password Secrets)
 /// and sends `()` on `tx` whenever one of them (or a Kubernetes `..data` swap next to one)
 /// may have changed.

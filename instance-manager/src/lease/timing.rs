@@ -26,13 +26,14 @@ pub struct LeaseTiming {
 }
 
 impl Default for LeaseTiming {
-    /// client-go's 15 s / 10 s / 2 s, and a 2 s fence budget.
+    /// The configuration's defaults (`crate::api::DEFAULT_*`): client-go's 15 s / 10 s / 2 s,
+    /// and a 2 s fence budget.
     fn default() -> Self {
         Self {
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
-            fence_budget: Duration::from_secs(2),
+            lease_duration: crate::api::DEFAULT_LEASE_DURATION,
+            renew_deadline: crate::api::DEFAULT_RENEW_DEADLINE,
+            retry_period: crate::api::DEFAULT_RETRY_PERIOD,
+            fence_budget: crate::api::DEFAULT_FENCE_BUDGET,
         }
     }
 }

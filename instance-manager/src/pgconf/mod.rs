@@ -137,9 +137,11 @@ pub fn shell_quote(word: &str) -> String {
 /// The upstream the static configuration names (`role: replica` with `primary`).
 pub fn configured_upstream(v: &Validated) -> Option<Upstream> {
     match (v.config.role, &v.config.primary) {
-        (Role::Replica, Some(p)) => {
-            Some(Upstream { name: p.host.clone(), host: p.host.clone(), port: u16::try_from(p.port).unwrap_or(5432) })
-        }
+        (Role::Replica, Some(p)) => Some(Upstream {
+            name: p.host.clone(),
+            host: p.host.clone(),
+            port: u16::try_from(p.port).unwrap_or(crate::api::DEFAULT_PG_PORT),
+        }),
         _ => None,
     }
 }

@@ -10,6 +10,14 @@ use crate::lease::LeaseRecord;
 /// Lease timing for tests, in seconds: (leaseDuration, renewDeadline, retryPeriod, fenceBudget).
 pub type Timing = (f64, f64, f64, f64);
 
+/// The configuration's defaults (`api::DEFAULT_*`): client-go's 15/10/2 s and a 2 s fence budget.
+pub const DEFAULTS: Timing = (
+    crate::api::DEFAULT_LEASE_DURATION.as_secs_f64(),
+    crate::api::DEFAULT_RENEW_DEADLINE.as_secs_f64(),
+    crate::api::DEFAULT_RETRY_PERIOD.as_secs_f64(),
+    crate::api::DEFAULT_FENCE_BUDGET.as_secs_f64(),
+);
+
 /// A fast profile that keeps tests short.
 pub const FAST: Timing = (4.0, 2.5, 0.5, 1.0);
 

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use api_faults::{Fault, FaultId, FaultRequest, Verb, Verbs};
-pub use cluster::{ClusterLease, FAST, TestCluster, Timing};
+pub use cluster::{ClusterLease, DEFAULTS, FAST, TestCluster, Timing};
 pub use fake_apiserver::{FakeApiServer, loopback};
 pub use instance::{InstanceOptions, TEST_PASSWORD, TestInstance};
 pub use netns::{TestNetwork, in_netns, netns_available};
