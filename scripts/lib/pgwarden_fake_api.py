@@ -8,6 +8,7 @@ Python 3 standard library only. Functions that can fail raise `Failure(message, 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -15,20 +16,37 @@ import time
 import urllib.error
 import urllib.request
 
-from pgwarden_local import REPO_ROOT, Failure, http_json, signal_pid, wait_gone
+from pgwarden_local import REPO_ROOT, Failure, http_json, info, signal_pid, wait_gone
 
 APISERVER_BIN = os.path.join(REPO_ROOT, "target", "debug", "pgwarden-test-apiserver")
+# The fake API server is part of the testkit: it exists only in builds with the `testkit` feature.
+APISERVER_BUILD = ["cargo", "build", "-p", "instance-manager", "--features", "testkit", "--bin",
+                   "pgwarden-test-apiserver"]
 SLICE_POLL = 0.02
 
 
-def resolve_apiserver(path=None):
-    """--apiserver PATH, else target/debug/pgwarden-test-apiserver."""
-    path = os.path.abspath(path or APISERVER_BIN)
-    if not os.access(path, os.X_OK):
-        raise Failure(f"{path}: no test API server binary there",
-                      "build it: `cargo build -p instance-manager --features testkit --bin pgwarden-test-apiserver`"
-                      " (or pass --apiserver PATH)")
-    return path
+def resolve_apiserver(path=None, build=True):
+    """--apiserver PATH, else target/debug/pgwarden-test-apiserver, built with the `testkit`
+    feature first (incremental: cheap when up to date) unless `build` is false and it exists."""
+    if path:
+        path = os.path.abspath(path)
+        if not os.access(path, os.X_OK):
+            raise Failure(f"--apiserver {path}: not an executable file",
+                          f"build it with `{' '.join(APISERVER_BUILD)}` (target/debug/pgwarden-test-apiserver)")
+        return path
+    if build or not os.access(APISERVER_BIN, os.X_OK):
+        if shutil.which("cargo") is None:
+            raise Failure("cargo is not on PATH, so the test API server cannot be built",
+                          "install Rust (https://rustup.rs), or pass --apiserver PATH to use a built binary")
+        info("+ " + " ".join(APISERVER_BUILD))
+        res = subprocess.run(APISERVER_BUILD, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise Failure(f"`{' '.join(APISERVER_BUILD)}` failed with exit code {res.returncode}",
+                          f"run it in {REPO_ROOT} to see the full output")
+    if not os.access(APISERVER_BIN, os.X_OK):
+        raise Failure(f"{APISERVER_BIN}: no test API server binary there",
+                      f"build it: `{' '.join(APISERVER_BUILD)}` (or pass --apiserver PATH)")
+    return APISERVER_BIN
 
 
 class FakeApi:

@@ -154,7 +154,11 @@ pub struct LeaseSpec {
     /// default: an API-server outage then costs no writes while the cluster is healthy.
     #[serde(default = "default_failsafe")]
     pub failsafe: bool,
-    /// Testing only: a JSON file describing a fault to inject into every lease operation.
+    /// Testing only, with this crate's `testkit` feature (enabled by the instance manager's): a
+    /// JSON file describing a fault to inject into every lease operation (the manager's
+    /// `lease::FaultyStore`). Not part of the production contract: a build without the feature
+    /// refuses the field as unknown.
+    #[cfg(feature = "testkit")]
     #[serde(default)]
     pub fault_file: Option<PathBuf>,
 }

@@ -116,7 +116,12 @@ pub fn parse(text: &str, path: &Path) -> Result<InstanceConfig, Error> {
 }
 
 fn add_parse_hint(message: String) -> String {
-    if message.contains("unknown field") {
+    if message.contains("unknown field `faultFile`") {
+        format!(
+            "{message}\n  hint: lease.faultFile injects lease-store faults for tests and exists only in builds with \
+             the cargo feature `testkit`; a production build refuses it: remove lease.faultFile"
+        )
+    } else if message.contains("unknown field") {
         format!(
             "{message}\n  hint: check the spelling; fields are camelCase (see the InstanceConfig reference in README.md)"
         )

@@ -154,3 +154,21 @@ fn broken_yaml_is_a_syntax_error_not_a_type_error() {
     let e = parse("name: [a, b]\n", Path::new("c.yaml")).unwrap_err().to_string();
     assert!(e.contains("name: invalid type: sequence"), "{e}");
 }
+
+#[test]
+fn a_fault_file_is_testkit_only() {
+    let d = tempfile::tempdir().unwrap();
+    let text = yaml(
+        d.path(),
+        "lease:\n  backend: file\n  path: /tmp/lease.json\n  faultFile: /tmp/fault.json\nmembers: [{name: pg-1, host: 127.0.0.1, api: 'http://127.0.0.1:8000'}]\n",
+    );
+    let parsed = parse(&text, Path::new("t.yaml"));
+    #[cfg(feature = "testkit")]
+    assert_eq!(parsed.unwrap().lease.unwrap().fault_file, Some("/tmp/fault.json".into()));
+    #[cfg(not(feature = "testkit"))]
+    {
+        let e = parsed.unwrap_err().to_string();
+        assert!(e.contains("lease: unknown field `faultFile`"), "{e}");
+        assert!(e.contains("cargo feature `testkit`") && e.contains("remove lease.faultFile"), "{e}");
+    }
+}

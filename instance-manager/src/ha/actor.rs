@@ -28,17 +28,16 @@ const PEER_TIMEOUT: Duration = Duration::from_millis(800);
 /// Builds the lease store the configuration names.
 pub async fn open_store(v: &Validated) -> Result<Arc<dyn LeaseStore>, String> {
     let Some(spec) = &v.config.lease else { return Err("no lease configured".into()) };
-    let fault = spec.fault_file.clone();
     Ok(match spec.backend {
         LeaseBackend::File => {
             let path = spec.path.clone().ok_or("lease.path is required for the file backend")?;
-            with_faults(crate::lease::FileLeaseStore::new(path), fault)
+            with_faults(crate::lease::FileLeaseStore::new(path), spec)
         }
         LeaseBackend::Kubernetes => {
             let client = kubernetes_client().await.map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
             let ns = v.config.namespace.clone().unwrap_or_else(|| "default".into());
             let name = spec.name.clone().unwrap_or_else(|| format!("{}-primary", v.cluster));
-            with_faults(crate::lease::KubernetesLeaseStore::new(client, ns, name), fault)
+            with_faults(crate::lease::KubernetesLeaseStore::new(client, ns, name), spec)
         }
     })
 }
@@ -53,11 +52,20 @@ async fn kubernetes_client() -> Result<kube::Client, String> {
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
-fn with_faults<S: LeaseStore>(store: S, fault_file: Option<std::path::PathBuf>) -> Arc<dyn LeaseStore> {
-    match fault_file {
-        Some(f) => Arc::new(crate::lease::FaultyStore::new(store).with_fault_file(f)),
+/// The store, wrapped in a fault injector reading `lease.faultFile` when the test configuration
+/// names one (builds with the cargo feature `testkit` only).
+#[cfg(feature = "testkit")]
+fn with_faults<S: LeaseStore>(store: S, spec: &crate::api::LeaseSpec) -> Arc<dyn LeaseStore> {
+    match &spec.fault_file {
+        Some(f) => Arc::new(crate::lease::FaultyStore::new(store).with_fault_file(f.clone())),
         None => Arc::new(store),
     }
+}
+
+/// A production build injects no faults: its configuration cannot name a fault file.
+#[cfg(not(feature = "testkit"))]
+fn with_faults<S: LeaseStore>(store: S, _spec: &crate::api::LeaseSpec) -> Arc<dyn LeaseStore> {
+    Arc::new(store)
 }
 
 /// The routing the configuration implies: the `-rw` EndpointSlice and pod label in Kubernetes

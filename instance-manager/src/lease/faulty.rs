@@ -1,4 +1,6 @@
-//! A [`LeaseStore`] wrapper that injects faults, for tests (DESIGN §4.1).
+//! A [`LeaseStore`] wrapper that injects faults, for tests (DESIGN §4.1). Compiled only with the
+//! cargo feature `testkit` (and for unit tests): a production build has no fault injection, and
+//! refuses a configuration that names `lease.faultFile`.
 //!
 //! Faults are set either in-process ([`FaultyStore::set`], [`FaultyStore::set_for`],
 //! [`FaultyStore::once`], [`FaultyStore::clear`]) or, when the store lives in another process

@@ -24,7 +24,8 @@
 //! - [`KubernetesLeaseStore`]: a `coordination.k8s.io/v1` Lease, CAS on `resourceVersion`;
 //! - [`FileLeaseStore`]: a JSON file under `flock`, for instances sharing one host;
 //! - [`MemoryLeaseStore`]: in memory, for single-process tests;
-//! - [`FaultyStore`]: a wrapper injecting delays, errors, hangs and 429s for tests.
+//! - `FaultyStore` (cargo feature `testkit`, and unit tests): a wrapper injecting delays,
+//!   errors, hangs and 429s for tests; never part of a production build.
 //!
 //! Time: wall-clock times in the record ([`LeaseRecord::renew_time`], ...) are change detectors
 //! for humans and tools only; deadlines are measured on [`crate::clock::BootInstant`]. The
@@ -32,6 +33,7 @@
 //! take; the renew deadline itself is enforced by the HA state machine on its own clock.
 
 mod deadline;
+#[cfg(any(test, feature = "testkit"))]
 mod faulty;
 mod file;
 mod kubernetes;
@@ -47,6 +49,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use deadline::{retry_rate_limited, with_deadline};
+#[cfg(any(test, feature = "testkit"))]
 pub use faulty::{Fault, FaultyStore, Operation};
 pub use file::FileLeaseStore;
 pub use kubernetes::{KubernetesLeaseStore, SWITCHOVER_TO_ANNOTATION, SYNC_STANDBYS_ANNOTATION};
