@@ -1,7 +1,7 @@
 //! The clock that safety deadlines are measured on.
 //!
 //! Every deadline that guards "one writer" (the renew deadline, the fence budget, the
-//! observed-expiry wait of a candidate, DESIGN §4.2/§4.3) is measured on [`BootInstant`], a
+//! observed-expiry wait of a candidate, docs/architecture.md §4.3 and §5) is measured on [`BootInstant`], a
 //! monotonic instant read from `CLOCK_BOOTTIME`.
 //!
 //! Why `CLOCK_BOOTTIME` and not the alternatives:

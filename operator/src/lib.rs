@@ -1,5 +1,5 @@
 //! pgwarden's operator: turns a `PostgresCluster` into pods, PVCs, services, secrets and RBAC,
-//! and reports status (DESIGN §6). High availability never depends on it: the instance
+//! and reports status (docs/architecture.md §1). High availability never depends on it: the instance
 //! managers elect their primary themselves.
 //!
 //! This crate is a skeleton until its own issue. It depends on `pgwarden-contract`, the

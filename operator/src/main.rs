@@ -1,4 +1,4 @@
-//! `operator`: not implemented yet; the instance managers run without it (DESIGN §6).
+//! `operator`: not implemented yet; the instance managers run without it (docs/architecture.md §1).
 
 fn main() -> std::process::ExitCode {
     eprintln!(

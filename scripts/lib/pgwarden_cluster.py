@@ -35,7 +35,7 @@ GIVEN_SECRETS = {"s3_access_key_id": "s3-access-key-id", "s3_secret_access_key":
 SMART_TIMEOUT = 5
 STOP_TIMEOUT = 20
 
-# Lease timing (seconds), DESIGN §4.2: the defaults, and a fast profile for clusters whose lease
+# Lease timing (seconds), docs/architecture.md §4.2: the defaults, and a fast profile for clusters whose lease
 # store always answers within a second (a file on one host does).
 TIMING_KEYS = ("lease_duration", "renew_deadline", "retry_period", "fence_budget")
 DEFAULT_TIMING = {"lease_duration": 15, "renew_deadline": 10, "retry_period": 2, "fence_budget": 2}

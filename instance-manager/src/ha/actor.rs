@@ -259,7 +259,7 @@ impl HaLoop {
         let mut due = BootInstant::now();
         while !stop.is_cancelled() {
             self.memory.expected_wake = Some(due);
-            // Lateness is measured here, before any I/O of the tick (DESIGN §4.6).
+            // Lateness is measured here, before any I/O of the tick (docs/architecture.md §4.4).
             self.memory.tick_started = Some(BootInstant::now());
             self.tick().await;
             let now = BootInstant::now();
@@ -431,7 +431,7 @@ impl HaLoop {
                 self.disarm();
                 // Follow another holder; otherwise stay stopped until the lease says who
                 // leads: if it is still ours at the same term, Postgres starts again as the
-                // primary on its own timeline (DESIGN §4.6), not as a standby to be promoted.
+                // primary on its own timeline (docs/architecture.md §4.4), not as a standby to be promoted.
                 let next = match holder_upstream(view, v) {
                     Some(up) => Desired::Replica(Some(up)),
                     None => Desired::Halted,

@@ -1,5 +1,5 @@
-//! The backstop (DESIGN §4.3 invariant 8): a tiny separate process that SIGKILLs Postgres when
-//! the HA loop stops renewing.
+//! The backstop (architecture invariant 8, docs/architecture.md §4.5): a tiny separate process
+//! that SIGKILLs Postgres when the HA loop stops renewing.
 //!
 //! A manager that is frozen (SIGSTOP, a stuck runtime, a blocked disk) cannot fence itself,
 //! and a thread of it would be frozen too. So the manager starts `instance-manager deadman`

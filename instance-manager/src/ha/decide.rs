@@ -1,5 +1,5 @@
 //! The decision of one HA tick: a pure function from what the instance observes to what it
-//! must do. No I/O and no clock of its own, so every safety invariant of DESIGN §4.3 is a
+//! must do. No I/O and no clock of its own, so every safety invariant of docs/architecture.md §5 is a
 //! unit test below.
 
 use std::time::Duration;
@@ -91,7 +91,7 @@ pub struct Memory {
     /// fence budget (a frozen process, a suspended machine) assumes the lease is lost.
     pub expected_wake: Option<BootInstant>,
     /// When this tick really started, before any I/O: lateness is measured here, so that time
-    /// spent waiting on a slow lease store is never taken for a frozen process (DESIGN §4.6).
+    /// spent waiting on a slow lease store is never taken for a frozen process (docs/architecture.md §4.4).
     pub tick_started: Option<BootInstant>,
     /// Failsafe (holder): when the last round of acknowledgements that **every** member
     /// answered was sent. While the store is unavailable it counts like a renew sent then.
@@ -299,7 +299,7 @@ fn fence_reason(i: &Inputs<'_>) -> Option<String> {
     None
 }
 
-/// Invariant 0: a missing lease is never a free lease. Its holder (our renew is fresh)
+/// Invariant 10: a missing lease is never a free lease. Its holder (our renew is fresh)
 /// recreates it at once; anyone else waits `leaseDuration` after it first saw it missing — the
 /// last holder, if alive, recreates it meanwhile, and if it is frozen its deadman has stopped
 /// its Postgres by then (renewDeadline + fenceBudget < leaseDuration).

@@ -1,4 +1,4 @@
-//! The safety invariants of DESIGN §4.3, one test (or more) each, on the pure decision.
+//! The safety invariants of docs/architecture.md §5, one test (or more) each, on the pure decision.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -143,7 +143,7 @@ fn late_wakeup_fences_even_with_a_recent_renew_record() {
     assert!(is_fence(&w2.decide_at(10)));
 }
 
-// DESIGN §4.6: a slow store is not a frozen process.
+// docs/architecture.md §4.4: a slow store is not a frozen process.
 #[test]
 fn time_spent_waiting_on_the_store_is_not_a_late_wake_up() {
     let mut w = World::new().held_by(Some("pg-2"), 0);
@@ -174,7 +174,7 @@ fn released_lease_is_taken_at_once() {
     assert_eq!(w.decide_at(0), vec![Action::Acquire { create: false }]);
 }
 
-// 0. A missing lease is never a free lease.
+// 10. A missing lease is never a free lease.
 #[test]
 fn a_missing_lease_is_created_only_lease_duration_after_it_was_first_seen_missing() {
     let mut w = World::new();

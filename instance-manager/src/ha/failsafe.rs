@@ -1,5 +1,5 @@
 //! Failsafe: a primary stays writable through a lease-store outage while every member
-//! acknowledges it (DESIGN §4.6, setting `lease.failsafe`, on by default).
+//! acknowledges it (docs/architecture.md §4.6, setting `lease.failsafe`, on by default).
 //!
 //! The lease store being *unavailable* (timeouts, 5xx, refused connections — not a 403 and
 //! not a 409) says nothing about who leads: the holder is still the only one that may write,

@@ -1,4 +1,4 @@
-//! Planned handover (DESIGN §4.4): switchover to a named or the best replica, run by the
+//! Planned handover (docs/architecture.md §6): switchover to a named or the best replica, run by the
 //! holder's HA loop, which owns the lease.
 //!
 //! 1. The target must be a streaming replica within [`MAX_LAG`] of our current LSN.

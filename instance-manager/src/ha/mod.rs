@@ -1,4 +1,4 @@
-//! High availability through a lease (DESIGN §4): the instances elect their primary
+//! High availability through a lease (docs/architecture.md §3.2 and §4): the instances elect their primary
 //! themselves.
 //!
 //! - [`decide`]: the pure decision of one tick, where every safety invariant lives.

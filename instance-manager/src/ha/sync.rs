@@ -1,4 +1,4 @@
-//! Synchronous durability (DESIGN §4.3 invariant 7), as a pure function.
+//! Synchronous durability (architecture invariant 7, docs/architecture.md §7), as a pure function.
 //!
 //! The primary lists exactly the published synchronous standbys in
 //! `synchronous_standby_names = ANY k (s1, …, sk)`, so every acknowledged commit is on every

@@ -291,7 +291,7 @@ impl HaLoop {
     /// can have written since this data directory last ran as primary: we held the lease
     /// before this write (a renew, or a lease recreated by its holder) and `pg_control` says
     /// it was a primary. Anything else starts as a standby and is promoted onto a new timeline
-    /// (DESIGN §4.6: timelines change only when leadership moved).
+    /// (docs/architecture.md §4.4: timelines change only when leadership moved).
     pub(super) async fn start_if_down(&mut self) {
         let Some((sync, acquiring)) = self.held_unstarted.take() else { return };
         if self.instance.desired() == Desired::Primary || self.instance.process().pid.is_some() {

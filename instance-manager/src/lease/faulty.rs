@@ -1,4 +1,4 @@
-//! A [`LeaseStore`] wrapper that injects faults, for tests (DESIGN §4.1). Compiled only with the
+//! A [`LeaseStore`] wrapper that injects faults, for tests (docs/architecture.md §4.1). Compiled only with the
 //! cargo feature `testkit` (and for unit tests): a production build has no fault injection, and
 //! refuses a configuration that names `lease.faultFile`.
 //!

@@ -1,4 +1,4 @@
-//! The lease as a JSON file shared by the instance managers of one host (DESIGN §3.5).
+//! The lease as a JSON file shared by the instance managers of one host (docs/architecture.md §4.1).
 //!
 //! The file holds `{ "version": <u64>, "record": <LeaseRecord> }`. Every operation takes an
 //! exclusive `flock` on `<path>.lock` (a separate, never-replaced file: the lease file itself is

@@ -1,4 +1,4 @@
-//! The lease as a `coordination.k8s.io/v1` Lease object (DESIGN §4.1).
+//! The lease as a `coordination.k8s.io/v1` Lease object (docs/architecture.md §4.1).
 //!
 //! Mapping of [`LeaseRecord`]:
 //!

@@ -1,4 +1,4 @@
-//! The leader-election lease: its record, the storage trait and its backends (DESIGN §4.1).
+//! The leader-election lease: its record, the storage trait and its backends (docs/architecture.md §4.1).
 //!
 //! One lease per cluster says who the primary is. Its storage is a [`LeaseStore`] with
 //! **compare-and-swap** semantics:
@@ -69,7 +69,7 @@ pub struct LeaseRecord {
     /// When the holder last renewed it (wall clock; a change detector, never a deadline).
     pub renew_time: Option<jiff::Timestamp>,
     /// The term: incremented at every change of holder. It is the fencing token stamped on
-    /// every derived write (DESIGN §4.3 invariant 6). Kubernetes stores it in an `i32`
+    /// every derived write (architecture invariant 6). Kubernetes stores it in an `i32`
     /// (`leaseTransitions`); values beyond `i32::MAX` saturate there.
     pub transitions: u64,
     /// The published synchronous standby set (annotation `pgwarden.io/sync-standbys`,

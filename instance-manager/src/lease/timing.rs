@@ -1,4 +1,4 @@
-//! Lease timing and its validation (DESIGN §4.2).
+//! Lease timing and its validation (docs/architecture.md §4.2).
 //!
 //! The inequalities are what makes "one writer" hold:
 //! - `retryPeriod·1.2 < renewDeadline`: a holder gets at least one retry (with jitter) of a
@@ -69,7 +69,7 @@ impl LeaseTiming {
         timing.validate().map(|()| timing)
     }
 
-    /// Checks the inequalities of DESIGN §4.2. Each message names the field and the fix.
+    /// Checks the inequalities of docs/architecture.md §4.2. Each message names the field and the fix.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         let (lease, renew, retry, fence) =

@@ -1,4 +1,4 @@
-//! Routing on Kubernetes: the `-rw` EndpointSlice and the pod's role label (DESIGN §4.5).
+//! Routing on Kubernetes: the `-rw` EndpointSlice and the pod's role label (docs/architecture.md §10).
 //!
 //! Each operation reads, asks the pure functions of [`super::slice`] what to do, and writes
 //! with the `resourceVersion` of that read (the API server's compare-and-swap). A lost CAS

@@ -1,11 +1,11 @@
-//! Routing: what the lease holder does so that clients find it (DESIGN §4.5).
+//! Routing: what the lease holder does so that clients find it (docs/architecture.md §10).
 //!
 //! # Why the holder writes its own routing
 //!
 //! The `<cluster>-rw` Service has **no selector**. Its only backend is the EndpointSlice
 //! `<cluster>-rw`, which the primary writes itself as its first act after promotion, and
 //! empties when it releases the lease. Routing therefore follows leadership with the operator
-//! down (the operator is not needed for failover, switchover or routing, DESIGN §4), and it
+//! down (the operator is not needed for failover, switchover or routing, docs/architecture.md §1), and it
 //! changes exactly when the lease changes hands rather than when some controller's watch
 //! catches up with a label.
 //!
@@ -13,7 +13,7 @@
 //!
 //! Two instances may both believe, for a moment, that they are the primary: a partitioned
 //! ex-primary that has not fenced yet, or a write whose answer was lost and that lands late.
-//! The lease's term (`leaseTransitions`, DESIGN §4.3 invariant 6) is the fencing token: the
+//! The lease's term (`leaseTransitions`, architecture invariant 6) is the fencing token: the
 //! slice carries the term of the holder that wrote it (annotation [`TERM_ANNOTATION`]), and
 //! [`Routing::became_primary`] **never overwrites a slice stamped with a higher term** — a
 //! stale ex-primary cannot steal routing back from its successor. Symmetrically,
