@@ -75,7 +75,23 @@ async fn run(args: RunArgs) -> ExitCode {
     // A metrics port that cannot be bound is logged and retried: it never stops the manager.
     instance_manager::metrics::spawn(Arc::clone(&inst), &tasks);
     instance_manager::backup::runner::spawn(Arc::clone(&inst), &tasks);
-    let ended = instance::run(inst, &tasks).await;
+    let sup = match instance::prepare(&inst) {
+        Ok(sup) => sup,
+        Err(e) => {
+            tracing::error!(error = %e, "instance manager failed");
+            shut_down(&tasks).await;
+            return ExitCode::from(3);
+        }
+    };
+    // With a lease, the HA loop decides the role; the run loop carries it out.
+    if inst.config().config.lease.is_some()
+        && let Err(e) = instance_manager::ha::start(&sup, &inst, &tasks).await
+    {
+        tracing::error!(error = %e, "cannot start the HA loop");
+        shut_down(&tasks).await;
+        return ExitCode::from(3);
+    }
+    let ended = instance::run(inst, sup).await;
     shut_down(&tasks).await;
     match ended {
         Ok(ExitReason::Clean) => {

@@ -108,7 +108,7 @@ pub struct Validated {
 impl Validated {
     /// The fence budget: the lease's, or the default when no lease is configured.
     pub fn fence_budget(&self) -> std::time::Duration {
-        crate::ha::actor::timing_of(self).fence_budget
+        crate::ha::open::timing_of(self).fence_budget
     }
 
     /// Path of a Postgres binary.

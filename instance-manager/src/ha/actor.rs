@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{
-    HaCommandError, HaResult, InstanceRole, LeaseBackend, Member, PromoteOutcome, SwitchoverDone, Transition,
-    TransitionKind, WalReceiverStatus,
+    HaCommandError, HaResult, InstanceRole, Member, PromoteOutcome, SwitchoverDone, Transition, TransitionKind,
+    WalReceiverStatus,
 };
 use crate::clock::BootInstant;
 use crate::config::Validated;
@@ -24,94 +24,6 @@ const STALLED_RETRY: Duration = Duration::from_millis(100);
 
 /// How long peers get to answer `/status` during an election.
 const PEER_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// Builds the lease store the configuration names.
-pub async fn open_store(v: &Validated) -> Result<Arc<dyn LeaseStore>, String> {
-    let Some(spec) = &v.config.lease else { return Err("no lease configured".into()) };
-    Ok(match spec.backend {
-        LeaseBackend::File => {
-            let path = spec.path.clone().ok_or("lease.path is required for the file backend")?;
-            with_faults(crate::lease::FileLeaseStore::new(path), spec)
-        }
-        LeaseBackend::Kubernetes => {
-            let client = kubernetes_client().await.map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
-            let ns = v.config.namespace.clone().unwrap_or_else(|| "default".into());
-            let name = spec.name.clone().unwrap_or_else(|| format!("{}-primary", v.cluster));
-            with_faults(crate::lease::KubernetesLeaseStore::new(client, ns, name), spec)
-        }
-    })
-}
-
-/// The Kubernetes client of the lease and routing: in-cluster or `KUBECONFIG`, **without**
-/// the client's own retries of 429/503/504 (up to 15, following Retry-After): they would hide
-/// throttling from the lease store and spend a whole call deadline on an answer that should
-/// fail at once. Every lease and routing call has its own deadline and retry policy.
-async fn kubernetes_client() -> Result<kube::Client, String> {
-    let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
-    config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| e.to_string())
-}
-
-/// The store, wrapped in a fault injector reading `lease.faultFile` when the test configuration
-/// names one (builds with the cargo feature `testkit` only).
-#[cfg(feature = "testkit")]
-fn with_faults<S: LeaseStore>(store: S, spec: &crate::api::LeaseSpec) -> Arc<dyn LeaseStore> {
-    match &spec.fault_file {
-        Some(f) => Arc::new(crate::lease::FaultyStore::new(store).with_fault_file(f.clone())),
-        None => Arc::new(store),
-    }
-}
-
-/// A production build injects no faults: its configuration cannot name a fault file.
-#[cfg(not(feature = "testkit"))]
-fn with_faults<S: LeaseStore>(store: S, _spec: &crate::api::LeaseSpec) -> Arc<dyn LeaseStore> {
-    Arc::new(store)
-}
-
-/// The routing the configuration implies: the `-rw` EndpointSlice and pod label in Kubernetes
-/// (pod IP from `POD_IP`, the downward API), nothing with a file lease.
-pub async fn open_routing(v: &Validated) -> Arc<dyn crate::routing::Routing> {
-    let kubernetes = v.config.lease.as_ref().is_some_and(|l| l.backend == LeaseBackend::Kubernetes);
-    let ip = std::env::var("POD_IP").ok().and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
-    match (kubernetes, ip) {
-        (true, Some(ip)) => match kubernetes_client().await {
-            Ok(client) => Arc::new(crate::routing::KubernetesRouting::new(
-                client,
-                v.config.namespace.clone().unwrap_or_else(|| "default".into()),
-                v.cluster.clone(),
-                v.name.clone(),
-                ip,
-                v.port,
-            )),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot reach the Kubernetes API for routing; the -rw Service will not follow");
-                Arc::new(crate::routing::NoRouting)
-            }
-        },
-        (true, None) => {
-            tracing::error!("POD_IP is not set: the -rw EndpointSlice cannot be written (set it from status.podIP)");
-            Arc::new(crate::routing::NoRouting)
-        }
-        (false, _) => Arc::new(crate::routing::NoRouting),
-    }
-}
-
-/// The lease timing the configuration asks for.
-pub fn timing_of(v: &Validated) -> LeaseTiming {
-    v.config
-        .lease
-        .as_ref()
-        .and_then(|l| {
-            LeaseTiming::from_seconds(
-                l.lease_duration_seconds,
-                l.renew_deadline_seconds,
-                l.retry_period_seconds,
-                l.fence_budget_seconds,
-            )
-            .ok()
-        })
-        .unwrap_or_default()
-}
 
 /// Requests to the HA loop, answered on their `reply` channel.
 pub enum HaCommand {
@@ -202,7 +114,7 @@ impl HaLoop {
         sup: crate::supervisor::Supervisor,
         deadman: Option<Deadman>,
     ) -> Self {
-        let timing = timing_of(&instance.config());
+        let timing = super::open::timing_of(&instance.config());
         let (tx, commands) = tokio::sync::mpsc::channel(4);
         instance.set_ha(tx);
         let instance_data_dir = instance.paths.data_dir.clone();

@@ -220,7 +220,7 @@ pub fn needs_peers(view: &LeaseView, me: &str, timing: &LeaseTiming, now: BootIn
         LeaseView::Absent => true,
         LeaseView::Unreadable(_) => false,
         LeaseView::Present { record, unchanged_since, .. } => {
-            record.holder.as_deref() != Some(me)
+            !record.is_held_by(me)
                 && (record.holder.is_none() || now.duration_since(*unchanged_since) >= timing.lease_duration)
         }
     }
@@ -292,7 +292,7 @@ fn fence_reason(i: &Inputs<'_>) -> Option<String> {
         return Some(format!("no successful lease renew for {:?} (renewDeadline)", i.settings.timing.renew_deadline));
     }
     if let LeaseView::Present { record, .. } = i.lease
-        && record.holder.as_deref() != Some(i.me)
+        && !record.is_held_by(i.me)
     {
         return Some(format!("the lease is held by {}", record.holder.as_deref().unwrap_or("nobody")));
     }

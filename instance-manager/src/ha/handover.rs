@@ -88,7 +88,7 @@ impl HaLoop {
         let LeaseView::Present { record, .. } = &view else {
             return Err(HaCommandError::Lease("the lease cannot be read".into()));
         };
-        if record.holder.as_deref() != Some(me.as_str()) || !self.renew_is_fresh() {
+        if !record.is_held_by(&me) || !self.renew_is_fresh() {
             return Err(HaCommandError::WrongRole(format!(
                 "{me} is not the primary; ask the lease holder ({})",
                 record.holder.as_deref().unwrap_or("nobody")
@@ -187,7 +187,7 @@ impl HaLoop {
             Err(e) => return Err(format!("cannot read the lease: {e}")),
         };
         let me = self.instance.config().name.clone();
-        if record.holder.as_deref() != Some(me.as_str()) {
+        if !record.is_held_by(&me) {
             return Err(format!("lost the lease during the switchover (holder: {:?})", record.holder));
         }
         let mut next = record.clone();
@@ -276,7 +276,7 @@ impl HaLoop {
                 }
                 // This tick's renew changed the version: publish over a fresh read.
                 let LeaseView::Present { record, version, unchanged_since } = self.read_lease().await else { return };
-                if record.holder.as_deref() != Some(v.name.as_str()) {
+                if !record.is_held_by(&v.name) {
                     return;
                 }
                 let mut r = record;

@@ -29,12 +29,16 @@ mod decision;
 pub mod failsafe;
 mod failsafe_round;
 mod handover;
+pub mod open;
 mod report;
 pub mod routing_task;
 mod store_health;
 pub mod sync;
 pub mod term;
+mod thread;
 mod writes;
 
-pub use actor::{HaCommand, HaLoop, open_store};
+pub use actor::{HaCommand, HaLoop};
 pub use handover::choose_target;
+pub use open::{OpenError, open_store};
+pub use thread::{StartError, start};

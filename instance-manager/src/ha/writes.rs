@@ -42,7 +42,7 @@ pub fn next_record(
     if let Some(id) = stamp.system_identifier {
         r.system_identifier = Some(id.to_string());
     }
-    if r.holder.as_deref() != Some(me) {
+    if !r.is_held_by(me) {
         r.transitions = r.transitions.saturating_add(1).max(stamp.min_term);
         r.acquire_time = Some(now);
         r.sync_standbys.retain(|s| s != me);
@@ -78,7 +78,7 @@ impl HaLoop {
             Ok(None) => return Ok(()),
             Err(e) => return Err(e.to_string()),
         };
-        if record.holder.as_deref() != Some(me.as_str()) {
+        if !record.is_held_by(&me) {
             return Ok(());
         }
         if self.instance.process().pid.is_some() {

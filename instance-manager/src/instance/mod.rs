@@ -16,7 +16,6 @@
 
 mod archiving;
 mod command;
-mod ha_thread;
 mod reload;
 mod roles;
 mod run;
@@ -24,5 +23,5 @@ mod start;
 mod state;
 
 pub use command::PostgresCommand;
-pub use run::{ExitReason, run};
+pub use run::{ExitReason, prepare, run};
 pub use state::{Desired, Instance, ProcessState, restart_delay, role_name};

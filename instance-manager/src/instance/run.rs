@@ -41,9 +41,6 @@ pub enum Error {
     /// Postgres refuses the configured parameters.
     #[error(transparent)]
     Parameters(#[from] crate::pgconf::check::CheckError),
-    /// The lease store could not be opened.
-    #[error("cannot open the lease store: {0}")]
-    Lease(String),
     /// A recovery bootstrap failed.
     #[error("recovery bootstrap failed: {0}")]
     Recovery(#[from] crate::backup::recover::RecoverError),
@@ -101,13 +98,20 @@ struct RoleInbox {
     rewind_next: bool,
 }
 
-/// Runs the instance until a signal stops it.
-pub async fn run(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result<ExitReason, Error> {
+/// Starts the supervisor of Postgres and its tools (before anything spawns one: the HA loop's
+/// deadman, the run loop): the run directory exists, and tools left running by a killed
+/// predecessor are stopped; ours never outlive this process.
+pub fn prepare(instance: &Instance) -> Result<Supervisor, Error> {
     let sup = Supervisor::start()?;
-    let v = instance.config();
-    v.os_user.ensure_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
-    // Tools left running by a killed predecessor go first; ours never outlive this process.
+    instance.config().os_user.ensure_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
     sup.guard_tools(&instance.paths.run_dir, &[instance.paths.data_dir.clone(), instance.paths.staging_dir()]);
+    Ok(sup)
+}
+
+/// Runs the instance until a signal stops it: the one owner of the postmaster. With a lease,
+/// the HA loop (`ha::start`, started before) sets the desired role and sends the commands.
+pub async fn run(instance: Arc<Instance>, sup: Supervisor) -> Result<ExitReason, Error> {
+    let v = instance.config();
     let (reload_tx, reload) = mpsc::channel(1);
     // The configuration file and the password files: a rotated Secret changes the role's
     // password in Postgres and the replicas' password file, without a restart.
@@ -131,9 +135,6 @@ pub async fn run(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result
         }
     };
     let commands = instance.take_command_receiver().unwrap_or_else(|| mpsc::channel(1).1);
-    if v.config.lease.is_some() {
-        start_ha(&sup, &instance, tasks).await?;
-    }
     let mut inbox = Inbox {
         signals: Signals::new()?,
         reload,
@@ -205,12 +206,6 @@ pub async fn run(instance: Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result
             mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, last_crash)),
         }
     }
-}
-
-/// Starts the deadman and the HA loop that owns the lease, on a thread of its own (see
-/// `ha_thread` for why).
-async fn start_ha(sup: &Supervisor, instance: &Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result<(), Error> {
-    super::ha_thread::start(sup, instance, tasks).await
 }
 
 fn stopped_idle(instance: &Instance, mode: ShutdownMode, crashed: Option<ExitStatus>) -> ExitReason {

@@ -26,7 +26,7 @@ pub async fn acknowledge(
         lease: lease.as_ref().map(|l| (l.holder.as_deref(), l.term)),
         holds_lease: lease.as_ref().is_some_and(|l| l.held_by_me),
     };
-    let duration = crate::ha::actor::timing_of(&v).lease_duration;
+    let duration = crate::ha::open::timing_of(&v).lease_duration;
     let answer = match instance.failsafe.acknowledge(&req, &view, BootInstant::now(), duration) {
         Ok(()) => {
             tracing::debug!(holder = %req.holder, term = req.term, "failsafe: acknowledged the holder");

@@ -13,7 +13,7 @@ use crate::instance::Instance;
 
 /// Liveness.
 pub async fn get(State(instance): State<Arc<Instance>>) -> Result<Json<Value>, ApiError> {
-    let t = crate::ha::actor::timing_of(&instance.config());
+    let t = crate::ha::open::timing_of(&instance.config());
     match instance.ha_liveness(t.renew_deadline + t.retry_period) {
         Ok(()) => Ok(Json(json!({ "status": "ok" }))),
         Err(e) => Err(ApiError::unavailable(e, "the manager is stuck: its liveness probe should restart the pod")),

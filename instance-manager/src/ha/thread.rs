@@ -23,17 +23,26 @@
 
 use std::sync::Arc;
 
-use super::run::Error;
-use super::state::Instance;
+use crate::instance::Instance;
 use crate::supervisor::Supervisor;
 
+/// Why the HA loop could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The lease store could not be opened.
+    #[error("cannot open the lease store: {0}")]
+    Open(#[from] super::OpenError),
+    /// The deadman could not be started.
+    #[error("cannot start the deadman: {0}")]
+    Deadman(#[from] crate::supervisor::Error),
+    /// The loop's thread or runtime could not be started.
+    #[error("{0}")]
+    Thread(String),
+}
+
 /// Opens the lease store, starts the deadman and the HA loop on the `pgwarden-ha` thread; returns
-/// once the loop runs (or why it could not start).
-pub(super) async fn start(
-    sup: &Supervisor,
-    instance: &Arc<Instance>,
-    tasks: &crate::tasks::Tasks,
-) -> Result<(), Error> {
+/// once the loop runs (or why it could not start). The loop ends on `tasks`' token.
+pub async fn start(sup: &Supervisor, instance: &Arc<Instance>, tasks: &crate::tasks::Tasks) -> Result<(), StartError> {
     let (started_tx, started) = tokio::sync::oneshot::channel();
     // Shutdown waits for the loop to finish its tick and its thread to end.
     let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
@@ -49,7 +58,8 @@ pub(super) async fn start(
                 match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(8).build() {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = started_tx.send(Err(Error::Lease(format!("cannot start the HA loop's runtime: {e}"))));
+                        let _ = started_tx
+                            .send(Err(StartError::Thread(format!("cannot start the HA loop's runtime: {e}"))));
                         return;
                     }
                 };
@@ -66,17 +76,19 @@ pub(super) async fn start(
             });
             drop(ended_tx);
         })
-        .map_err(|e| Error::Lease(format!("cannot start the HA loop's thread: {e}")))?;
-    started.await.unwrap_or_else(|_| Err(Error::Lease("the HA loop's thread ended before the loop started".into())))
+        .map_err(|e| StartError::Thread(format!("cannot start the HA loop's thread: {e}")))?;
+    started
+        .await
+        .unwrap_or_else(|_| Err(StartError::Thread("the HA loop's thread ended before the loop started".into())))
 }
 
 /// The lease store, the deadman and the loop, created on the loop's own runtime.
-async fn prepare(sup: &Supervisor, instance: &Arc<Instance>) -> Result<crate::ha::HaLoop, Error> {
+async fn prepare(sup: &Supervisor, instance: &Arc<Instance>) -> Result<super::HaLoop, StartError> {
     let v = instance.config();
-    let store = crate::ha::open_store(&v).await.map_err(Error::Lease)?;
-    let deadman = crate::ha::deadman::Deadman::spawn(sup)?;
+    let store = super::open_store(&v).await?;
+    let deadman = super::deadman::Deadman::spawn(sup)?;
     tracing::info!(store = %store.describe(), "leader election through the lease (on its own thread)");
-    let routing = crate::ha::actor::open_routing(&v).await;
+    let routing = super::open::open_routing(&v).await;
     tracing::info!(routing = %routing.describe(), "routing");
-    Ok(crate::ha::HaLoop::new(Arc::clone(instance), store, sup.clone(), Some(deadman)).with_routing(routing))
+    Ok(super::HaLoop::new(Arc::clone(instance), store, sup.clone(), Some(deadman)).with_routing(routing))
 }
