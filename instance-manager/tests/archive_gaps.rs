@@ -4,6 +4,9 @@
 //! - the primary's manager is killed mid-burst (Postgres commits on until the deadman stops
 //!   it), a replica takes over: the standbys archived what they received, so the old timeline
 //!   is whole up to the branch point, and a restore to the end has every acknowledged row;
+//! - the primary dies right after finishing a segment (nothing of the next one written, the
+//!   switch point exactly at a segment boundary): that last whole segment still reaches the
+//!   archive from the standbys;
 //! - a segment deleted from the middle of the archive makes a restore to the end (and to a
 //!   target past it) fail naming the segment instead of promoting before it, and the audit
 //!   reports it in `/status` and the metrics.
@@ -50,6 +53,26 @@ async fn archive_gaps(dir: &Path) -> Result<gaps::GapScan, String> {
     let Some(WalName::Segment(start)) = parse_wal_name(&oldest.start_wal) else { return Err("start wal".into()) };
     let (archived, spans) = inventory::segments(&s).await?;
     gaps::scan(start, oldest.segment_size, &spans, &archived).ok_or_else(|| format!("{spans:?}"))
+}
+
+/// For a failure message: each member's pending and finished archive marks, and its log lines
+/// about the archive.
+fn archive_diagnostics(cluster: &TestCluster) -> String {
+    let mut out = String::new();
+    for name in cluster.names() {
+        let inst = cluster.get(&name);
+        let status = inst.data_dir().join("pg_wal/archive_status");
+        let mut marks: Vec<String> = std::fs::read_dir(&status)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        marks.sort();
+        out.push_str(&format!("--- {name}: archive_status {marks:?}\n"));
+        for line in inst.log().lines().filter(|l| l.contains("archive") || l.contains("wal-archive")).take(40) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Every directory under `dir` (and itself) is 0700, every file 0600.
@@ -123,12 +146,23 @@ async fn a_failover_mid_burst_leaves_no_gap_and_a_restore_to_the_end_has_every_a
     n.connect("postgres").await.unwrap().execute("INSERT INTO t VALUES (1000000)", &[]).await.unwrap();
     n.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
 
-    // Every segment of the old timeline up to the branch point reaches the archive.
-    let scan = wait_for("an archive without gaps", Duration::from_secs(90), || async {
-        let scan = archive_gaps(&store).await?;
-        if scan.missing_count == 0 { Ok(scan) } else { Err(format!("{scan:?}")) }
-    })
-    .await;
+    // Every segment of the old timeline up to the branch point reaches the archive. (A
+    // generous deadline: Postgres' archiver waits up to a minute after failed attempts, and a
+    // loaded machine can make the first ones time out.)
+    let mut scan = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while tokio::time::Instant::now() < deadline {
+        match archive_gaps(&store).await {
+            Ok(s) if s.missing_count == 0 => {
+                scan = Some(s);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let Some(scan) = scan else {
+        panic!("the archive still has gaps: {:?}\n{}", archive_gaps(&store).await, archive_diagnostics(&cluster));
+    };
     let history = std::fs::read_dir(store.join("test/wal"))
         .unwrap()
         .flatten()
@@ -147,6 +181,51 @@ async fn a_failover_mid_burst_leaves_no_gap_and_a_restore_to_the_end_has_every_a
     let (count, max): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(count, acked, "acknowledged rows restored ({rounds} rounds)");
     assert_eq!(max, 1_000_000, "the new primary's writes after the failover are restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_lost_right_after_a_segment_switch_leaves_no_gap_at_the_branch_point() {
+    let archive = TestDir::new();
+    let store = archive.path().join("archive");
+    let mut cluster =
+        TestCluster::start_with(3, FAST, |o| o.extra_yaml.push_str(&store_yaml(&archive.path().join("archive"))));
+    assert_eq!(cluster.wait_primary(&["pg-1", "pg-2", "pg-3"], READY).await, "pg-1");
+    let p = cluster.get("pg-1");
+    let c = p.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int8 primary key); INSERT INTO t SELECT generate_series(1, 1000)")
+        .await
+        .unwrap();
+    take_backup(p).await;
+    c.batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)").await.unwrap();
+
+    // Finish the segment, wait until both standbys received all of it, then lose the whole
+    // primary at once (manager and Postgres): the next segment never gets a byte.
+    let end: String = c.query_one("SELECT pg_switch_wal()::text", &[]).await.unwrap().get(0);
+    let end = end.parse::<instance_manager::api::Lsn>().unwrap().as_u64();
+    let boundary = end.div_ceil(16 << 20) * (16 << 20);
+    for r in ["pg-2", "pg-3"] {
+        wait_for("the standby received the whole segment", Duration::from_secs(30), || async {
+            let got = cluster.get(r).status().await?.received_lsn.map(|l| l.as_u64()).unwrap_or(0);
+            if got >= boundary { Ok(()) } else { Err(format!("{r} received {got:X}, boundary {boundary:X}")) }
+        })
+        .await;
+    }
+    drop(c);
+    cluster.get_mut("pg-1").kill_all();
+    let last = gaps::segment_at(1, boundary / (16 << 20) - 1, 16 << 20).file_name();
+
+    let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(90)).await;
+    cluster.get(&new).switch_wal_and_wait_archived(Duration::from_secs(60)).await;
+    let scan = wait_for("an archive without gaps", Duration::from_secs(60), || async {
+        let scan = archive_gaps(&store).await?;
+        if scan.missing_count == 0 { Ok(scan) } else { Err(format!("{scan:?} (last whole segment {last})")) }
+    })
+    .await;
+    assert!(scan.to.is_some_and(|to| to.timeline >= 2), "{scan:?}");
+    let dir = store.join("test/wal").join(&last[..16]);
+    let whole = |n: &str| n.starts_with(&last) && !n.contains(".partial") && !n.contains(".diverged");
+    let archived = std::fs::read_dir(&dir).unwrap().flatten().any(|e| whole(&e.file_name().to_string_lossy()));
+    assert!(archived, "{last} is not in the archive");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
