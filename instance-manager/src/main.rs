@@ -74,7 +74,7 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     // A metrics port that cannot be bound is logged and retried: it never stops the manager.
     instance_manager::metrics::spawn(Arc::clone(&inst), &tasks);
-    instance_manager::backup::runner::spawn(Arc::clone(&inst), &tasks);
+    instance_manager::jobs::backups::spawn(Arc::clone(&inst), &tasks);
     let sup = match instance::prepare(&inst) {
         Ok(sup) => sup,
         Err(e) => {

@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{ClientAuth, InstanceRole, InstanceStatus, Lsn, Member};
+use crate::api::{ClientAuth, InstanceStatus, Lsn, Member};
 use crate::cli::{ApiClient, ApiTarget};
 use crate::config::Validated;
-use crate::ha::decide::{Peer, PeerStatus};
 
 /// The WAL position that counts in an election: received (replica) or current (primary),
 /// falling back to replayed.
@@ -66,7 +65,7 @@ pub async fn statuses(v: &Validated, timeout: Duration) -> Vec<(Member, Option<I
 /// members that did not acknowledge, with why; empty means every member acknowledged.
 pub async fn failsafe_round(
     v: &Validated,
-    req: &crate::ha::failsafe::FailsafeRequest,
+    req: &crate::failsafe::FailsafeRequest,
     timeout: Duration,
 ) -> Vec<(String, String)> {
     let token = match &v.config.api.token_file {
@@ -83,7 +82,7 @@ pub async fn failsafe_round(
         async move {
             let answer = match client {
                 Ok(c) => c
-                    .post_json::<_, crate::ha::failsafe::FailsafeAnswer>("/ha/failsafe", req, Some(&token))
+                    .post_json::<_, crate::failsafe::FailsafeAnswer>("/ha/failsafe", req, Some(&token))
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
@@ -109,24 +108,5 @@ pub fn wake_all(v: &Validated) {
                 let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
             });
         }
-    }
-}
-
-/// The election's view of a peer's status.
-pub fn peer_view(name: &str, status: Option<&InstanceStatus>) -> Peer {
-    Peer {
-        name: name.to_string(),
-        status: status.map(|s| PeerStatus {
-            role: s.role,
-            lsn: election_lsn(s),
-            timeline: s.timeline,
-            // A member that cannot read the lease cannot take it: it must not block the others.
-            eligible: s.role == InstanceRole::Replica
-                && !s.fenced
-                && s.priority > 0
-                && s.lease.as_ref().is_none_or(|l| l.last_error.is_none()),
-            priority: s.priority,
-            term: s.lease.as_ref().map(|l| l.highest_term.max(l.term)).unwrap_or(0),
-        }),
     }
 }

@@ -3,18 +3,17 @@
 //! [`schedule`], one backup at a time per instance ([`runner`]), and the recovery bootstrap
 //! that restores one.
 
-pub mod audit;
 pub mod catalog;
 pub mod recover;
 pub mod restore;
 pub mod retention;
-pub mod runner;
 pub mod schedule;
 pub mod sink;
+mod status;
 mod syncer;
 pub mod take;
 pub mod tarball;
 pub mod upload;
 
 pub use catalog::{BackupFile, BackupInfo};
-pub use runner::Backups;
+pub use status::Backups;

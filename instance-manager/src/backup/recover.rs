@@ -24,10 +24,9 @@ use super::catalog::{self, BackupInfo};
 use crate::api::{RecoverySpec, RecoveryTarget};
 use crate::archive::{Restorer, Store};
 use crate::config::Validated;
-use crate::instance::Instance;
 use crate::paths::Paths;
 use crate::pgconf::{RECOVERY_CONF, manager_command, quote};
-use crate::postgres::{Postmaster, ShutdownMode};
+use crate::postgres::{Db, Postmaster, ShutdownMode};
 use crate::supervisor::Supervisor;
 
 /// Why a recovery bootstrap failed.
@@ -178,14 +177,26 @@ fn chown_tree(v: &Validated, dir: &Path) -> Result<(), RecoverError> {
     Ok(())
 }
 
+/// Where a recovery bootstrap runs: the instance's paths, its superuser connection, and the
+/// slot the WAL socket's `restore_command` reads its restorer from (`swap_restorer` installs
+/// one and returns the previous).
+pub struct Target<'a> {
+    /// The instance's paths.
+    pub paths: &'a Paths,
+    /// The superuser connection (to follow the replay).
+    pub db: &'a Db,
+    /// Installs a restorer for `restore_command`, returning the one it replaces.
+    pub swap_restorer: &'a (dyn Fn(Option<Arc<Restorer>>) -> Option<Arc<Restorer>> + Sync),
+}
+
 /// The whole recovery bootstrap; leaves a promoted data directory in place.
 pub async fn recovery_bootstrap(
     sup: &Supervisor,
-    instance: &Instance,
+    target: &Target<'_>,
     v: &Validated,
     spec: &RecoverySpec,
 ) -> Result<(), RecoverError> {
-    let paths = &instance.paths;
+    let paths = target.paths;
     let (store, backup) = choose(v, spec).await?;
     let staging = unpack_into_staging(sup, v, paths, &store, &backup).await?;
     let staged = Paths::new(&staging, &paths.run_dir);
@@ -204,10 +215,9 @@ pub async fn recovery_bootstrap(
     let wal = v.config.backup.as_ref().map(|b| b.wal.clone()).unwrap_or_default();
     let restorer = Restorer::new(store, &staging, wal.compression, wal.restore_prefetch, Some(v.os_user.clone()));
     restorer.set_strict(true);
-    let previous = instance.restorer();
-    instance.set_restorer(Some(Arc::clone(&restorer)));
-    let result = replay(sup, instance, v, &staged, &restorer).await;
-    instance.set_restorer(previous);
+    let previous = (target.swap_restorer)(Some(Arc::clone(&restorer)));
+    let result = replay(sup, target.db, v, &staged, &restorer).await;
+    (target.swap_restorer)(previous);
     result?;
 
     std::fs::remove_file(&conf).map_err(io("cannot remove", &conf))?;
@@ -219,7 +229,7 @@ pub async fn recovery_bootstrap(
 /// Runs Postgres on the staging directory until it has promoted, then stops it cleanly.
 async fn replay(
     sup: &Supervisor,
-    instance: &Instance,
+    db: &Db,
     v: &Validated,
     staged: &Paths,
     restorer: &Restorer,
@@ -235,8 +245,8 @@ async fn replay(
             status = pm.wait() => return Err(replay_failed(&status.to_string(), restorer)),
             _ = ticker.tick() => {}
         }
-        let Ok(db) = instance.db.client(Duration::from_secs(2)).await else { continue };
-        match db.query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text", &[]).await {
+        let Ok(client) = db.client(Duration::from_secs(2)).await else { continue };
+        match client.query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text", &[]).await {
             Ok(row) if !row.get::<_, bool>(0) => break,
             Ok(_) if logged.elapsed() < Duration::from_secs(5) => {}
             Ok(row) => {
@@ -251,7 +261,7 @@ async fn replay(
             Err(e) => tracing::debug!(error = %e, "recovery progress unknown"),
         }
     }
-    instance.db.reset().await;
+    db.reset().await;
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
         "recovery reached its end and promoted; stopping to install the data directory"

@@ -106,9 +106,27 @@ pub struct Validated {
 }
 
 impl Validated {
+    /// The lease timing the configuration asks for (the defaults without a lease; validation
+    /// refused any timing that breaks its rules).
+    pub fn lease_timing(&self) -> crate::lease::LeaseTiming {
+        self.config
+            .lease
+            .as_ref()
+            .and_then(|l| {
+                crate::lease::LeaseTiming::from_seconds(
+                    l.lease_duration_seconds,
+                    l.renew_deadline_seconds,
+                    l.retry_period_seconds,
+                    l.fence_budget_seconds,
+                )
+                .ok()
+            })
+            .unwrap_or_default()
+    }
+
     /// The fence budget: the lease's, or the default when no lease is configured.
     pub fn fence_budget(&self) -> std::time::Duration {
-        crate::ha::open::timing_of(self).fence_budget
+        self.lease_timing().fence_budget
     }
 
     /// Path of a Postgres binary.

@@ -4,10 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{
-    HaCommandError, HaResult, InstanceRole, Member, PromoteOutcome, SwitchoverDone, Transition, TransitionKind,
-    WalReceiverStatus,
-};
+use crate::api::{HaCommandError, InstanceRole, Member, Transition, TransitionKind, WalReceiverStatus};
 use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::ha::deadman::Deadman;
@@ -25,30 +22,7 @@ const STALLED_RETRY: Duration = Duration::from_millis(100);
 /// How long peers get to answer `/status` during an election.
 const PEER_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Requests to the HA loop, answered on their `reply` channel.
-pub enum HaCommand {
-    /// Hand the lease to `target` (or the best replica); answers the new primary's name.
-    Switchover {
-        /// The replica to hand over to.
-        target: Option<String>,
-        /// The answer.
-        reply: tokio::sync::oneshot::Sender<HaResult<SwitchoverDone>>,
-    },
-    /// Promote this replica now; with `force`, even from a live holder.
-    Promote {
-        /// Take the lease from a live holder.
-        force: bool,
-        /// The answer.
-        reply: tokio::sync::oneshot::Sender<HaResult<PromoteOutcome>>,
-    },
-    /// Run a tick now (a peer just handed us the lease).
-    Tick,
-    /// Give the lease up (holder none) after Postgres stopped, so others take over at once.
-    Release {
-        /// The answer.
-        reply: tokio::sync::oneshot::Sender<HaResult<()>>,
-    },
-}
+pub use crate::instance::HaCommand;
 
 /// The HA loop of one instance.
 pub struct HaLoop {
@@ -69,7 +43,7 @@ pub struct HaLoop {
     /// A forced promotion waits until the previous holder must have fenced itself.
     pub(super) promote_not_before: Option<BootInstant>,
     /// The synchronous names last seen in force, and the WAL position when first seen.
-    pub(super) sync_in_force: Option<(crate::ha::sync::SyncNames, u64)>,
+    pub(super) sync_in_force: Option<(crate::pgconf::SyncNames, u64)>,
     /// Published synchronous standbys not streaming, since when.
     pub(super) sync_dead_since: std::collections::BTreeMap<String, BootInstant>,
     /// Since when this replica's WAL receiver has not been streaming.
@@ -270,7 +244,7 @@ impl HaLoop {
             crate::peers::statuses(&v, PEER_TIMEOUT)
                 .await
                 .iter()
-                .map(|(m, s)| crate::peers::peer_view(&m.name, s.as_ref()))
+                .map(|(m, s)| super::peer_view::peer_view(&m.name, s.as_ref()))
                 .collect()
         } else {
             Vec::new()

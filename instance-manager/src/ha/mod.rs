@@ -26,10 +26,11 @@ pub mod decide;
 #[cfg(test)]
 mod decide_tests;
 mod decision;
-pub mod failsafe;
+pub use crate::failsafe;
 mod failsafe_round;
 mod handover;
 pub mod open;
+mod peer_view;
 mod report;
 pub mod routing_task;
 mod store_health;

@@ -93,19 +93,7 @@ pub async fn open_routing(v: &Validated) -> Arc<dyn crate::routing::Routing> {
     }
 }
 
-/// The lease timing the configuration asks for.
+/// The lease timing the configuration asks for (see `Validated::lease_timing`).
 pub fn timing_of(v: &Validated) -> LeaseTiming {
-    v.config
-        .lease
-        .as_ref()
-        .and_then(|l| {
-            LeaseTiming::from_seconds(
-                l.lease_duration_seconds,
-                l.renew_deadline_seconds,
-                l.retry_period_seconds,
-                l.fence_budget_seconds,
-            )
-            .ok()
-        })
-        .unwrap_or_default()
+    v.lease_timing()
 }

@@ -36,7 +36,12 @@ impl Instance {
 
     /// Replaces the restorer (a recovery bootstrap restores from its source's archive).
     pub fn set_restorer(&self, r: Option<Arc<crate::archive::Restorer>>) {
-        *self.restorer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = r;
+        self.swap_restorer(r);
+    }
+
+    /// Replaces the restorer and returns the previous one.
+    pub fn swap_restorer(&self, r: Option<Arc<crate::archive::Restorer>>) -> Option<Arc<crate::archive::Restorer>> {
+        std::mem::replace(&mut *self.restorer.lock().unwrap_or_else(std::sync::PoisonError::into_inner), r)
     }
 }
 

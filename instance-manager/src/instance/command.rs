@@ -1,4 +1,7 @@
-//! What the HA loop asks of the run loop, which alone owns the postmaster.
+//! What the HA loop and the run loop ask of each other: [`PostgresCommand`] (to the run loop,
+//! which alone owns the postmaster) and [`HaCommand`] (to the HA loop, which alone decides
+//! the role). Both are defined here, below the HA loop, so that `instance` never depends on
+//! `ha`.
 //!
 //! Two channels reach the run loop: the **desired role** ([`super::Desired`], a watch: the
 //! HA loop's standing decision — primary, replica of whom, halted — which the run loop
@@ -6,6 +9,33 @@
 //! queue: one-off acts that must happen exactly once, now). Nobody else starts, stops,
 //! promotes or kills Postgres; the HTTP handlers, the metrics and the backups read
 //! [`super::ProcessState`] snapshots from a watch.
+
+use crate::api::{HaResult, PromoteOutcome, SwitchoverDone};
+
+/// Requests to the HA loop, answered on their `reply` channel.
+pub enum HaCommand {
+    /// Hand the lease to `target` (or the best replica); answers the new primary's name.
+    Switchover {
+        /// The replica to hand over to.
+        target: Option<String>,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<HaResult<SwitchoverDone>>,
+    },
+    /// Promote this replica now; with `force`, even from a live holder.
+    Promote {
+        /// Take the lease from a live holder.
+        force: bool,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<HaResult<PromoteOutcome>>,
+    },
+    /// Run a tick now (a peer just handed us the lease).
+    Tick,
+    /// Give the lease up (holder none) after Postgres stopped, so others take over at once.
+    Release {
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<HaResult<()>>,
+    },
+}
 
 /// A one-off act on the postmaster, carried out by the run loop.
 #[derive(Debug, Clone, PartialEq, Eq)]

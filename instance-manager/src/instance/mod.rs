@@ -22,6 +22,6 @@ mod run;
 mod start;
 mod state;
 
-pub use command::PostgresCommand;
+pub use command::{HaCommand, PostgresCommand};
 pub use run::{ExitReason, prepare, run};
 pub use state::{Desired, Instance, ProcessState, restart_delay, role_name};

@@ -23,7 +23,7 @@ pub(super) async fn on_ready(instance: &Instance, running: &Desired) {
     tracing::info!(role = %running, "postgres accepts connections");
     if *running == Desired::Primary {
         // Routing follows writability at once, not at the HA loop's next period.
-        instance.ha_notify(crate::ha::HaCommand::Tick);
+        instance.ha_notify(super::HaCommand::Tick);
         ensure_roles(instance).await;
     }
 }
@@ -92,7 +92,7 @@ pub(super) async fn change_role(
             Ok(()) => {
                 instance.note_promoted();
                 // The HA loop publishes the new role (the -rw EndpointSlice) now.
-                instance.ha_notify(crate::ha::HaCommand::Tick);
+                instance.ha_notify(super::HaCommand::Tick);
                 ensure_roles(instance).await;
                 Change::Done
             }

@@ -85,7 +85,7 @@ struct Inbox {
     signals: Signals,
     reload: mpsc::Receiver<()>,
     role: RoleInbox,
-    sync: watch::Receiver<crate::ha::sync::SyncNames>,
+    sync: watch::Receiver<crate::pgconf::SyncNames>,
 }
 
 /// What the HA loop tells the run loop (see `command`).
@@ -301,7 +301,7 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
             mode = inbox.signals.next() => {
                 if handover.is_none() && mode == ShutdownMode::Smart && running == Desired::Primary && instance.config().config.lease.is_some() {
                     tracing::info!("SIGTERM on the primary: handing the lease over before stopping");
-                    handover = Some(Box::pin(instance.ha_command(|reply| crate::ha::HaCommand::Switchover { target: None, reply })));
+                    handover = Some(Box::pin(instance.ha_command(|reply| super::HaCommand::Switchover { target: None, reply })));
                     continue;
                 }
                 return Supervised::Stopped(stop_and_release(instance, pm, &mut inbox.signals, mode).await);
@@ -387,7 +387,7 @@ async fn stop_and_release(
     // itself onto a new timeline.
     let v = instance.config();
     if v.config.lease.is_some() && v.config.members.iter().any(|m| m.name != v.name) {
-        let release = instance.ha_command(|reply| crate::ha::HaCommand::Release { reply });
+        let release = instance.ha_command(|reply| super::HaCommand::Release { reply });
         match tokio::time::timeout(Duration::from_secs(5), release).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the lease"),

@@ -31,7 +31,13 @@ pub(super) async fn bootstrap(
         match want {
             Desired::Primary => {
                 if let Some(spec) = &v.config.bootstrap.recovery {
-                    crate::backup::recover::recovery_bootstrap(sup, instance, &v, spec).await?;
+                    let swap = |r| instance.swap_restorer(r);
+                    let target = crate::backup::recover::Target {
+                        paths: &instance.paths,
+                        db: &instance.db,
+                        swap_restorer: &swap,
+                    };
+                    crate::backup::recover::recovery_bootstrap(sup, &target, &v, spec).await?;
                 } else {
                     tracing::info!(data_dir = %instance.paths.data_dir.display(), "initialising a new data directory");
                     pgdata::initdb(sup, &v, &instance.paths).await?;

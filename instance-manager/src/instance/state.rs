@@ -89,11 +89,11 @@ pub struct Instance {
     fenced: std::sync::atomic::AtomicBool,
     promoted_at: Mutex<Option<crate::clock::BootInstant>>,
     primary_allowed_until: watch::Sender<Option<crate::clock::BootInstant>>,
-    ha: Mutex<Option<mpsc::Sender<crate::ha::HaCommand>>>,
+    ha: Mutex<Option<mpsc::Sender<super::HaCommand>>>,
     /// Failsafe promises this member gave, and its acquisitions (`ha::failsafe`).
-    pub failsafe: Arc<crate::ha::failsafe::Promises>,
+    pub failsafe: Arc<crate::failsafe::Promises>,
     paused: std::sync::atomic::AtomicBool,
-    sync_names: watch::Sender<crate::ha::sync::SyncNames>,
+    sync_names: watch::Sender<crate::pgconf::SyncNames>,
     ha_heartbeat: Mutex<Option<crate::clock::BootInstant>>,
     /// The API's certificate, once the HTTPS listener has loaded it (for `/status` and the
     /// metrics; the listener owns it).
@@ -157,7 +157,7 @@ impl Instance {
             ha: Mutex::new(None),
             failsafe: Arc::default(),
             paused: false.into(),
-            sync_names: watch::channel(crate::ha::sync::SyncNames::default()).0,
+            sync_names: watch::channel(crate::pgconf::SyncNames::default()).0,
             ha_heartbeat: Mutex::new(None),
             api_tls: std::sync::OnceLock::new(),
             restorer: Mutex::new(restorer),
@@ -286,7 +286,7 @@ impl Instance {
     }
 
     /// Sets the synchronous standby names; the run loop reloads Postgres.
-    pub fn set_sync_names(&self, n: crate::ha::sync::SyncNames) {
+    pub fn set_sync_names(&self, n: crate::pgconf::SyncNames) {
         self.sync_names.send_if_modified(|cur| {
             if *cur == n {
                 return false;
@@ -298,7 +298,7 @@ impl Instance {
     }
 
     /// Subscribes to changes of the synchronous standby names.
-    pub fn watch_sync_names(&self) -> watch::Receiver<crate::ha::sync::SyncNames> {
+    pub fn watch_sync_names(&self) -> watch::Receiver<crate::pgconf::SyncNames> {
         self.sync_names.subscribe()
     }
 
@@ -313,12 +313,12 @@ impl Instance {
     }
 
     /// Sends a command to the HA loop without waiting (dropped when the loop is busy).
-    pub fn ha_notify(&self, cmd: crate::ha::HaCommand) -> bool {
+    pub fn ha_notify(&self, cmd: super::HaCommand) -> bool {
         read(&self.ha).is_some_and(|tx| tx.try_send(cmd).is_ok())
     }
 
     /// Connects the HA loop's command channel (set once at start).
-    pub(crate) fn set_ha(&self, tx: mpsc::Sender<crate::ha::HaCommand>) {
+    pub(crate) fn set_ha(&self, tx: mpsc::Sender<super::HaCommand>) {
         write(&self.ha, Some(tx));
     }
 
@@ -326,7 +326,7 @@ impl Instance {
     /// (and so no HA loop) or the loop is gone.
     pub async fn ha_command<T>(
         &self,
-        make: impl FnOnce(tokio::sync::oneshot::Sender<HaResult<T>>) -> crate::ha::HaCommand,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<HaResult<T>>) -> super::HaCommand,
     ) -> HaResult<T> {
         let gone = |why: &str| HaCommandError::NoElection(why.to_string());
         let Some(tx) = read(&self.ha) else { return Err(gone("no lease is configured: there is no leader election")) };

@@ -11,11 +11,13 @@
 
 pub mod check;
 mod hba;
+mod sync_names;
 pub mod tls;
 
 use std::fmt::Write as _;
 
 pub use hba::{render_hba, render_ident};
+pub use sync_names::SyncNames;
 
 use crate::api::Role;
 use crate::config::Validated;

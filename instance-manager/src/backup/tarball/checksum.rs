@@ -25,7 +25,7 @@
 //! all there is. What each bad page is, is logged (at most [`LOGGED_PER_FILE`] lines per file,
 //! then its total), counted, and listed in the backup's description (the first
 //! [`MAX_LISTED`]). What that means for the backup (kept, but reported as failed) is decided
-//! by the runner (`backup::runner`).
+//! by the runner (`jobs::backups`).
 
 pub use crate::api::BadPage;
 

@@ -7,7 +7,7 @@
 //! the request (`fromStandby` on the primary, or a primary backup asked of a replica); `503`
 //! without a backup store or a running Postgres; `500` when the backup failed, and when it
 //! was taken but found data pages failing checksum verification (it is kept: see
-//! `backup::runner`).
+//! `jobs::backups`).
 
 use std::sync::Arc;
 
@@ -19,9 +19,9 @@ use serde_json::json;
 
 use crate::api::{BackupRequest, BackupStarted};
 use crate::backup::catalog;
-use crate::backup::runner::{self, StartError};
 use crate::http::ApiError;
 use crate::instance::Instance;
+use crate::jobs::backups::{self, StartError};
 
 fn start_error(e: StartError) -> ApiError {
     let hint = match &e {
@@ -45,13 +45,13 @@ pub async fn create(
     body: Option<Json<BackupRequest>>,
 ) -> Result<Response, ApiError> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
-    let started = runner::start(&instance, req.from_standby).await.map_err(start_error)?;
+    let started = backups::start(&instance, req.from_standby).await.map_err(start_error)?;
     if !req.wait {
         return Ok((StatusCode::ACCEPTED, Json(BackupStarted { id: started.id })).into_response());
     }
     let id = started.id;
     match started.done.await {
-        Ok(Ok(info)) => match runner::corrupt_pages(&info) {
+        Ok(Ok(info)) => match backups::corrupt_pages(&info) {
             None => Ok(Json(info).into_response()),
             Some(why) => Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,7 +75,7 @@ pub async fn create(
 
 /// `DELETE /backups/{id}`: deletes a backup (its description first, then its data).
 pub async fn delete(State(instance): State<Arc<Instance>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let store = runner::store(&instance)
+    let store = backups::store(&instance)
         .ok_or_else(|| ApiError::unavailable("no backup store is configured", "set backup.store"))?;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ApiError::new(
@@ -97,6 +97,6 @@ pub async fn delete(State(instance): State<Arc<Instance>>, Path(id): Path<String
     }
     catalog::delete(&store, &id).await.map_err(store_err)?;
     tracing::info!(backup = %id, "backup deleted on request");
-    runner::refresh_last_backup(&instance, &store).await;
+    backups::refresh_last_backup(&instance, &store).await;
     Ok(Json(json!({ "deleted": id })).into_response())
 }

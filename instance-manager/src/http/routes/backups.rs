@@ -7,13 +7,14 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::api::{BackupList, ListedBackup, RetentionVerdict};
-use crate::backup::{catalog, retention, runner};
+use crate::backup::{catalog, retention};
 use crate::http::ApiError;
 use crate::instance::Instance;
+use crate::jobs::backups;
 
 /// The catalog.
 pub async fn list(State(instance): State<Arc<Instance>>) -> Result<Json<BackupList>, ApiError> {
-    let store = runner::store(&instance)
+    let store = backups::store(&instance)
         .ok_or_else(|| ApiError::unavailable("no backup store is configured", "set backup.store"))?;
     let backups = catalog::list(&store)
         .await

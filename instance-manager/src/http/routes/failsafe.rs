@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::clock::BootInstant;
-use crate::ha::failsafe::{FailsafeAnswer, FailsafeRequest, MemberView};
+use crate::failsafe::{FailsafeAnswer, FailsafeRequest, MemberView};
 use crate::instance::Instance;
 
 /// Acknowledges the holder, or says why not.

@@ -18,63 +18,21 @@
 //! up, `POST /backup` answers an error, and retention does not run after it, so it never
 //! pushes an older, clean backup out.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::catalog::BackupInfo;
-use super::{retention, take};
-use crate::api::{BackupStatus, LastBackup, PostgresProcessState, Role};
+use crate::api::{PostgresProcessState, Role};
 use crate::archive::Store;
+use crate::backup::catalog::BackupInfo;
+use crate::backup::{retention, take};
 use crate::instance::Instance;
 
 /// How often the schedule task wakes up to re-read the configuration and the clock.
 const SCHEDULE_TICK: Duration = Duration::from_secs(30);
 /// How often the newest backup of the catalog is re-read for `/status`.
 const CATALOG_REFRESH: Duration = Duration::from_secs(600);
-
-/// The backups of this instance: the slot of the one running, and what `/status` shows.
-#[derive(Debug, Default)]
-pub struct Backups {
-    state: Mutex<State>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    running: Option<String>,
-    last: Option<Newest>,
-    /// When the oldest backup of the catalog ended (the first recoverability point).
-    oldest_stopped_at: Option<jiff::Timestamp>,
-    last_failure: Option<(String, jiff::Timestamp)>,
-    failures_total: u64,
-    retention_error: Option<String>,
-    next_scheduled_at: Option<jiff::Timestamp>,
-}
-
-/// The newest backup of the catalog, as `/status` and the metrics show it.
-#[derive(Debug, Clone)]
-struct Newest {
-    id: String,
-    instance: String,
-    stopped_at: jiff::Timestamp,
-    data_bytes: u64,
-    stored_bytes: u64,
-    checksum_failures: Option<u64>,
-}
-
-impl From<&BackupInfo> for Newest {
-    fn from(i: &BackupInfo) -> Self {
-        Self {
-            id: i.id.clone(),
-            instance: i.instance.clone(),
-            stopped_at: i.stopped_at,
-            data_bytes: i.data_bytes,
-            stored_bytes: i.stored_bytes,
-            checksum_failures: i.checksum_failures,
-        }
-    }
-}
 
 /// Why a backup cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,62 +63,6 @@ pub struct Started {
     pub id: String,
     /// Its end: its `backup.json`, or why it failed.
     pub done: JoinHandle<Result<BackupInfo, String>>,
-}
-
-impl Backups {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// What `/status` shows.
-    pub fn status(&self) -> BackupStatus {
-        let s = self.state();
-        let now = jiff::Timestamp::now();
-        BackupStatus {
-            last_backup: s.last.as_ref().map(|n| LastBackup {
-                id: n.id.clone(),
-                instance: n.instance.clone(),
-                stopped_at: n.stopped_at,
-                age_seconds: now.duration_since(n.stopped_at).as_secs().max(0) as u64,
-                data_bytes: n.data_bytes,
-                stored_bytes: n.stored_bytes,
-                checksum_failures: n.checksum_failures,
-            }),
-            running: s.running.clone(),
-            last_failure: s.last_failure.as_ref().map(|(e, _)| e.clone()),
-            last_failed_at: s.last_failure.as_ref().map(|(_, t)| *t),
-            retention_error: s.retention_error.clone(),
-            next_scheduled_at: s.next_scheduled_at,
-            failures_total: s.failures_total,
-            first_recoverability_point: s.oldest_stopped_at,
-        }
-    }
-
-    /// The backup running now.
-    pub fn running(&self) -> Option<String> {
-        self.state().running.clone()
-    }
-
-    fn note_backup(&self, info: &BackupInfo) {
-        let mut s = self.state();
-        if s.last.as_ref().is_none_or(|n| n.id <= info.id) {
-            s.last = Some(info.into());
-        }
-        s.oldest_stopped_at.get_or_insert(info.stopped_at);
-    }
-
-    fn note_failure(&self, why: String) {
-        let mut s = self.state();
-        s.last_failure = Some((why, jiff::Timestamp::now()));
-        s.failures_total += 1;
-    }
-
-    /// The newest and the oldest backup of the catalog (sorted oldest first).
-    fn set_catalog(&self, all: &[BackupInfo]) {
-        let mut s = self.state();
-        s.last = all.last().map(Newest::from);
-        s.oldest_stopped_at = all.first().map(|i| i.stopped_at);
-    }
 }
 
 /// Clears the running slot when the backup task ends, however it ends.
@@ -257,7 +159,7 @@ pub fn corrupt_pages(info: &BackupInfo) -> Option<String> {
 /// when this one is taken (two backups in one second).
 async fn free_id(store: &Store) -> Result<String, StartError> {
     for _ in 0..3 {
-        let id = super::catalog::new_id(jiff::Timestamp::now());
+        let id = crate::backup::catalog::new_id(jiff::Timestamp::now());
         let taken = store.list(&store.layout.backup_dir(&id)).await.map_err(|e| StartError::Store(e.to_string()))?;
         if taken.is_empty() {
             return Ok(id);
@@ -288,7 +190,7 @@ async fn run_retention(instance: &Instance, store: &Store, policy: &crate::api::
 
 /// Re-reads the newest backup of the catalog (for `/status`).
 pub async fn refresh_last_backup(instance: &Instance, store: &Store) {
-    match super::catalog::list(store).await {
+    match crate::backup::catalog::list(store).await {
         Ok(all) => instance.backups.set_catalog(&all),
         Err(e) => tracing::debug!(error = %e, "cannot read the backup catalog"),
     }
@@ -327,7 +229,7 @@ async fn schedule_loop(instance: Arc<Instance>, store: Store) {
         due = match (expr, due) {
             (None, _) => None,
             (Some(e), Some((old, at))) if old == e => Some((e, at)),
-            (Some(e), _) => match super::schedule::parse(&e) {
+            (Some(e), _) => match crate::backup::schedule::parse(&e) {
                 Ok(s) => s.next_after(now).map(|at| (e, at)),
                 Err(err) => {
                     tracing::warn!(error = %err, "backup schedule ignored");
@@ -340,7 +242,10 @@ async fn schedule_loop(instance: Arc<Instance>, store: Store) {
             && now >= at
         {
             fire(&instance).await;
-            due = super::schedule::parse(&e).ok().and_then(|s| s.next_after(jiff::Timestamp::now())).map(|at| (e, at));
+            due = crate::backup::schedule::parse(&e)
+                .ok()
+                .and_then(|s| s.next_after(jiff::Timestamp::now()))
+                .map(|at| (e, at));
             continue;
         }
         let until = due

@@ -47,7 +47,7 @@ async fn audit_loop(instance: Arc<Instance>, archiver: Arc<Archiver>) {
     let mut backups_before: Option<u64> = None;
     loop {
         tokio::time::sleep(TICK).await;
-        if !super::runner::runs_schedule(&instance) {
+        if !super::backups::runs_schedule(&instance) {
             last = None;
             continue;
         }
@@ -77,7 +77,7 @@ pub async fn audit(archiver: &Archiver, backups_before: Option<u64>) -> ArchiveA
     }
     let store = archiver.store();
     store.sweep_staged(STAGED_IDLE);
-    let backups = match super::catalog::list(store).await {
+    let backups = match crate::backup::catalog::list(store).await {
         Ok(b) => b,
         Err(e) => {
             out.error = Some(format!("cannot read the backup catalog: {e}"));
