@@ -30,6 +30,7 @@ pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod exporter;
 pub mod failsafe;
 pub mod ha;
 pub mod http;

@@ -73,7 +73,7 @@ async fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(3);
     }
     // A metrics port that cannot be bound is logged and retried: it never stops the manager.
-    instance_manager::metrics::spawn(Arc::clone(&inst), &tasks);
+    instance_manager::exporter::spawn(Arc::clone(&inst), &tasks);
     instance_manager::jobs::backups::spawn(Arc::clone(&inst), &tasks);
     let sup = match instance::prepare(&inst) {
         Ok(sup) => sup,

@@ -98,6 +98,30 @@ pub trait Accept: Send + 'static {
     ) -> impl Future<Output = Option<(Self::Io, axum::http::Extensions)>> + Send + 'static;
 }
 
+/// HTTPS: the handshake runs in the connection's task; the verified peer becomes the
+/// request extension `ConnectInfo<TlsPeer>` (the auth middleware reads it).
+impl Accept for crate::tls::TlsListener {
+    type Accepted = (tokio::net::TcpStream, std::net::SocketAddr);
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+    async fn accept(&mut self) -> io::Result<Self::Accepted> {
+        self.accept_tcp().await
+    }
+
+    fn establish(
+        &self,
+        (stream, peer): Self::Accepted,
+    ) -> impl Future<Output = Option<(Self::Io, axum::http::Extensions)>> + Send + 'static {
+        let handshake = self.handshake(stream, peer);
+        async move {
+            let (tls, verified) = handshake.await?;
+            let mut extensions = axum::http::Extensions::new();
+            extensions.insert(axum::extract::ConnectInfo(verified));
+            Some((tls, extensions))
+        }
+    }
+}
+
 impl Accept for tokio::net::TcpListener {
     type Accepted = tokio::net::TcpStream;
     type Io = tokio::net::TcpStream;

@@ -36,8 +36,8 @@ pub fn builtin() -> &'static Builtin {
         let pgwarden = load(PGWARDEN, "pgwarden");
         let mut reserved_names: BTreeSet<String> = cnpg.metric_names();
         reserved_names.extend(pgwarden.metric_names());
-        reserved_names.extend(super::collector::FAMILIES.iter().map(|s| s.to_string()));
-        reserved_names.extend(super::manager::FAMILIES.iter().map(|s| s.to_string()));
+        reserved_names.extend(super::family::COLLECTOR_FAMILIES.iter().map(|s| s.to_string()));
+        reserved_names.extend(super::family::MANAGER_FAMILIES.iter().map(|s| s.to_string()));
         let reserved_keys = cnpg.queries.iter().chain(&pgwarden.queries).map(|q| q.name.clone()).collect();
         Builtin { cnpg, pgwarden, reserved_names, reserved_keys }
     })
@@ -71,8 +71,14 @@ mod tests {
         let b = builtin();
         assert_eq!(b.cnpg, cnpg);
         for name in cnpg.metric_names().iter().chain(&pgwarden.metric_names()) {
-            assert!(!super::super::collector::FAMILIES.contains(&name.as_str()), "{name} is also a collector family");
-            assert!(!super::super::manager::FAMILIES.contains(&name.as_str()), "{name} is also a manager family");
+            assert!(
+                !super::super::family::COLLECTOR_FAMILIES.contains(&name.as_str()),
+                "{name} is also a collector family"
+            );
+            assert!(
+                !super::super::family::MANAGER_FAMILIES.contains(&name.as_str()),
+                "{name} is also a manager family"
+            );
         }
     }
 

@@ -1,4 +1,5 @@
-//! Prometheus exposition: `GET /metrics` on a port of its own (`metrics.listen`, 9187 like
+//! Prometheus metrics: what is measured (the families, the queries, the collector, the
+//! process); `exporter` serves them. Prometheus exposition: `GET /metrics` on a port of its own (`metrics.listen`, 9187 like
 //! CloudNativePG), in the Prometheus text format through `prometheus-client`.
 //!
 //! Every scrape builds a fresh registry from the state as it is now — no global registry,
@@ -9,9 +10,9 @@
 //!   [`builtin`]), pgwarden's additions (`pgwarden_pg_locks_*`, `pgwarden_pg_xact_*`,
 //!   `pgwarden_pg_wal_*`), and the operator's own queries from `metrics.queriesFile`
 //!   ([`queries`], CloudNativePG's format, `cnpg_<query>_<column>`).
-//! - **The collector** ([`collector`]): `cnpg_collector_up`, version, `pg_wal`, archive status,
+//! - **The collector** ([`crate::exporter::collector`]): `cnpg_collector_up`, version, `pg_wal`, archive status,
 //!   backups, fencing — CloudNativePG's names.
-//! - **The manager** ([`manager`], [`process`]): role, lease, changes of primary, restarts,
+//! - **The manager** ([`crate::exporter::manager`], [`process`]): role, lease, changes of primary, restarts,
 //!   WAL archive, base backups, build — `pgwarden_…` — and `process_…`.
 //!
 //! So CloudNativePG's PodMonitor (port 9187), Grafana dashboard (20417) and alerts work
@@ -20,7 +21,7 @@
 //! # Decisions
 //! - **Deadline.** A scrape answers within `metrics.timeoutSeconds` whatever Postgres does:
 //!   each query gets what is left of it and is cancelled when it runs over; its samples are
-//!   missing and `pgwarden_query_errors_total{query}` grows ([`run`], [`scrape`]).
+//!   missing and `pgwarden_query_errors_total{query}` grows ([`run`], [`crate::exporter::scrape`]).
 //! - **Isolation from HA.** The scrape reads snapshots only (`Instance::process`, the lease
 //!   status the HA loop publishes, `Archiver::status`, `Backups::status`) and asks Postgres
 //!   over sessions of its own ([`connection`]), never the manager's connection the HA loop
@@ -29,24 +30,19 @@
 //!   `_total`) are exposed *untyped*: `prometheus-client` would append `_total` to a counter
 //!   and break the dashboards ([`family`]).
 //! - **A port that cannot be bound** is logged and retried; the manager keeps running
-//!   ([`server`]).
+//!   ([`crate::exporter::server`]).
 //! - **Floods.** Requests that arrive during a scrape share its text instead of queueing scrapes
 //!   of their own, and the port has its own caps on connections and concurrent requests and its
-//!   timeouts ([`server`], [`crate::http::server`]).
+//!   timeouts ([`crate::exporter::server`], [`crate::http::server`]).
 //! - **An invalid queries file** is refused with the configuration (startup fails, a reload
 //!   is refused and reported in `/status`), every problem named with its query and column.
 
 pub mod builtin;
-pub mod collector;
 pub mod connection;
 pub mod family;
-pub mod manager;
 pub mod process;
 pub mod queries;
 pub mod run;
-pub mod scrape;
-pub mod server;
 pub mod server_version;
 
 pub use queries::{QueryErrors, QuerySet};
-pub use server::spawn;

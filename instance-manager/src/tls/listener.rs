@@ -1,4 +1,4 @@
-//! [`TlsListener`]: the API's TCP listener speaking TLS, for [`crate::http::server::serve`].
+//! [`TlsListener`]: the API's TCP listener speaking TLS (served by `http::server::serve`).
 //! The handshake runs in the connection's own task (the accept loop never waits for a client),
 //! holding the connection's slot, at most [`MAX_HANDSHAKES`] at once, each within
 //! [`HANDSHAKE_TIMEOUT`]. A client that does not speak TLS (plain `http://` to this port), or
@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -45,18 +44,19 @@ impl TlsListener {
     }
 }
 
-impl crate::http::server::Accept for TlsListener {
-    type Accepted = (TcpStream, SocketAddr);
-    type Io = TlsStream<TcpStream>;
-
-    async fn accept(&mut self) -> std::io::Result<Self::Accepted> {
+impl TlsListener {
+    /// The next TCP connection (its handshake has not started).
+    pub async fn accept_tcp(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
         self.tcp.accept().await
     }
 
-    fn establish(
+    /// The TLS handshake of an accepted connection, in the caller's task: at most
+    /// [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]; `None` when it fails.
+    pub fn handshake(
         &self,
-        (stream, peer): Self::Accepted,
-    ) -> impl Future<Output = Option<(Self::Io, axum::http::Extensions)>> + Send + 'static {
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<(TlsStream<TcpStream>, TlsPeer)>> + Send + 'static {
         let acceptor = TlsAcceptor::from(self.tls.config());
         let handshakes = Arc::clone(&self.handshakes);
         async move {
@@ -72,9 +72,8 @@ impl crate::http::server::Accept for TlsListener {
                     return None;
                 }
             };
-            let mut extensions = axum::http::Extensions::new();
-            extensions.insert(ConnectInfo(TlsPeer::of(&tls, peer)));
-            Some((tls, extensions))
+            let verified = TlsPeer::of(&tls, peer);
+            Some((tls, verified))
         }
     }
 }

@@ -19,15 +19,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::builtin::builtin;
 use super::collector::{self, Collection, CollectorStats, PROBE_SQL, Probe};
-use super::connection::{self, Connections, DEFAULT_DATABASE};
-use super::family::Sheet;
 use super::manager::{self, ManagerView};
-use super::run::{Runner, Target};
-use super::server_version::from_server_version_num;
 use crate::api::PostgresProcessState;
 use crate::instance::Instance;
+use crate::metrics::builtin::builtin;
+use crate::metrics::connection::{self, Connections, DEFAULT_DATABASE};
+use crate::metrics::family::Sheet;
+use crate::metrics::run::{Runner, Target};
+use crate::metrics::server_version::from_server_version_num;
 
 /// Time kept back from the deadline for what follows the SQL.
 const MARGIN: Duration = Duration::from_millis(100);
@@ -86,7 +86,7 @@ impl Scraper {
             collector::render(&mut sheet, &view, &c, &stats, &self.instance.paths.data_dir);
         }
         manager::render(&mut sheet, &view, c.probe.as_ref().map(|p| p.in_recovery), jiff::Timestamp::now());
-        super::process::render(&mut sheet);
+        crate::metrics::process::render(&mut sheet);
         let mut last = self.last_duration.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(d) = *last {
             sheet.gauge0("pgwarden_scrape_duration_seconds", "How long the previous scrape took", d.as_secs_f64());

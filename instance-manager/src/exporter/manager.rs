@@ -11,62 +11,10 @@ use crate::api::{
 use crate::instance::{Instance, ProcessState};
 use crate::postgres::observe::Observed;
 
-use super::family::{Sheet, labels};
+use crate::metrics::family::{Sheet, labels};
 
 /// Every family [`render`] may produce (custom queries may not take these names).
-pub const FAMILIES: &[&str] = &[
-    "pgwarden_build_info",
-    "pgwarden_instance_role",
-    "pgwarden_fenced",
-    "pgwarden_paused",
-    "pgwarden_postgres_restarts_total",
-    "pgwarden_lease_held",
-    "pgwarden_lease_holder",
-    "pgwarden_lease_term",
-    "pgwarden_lease_renew_age_seconds",
-    "pgwarden_lease_expires_in_seconds",
-    "pgwarden_lease_renewals_total",
-    "pgwarden_lease_renew_failures_total",
-    "pgwarden_lease_store_error",
-    "pgwarden_lease_store_failing_seconds",
-    "pgwarden_routing_error",
-    "pgwarden_lease_eligible",
-    "pgwarden_primary_transitions_total",
-    "pgwarden_primary_transition_last_duration_seconds",
-    "pgwarden_wal_archive_archived_total",
-    "pgwarden_wal_archive_failures_total",
-    "pgwarden_wal_archive_last_archived_timestamp_seconds",
-    "pgwarden_wal_archive_last_archived_age_seconds",
-    "pgwarden_wal_archive_last_failed_timestamp_seconds",
-    "pgwarden_wal_archive_backlog_files",
-    "pgwarden_archive_store_lost",
-    "pgwarden_archive_gap_segments",
-    "pgwarden_archive_audit_timestamp_seconds",
-    "pgwarden_backup_last_completed_timestamp_seconds",
-    "pgwarden_backup_last_age_seconds",
-    "pgwarden_backup_last_size_bytes",
-    "pgwarden_backup_last_stored_bytes",
-    "pgwarden_backup_last_checksum_failures",
-    "pgwarden_backup_running",
-    "pgwarden_backup_failures_total",
-    "pgwarden_backup_last_failed_timestamp_seconds",
-    "pgwarden_backup_retention_failing",
-    "pgwarden_backup_next_scheduled_timestamp_seconds",
-    "pgwarden_tls_certificate_expiration_timestamp_seconds",
-    "pgwarden_tls_certificate_reloads_total",
-    "pgwarden_tls_certificate_reload_failures_total",
-    "pgwarden_manager_uptime_seconds",
-    "pgwarden_query_errors_total",
-    "pgwarden_query_last_run_failed",
-    "pgwarden_query_duration_seconds",
-    "pgwarden_scrape_duration_seconds",
-    "process_resident_memory_bytes",
-    "process_virtual_memory_bytes",
-    "process_cpu_seconds_total",
-    "process_open_fds",
-    "process_threads",
-    "process_start_time_seconds",
-];
+pub use crate::metrics::family::MANAGER_FAMILIES as FAMILIES;
 
 /// Every role [`render`] reports (one sample each, 1 for the current one).
 pub const ROLES: [InstanceRole; 7] = InstanceRole::ALL;

@@ -8,25 +8,11 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::family::{Sheet, labels};
 use super::manager::ManagerView;
+use crate::metrics::family::{Sheet, labels};
 
-/// Every family [`render`] may produce (custom queries may not take these names).
-pub const FAMILIES: &[&str] = &[
-    "cnpg_collector_up",
-    "cnpg_collector_collections_total",
-    "cnpg_collector_collection_errors_total",
-    "cnpg_collector_last_collection_error",
-    "cnpg_collector_collection_duration_seconds",
-    "cnpg_collector_fencing_on",
-    "cnpg_collector_postgres_version",
-    "cnpg_collector_sync_replicas",
-    "cnpg_collector_pg_wal",
-    "cnpg_collector_pg_wal_archive_status",
-    "cnpg_collector_first_recoverability_point",
-    "cnpg_collector_last_available_backup_timestamp",
-    "cnpg_collector_last_failed_backup_timestamp",
-];
+/// Every family the collector may produce.
+pub use crate::metrics::family::COLLECTOR_FAMILIES as FAMILIES;
 
 /// One round trip that says whether Postgres answers, and what the collector needs.
 pub const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
