@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use instance_manager::cli::{self, ApiClient, ApiTarget, Cli, Command, Output, RunArgs};
-use instance_manager::config::{self, Overrides};
+use instance_manager::config;
 use instance_manager::instance::{self, ExitReason, Instance};
 use instance_manager::tasks::Tasks;
 
@@ -46,8 +46,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let flags = Overrides { name: args.name, cluster: args.cluster, data_dir: args.data_dir, namespace: None };
-    let overrides = Overrides::from_env().then(flags);
+    let overrides = args.overrides.resolve();
     let validated = match config::load(&args.config, &overrides) {
         Ok(v) => v,
         Err(e) => {

@@ -185,15 +185,37 @@ pub struct ConfigArgs {
     /// The InstanceConfig YAML file (JSON is YAML too).
     #[arg(env = "PGWARDEN_CONFIG", value_name = "FILE", default_value = "/etc/pgwarden/instance.yaml")]
     pub file: PathBuf,
-    /// Instance name (overrides POD_NAME and the file), as `run --name`.
+    /// The overrides, as `run` takes them.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// The flags that override the configuration file (after the environment: `POD_NAME`,
+/// `CLUSTER_NAME`), taken by `run` and `config check|print` alike.
+#[derive(Debug, Clone, Args)]
+pub struct OverrideArgs {
+    /// Instance name (overrides POD_NAME and the file).
     #[arg(long)]
     pub name: Option<String>,
-    /// Cluster name (overrides CLUSTER_NAME and the file), as `run --cluster`.
+    /// Cluster name (overrides CLUSTER_NAME and the file).
     #[arg(long)]
     pub cluster: Option<String>,
-    /// Data directory (overrides the file), as `run --data-dir`.
+    /// Data directory (overrides the file).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+impl OverrideArgs {
+    /// The environment's overrides, then these flags.
+    pub fn resolve(&self) -> crate::config::Overrides {
+        let flags = crate::config::Overrides {
+            name: self.name.clone(),
+            cluster: self.cluster.clone(),
+            data_dir: self.data_dir.clone(),
+            namespace: None,
+        };
+        crate::config::Overrides::from_env().then(flags)
+    }
 }
 
 /// Formats of `config print`.
@@ -220,13 +242,7 @@ pub struct RunArgs {
     /// The InstanceConfig YAML file.
     #[arg(long, env = "PGWARDEN_CONFIG", value_name = "FILE", default_value = "/etc/pgwarden/instance.yaml")]
     pub config: PathBuf,
-    /// Instance name (overrides POD_NAME and the file).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Cluster name (overrides CLUSTER_NAME and the file).
-    #[arg(long)]
-    pub cluster: Option<String>,
-    /// Data directory (overrides the file).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// The overrides of the file.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }

@@ -10,7 +10,7 @@
 
 use super::args::{ConfigArgs, ConfigCommand, ConfigFormat};
 use crate::api::InstanceConfig;
-use crate::config::{self, Overrides, Validated};
+use crate::config::{self, Validated};
 
 /// Exit code of a configuration that cannot be loaded, as `run` exits with.
 pub const EXIT_INVALID: u8 = 2;
@@ -49,13 +49,7 @@ pub fn config_command(command: ConfigCommand) -> u8 {
 
 /// Loads `args.file` as `run` does; a refusal is printed on stderr and becomes the exit code.
 fn load(args: &ConfigArgs) -> Result<Validated, u8> {
-    let flags = Overrides {
-        name: args.name.clone(),
-        cluster: args.cluster.clone(),
-        data_dir: args.data_dir.clone(),
-        namespace: None,
-    };
-    config::load(&args.file, &Overrides::from_env().then(flags)).map_err(|e| {
+    config::load(&args.file, &args.overrides.resolve()).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_INVALID
     })
