@@ -36,8 +36,8 @@ pub fn client(
     member: &Member,
     tls: Option<&Arc<rustls::ClientConfig>>,
     timeout: Duration,
-) -> Result<ApiClient, String> {
-    let client = ApiClient::new(ApiTarget::parse(&member.api).map_err(|e| e.to_string())?).with_timeout(timeout);
+) -> Result<ApiClient, crate::cli::ClientError> {
+    let client = ApiClient::new(ApiTarget::parse(&member.api)?).with_timeout(timeout);
     Ok(match tls {
         Some(config) => client.with_tls(Arc::clone(config)),
         None => client,
@@ -85,7 +85,7 @@ pub async fn failsafe_round(
                     .post_json::<_, crate::failsafe::FailsafeAnswer>("/ha/failsafe", req, Some(&token))
                     .await
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             match answer {
                 Ok(a) if a.acknowledged => None,

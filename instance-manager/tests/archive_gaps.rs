@@ -48,7 +48,7 @@ async fn archive_gaps(dir: &Path) -> Result<gaps::GapScan, String> {
         encryption: None,
     };
     let s = store::open(&spec, "test", "test").map_err(|e| e.to_string())?;
-    let backups = instance_manager::backup::catalog::list(&s).await?;
+    let backups = instance_manager::backup::catalog::list(&s).await.map_err(|e| e.to_string())?;
     let oldest = backups.first().ok_or("no backup")?;
     let Some(WalName::Segment(start)) = parse_wal_name(&oldest.start_wal) else { return Err("start wal".into()) };
     let (archived, spans) = inventory::segments(&s).await?;

@@ -19,15 +19,42 @@
 
 use crate::api::Lsn;
 pub use crate::api::{BackupFile, BackupInfo};
-use crate::archive::Store;
+use crate::archive::{Store, StoreError};
+
+/// Why the catalog cannot answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The store failed or could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A `backup.json` that does not parse.
+    #[error("backup {id}: backup.json: {source}")]
+    Unreadable {
+        /// The backup.
+        id: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A description that cannot be written.
+    #[error("backup {id}: cannot encode backup.json: {source}")]
+    Encode {
+        /// The backup.
+        id: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// No backup fits: none by that id, or none before the recovery target.
+    #[error("{0}")]
+    NoneFits(String),
+}
 
 /// Every complete backup in `store`, oldest first. Directories without a readable
 /// `backup.json` (an interrupted backup) are skipped.
-pub async fn list(store: &Store) -> Result<Vec<BackupInfo>, String> {
-    let objects = store.list(&store.layout.base_dir()).await.map_err(|e| e.to_string())?;
+pub async fn list(store: &Store) -> Result<Vec<BackupInfo>, CatalogError> {
+    let objects = store.list(&store.layout.base_dir()).await?;
     let mut out = Vec::new();
     for meta in objects.iter().filter(|m| m.location.filename() == Some("backup.json")) {
-        if let Some(bytes) = store.get(&meta.location).await.map_err(|e| e.to_string())? {
+        if let Some(bytes) = store.get(&meta.location).await? {
             match serde_json::from_slice::<BackupInfo>(&bytes) {
                 Ok(info) => out.push(info),
                 Err(e) => tracing::warn!(object = %meta.location, error = %e, "unreadable backup description skipped"),
@@ -39,25 +66,28 @@ pub async fn list(store: &Store) -> Result<Vec<BackupInfo>, String> {
 }
 
 /// The backup `id`.
-pub async fn get(store: &Store, id: &str) -> Result<Option<BackupInfo>, String> {
-    match store.get(&store.layout.backup_json(id)).await.map_err(|e| e.to_string())? {
+pub async fn get(store: &Store, id: &str) -> Result<Option<BackupInfo>, CatalogError> {
+    match store.get(&store.layout.backup_json(id)).await? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("backup {id}: backup.json: {e}")),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| CatalogError::Unreadable { id: id.to_string(), source }),
     }
 }
 
 /// Writes `backup.json`, the step that makes a backup exist.
-pub async fn publish(store: &Store, info: &BackupInfo) -> Result<(), String> {
-    let body = serde_json::to_vec_pretty(info).map_err(|e| e.to_string())?;
-    store.overwrite(&store.layout.backup_json(&info.id), body.into()).await.map_err(|e| e.to_string())
+pub async fn publish(store: &Store, info: &BackupInfo) -> Result<(), CatalogError> {
+    let body =
+        serde_json::to_vec_pretty(info).map_err(|source| CatalogError::Encode { id: info.id.clone(), source })?;
+    Ok(store.overwrite(&store.layout.backup_json(&info.id), body.into()).await?)
 }
 
 /// Deletes backup `id`: its description first (so it stops existing at once), then its data.
-pub async fn delete(store: &Store, id: &str) -> Result<(), String> {
-    store.delete(&store.layout.backup_json(id)).await.map_err(|e| e.to_string())?;
-    let objects = store.list(&store.layout.backup_dir(id)).await.map_err(|e| e.to_string())?;
+pub async fn delete(store: &Store, id: &str) -> Result<(), CatalogError> {
+    store.delete(&store.layout.backup_json(id)).await?;
+    let objects = store.list(&store.layout.backup_dir(id)).await?;
     for meta in objects {
-        store.delete(&meta.location).await.map_err(|e| e.to_string())?;
+        store.delete(&meta.location).await?;
     }
     Ok(())
 }
@@ -74,9 +104,12 @@ pub fn choose<'a>(
     backups: &'a [BackupInfo],
     id: Option<&str>,
     target: Option<&crate::api::RecoveryTarget>,
-) -> Result<&'a BackupInfo, String> {
+) -> Result<&'a BackupInfo, CatalogError> {
     if let Some(id) = id {
-        return backups.iter().find(|b| b.id == id).ok_or_else(|| format!("there is no backup {id}"));
+        return backups
+            .iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| CatalogError::NoneFits(format!("there is no backup {id}")));
     }
     let time = target.and_then(|t| t.time.as_deref()).and_then(|t| t.parse::<jiff::Timestamp>().ok());
     let lsn = target.and_then(|t| t.lsn.as_deref()).and_then(|l| l.parse::<Lsn>().ok());
@@ -84,10 +117,12 @@ pub fn choose<'a>(
         .iter()
         .rev()
         .find(|b| time.is_none_or(|t| b.stopped_at <= t) && lsn.is_none_or(|l| b.stop_lsn <= l))
-        .ok_or_else(|| match (time, lsn) {
-            (Some(t), _) => format!("no backup ended before {t}"),
-            (_, Some(_)) => "no backup ended before the target LSN".to_string(),
-            _ => "there is no backup".to_string(),
+        .ok_or_else(|| {
+            CatalogError::NoneFits(match (time, lsn) {
+                (Some(t), _) => format!("no backup ended before {t}"),
+                (_, Some(_)) => "no backup ended before the target LSN".to_string(),
+                _ => "there is no backup".to_string(),
+            })
         })
 }
 
@@ -146,9 +181,12 @@ pub(crate) mod tests {
         assert_eq!(choose(&all, None, Some(&target(None, Some("0/5000000")))).unwrap().id, "b");
         assert_eq!(choose(&all, Some("a"), None).unwrap().id, "a");
         assert!(
-            choose(&all, None, Some(&target(Some("2026-11-30T09:00:00Z"), None))).unwrap_err().contains("no backup")
+            choose(&all, None, Some(&target(Some("2026-11-30T09:00:00Z"), None)))
+                .unwrap_err()
+                .to_string()
+                .contains("no backup")
         );
-        assert!(choose(&all, Some("zz"), None).unwrap_err().contains("zz"));
+        assert!(choose(&all, Some("zz"), None).unwrap_err().to_string().contains("zz"));
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn choose(v: &Validated, spec: &RecoverySpec) -> Result<(Store, Backup
     let source = spec.source_cluster.clone().unwrap_or_else(|| v.cluster.clone());
     let store = crate::archive::store::open(&spec.store, &source, "bootstrap.recovery.store")
         .map_err(|e| RecoverError::Backup(e.to_string()))?;
-    let backups = catalog::list(&store).await.map_err(RecoverError::Backup)?;
+    let backups = catalog::list(&store).await.map_err(|e| RecoverError::Backup(e.to_string()))?;
     let backup = catalog::choose(&backups, spec.backup_id.as_deref(), spec.target.as_ref())
         .map_err(|e| RecoverError::Backup(format!("{} (cluster {source}): {e}", store.describe())))?
         .clone();

@@ -180,7 +180,7 @@ pub async fn backup_dirs(store: &Store) -> Result<Vec<BackupDir>, String> {
 
 /// Applies `policy` to `store` now; `in_progress` is a backup being taken here.
 pub async fn apply(store: &Store, policy: &RetentionSpec, in_progress: Option<&str>) -> Result<Applied, String> {
-    let backups = catalog::list(store).await?;
+    let backups = catalog::list(store).await.map_err(|e| e.to_string())?;
     let dirs = backup_dirs(store).await?;
     let wal_objects = store.list(&store.layout.wal_dir()).await.map_err(|e| e.to_string())?;
     let mut by_name: BTreeMap<String, Vec<Path>> = BTreeMap::new();
@@ -193,7 +193,7 @@ pub async fn apply(store: &Store, policy: &RetentionSpec, in_progress: Option<&s
     let plan = plan(policy, &backups, &dirs, &names, in_progress, jiff::Timestamp::now());
     let mut applied = Applied::default();
     for id in &plan.delete {
-        catalog::delete(store, id).await?;
+        catalog::delete(store, id).await.map_err(|e| e.to_string())?;
         tracing::info!(backup = %id, "retention deleted a backup");
         applied.backups.push(id.clone());
     }

@@ -209,7 +209,7 @@ pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &s
     };
     if let Err(e) = catalog::publish(store, &info).await {
         remove_objects(store, id).await;
-        return Err(Error::Publish(e));
+        return Err(Error::Publish(e.to_string()));
     }
     let seconds = stopped.at.duration_since(started_at).as_secs_f64().max(0.001);
     tracing::info!(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{HaCommandError, InstanceRole, Member, Transition, TransitionKind, WalReceiverStatus};
+use crate::api::{InstanceRole, Member, Transition, TransitionKind, WalReceiverStatus};
 use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::ha::deadman::Deadman;
@@ -203,7 +203,7 @@ impl HaLoop {
             }
             HaCommand::Tick => {}
             HaCommand::Release { reply } => {
-                let _ = reply.send(self.release().await.map_err(HaCommandError::Lease));
+                let _ = reply.send(self.release().await);
             }
         }
     }

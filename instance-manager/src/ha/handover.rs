@@ -33,7 +33,7 @@ pub fn choose_target(
     peers: &[(String, Option<InstanceStatus>)],
     wanted: Option<&str>,
     my_lsn: u64,
-) -> Result<String, String> {
+) -> Result<String, HaCommandError> {
     let mut best: Option<(u64, u32, std::cmp::Reverse<&str>)> = None;
     let mut reasons = Vec::new();
     for (name, status) in peers {
@@ -69,13 +69,13 @@ pub fn choose_target(
         (Some((_, _, std::cmp::Reverse(name))), _) => Ok(name.to_string()),
         (None, Some(w)) if reasons.is_empty() => {
             let names: Vec<&str> = peers.iter().map(|(n, _)| n.as_str()).collect();
-            Err(match names.as_slice() {
+            Err(HaCommandError::NoTarget(match names.as_slice() {
                 [] => format!("{w} is not a member of this cluster, which has no other member"),
                 _ => format!("{w} is not a member of this cluster; switch over to one of: {}", names.join(", ")),
-            })
+            }))
         }
-        (None, _) if reasons.is_empty() => Err("there is no replica to hand over to".into()),
-        (None, _) => Err(format!("no replica can take over: {}", reasons.join("; "))),
+        (None, _) if reasons.is_empty() => Err(HaCommandError::NoTarget("there is no replica to hand over to".into())),
+        (None, _) => Err(HaCommandError::NoTarget(format!("no replica can take over: {}", reasons.join("; ")))),
     }
 }
 
@@ -103,7 +103,7 @@ impl HaLoop {
         };
         let peers: Vec<(String, Option<InstanceStatus>)> =
             crate::peers::statuses(&v, Duration::from_secs(2)).await.into_iter().map(|(m, s)| (m.name, s)).collect();
-        let target = choose_target(&peers, wanted.as_deref(), my_lsn).map_err(HaCommandError::NoTarget)?;
+        let target = choose_target(&peers, wanted.as_deref(), my_lsn)?;
         tracing::info!(%target, "switchover: handing the lease over");
         let started = BootInstant::now();
 
@@ -116,17 +116,17 @@ impl HaLoop {
         self.instance.set_desired(Desired::Halted);
         if let Err(e) = self.wait_halted().await {
             self.instance.set_desired(Desired::Primary);
-            return Err(HaCommandError::Aborted(e));
+            return Err(e);
         }
         // 4. Wait for the target to receive the shutdown checkpoint.
         let checkpoint = self.latest_checkpoint().await;
         if let Err(e) = self.wait_received(&target, checkpoint).await {
             tracing::warn!(error = %e, "switchover aborted; restarting as primary");
             self.instance.set_desired(Desired::Primary);
-            return Err(HaCommandError::Aborted(e));
+            return Err(e);
         }
         // 5. Hand over.
-        self.hand_lease_to(&target).await.map_err(HaCommandError::Lease)?;
+        self.hand_lease_to(&target).await?;
         let upstream = super::actor::upstream_of(&v.config.members, &target);
         self.instance.set_desired(Desired::Replica(upstream));
         self.wake(&target).await;
@@ -134,12 +134,12 @@ impl HaLoop {
         Ok(SwitchoverDone { primary: target })
     }
 
-    async fn wait_halted(&self) -> Result<(), String> {
+    async fn wait_halted(&self) -> HaResult<()> {
         let mut rx = self.instance.watch_process();
         let stopped = rx.wait_for(|p| p.pid.is_none());
         match tokio::time::timeout(HALT_TIMEOUT, stopped).await {
             Ok(Ok(_)) => Ok(()),
-            _ => Err("postgres did not stop in time".into()),
+            _ => Err(HaCommandError::Aborted("postgres did not stop in time".into())),
         }
     }
 
@@ -149,12 +149,17 @@ impl HaLoop {
     }
 
     /// Waits until the target reports a received LSN past `checkpoint`.
-    async fn wait_received(&self, target: &str, checkpoint: Option<u64>) -> Result<(), String> {
-        let Some(checkpoint) = checkpoint else { return Err("cannot read the shutdown checkpoint location".into()) };
+    async fn wait_received(&self, target: &str, checkpoint: Option<u64>) -> HaResult<()> {
+        let aborted = |why: String| HaCommandError::Aborted(why);
+        let Some(checkpoint) = checkpoint else {
+            return Err(aborted("cannot read the shutdown checkpoint location".into()));
+        };
         let v = self.instance.config();
-        let member = v.config.members.iter().find(|m| m.name == target).ok_or("target is not a member")?;
+        let member = v.config.members.iter().find(|m| m.name == target);
+        let member = member.ok_or_else(|| aborted(format!("{target} is not a member")))?;
         let tls = crate::peers::tls_config(&v);
-        let client = crate::peers::client(member, tls.as_ref(), Duration::from_secs(1))?;
+        let client =
+            crate::peers::client(member, tls.as_ref(), Duration::from_secs(1)).map_err(|e| aborted(e.to_string()))?;
         let deadline = BootInstant::now().checked_add(CATCH_UP_TIMEOUT).unwrap_or_else(BootInstant::now);
         loop {
             if let Ok(s) = client.get_json::<InstanceStatus>("/status").await
@@ -163,7 +168,9 @@ impl HaLoop {
                 return Ok(());
             }
             if BootInstant::now() >= deadline {
-                return Err(format!("{target} did not receive the shutdown checkpoint within {CATCH_UP_TIMEOUT:?}"));
+                return Err(aborted(format!(
+                    "{target} did not receive the shutdown checkpoint within {CATCH_UP_TIMEOUT:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -179,16 +186,19 @@ impl HaLoop {
         }
     }
 
-    async fn hand_lease_to(&mut self, target: &str) -> Result<(), String> {
+    async fn hand_lease_to(&mut self, target: &str) -> HaResult<()> {
         let deadline = self.timing.retry_period;
         let (record, version) = match with_deadline(self.store.get(), deadline).await {
             Ok(Some(rv)) => rv,
-            Ok(None) => return Err("the lease disappeared".into()),
-            Err(e) => return Err(format!("cannot read the lease: {e}")),
+            Ok(None) => return Err(HaCommandError::Lease("the lease disappeared".into())),
+            Err(e) => return Err(HaCommandError::Lease(format!("cannot read the lease: {e}"))),
         };
         let me = self.instance.config().name.clone();
         if !record.is_held_by(&me) {
-            return Err(format!("lost the lease during the switchover (holder: {:?})", record.holder));
+            return Err(HaCommandError::Lease(format!(
+                "lost the lease during the switchover (holder: {:?})",
+                record.holder
+            )));
         }
         let mut next = record.clone();
         let now = jiff::Timestamp::now();
@@ -202,7 +212,7 @@ impl HaLoop {
         self.forget_renew();
         match with_deadline(self.store.replace(&next, &version), deadline).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("cannot hand the lease over: {e}")),
+            Err(e) => Err(HaCommandError::Lease(format!("cannot hand the lease over: {e}"))),
         }
     }
 }
@@ -300,17 +310,20 @@ impl HaLoop {
 #[cfg(test)]
 mod tests {
     use super::choose_target;
+    use crate::api::HaCommandError;
 
     #[test]
     fn an_unknown_target_is_refused_with_the_members_to_choose_from() {
         let peers = vec![("pg-2".to_string(), None), ("pg-3".to_string(), None)];
         assert_eq!(
             choose_target(&peers, Some("pg-9"), 0),
-            Err("pg-9 is not a member of this cluster; switch over to one of: pg-2, pg-3".to_string())
+            Err(HaCommandError::NoTarget(
+                "pg-9 is not a member of this cluster; switch over to one of: pg-2, pg-3".into()
+            ))
         );
         assert_eq!(
             choose_target(&[], Some("pg-9"), 0),
-            Err("pg-9 is not a member of this cluster, which has no other member".to_string())
+            Err(HaCommandError::NoTarget("pg-9 is not a member of this cluster, which has no other member".into()))
         );
     }
 }

@@ -71,18 +71,19 @@ impl HaLoop {
     }
 
     /// Gives the lease up when we hold it and Postgres is stopped.
-    pub(super) async fn release(&mut self) -> Result<(), String> {
+    pub(super) async fn release(&mut self) -> crate::api::HaResult<()> {
+        use crate::api::HaCommandError;
         let me = self.instance.config().name.clone();
         let (record, version) = match with_deadline(self.store.get(), self.timing.retry_period).await {
             Ok(Some(rv)) => rv,
             Ok(None) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(HaCommandError::Lease(e.to_string())),
         };
         if !record.is_held_by(&me) {
             return Ok(());
         }
         if self.instance.process().pid.is_some() {
-            return Err("postgres is still running".into());
+            return Err(HaCommandError::WrongRole("postgres is still running".into()));
         }
         let mut next = record;
         next.holder = None;
@@ -91,7 +92,7 @@ impl HaLoop {
         with_deadline(self.store.replace(&next, &version), self.timing.retry_period)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| HaCommandError::Lease(e.to_string()))?;
         tracing::info!("released the lease");
         Ok(())
     }

@@ -80,7 +80,7 @@ async fn replica_from_backup(sup: &Supervisor, instance: &Instance, v: &Validate
     let Some(store) = instance.archiver.as_ref().map(|a| a.store().clone()) else { return false };
     let attempt = async {
         let backups = crate::backup::catalog::list(&store).await.map_err(|e| e.to_string())?;
-        let backup = crate::backup::catalog::choose(&backups, None, None)?;
+        let backup = crate::backup::catalog::choose(&backups, None, None).map_err(|e| e.to_string())?;
         let staging = crate::backup::recover::unpack_into_staging(sup, v, &instance.paths, &store, backup)
             .await
             .map_err(|e| e.to_string())?;

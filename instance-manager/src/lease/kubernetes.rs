@@ -111,7 +111,7 @@ impl KubernetesLeaseStore {
     fn decode(&self, verb: &str, answer: &Answer) -> Result<(LeaseRecord, Version, Lease)> {
         let lease: Lease = serde_json::from_slice(&answer.body)
             .map_err(|e| self.fatal(verb, &format!("the API server answered a malformed Lease: {e}")))?;
-        let (record, version) = lease_to_record(&lease).map_err(|why| self.fatal(verb, &why))?;
+        let (record, version) = lease_to_record(&lease).map_err(|why| self.fatal(verb, &why.0))?;
         Ok((record, version, lease))
     }
 
@@ -171,7 +171,7 @@ impl KubernetesLeaseStore {
     async fn do_write(&self, record: &LeaseRecord, expected: Option<&Version>) -> Result<Version> {
         let verb = if expected.is_some() { "replace" } else { "create" };
         let base = expected.and_then(|v| self.seen_at(v)).unwrap_or_default();
-        let mut lease = record_to_lease(record, base).map_err(|why| self.fatal(verb, &why))?;
+        let mut lease = record_to_lease(record, base).map_err(|why| self.fatal(verb, &why.0))?;
         lease.metadata.name = Some(self.name.clone());
         lease.metadata.namespace = Some(self.namespace.clone());
         lease.metadata.managed_fields = None;
@@ -225,13 +225,20 @@ impl LeaseStore for KubernetesLeaseStore {
     }
 }
 
+/// A Lease object that cannot hold or give a lease record: what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Malformed(String);
+
 /// Writes `record` into `base` (the object last read, or an empty one).
-fn record_to_lease(record: &LeaseRecord, mut base: Lease) -> std::result::Result<Lease, String> {
+fn record_to_lease(record: &LeaseRecord, mut base: Lease) -> std::result::Result<Lease, Malformed> {
     let record = record.normalized();
     if let Some(bad) =
         record.sync_standbys.iter().find(|s| s.is_empty() || s.contains(',') || s.contains(char::is_whitespace))
     {
-        return Err(format!("synchronous standby name {bad:?} cannot be stored in a comma-separated annotation"));
+        return Err(Malformed(format!(
+            "synchronous standby name {bad:?} cannot be stored in a comma-separated annotation"
+        )));
     }
     let mut annotations = base.metadata.annotations.take().unwrap_or_default();
     set_annotation(
@@ -261,12 +268,13 @@ fn set_annotation(annotations: &mut BTreeMap<String, String>, key: &str, value: 
 }
 
 /// Reads the record and version out of a Lease; the error says what is malformed.
-fn lease_to_record(lease: &Lease) -> std::result::Result<(LeaseRecord, Version), String> {
-    let version = lease.metadata.resource_version.clone().ok_or("the Lease has no metadata.resourceVersion")?;
+fn lease_to_record(lease: &Lease) -> std::result::Result<(LeaseRecord, Version), Malformed> {
+    let version = lease.metadata.resource_version.clone();
+    let version = version.ok_or_else(|| Malformed("the Lease has no metadata.resourceVersion".into()))?;
     let spec = lease.spec.clone().unwrap_or_default();
     let non_negative = |field: &str, v: Option<i32>| {
         u32::try_from(v.unwrap_or(0))
-            .map_err(|_| format!("spec.{field} is negative ({v:?}); hint: fix or delete the Lease"))
+            .map_err(|_| Malformed(format!("spec.{field} is negative ({v:?}); hint: fix or delete the Lease")))
     };
     let annotation = |key: &str| lease.metadata.annotations.as_ref().and_then(|a| a.get(key));
     let mut sync_standbys: Vec<String> = annotation(SYNC_STANDBYS_ANNOTATION)

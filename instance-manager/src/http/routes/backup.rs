@@ -84,7 +84,9 @@ pub async fn delete(State(instance): State<Arc<Instance>>, Path(id): Path<String
             "ids look like 20261130T030000Z: instance-manager backup list shows them",
         ));
     }
-    let store_err = |e: String| ApiError::unavailable(e, "check the store (instance-manager diagnose)");
+    let store_err = |e: crate::backup::catalog::CatalogError| {
+        ApiError::unavailable(e.to_string(), "check the store (instance-manager diagnose)")
+    };
     if instance.backups.running().as_deref() == Some(id.as_str()) {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("backup {id} is running"), "wait for it to finish"));
     }

@@ -18,7 +18,7 @@ pub async fn list(State(instance): State<Arc<Instance>>) -> Result<Json<BackupLi
         .ok_or_else(|| ApiError::unavailable("no backup store is configured", "set backup.store"))?;
     let backups = catalog::list(&store)
         .await
-        .map_err(|e| ApiError::unavailable(e, "check the store (instance-manager diagnose)"))?;
+        .map_err(|e| ApiError::unavailable(e.to_string(), "check the store (instance-manager diagnose)"))?;
     let policy = instance.config().config.backup.as_ref().and_then(|b| b.retention.clone());
     let keep = policy.as_ref().map(|p| retention::choose_backups(p, &backups, jiff::Timestamp::now()).0);
     let backups = backups
