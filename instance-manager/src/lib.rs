@@ -24,7 +24,7 @@
 //! | [`metrics`] | what is measured: families (CloudNativePG's names where it has them), queries |
 //! | [`exporter`] | serving the metrics on their own port from the instance's snapshots |
 //! | [`tls`] | rustls: certificates from files, rotation, their expiry, the HTTPS listener, tokio-postgres over TLS |
-//! | [`cli`] | the CLI's client of the API, `status`, `diagnose`, `config check|print` |
+//! | [`cli`] | the CLI's client of the API, `status`, `diagnose`, `config check` and `config print` |
 //! | [`paths`] | where every file of an instance lives; atomic writes |
 //! | [`osuser`] | the OS user Postgres runs as; secret files |
 //! | [`logging`] | JSON logs on stdout |
