@@ -60,7 +60,7 @@ async fn a_lease_deleted_under_a_healthy_primary_is_recreated_by_it_above_the_ol
     let all = ["pg-1", "pg-2", "pg-3"];
     let (pg, before, w) = primary_with_writer(&cluster).await;
 
-    std::fs::remove_file(&cluster.lease_path).unwrap();
+    cluster.delete_lease();
     let lease = wait_for("the lease recreated", Duration::from_secs(20), || async {
         match cluster.lease() {
             Some(l) => Ok(l),
@@ -97,7 +97,7 @@ async fn a_lease_deleted_under_a_frozen_primary_gives_one_writer_and_loses_nothi
     let old = writer_on(&cluster, "pg-1", "probe").await;
 
     cluster.get("pg-1").signal(Signal::SIGSTOP);
-    std::fs::remove_file(&cluster.lease_path).unwrap();
+    cluster.delete_lease();
     let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(60)).await;
     let new_writer = writer_on(&cluster, &new, "probe_new").await;
     assert!(!pid_alive(pg), "the frozen primary's postgres still runs beside the new primary");

@@ -153,6 +153,35 @@ impl TestCluster {
         Self { root, instances, lease_path }
     }
 
+    /// Deletes the lease file as a person would, but atomically with respect to the members'
+    /// writes: under the file store's lock (`<path>.lock`). Without it, a renew that read the
+    /// file just before the deletion renames its copy back over it (the same holder and term:
+    /// safe, but the deletion is lost and a test of what follows it sees nothing happen).
+    pub fn delete_lease(&self) {
+        let mut lock = self.lease_path.clone().into_os_string();
+        lock.push(".lock");
+        let mut file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .expect("open the lease lock file");
+        // Bounded: a member frozen (SIGSTOP) inside its locked section holds the lock for
+        // good; after 2 s the file is deleted without it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let _locked = loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => break Some(locked),
+                Err((back, _)) if std::time::Instant::now() < deadline => {
+                    file = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => break None,
+            }
+        };
+        std::fs::remove_file(&self.lease_path).expect("delete the lease file");
+    }
+
     /// The lease as stored in the file (`None` with a Kubernetes lease: ask the API server).
     pub fn lease(&self) -> Option<LeaseRecord> {
         #[derive(serde::Deserialize)]
