@@ -271,11 +271,7 @@ impl HaLoop {
             tracing::info!(term = record.transitions, previous = previous.as_deref(), "acquired the lease");
             // The others follow at once, not at their next period.
             crate::peers::wake_all(v);
-            let kind = transition_kind(
-                record.switchover_to.as_deref(),
-                &record.holder.clone().unwrap_or_default(),
-                previous.is_some(),
-            );
+            let kind = transition_kind(record.switchover_to.as_deref(), &v.name, previous.is_some());
             self.pending_transition = Some((kind, previous, record.transitions, sent));
         }
         self.highest_term.observe(record.transitions);

@@ -34,12 +34,8 @@ impl Instance {
         self.restorer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Replaces the restorer (a recovery bootstrap restores from its source's archive).
-    pub fn set_restorer(&self, r: Option<Arc<crate::archive::Restorer>>) {
-        self.swap_restorer(r);
-    }
-
-    /// Replaces the restorer and returns the previous one.
+    /// Replaces the restorer and returns the previous one (a recovery bootstrap restores from
+    /// its source's archive meanwhile).
     pub fn swap_restorer(&self, r: Option<Arc<crate::archive::Restorer>>) -> Option<Arc<crate::archive::Restorer>> {
         std::mem::replace(&mut *self.restorer.lock().unwrap_or_else(std::sync::PoisonError::into_inner), r)
     }
