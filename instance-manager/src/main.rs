@@ -61,9 +61,16 @@ async fn run(args: RunArgs) -> ExitCode {
     tracing::info!(before, after, "open files limit");
     let inst = Arc::new(Instance::new(validated, args.config, overrides));
     // The run dir holds the API socket: it must exist before the API starts.
-    if let Err(e) = inst.config().os_user.ensure_dir(&inst.paths.run_dir, instance_manager::paths::RUN_DIR_MODE) {
-        tracing::error!(error = %e, "cannot prepare the run directory");
-        return ExitCode::from(3);
+    match inst.config().os_user.ensure_run_dir(&inst.paths.run_dir, instance_manager::paths::RUN_DIR_MODE) {
+        Ok(false) => {}
+        Ok(true) => tracing::info!(
+            dir = %inst.paths.run_dir.display(),
+            "the run directory is a volume the manager does not own: used as it is (its sockets and files are private by their own modes)"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot prepare the run directory");
+            return ExitCode::from(3);
+        }
     }
     // Every long-lived task is spawned through `tasks` and ends on its token (shut_down).
     let tasks = Tasks::new();

@@ -41,6 +41,21 @@ pub enum Error {
     /// A secret file is empty.
     #[error("secret file {0} is empty")]
     EmptySecret(String),
+    /// A directory the manager neither owns nor can write in.
+    #[error(
+        "{path} belongs to uid {owner} (mode {mode:o}) and uid {uid} cannot write in it \
+         (fix: mount it writable for the pod's fsGroup, or give it to uid {uid})"
+    )]
+    NotWritable {
+        /// The directory.
+        path: String,
+        /// Its owner.
+        owner: u32,
+        /// Its mode bits.
+        mode: u32,
+        /// The manager's uid.
+        uid: u32,
+    },
 }
 
 /// The user Postgres runs as.
@@ -92,6 +107,36 @@ impl OsUser {
             .map_err(|e| io("cannot create directory", e))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| io("cannot chmod", e))?;
         self.chown(dir)
+    }
+
+    /// Prepares the run directory, which in a pod is a volume's root (an `emptyDir`, owned by
+    /// root and group `fsGroup`, mode 2777): created `mode` and this user's where it can be, as
+    /// [`ensure_dir`](Self::ensure_dir). An existing directory that belongs to someone else,
+    /// when the manager is not root, is not the manager's to chmod: it is used as it is,
+    /// provided the manager can create files in it. What the manager and Postgres create there
+    /// carries a private mode of its own (sockets 0600/0700, `pgpass` 0600, `tls/` 0700), and a
+    /// volume of a pod is reachable from that pod only. Answers whether it was used as it is.
+    pub fn ensure_run_dir(&self, dir: &Path, mode: u32) -> Result<bool, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let euid = Uid::effective();
+        let foreign = match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() && !euid.is_root() && meta.uid() != euid.as_raw() => Some(meta),
+            _ => None,
+        };
+        let Some(meta) = foreign else {
+            self.ensure_dir(dir, mode)?;
+            return Ok(false);
+        };
+        let access = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
+        if nix::unistd::access(dir, access).is_err() {
+            return Err(Error::NotWritable {
+                path: dir.display().to_string(),
+                owner: meta.uid(),
+                mode: meta.mode() & 0o7777,
+                uid: euid.as_raw(),
+            });
+        }
+        Ok(true)
     }
 
     /// Gives `path` to this user (only when the manager is root).

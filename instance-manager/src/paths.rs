@@ -22,7 +22,10 @@
 //! writable, and `/dev/shm` for Postgres' shared memory (`tests/hardening.rs`).
 //!
 //! Only the OS user reaches the sockets: the run directory is [`RUN_DIR_MODE`] and each socket
-//! is its owner's alone. Where the manager runs as root (outside a pod) root reaches them too,
+//! is its owner's alone. In a pod the run directory may be a volume's root the manager cannot
+//! chmod (an `emptyDir` owned by root and the pod's `fsGroup`): it is used as it is
+//! ([`OsUser::ensure_run_dir`](crate::osuser::OsUser::ensure_run_dir)), and every socket and
+//! file in it keeps its own private mode. Where the manager runs as root (outside a pod) root reaches them too,
 //! and `manager.sock` stays root's, so Postgres' commands cannot call the control routes.
 
 use std::path::{Path, PathBuf};

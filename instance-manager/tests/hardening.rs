@@ -275,3 +275,53 @@ async fn local_sockets_are_reachable_by_their_owners_only() {
     assert!(!ok && stderr.contains("404"), "postgres → wal.sock connects and gets a 404: {stderr}");
     refused("postgres → manager.sock", run_as(u, g, &bin, &as_args(&manager_args)));
 }
+
+/// A manager that is not root (a pod's `runAsUser`), with its volumes as Kubernetes mounts
+/// them for a pod with `fsGroup`: the roots belong to root and the group, setgid — the run
+/// directory an `emptyDir` (2777), the data directory a subdirectory of the data volume's root
+/// (2775). Neither root is the manager's to chmod; both just work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_mounted_for_a_non_root_pod_just_work() {
+    use std::os::unix::fs::chown;
+    let postgres = User::from_name("postgres").unwrap().expect("the postgres OS user");
+    let (uid, gid) = (postgres.uid.as_raw(), postgres.gid.as_raw());
+    let root = TestDir::new();
+    let dir = root.path().join("pg-1");
+    let (volume, run, secrets) = (dir.join("volume"), dir.join("run"), root.path().join("secrets"));
+    for (d, mode) in [(&volume, 0o2775), (&run, 0o2777)] {
+        std::fs::create_dir_all(d).unwrap();
+        chown(d, Some(0), Some(gid)).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // The secrets, as a Secret volume with fsGroup: readable by the manager's user.
+    std::fs::create_dir_all(&secrets).unwrap();
+    for s in ["superuser", "app", "replication", "token"] {
+        let file = secrets.join(s);
+        std::fs::write(&file, format!("{}\n", instance_manager::testkit::TEST_PASSWORD)).unwrap();
+        chown(&file, Some(uid), Some(gid)).unwrap();
+    }
+    let mut opts = InstanceOptions::primary("pg-1");
+    opts.data_dir = Some(volume.join("pgdata"));
+    opts.run_dir = Some(run.clone());
+    opts.wrapper = ["setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--"]
+        .map(String::from)
+        .to_vec();
+    let inst = TestInstance::start(root.path(), &opts);
+    inst.wait_ready(Duration::from_secs(120)).await;
+    assert_eq!(uid_of(inst.manager_pid().unwrap()), Some(uid), "the manager runs as {uid}");
+    assert_eq!(inst.status().await.unwrap().role, "primary");
+    let c = inst.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE mounted (id int); INSERT INTO mounted VALUES (1)").await.unwrap();
+
+    // The volumes' roots are as they were mounted; what the manager made in them is private.
+    let mode_owner = |p: &Path| {
+        let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        (meta.permissions().mode() & 0o7777, meta.uid())
+    };
+    assert_eq!(mode_owner(&run), (0o2777, 0), "the run directory's root is left as mounted");
+    assert_eq!(mode_owner(&volume), (0o2775, 0), "the data volume's root is left as mounted");
+    assert_eq!(mode_owner(&run.join("manager.sock")), (0o600, uid));
+    assert_eq!(mode_owner(&run.join(format!(".s.PGSQL.{}", inst.pg_port))).0 & 0o077, 0, "Postgres' socket");
+    assert_eq!(mode_owner(&volume.join("pgdata")), (0o700, uid), "the data directory");
+    assert!(inst.log().contains("used as it is"), "the manager says it left the run directory as it is");
+}

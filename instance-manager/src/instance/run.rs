@@ -103,7 +103,7 @@ struct RoleInbox {
 /// predecessor are stopped; ours never outlive this process.
 pub fn prepare(instance: &Instance) -> Result<Supervisor, Error> {
     let sup = Supervisor::start()?;
-    instance.config().os_user.ensure_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
+    instance.config().os_user.ensure_run_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
     sup.guard_tools(&instance.paths.run_dir, &[instance.paths.data_dir.clone(), instance.paths.staging_dir()]);
     Ok(sup)
 }

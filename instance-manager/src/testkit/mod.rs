@@ -5,7 +5,8 @@
 //! (with its Postgres) when dropped. For partition tests: [`TestNetwork`] (network namespaces
 //! joined by a bridge, hosts that can be cut off) and [`FakeApiServer`] (an in-memory
 //! Kubernetes API server for the `kubernetes` lease and routing backends, which can stall, fail
-//! and reset connections on demand: [`Fault`]).
+//! and reset connections on demand: [`Fault`]). For the images: [`ContainerCluster`], three
+//! `pgwarden/postgres` containers as pods would run them, over the [`docker`] CLI.
 //!
 //! Tests run as root; the manager then runs Postgres as the OS user `postgres`, which must
 //! exist (`.ci/run` creates it). Every wait here has a deadline and says what it saw.
@@ -13,6 +14,8 @@
 mod api_faults;
 mod api_serve;
 mod cluster;
+mod containers;
+pub mod docker;
 mod fake_apiserver;
 mod instance;
 mod netns;
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use api_faults::{Fault, FaultId, FaultRequest, Verb, Verbs};
 pub use cluster::{ClusterLease, DEFAULTS, FAST, TestCluster, Timing};
+pub use containers::{ContainerCluster, IMAGE_UID, Member, STOP_GRACE};
 pub use fake_apiserver::{FakeApiServer, loopback};
 pub use instance::{InstanceOptions, TEST_PASSWORD, TestInstance};
 pub use netns::{TestNetwork, in_netns, netns_available};

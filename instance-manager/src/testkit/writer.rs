@@ -29,6 +29,22 @@ impl Writer {
     /// Starts writing rows `first..` into `table` (created if missing) on the Postgres whose
     /// socket is in `run_dir` on `port`, one row per transaction, every `pause`.
     pub fn start(run_dir: PathBuf, port: u16, table: &str, first: i64, pause: Duration) -> Self {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(run_dir).port(port).user("postgres");
+        Self::start_with(cfg, table, first, pause)
+    }
+
+    /// Like [`start`](Self::start), on the Postgres at `host:port` over TCP, as `postgres` with
+    /// the test clusters' password.
+    pub fn start_tcp(host: std::net::IpAddr, port: u16, table: &str, first: i64, pause: Duration) -> Self {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.hostaddr(host).port(port).user("postgres").password(super::TEST_PASSWORD);
+        Self::start_with(cfg, table, first, pause)
+    }
+
+    /// Like [`start`](Self::start), connecting with `cfg` (host, port, user, password).
+    pub fn start_with(mut cfg: tokio_postgres::Config, table: &str, first: i64, pause: Duration) -> Self {
+        cfg.dbname("postgres").connect_timeout(Duration::from_secs(1));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let cancel = CancellationToken::new();
         let (a, c, table) = (Arc::clone(&acks), cancel.clone(), table.to_string());
@@ -37,7 +53,7 @@ impl Writer {
             let mut client: Option<tokio_postgres::Client> = None;
             while !c.is_cancelled() {
                 if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    client = connect(&run_dir, port).await;
+                    client = connect(&cfg).await;
                     if let Some(cl) = &client {
                         let _ = cl
                             .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table} (id bigint primary key)"))
@@ -77,9 +93,7 @@ impl Writer {
     }
 }
 
-async fn connect(run_dir: &std::path::Path, port: u16) -> Option<tokio_postgres::Client> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host_path(run_dir).port(port).user("postgres").dbname("postgres").connect_timeout(Duration::from_secs(1));
+async fn connect(cfg: &tokio_postgres::Config) -> Option<tokio_postgres::Client> {
     let (client, conn) =
         tokio::time::timeout(Duration::from_secs(2), cfg.connect(tokio_postgres::NoTls)).await.ok()?.ok()?;
     tokio::spawn(conn);
