@@ -27,7 +27,8 @@ const ALL: [&str; 3] = ["pg-1", "pg-2", "pg-3"];
 async fn cluster() -> Option<ContainerCluster> {
     let image = image_or_skip()?;
     let cluster = ContainerCluster::start(&image, 3, FAST, SYNC).expect("start the containers");
-    let first = tokio::time::timeout(BOOT, cluster.wait_primary(&ALL, BOOT)).await;
+    // The outer deadline passes first, so that a failure shows the members' logs.
+    let first = tokio::time::timeout(BOOT, cluster.wait_primary(&ALL, BOOT + Duration::from_secs(10))).await;
     match first {
         Ok(p) => assert_eq!(p, "pg-1", "{}", cluster.logs()),
         Err(_) => panic!("no primary within {BOOT:?}{}", cluster.logs()),

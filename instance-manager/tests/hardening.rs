@@ -310,7 +310,11 @@ async fn volumes_mounted_for_a_non_root_pod_just_work() {
     inst.wait_ready(Duration::from_secs(120)).await;
     assert_eq!(uid_of(inst.manager_pid().unwrap()), Some(uid), "the manager runs as {uid}");
     assert_eq!(inst.status().await.unwrap().role, "primary");
-    let c = inst.connect("postgres").await.unwrap();
+    // Over TCP with the password: peer authentication maps the manager's user, not the test's root.
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1").port(inst.pg_port).user("postgres").password(instance_manager::testkit::TEST_PASSWORD);
+    let (c, conn) = cfg.dbname("postgres").connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
     c.batch_execute("CREATE TABLE mounted (id int); INSERT INTO mounted VALUES (1)").await.unwrap();
 
     // The volumes' roots are as they were mounted; what the manager made in them is private.

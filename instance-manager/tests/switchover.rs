@@ -86,7 +86,7 @@ async fn switchover_to_a_named_then_to_the_best_replica() {
     })
     .await;
     let t = cluster.get("pg-3").status().await.unwrap().lease.and_then(|l| l.last_transition).expect("transition");
-    assert_eq!(t.kind.as_str(), "switchover");
+    assert_eq!((t.kind.as_str(), t.from.as_deref()), ("switchover", Some("pg-1")), "{t:?}");
 
     // Without a target the best replica is chosen.
     let (ok, out) = cli(&cluster, "pg-3", &["switchover"]);

@@ -347,8 +347,10 @@ impl HaLoop {
                 {
                     // A standby holding the lease: we took it from another member, or were
                     // named its handover target.
+                    // The previous primary is the one this replica followed.
                     let kind = transition_kind(record.switchover_to.as_deref(), &v.name, true);
-                    self.pending_transition = Some((kind, None, record.transitions, BootInstant::now()));
+                    let from = self.following.clone();
+                    self.pending_transition = Some((kind, from, record.transitions, BootInstant::now()));
                 }
                 self.promote();
                 true

@@ -93,9 +93,26 @@ pub struct Network {
 }
 
 impl Network {
-    /// Creates a network; Docker picks a free subnet.
+    /// Creates a network on a free `/24` of 10.213.0.0/16 (containers get fixed addresses,
+    /// which Docker allows only on a subnet given at creation): a random one, and the next
+    /// while Docker answers that it overlaps another network's.
     pub fn create(name: &str) -> Result<Self, String> {
-        dk(&["network", "create", "--driver", "bridge", name])?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let start = (std::process::id() as usize * 7 + nanos.subsec_nanos() as usize) % 256;
+        let mut last = String::new();
+        for i in 0..64 {
+            let third = (start + i * 37) % 256;
+            let (subnet, gateway) = (format!("10.213.{third}.0/24"), format!("10.213.{third}.1"));
+            match dk(&["network", "create", "--driver", "bridge", "--subnet", &subnet, "--gateway", &gateway, name]) {
+                Ok(_) => return Self::inspect(name),
+                Err(e) if e.contains("overlap") => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(format!("no free subnet for network {name}: {last}"))
+    }
+
+    fn inspect(name: &str) -> Result<Self, String> {
         let conf = dk(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}", name])?;
         let mut parts = conf.split_whitespace();
         let subnet = parts.next().and_then(|s| s.split('/').next()).and_then(|s| s.parse().ok());
