@@ -150,8 +150,10 @@ impl Container {
     pub fn run(name: &str, args: &[String]) -> Result<Self, String> {
         let mut argv: Vec<&str> = vec!["run", "-d", "--name", name];
         argv.extend(args.iter().map(String::as_str));
+        // A refused `run` may leave the container created: the handle removes it either way.
+        let container = Self { name: name.into() };
         dk(&argv)?;
-        Ok(Self { name: name.into() })
+        Ok(container)
     }
 
     /// `docker <verb> <name>`: kill, start, pause, unpause.
