@@ -109,6 +109,11 @@ async fn sigterm_on_the_primary_hands_over_before_exiting() {
     assert!(lease.holder.as_deref().is_some_and(|h| h != "pg-1"), "{lease:?}");
     let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(30)).await;
     assert_eq!(lease.holder.as_deref(), Some(new.as_str()));
+    // Once the lease is handed over, the old primary never decides to run as the primary again
+    // (a renew of the handover, remembered past it, once made it start Postgres as primary).
+    let log = cluster.get("pg-1").log();
+    let after = log.split("switchover: lease handed over").nth(1).expect("the handover is logged");
+    assert!(!after.contains("as the primary"), "pg-1 after handing the lease over:\n{after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,11 @@ pub struct HaLoop {
     pub(super) system_identifier: Option<String>,
     /// Whether the store answers, for logs and `/status`.
     pub(super) store_health: super::store_health::StoreHealth,
-    /// A write made us the holder while Postgres was not running: (sync set, acquiring).
+    /// A write of *this tick* made or kept us the holder: (sync set, acquiring), for
+    /// [`start_if_down`](Self::start_if_down). Cleared at the start of every tick: a write made
+    /// between ticks (the switchover's announcing renew) says nothing about who holds the lease
+    /// after the command, and once remembered past a handover it started the old primary's
+    /// Postgres as primary while the lease was already the target's.
     pub(super) held_unstarted: Option<(Vec<String>, bool)>,
     /// Run the next tick at once (the lease was deleted under us).
     pub(super) renew_again: bool,
@@ -228,6 +232,7 @@ impl HaLoop {
 
     async fn tick(&mut self) {
         self.instance.ha_heartbeat();
+        self.held_unstarted = None;
         let v = self.instance.config();
         let me = v.name.clone();
         if self.system_identifier.is_none() {

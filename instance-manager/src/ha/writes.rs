@@ -289,6 +289,7 @@ impl HaLoop {
     /// before this write (a renew, or a lease recreated by its holder) and `pg_control` says
     /// it was a primary. Anything else starts as a standby and is promoted onto a new timeline
     /// (docs/architecture.md §4.4: timelines change only when leadership moved).
+    /// Only after a write of the same tick (`held_unstarted` is cleared at every tick's start).
     pub(super) async fn start_if_down(&mut self) {
         let Some((sync, acquiring)) = self.held_unstarted.take() else { return };
         if self.instance.desired() == Desired::Primary || self.instance.process().pid.is_some() {
