@@ -96,7 +96,10 @@ fn is_standby(s: &InstanceStatus) -> bool {
 }
 
 fn role_text(s: &InstanceStatus) -> String {
-    if s.role == s.configured_role {
+    // With a lease the configured role is ignored: the election decides.
+    if s.lease.is_some() {
+        format!("{} (elected through the lease)", s.role)
+    } else if s.role == s.configured_role {
         s.role.to_string()
     } else {
         format!("{} (configured: {})", s.role, s.configured_role)
