@@ -7,7 +7,8 @@
 //! 4. We wait until the target has received past that checkpoint ([`CATCH_UP_TIMEOUT`]);
 //!    if it does not, Postgres restarts as primary (we still hold the lease) and nothing changed.
 //! 5. The lease is handed to the target with a compare-and-swap (term + 1), and the target is
-//!    woken so it promotes at once. We follow it; no rewind is needed since we stopped cleanly.
+//!    woken so it promotes at once, then every other member, so that they follow it at once. We
+//!    follow it; no rewind is needed since we stopped cleanly.
 
 use std::time::Duration;
 
@@ -130,6 +131,9 @@ impl HaLoop {
         let upstream = super::actor::upstream_of(&v.config.members, &target);
         self.instance.set_desired(Desired::Replica(upstream));
         self.wake(&target).await;
+        // The other replicas re-point to the target now rather than at their next period: in
+        // synchronous mode the new primary acknowledges no commit before one of them streams.
+        crate::peers::wake_all(&v);
         tracing::info!(%target, elapsed_ms = started.elapsed().as_millis() as u64, "switchover: lease handed over");
         Ok(SwitchoverDone { primary: target })
     }
