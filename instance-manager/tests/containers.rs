@@ -48,6 +48,22 @@ async fn cluster() -> Option<ContainerCluster> {
     Some(cluster)
 }
 
+/// [`cluster`] with writers committing on pg-1, a hundred commits acknowledged.
+async fn writing_cluster() -> Option<(ContainerCluster, Vec<Writer>)> {
+    let cluster = cluster().await?;
+    let ws = writers(cluster.get("pg-1"), 1);
+    wait_acks(&ws, 100).await;
+    Some((cluster, ws))
+}
+
+/// Each writer's acknowledgements, followed by those of its successor on the new primary.
+fn joined(mut first: Vec<Vec<Ack>>, then: Vec<Vec<Ack>>) -> Vec<Vec<Ack>> {
+    for (mine, later) in first.iter_mut().zip(then) {
+        mine.extend(later);
+    }
+    first
+}
+
 /// Writers committing rows `first..` on `member` as fast as they can (tables `probe0`, `probe1`).
 fn writers(member: &Member, first: i64) -> Vec<Writer> {
     (0..2)
@@ -110,9 +126,7 @@ async fn assert_one_primary_and_streaming(cluster: &ContainerCluster, primary: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_loss_fails_over_and_the_old_primary_rejoins() {
-    let Some(cluster) = cluster().await else { return };
-    let ws = writers(cluster.get("pg-1"), 1);
-    wait_acks(&ws, 100).await;
+    let Some((cluster, ws)) = writing_cluster().await else { return };
 
     // Node loss: every process of the container gets SIGKILL at once.
     cluster.get("pg-1").container.act("kill").unwrap();
@@ -129,9 +143,7 @@ async fn node_loss_fails_over_and_the_old_primary_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_stop_hands_over_before_the_primary_exits() {
-    let Some(cluster) = cluster().await else { return };
-    let ws = writers(cluster.get("pg-1"), 1);
-    wait_acks(&ws, 100).await;
+    let Some((cluster, ws)) = writing_cluster().await else { return };
 
     let took = cluster.get("pg-1").container.stop(STOP_GRACE).unwrap();
     let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(30)).await;
@@ -139,10 +151,7 @@ async fn docker_stop_hands_over_before_the_primary_exits() {
     let old: Vec<Ack> = ws.iter().flat_map(|w| w.acks()).collect();
     let (ws2, acked_before) = (writers(cluster.get(&new), LATER), old.len());
     wait_acks(&ws2, 100).await;
-    let mut acked = stop(ws).await;
-    for (mine, later) in acked.iter_mut().zip(stop(ws2).await) {
-        mine.extend(later);
-    }
+    let acked = joined(stop(ws).await, stop(ws2).await);
     assert_eq!(cluster.get("pg-1").container.exit_code().unwrap(), 0, "{}", cluster.logs());
     let t = cluster.get(&new).status().await.unwrap().lease.and_then(|l| l.last_transition).expect("a transition");
     assert_eq!((t.kind.as_str(), t.from.as_deref()), ("switchover", Some("pg-1")), "handed over, not failed over");
@@ -156,9 +165,7 @@ async fn docker_stop_hands_over_before_the_primary_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_primary_never_accepts_a_write_after_waking() {
-    let Some(cluster) = cluster().await else { return };
-    let ws = writers(cluster.get("pg-1"), 1);
-    wait_acks(&ws, 100).await;
+    let Some((cluster, ws)) = writing_cluster().await else { return };
 
     // Frozen (every process of the container) for twice the lease duration.
     cluster.get("pg-1").container.act("pause").unwrap();
@@ -177,19 +184,14 @@ async fn a_paused_primary_never_accepts_a_write_after_waking() {
     let old = stop(ws).await;
     let after_wake: usize = old.iter().map(|acks| acks.iter().filter(|a| a.at >= woke).count()).sum();
     eprintln!("pg-1 acknowledged {after_wake} commits after it woke up");
-    let mut acked = old;
-    for (mine, later) in acked.iter_mut().zip(stop(ws2).await) {
-        mine.extend(later);
-    }
+    let acked = joined(old, stop(ws2).await);
     assert_none_lost(cluster.get(&new), &acked).await;
     assert_one_primary_and_streaming(&cluster, &new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnected_primary_fences_and_rejoins_by_rewind() {
-    let Some(cluster) = cluster().await else { return };
-    let ws = writers(cluster.get("pg-1"), 1);
-    wait_acks(&ws, 100).await;
+    let Some((cluster, ws)) = writing_cluster().await else { return };
 
     let net = cluster.network.name.clone();
     let (pg1, ip) = (cluster.get("pg-1").container.name.clone(), cluster.get("pg-1").ip.to_string());

@@ -113,7 +113,8 @@ impl Network {
     }
 
     fn inspect(name: &str) -> Result<Self, String> {
-        let conf = dk(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}", name])?;
+        let conf =
+            dk(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}", name])?;
         let mut parts = conf.split_whitespace();
         let subnet = parts.next().and_then(|s| s.split('/').next()).and_then(|s| s.parse().ok());
         let gateway = parts.next().and_then(|s| s.parse().ok());
