@@ -51,7 +51,7 @@ async fn archive_gaps(dir: &Path) -> Result<gaps::GapScan, String> {
     let backups = instance_manager::backup::catalog::list(&s).await.map_err(|e| e.to_string())?;
     let oldest = backups.first().ok_or("no backup")?;
     let Some(WalName::Segment(start)) = parse_wal_name(&oldest.start_wal) else { return Err("start wal".into()) };
-    let (archived, spans) = inventory::segments(&s).await?;
+    let (archived, spans) = inventory::segments(&s).await.map_err(|e| e.to_string())?;
     gaps::scan(start, oldest.segment_size, &spans, &archived).ok_or_else(|| format!("{spans:?}"))
 }
 

@@ -33,9 +33,10 @@ use tokio::sync::Semaphore;
 
 use super::cipher::Cipher;
 use super::error::ArchiveError;
+use super::identity::{self, IdentityError};
 use super::layout::{self, Layout, parse_wal_name};
+use super::pack;
 use super::store::{Created, Store};
-use super::{identity, pack};
 use crate::api::{ArchiveStatus, Compression};
 
 /// How many archived names are remembered to answer repeated calls at once.
@@ -140,7 +141,7 @@ impl Archiver {
     /// identity vanished (moved away, deleted, an empty directory mounted in its place) is
     /// refused, not claimed again: WAL stays in `pg_wal`, where it is safe and visible, until
     /// the archive is back (or the manager restarts, which claims an empty store anew).
-    pub async fn check_identity(&self) -> Result<(), String> {
+    pub async fn check_identity(&self) -> Result<(), IdentityError> {
         let known = self.identity_checked.lock().await.clone();
         let Some(ours) = known else {
             let mut checked = self.identity_checked.lock().await;
@@ -153,21 +154,15 @@ impl Archiver {
         };
         let problem = match identity::read(&self.store).await? {
             Some(theirs) if theirs.system_identifier == ours => None,
-            Some(theirs) => Some(format!(
-                "{} now belongs to another cluster (system identifier {}; this one is {ours}): \
-                 refusing to archive into it; WAL stays in pg_wal",
-                self.store.describe(),
-                theirs.system_identifier
-            )),
-            None => Some(format!(
-                "{} lost its identity ({} vanished: the archive was moved, deleted or replaced): \
-                 refusing to archive into it; WAL stays in pg_wal. Put the archive back, or restart \
-                 the manager to start a new archive there (then take a base backup)",
-                self.store.describe(),
-                self.store.layout.identity()
-            )),
+            Some(theirs) => {
+                Some(IdentityError::Taken { store: self.store.describe(), theirs: theirs.system_identifier, ours })
+            }
+            None => Some(IdentityError::Vanished {
+                store: self.store.describe(),
+                path: self.store.layout.identity().to_string(),
+            }),
         };
-        self.set_store_problem(problem.clone());
+        self.set_store_problem(problem.as_ref().map(ToString::to_string));
         problem.map_or(Ok(()), Err)
     }
 
@@ -305,7 +300,7 @@ impl Archiver {
         local: &Path,
     ) -> Result<(), ArchiveError> {
         let existing = self.store.get(object).await?.unwrap_or_default();
-        let cipher = self.store.opener(&existing).map_err(ArchiveError::Local)?.cloned();
+        let cipher = self.store.opener(&existing).map_err(|e| ArchiveError::Local(e.to_string()))?.cloned();
         let local = local.to_path_buf();
         let same = tokio::task::spawn_blocking(move || pack::same_content(&existing, c, cipher.as_ref(), &local))
             .await

@@ -65,7 +65,7 @@ async fn an_archive_that_lost_its_identity_is_refused_and_not_claimed_again() {
     a.check_identity().await.unwrap();
     std::fs::remove_file(root.path().join("archive/main/cluster.json")).unwrap();
     let e = a.archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap_err();
-    assert!(matches!(*e, ArchiveError::Identity(_)), "{e:?}");
+    assert!(matches!(*e, ArchiveError::Identity(IdentityError::Vanished { .. })), "{e:?}");
     assert!(e.to_string().contains("lost its identity"), "{e}");
     assert!(!root.path().join("archive/main/cluster.json").exists(), "the identity was claimed again");
     assert!(a.status().store_problem.is_some());

@@ -26,6 +26,23 @@ const PREFIX: usize = 16;
 const CHUNK: usize = 64 * 1024;
 const TAG: usize = 16;
 
+/// Why a key file or a sealed object cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CipherError {
+    /// The key file cannot be read.
+    #[error(transparent)]
+    KeyFile(#[from] crate::osuser::Error),
+    /// The key file does not hold a key.
+    #[error("{path} must hold 64 hexadecimal characters (32 bytes); create one with `openssl rand -hex 32`")]
+    NotAKey {
+        /// The key file.
+        path: String,
+    },
+    /// A sealed object that does not open: another key, or altered or truncated data.
+    #[error(transparent)]
+    Open(std::io::Error),
+}
+
 /// A key, ready to seal and open.
 #[derive(Clone)]
 pub struct Cipher(XChaCha20Poly1305);
@@ -55,18 +72,16 @@ impl Cipher {
     }
 
     /// Reads a key file: 64 hexadecimal characters (a trailing newline is fine).
-    pub fn from_key_file(path: &Path) -> Result<Self, String> {
-        let secret = crate::osuser::read_secret(path).map_err(|e| e.to_string())?;
+    pub fn from_key_file(path: &Path) -> Result<Self, CipherError> {
+        let secret = crate::osuser::read_secret(path)?;
         let hex = secret.expose().trim();
+        let not_a_key = || CipherError::NotAKey { path: path.display().to_string() };
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "{} must hold 64 hexadecimal characters (32 bytes); create one with `openssl rand -hex 32`",
-                path.display()
-            ));
+            return Err(not_a_key());
         }
         let mut key = [0u8; 32];
         for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| not_a_key())?;
         }
         Ok(Self::new(&key))
     }
@@ -80,9 +95,9 @@ impl Cipher {
     }
 
     /// Opens a whole sealed object.
-    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CipherError> {
         let mut out = Vec::with_capacity(sealed.len());
-        OpeningReader::new(self.clone(), sealed).read_to_end(&mut out).map_err(|e| e.to_string())?;
+        OpeningReader::new(self.clone(), sealed).read_to_end(&mut out).map_err(CipherError::Open)?;
         Ok(out)
     }
 }
@@ -285,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("key");
         std::fs::write(&f, "abc\n").unwrap();
-        assert!(Cipher::from_key_file(&f).unwrap_err().contains("openssl rand -hex 32"));
+        assert!(Cipher::from_key_file(&f).unwrap_err().to_string().contains("openssl rand -hex 32"));
         std::fs::write(&f, format!("{}\n", "0f".repeat(32))).unwrap();
         let c = Cipher::from_key_file(&f).unwrap();
         assert_eq!(c.open(&Cipher::new(&[0x0f; 32]).seal(b"x")).unwrap(), b"x");

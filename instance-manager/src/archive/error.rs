@@ -2,6 +2,7 @@
 //! status of `POST /wal/archive` and its hint) depends on whose fault it is.
 
 use super::StoreError;
+use super::identity::IdentityError;
 
 /// A failed archive of one WAL file.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +36,8 @@ pub enum ArchiveError {
     },
     /// The store is not this cluster's archive (any more): its identity is another cluster's,
     /// vanished, or cannot be established.
-    #[error("{0}")]
-    Identity(String),
+    #[error(transparent)]
+    Identity(IdentityError),
     /// The store failed or could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -29,8 +29,16 @@ pub struct Switch {
     pub lsn: u64,
 }
 
+/// A line of a history file that is not `timeline<TAB>X/Y<TAB>reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("history line {line:?} is not `timeline<TAB>X/Y<TAB>reason`")]
+pub struct HistoryError {
+    /// The line, trimmed.
+    pub line: String,
+}
+
 /// Parses a `TTTTTTTT.history` file (`parent<TAB>X/Y<TAB>reason` lines, `#` comments).
-pub fn parse_history(text: &str) -> Result<Vec<Switch>, String> {
+pub fn parse_history(text: &str) -> Result<Vec<Switch>, HistoryError> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let mut fields = line.split_whitespace();
@@ -38,7 +46,7 @@ pub fn parse_history(text: &str) -> Result<Vec<Switch>, String> {
         let lsn = fields.next().and_then(|l| l.parse::<Lsn>().ok()).map(Lsn::as_u64);
         match (timeline, lsn) {
             (Some(timeline), Some(lsn)) => out.push(Switch { timeline, lsn }),
-            _ => return Err(format!("history line {line:?} is not `timeline<TAB>X/Y<TAB>reason`")),
+            _ => return Err(HistoryError { line: line.to_string() }),
         }
     }
     Ok(out)

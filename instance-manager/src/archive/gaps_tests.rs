@@ -26,7 +26,9 @@ fn six() -> Vec<Span> {
 fn history_files_parse_and_bad_lines_are_named() {
     let h = parse_history("1\t0/3000000\tno recovery target specified\n2\t1/A2000028\tat restore point\n").unwrap();
     assert_eq!(h, [Switch { timeline: 1, lsn: 0x300_0000 }, Switch { timeline: 2, lsn: 0x1_A200_0028 }]);
-    assert!(parse_history("x y z").unwrap_err().contains("x y z"));
+    let e = parse_history("x y z").unwrap_err();
+    assert_eq!(e, HistoryError { line: "x y z".into() });
+    assert!(e.to_string().contains("x y z"), "{e}");
     assert_eq!(lsn_text(0x1_A200_0028), "1/A2000028");
 }
 

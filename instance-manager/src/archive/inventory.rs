@@ -6,10 +6,46 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use object_store::path::Path;
 
-use super::gaps::{self, Span};
+use super::gaps::{self, HistoryError, Span};
 use super::layout::{SegmentId, WalName, parse_wal_name};
 use super::pack;
-use super::store::Store;
+use super::store::{Store, StoreError};
+
+/// Why what the archive holds cannot be told.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The store failed or could not be reached, or holds encrypted objects and no key is set.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A history file vanished between the listing and the read.
+    #[error("{object} vanished")]
+    Vanished {
+        /// The object.
+        object: String,
+    },
+    /// A history file that cannot be decrypted or decompressed.
+    #[error("{object} cannot be read: {source}")]
+    Unreadable {
+        /// The object.
+        object: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An object named like a history file that is not one.
+    #[error("{object} is not a history file")]
+    NotHistory {
+        /// The object.
+        object: String,
+    },
+    /// A history file with a line that does not parse.
+    #[error("{object}: {source}")]
+    BadHistory {
+        /// The object.
+        object: String,
+        /// The line.
+        source: HistoryError,
+    },
+}
 
 /// History files are a few lines per timeline; anything larger is not one.
 const HISTORY_LIMIT: u64 = 1 << 20;
@@ -24,8 +60,8 @@ fn dir_of(path: &Path) -> Option<(u32, u32)> {
 }
 
 /// The top of `wal/`: history files by timeline, and segment directories by (timeline, log).
-async fn top(store: &Store) -> Result<(BTreeMap<u32, Path>, BTreeMap<(u32, u32), Path>), String> {
-    let (objects, dirs) = store.list_dir(&store.layout.wal_dir()).await.map_err(|e| e.to_string())?;
+async fn top(store: &Store) -> Result<(BTreeMap<u32, Path>, BTreeMap<(u32, u32), Path>), InventoryError> {
+    let (objects, dirs) = store.list_dir(&store.layout.wal_dir()).await?;
     let histories = objects
         .into_iter()
         .filter_map(|m| match store.layout.wal_name_of(&m.location).and_then(|(n, _)| parse_wal_name(&n)) {
@@ -38,7 +74,7 @@ async fn top(store: &Store) -> Result<(BTreeMap<u32, Path>, BTreeMap<(u32, u32),
 }
 
 /// The path a recovery to the latest timeline of the archive follows.
-pub async fn newest_path(store: &Store) -> Result<Vec<Span>, String> {
+pub async fn newest_path(store: &Store) -> Result<Vec<Span>, InventoryError> {
     let (histories, dirs) = top(store).await?;
     path_from(store, &histories, &dirs).await
 }
@@ -47,34 +83,40 @@ async fn path_from(
     store: &Store,
     histories: &BTreeMap<u32, Path>,
     dirs: &BTreeMap<(u32, u32), Path>,
-) -> Result<Vec<Span>, String> {
+) -> Result<Vec<Span>, InventoryError> {
     let Some((&newest, object)) = histories.last_key_value() else {
         let newest = dirs.keys().map(|(t, _)| *t).max().unwrap_or(1);
         return Ok(gaps::path(newest, &[]));
     };
     let text = read_history(store, object).await?;
-    let history = gaps::parse_history(&text).map_err(|e| format!("{object}: {e}"))?;
+    let history = gaps::parse_history(&text)
+        .map_err(|source| InventoryError::BadHistory { object: object.to_string(), source })?;
     Ok(gaps::path(newest, &history))
 }
 
-async fn read_history(store: &Store, object: &Path) -> Result<String, String> {
-    let (_, c) = store.layout.wal_name_of(object).ok_or_else(|| format!("{object} is not a history file"))?;
-    let packed = store.get(object).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("{object} vanished"))?;
+async fn read_history(store: &Store, object: &Path) -> Result<String, InventoryError> {
+    let not_history = || InventoryError::NotHistory { object: object.to_string() };
+    let (_, c) = store.layout.wal_name_of(object).ok_or_else(not_history)?;
+    let packed = store.get(object).await?.ok_or_else(|| InventoryError::Vanished { object: object.to_string() })?;
     let cipher = store.opener(&packed)?.cloned();
     let plain = pack::unpack_small(&packed, c, cipher.as_ref(), HISTORY_LIMIT)
-        .map_err(|e| format!("{object} cannot be read: {e}"))?;
-    String::from_utf8(plain).map_err(|_| format!("{object} is not a history file"))
+        .map_err(|source| InventoryError::Unreadable { object: object.to_string(), source })?;
+    String::from_utf8(plain).map_err(|_| not_history())
 }
 
 /// Why the archive's lack of `missing` is a gap (see [`gaps::missing_reason`]), or `None` at
 /// the end of the archive. Lists the top of `wal/` and a directory or two of `missing`'s
 /// timeline: a few requests.
-pub async fn gap_reason(store: &Store, missing: SegmentId, segment_size: u64) -> Result<Option<String>, String> {
+pub async fn gap_reason(
+    store: &Store,
+    missing: SegmentId,
+    segment_size: u64,
+) -> Result<Option<String>, InventoryError> {
     let (histories, dirs) = top(store).await?;
     let spans = path_from(store, &histories, &dirs).await?;
     let mut later = None;
     for ((_, log), dir) in dirs.range((missing.timeline, missing.log)..=(missing.timeline, u32::MAX)) {
-        let (objects, _) = store.list_dir(dir).await.map_err(|e| e.to_string())?;
+        let (objects, _) = store.list_dir(dir).await?;
         later = objects
             .iter()
             .filter_map(|m| match store.layout.wal_name_of(&m.location).and_then(|(n, _)| parse_wal_name(&n)) {
@@ -90,9 +132,9 @@ pub async fn gap_reason(store: &Store, missing: SegmentId, segment_size: u64) ->
 }
 
 /// Every whole segment in the archive, and the path of its newest timeline.
-pub async fn segments(store: &Store) -> Result<(BTreeSet<SegmentId>, Vec<Span>), String> {
+pub async fn segments(store: &Store) -> Result<(BTreeSet<SegmentId>, Vec<Span>), InventoryError> {
     let spans = newest_path(store).await?;
-    let objects = store.list(&store.layout.wal_dir()).await.map_err(|e| e.to_string())?;
+    let objects = store.list(&store.layout.wal_dir()).await?;
     let archived = objects
         .iter()
         .filter_map(|m| match store.layout.wal_name_of(&m.location).and_then(|(n, _)| parse_wal_name(&n)) {

@@ -22,7 +22,7 @@ use futures_util::future::{BoxFuture, Shared};
 
 use super::layout::{DEFAULT_SEGMENT_SIZE, WalName, compressions_from, parse_wal_name};
 use super::pack;
-use super::store::Store;
+use super::store::{Store, StoreError};
 use crate::api::Compression;
 use crate::osuser::OsUser;
 
@@ -44,7 +44,75 @@ pub struct RestoreFailure {
     pub fatal: bool,
 }
 
-type Fetch = Shared<BoxFuture<'static, Result<bool, Arc<String>>>>;
+/// Why a WAL file could not be fetched into the spool or delivered to `pg_wal`.
+#[derive(Debug, thiserror::Error)]
+pub enum RestorerError {
+    /// The destination Postgres gave is not a file in `pg_wal` (a bad `restore_command`).
+    #[error("{dest} is not a file in {pg_wal}")]
+    NotInPgWal {
+        /// The destination as given.
+        dest: String,
+        /// This instance's `pg_wal`.
+        pg_wal: String,
+    },
+    /// The store failed or could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An encrypted object and no key configured.
+    #[error("{object} cannot be read: {source}")]
+    NoKey {
+        /// The object.
+        object: String,
+        /// The store's refusal.
+        source: StoreError,
+    },
+    /// The spool directory cannot be created.
+    #[error("cannot create {spool}: {source}")]
+    Spool {
+        /// The spool directory.
+        spool: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The object cannot be decrypted, decompressed or written into the spool.
+    #[error("{object} cannot be read into the spool {spool}: {source}")]
+    Unpack {
+        /// The object.
+        object: String,
+        /// The spool directory.
+        spool: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A task of the restorer ended without an answer.
+    #[error("{what} task: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Why.
+        source: tokio::task::JoinError,
+    },
+    /// The spooled file cannot be moved to its destination.
+    #[error("cannot {what} {dest}: {source}")]
+    Deliver {
+        /// `copy to` or `move into`.
+        what: &'static str,
+        /// The destination.
+        dest: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The delivered file cannot be given to Postgres' user.
+    #[error("cannot give {path} to Postgres: {source}")]
+    Chown {
+        /// The file.
+        path: String,
+        /// Why.
+        source: crate::osuser::Error,
+    },
+}
+
+type Fetch = Shared<BoxFuture<'static, Result<bool, Arc<RestorerError>>>>;
 
 /// The WAL restorer of one instance.
 pub struct Restorer {
@@ -107,12 +175,12 @@ impl Restorer {
     /// inside `pg_wal`).
     pub async fn restore(self: &Arc<Self>, name: &str, dest: &Path) -> Result<Restored, RestoreFailure> {
         let fatal = self.strict.load(std::sync::atomic::Ordering::SeqCst);
-        let fail = |message: String| RestoreFailure { message, fatal };
-        let dest = self.check_destination(dest).map_err(|m| RestoreFailure { message: m, fatal: true })?;
+        let fail = |e: &dyn std::fmt::Display| RestoreFailure { message: e.to_string(), fatal };
+        let dest = self.check_destination(dest).map_err(|e| RestoreFailure { message: e.to_string(), fatal: true })?;
         let Some(kind) = parse_wal_name(name) else {
             return Err(RestoreFailure { message: format!("{name:?} is not a WAL file name"), fatal: true });
         };
-        let fetched = self.fetch(name).await.map_err(|e| fail(e.to_string()))?;
+        let fetched = self.fetch(name).await.map_err(|e| fail(&e))?;
         if let WalName::Segment(id) = kind {
             self.prefetch_after(id);
             self.forget_before(name);
@@ -121,7 +189,7 @@ impl Restorer {
             return Ok(Restored::Missing);
         }
         let spooled = self.spool.join(name);
-        self.deliver(&spooled, &dest).map_err(fail)?;
+        self.deliver(&spooled, &dest).map_err(|e| fail(&e))?;
         Ok(Restored::Found)
     }
 
@@ -163,14 +231,17 @@ impl Restorer {
         self.last_missing.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn check_destination(&self, dest: &Path) -> Result<PathBuf, String> {
+    fn check_destination(&self, dest: &Path) -> Result<PathBuf, RestorerError> {
         let full = if dest.is_absolute() { dest.to_path_buf() } else { self.data_dir.join(dest) };
         let pg_wal = self.data_dir.join("pg_wal");
         let dir = full.parent().unwrap_or(Path::new(""));
         let ok = dir == pg_wal
             || std::fs::canonicalize(dir).ok().zip(std::fs::canonicalize(&pg_wal).ok()).is_some_and(|(a, b)| a == b);
         if !ok || full.file_name().is_none() {
-            return Err(format!("{} is not a file in {}", dest.display(), pg_wal.display()));
+            return Err(RestorerError::NotInPgWal {
+                dest: dest.display().to_string(),
+                pg_wal: pg_wal.display().to_string(),
+            });
         }
         Ok(full)
     }
@@ -191,8 +262,11 @@ impl Restorer {
             me.inflight.lock().unwrap_or_else(PoisonError::into_inner).remove(&owned);
             result
         });
-        let fetch: Fetch =
-            async move { task.await.unwrap_or_else(|e| Err(Arc::new(format!("fetch task: {e}")))) }.boxed().shared();
+        let fetch: Fetch = async move {
+            task.await.unwrap_or_else(|source| Err(Arc::new(RestorerError::Task { what: "fetch", source })))
+        }
+        .boxed()
+        .shared();
         inflight.insert(name.to_string(), fetch.clone());
         fetch
     }
@@ -221,12 +295,17 @@ impl Restorer {
     }
 
     /// Downloads `name` into the spool, trying the configured compression first.
-    async fn download(&self, name: &str) -> Result<bool, String> {
+    async fn download(&self, name: &str) -> Result<bool, RestorerError> {
+        let spool = || self.spool.display().to_string();
         for c in compressions_from(self.compression) {
             let Some(object) = self.store.layout.wal_object(name, c) else { return Ok(false) };
-            let Some(packed) = self.store.get(&object).await.map_err(|e| e.to_string())? else { continue };
-            let cipher = self.store.opener(&packed).map_err(|e| format!("{object} cannot be read: {e}"))?.cloned();
-            std::fs::create_dir_all(&self.spool).map_err(|e| format!("cannot create {}: {e}", self.spool.display()))?;
+            let Some(packed) = self.store.get(&object).await? else { continue };
+            let cipher = self
+                .store
+                .opener(&packed)
+                .map_err(|source| RestorerError::NoKey { object: object.to_string(), source })?
+                .cloned();
+            std::fs::create_dir_all(&self.spool).map_err(|source| RestorerError::Spool { spool: spool(), source })?;
             let path = self.spool.join(name);
             // Unpacked as a stream straight into the spool file: only the packed object is in
             // memory. Not fsynced: the spool starts empty in every life of the manager, and
@@ -239,23 +318,31 @@ impl Restorer {
                 std::fs::rename(&tmp, &path)
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{object} cannot be read into the spool {}: {e}", self.spool.display()))?;
+            .map_err(|source| RestorerError::Task { what: "unpacking", source })?
+            .map_err(|source| RestorerError::Unpack {
+                object: object.to_string(),
+                spool: spool(),
+                source,
+            })?;
             return Ok(true);
         }
         Ok(false)
     }
 
     /// Moves a spooled file to `dest`, owned by Postgres' user.
-    fn deliver(&self, spooled: &Path, dest: &Path) -> Result<(), String> {
+    fn deliver(&self, spooled: &Path, dest: &Path) -> Result<(), RestorerError> {
         let tmp = dest.with_extension("pgwarden-tmp");
-        let err = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", dest.display());
+        let err = |what: &'static str, source: std::io::Error| RestorerError::Deliver {
+            what,
+            dest: dest.display().to_string(),
+            source,
+        };
         if std::fs::rename(spooled, &tmp).is_err() {
             std::fs::copy(spooled, &tmp).map_err(|e| err("copy to", e))?;
             let _ = std::fs::remove_file(spooled);
         }
         if let Some(user) = &self.os_user {
-            user.chown(&tmp).map_err(|e| format!("cannot give {} to Postgres: {e}", tmp.display()))?;
+            user.chown(&tmp).map_err(|source| RestorerError::Chown { path: tmp.display().to_string(), source })?;
         }
         std::fs::rename(&tmp, dest).map_err(|e| err("move into", e))
     }

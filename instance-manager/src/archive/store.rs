@@ -43,6 +43,12 @@ pub enum StoreError {
         /// The client's error (boxed: it is large).
         source: Box<object_store::Error>,
     },
+    /// An encrypted object, and no key to open it.
+    #[error("{store} holds encrypted objects: set encryption.keyFile to the key they were written with")]
+    NoKey {
+        /// The store.
+        store: String,
+    },
 }
 
 impl StoreError {
@@ -130,9 +136,9 @@ pub fn check(spec: &StoreSpec, field: &str) -> Result<Destination, StoreError> {
 
 fn cipher_of(spec: &StoreSpec, field: &str) -> Result<Option<Arc<Cipher>>, StoreError> {
     let Some(e) = &spec.encryption else { return Ok(None) };
-    Cipher::from_key_file(&e.key_file)
-        .map(|c| Some(Arc::new(c)))
-        .map_err(|m| StoreError::config(&format!("{field}.encryption.keyFile"), m, "mount the key Secret there"))
+    Cipher::from_key_file(&e.key_file).map(|c| Some(Arc::new(c))).map_err(|e| {
+        StoreError::config(&format!("{field}.encryption.keyFile"), e.to_string(), "mount the key Secret there")
+    })
 }
 
 /// Opens the store `spec` describes for `cluster`. `field` names the spec in errors
@@ -274,16 +280,13 @@ impl Store {
 
     /// The key that opens `object`: `None` for a plain object, an error for an encrypted one
     /// when no key is configured.
-    pub fn opener(&self, object: &[u8]) -> Result<Option<&Cipher>, String> {
+    pub fn opener(&self, object: &[u8]) -> Result<Option<&Cipher>, StoreError> {
         if !cipher::is_sealed(object) {
             return Ok(None);
         }
         match &self.cipher {
             Some(c) => Ok(Some(c)),
-            None => Err(format!(
-                "{} holds encrypted objects: set encryption.keyFile to the key they were written with",
-                self.describe()
-            )),
+            None => Err(StoreError::NoKey { store: self.describe() }),
         }
     }
 

@@ -35,6 +35,9 @@ pub enum RecoverError {
     /// The store, the catalog or the backup.
     #[error("{0}")]
     Backup(String),
+    /// The backup's data could not be restored into the staging directory.
+    #[error(transparent)]
+    Restore(#[from] super::restore::RestoreError),
     /// The data directory could not be prepared.
     #[error(transparent)]
     PgData(#[from] crate::pgdata::Error),
@@ -120,7 +123,7 @@ pub async fn unpack_into_staging(
     let staging = crate::pgdata::prepare_staging(v, paths)?;
     let started = std::time::Instant::now();
     tracing::info!(backup = %backup.id, from = %store.describe(), "restoring a base backup");
-    let bytes = super::restore::unpack(store, backup, &staging).await.map_err(RecoverError::Backup)?;
+    let bytes = super::restore::unpack(store, backup, &staging).await?;
     for dir in [
         "pg_wal/archive_status",
         "pg_replslot",
@@ -135,9 +138,7 @@ pub async fn unpack_into_staging(
     }
     chown_tree(v, &staging)?;
     for file in backup.files.iter().filter(|f| f.name.starts_with("tablespace-")) {
-        if let Some(location) =
-            super::restore::tablespace_location(&file.name, &staging).map_err(RecoverError::Backup)?
-        {
+        if let Some(location) = super::restore::tablespace_location(&file.name, &staging)? {
             chown_tree(v, &location)?;
         }
     }

@@ -9,13 +9,37 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
+/// Why a restored tree could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A file or directory could not be opened or flushed.
+    #[error("cannot flush {path}: {source}")]
+    Flush {
+        /// The file or directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A directory could not be listed.
+    #[error("cannot read {dir}: {source}")]
+    ReadDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A flushing thread panicked: what it had to flush is unknown.
+    #[error("a file-flushing thread panicked")]
+    Panicked,
+}
+
 /// Threads flushing files: writeback is the disk's work, two keep it busy.
 const THREADS: usize = 2;
 
 /// Flushes the files it is given on background threads.
 pub struct Syncer {
     tx: Option<mpsc::Sender<PathBuf>>,
-    threads: Vec<std::thread::JoinHandle<Result<(), String>>>,
+    threads: Vec<std::thread::JoinHandle<Result<(), SyncError>>>,
 }
 
 impl Syncer {
@@ -26,7 +50,7 @@ impl Syncer {
         let threads = (0..THREADS)
             .map(|_| {
                 let rx = Arc::clone(&rx);
-                std::thread::spawn(move || -> Result<(), String> {
+                std::thread::spawn(move || -> Result<(), SyncError> {
                     loop {
                         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
                         let Ok(path) = next else { return Ok(()) };
@@ -47,24 +71,27 @@ impl Syncer {
     }
 
     /// Waits until every queued file is flushed, then flushes every directory under `root`.
-    pub fn finish(mut self, root: &Path) -> Result<(), String> {
+    pub fn finish(mut self, root: &Path) -> Result<(), SyncError> {
         drop(self.tx.take());
         for t in self.threads.drain(..) {
-            t.join().map_err(|_| "a file-flushing thread panicked".to_string())??;
+            t.join().map_err(|_| SyncError::Panicked)??;
         }
         sync_dirs(root)
     }
 }
 
-fn sync_file(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| format!("cannot flush {}: {e}", path.display()))
+fn sync_file(path: &Path) -> Result<(), SyncError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| SyncError::Flush { path: path.display().to_string(), source })
 }
 
 /// Flushes `root` and every directory below it (their entries: the files' names).
-fn sync_dirs(root: &Path) -> Result<(), String> {
+fn sync_dirs(root: &Path) -> Result<(), SyncError> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|source| SyncError::ReadDir { dir: dir.display().to_string(), source })?;
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(e.path());
@@ -99,6 +126,8 @@ mod tests {
         let syncer = Syncer::start();
         syncer.push(dir.path().join("missing"));
         let e = syncer.finish(dir.path()).unwrap_err();
+        assert!(matches!(&e, SyncError::Flush { path, .. } if path.ends_with("missing")), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("cannot flush") && e.contains("missing"), "{e}");
     }
 }

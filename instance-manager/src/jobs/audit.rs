@@ -72,7 +72,7 @@ async fn audit_loop(instance: Arc<Instance>, archiver: Arc<Archiver>) {
 pub async fn audit(archiver: &Archiver, backups_before: Option<u64>) -> ArchiveAudit {
     let mut out = ArchiveAudit { checked_at: Some(jiff::Timestamp::now()), ..Default::default() };
     if let Err(e) = archiver.check_identity().await {
-        out.error = Some(e);
+        out.error = Some(e.to_string());
         return out;
     }
     let store = archiver.store();
@@ -99,7 +99,7 @@ pub async fn audit(archiver: &Archiver, backups_before: Option<u64>) -> ArchiveA
     let first = match look(archiver, start, oldest.segment_size).await {
         Ok(scan) => scan,
         Err(e) => {
-            out.error = Some(e);
+            out.error = Some(e.to_string());
             return out;
         }
     };
@@ -110,7 +110,7 @@ pub async fn audit(archiver: &Archiver, backups_before: Option<u64>) -> ArchiveA
         match look(archiver, start, oldest.segment_size).await {
             Ok(again) => confirmed(&first, again),
             Err(e) => {
-                out.error = Some(e);
+                out.error = Some(e.to_string());
                 return out;
             }
         }
@@ -119,7 +119,11 @@ pub async fn audit(archiver: &Archiver, backups_before: Option<u64>) -> ArchiveA
     out
 }
 
-async fn look(archiver: &Archiver, start: SegmentId, segment_size: u64) -> Result<gaps::GapScan, String> {
+async fn look(
+    archiver: &Archiver,
+    start: SegmentId,
+    segment_size: u64,
+) -> Result<gaps::GapScan, inventory::InventoryError> {
     let (archived, spans) = inventory::segments(archiver.store()).await?;
     Ok(gaps::scan(start, segment_size, &spans, &archived).unwrap_or_default())
 }
