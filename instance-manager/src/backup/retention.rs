@@ -22,9 +22,9 @@ use std::collections::BTreeMap;
 
 use object_store::path::Path;
 
-use super::catalog::{self, BackupInfo};
+use super::catalog::{self, BackupInfo, CatalogError};
 use crate::api::RetentionSpec;
-use crate::archive::{SegmentId, Store, WalName, parse_wal_name};
+use crate::archive::{SegmentId, Store, StoreError, WalName, parse_wal_name};
 
 /// How old an interrupted backup's newest object must be before it is removed.
 pub const INCOMPLETE_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
@@ -160,10 +160,22 @@ pub struct Applied {
     pub wal_objects: usize,
 }
 
+/// Why retention could not be applied: nothing after the failed step was deleted, and the
+/// next run starts again.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    /// The catalog could not be read, or a backup not deleted.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The store failed or could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The backup directories in the store, from a listing of `base/`.
-pub async fn backup_dirs(store: &Store) -> Result<Vec<BackupDir>, String> {
+pub async fn backup_dirs(store: &Store) -> Result<Vec<BackupDir>, StoreError> {
     let base = store.layout.base_dir();
-    let objects = store.list(&base).await.map_err(|e| e.to_string())?;
+    let objects = store.list(&base).await?;
     let mut dirs: BTreeMap<String, BackupDir> = BTreeMap::new();
     for meta in objects {
         let Some(rest) = meta.location.prefix_match(&base) else { continue };
@@ -179,10 +191,14 @@ pub async fn backup_dirs(store: &Store) -> Result<Vec<BackupDir>, String> {
 }
 
 /// Applies `policy` to `store` now; `in_progress` is a backup being taken here.
-pub async fn apply(store: &Store, policy: &RetentionSpec, in_progress: Option<&str>) -> Result<Applied, String> {
-    let backups = catalog::list(store).await.map_err(|e| e.to_string())?;
+pub async fn apply(
+    store: &Store,
+    policy: &RetentionSpec,
+    in_progress: Option<&str>,
+) -> Result<Applied, RetentionError> {
+    let backups = catalog::list(store).await?;
     let dirs = backup_dirs(store).await?;
-    let wal_objects = store.list(&store.layout.wal_dir()).await.map_err(|e| e.to_string())?;
+    let wal_objects = store.list(&store.layout.wal_dir()).await?;
     let mut by_name: BTreeMap<String, Vec<Path>> = BTreeMap::new();
     for meta in wal_objects {
         if let Some((name, _)) = store.layout.wal_name_of(&meta.location) {
@@ -193,20 +209,20 @@ pub async fn apply(store: &Store, policy: &RetentionSpec, in_progress: Option<&s
     let plan = plan(policy, &backups, &dirs, &names, in_progress, jiff::Timestamp::now());
     let mut applied = Applied::default();
     for id in &plan.delete {
-        catalog::delete(store, id).await.map_err(|e| e.to_string())?;
+        catalog::delete(store, id).await?;
         tracing::info!(backup = %id, "retention deleted a backup");
         applied.backups.push(id.clone());
     }
     for id in &plan.delete_incomplete {
-        for meta in store.list(&store.layout.backup_dir(id)).await.map_err(|e| e.to_string())? {
-            store.delete(&meta.location).await.map_err(|e| e.to_string())?;
+        for meta in store.list(&store.layout.backup_dir(id)).await? {
+            store.delete(&meta.location).await?;
         }
         tracing::info!(backup = %id, "retention deleted an interrupted backup");
         applied.incomplete.push(id.clone());
     }
     for name in &plan.delete_wal {
         for path in by_name.get(name).into_iter().flatten() {
-            store.delete(path).await.map_err(|e| e.to_string())?;
+            store.delete(path).await?;
             applied.wal_objects += 1;
         }
     }

@@ -7,9 +7,19 @@ use croner::Cron;
 #[derive(Debug, Clone)]
 pub struct Schedule(Cron);
 
+/// A schedule that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{expr:?} is not a cron expression: {source}")]
+pub struct ScheduleError {
+    /// The expression as given.
+    pub expr: String,
+    /// What the cron parser refused.
+    source: croner::errors::CronError,
+}
+
 /// Parses a cron expression (`min hour day month weekday`, optionally with seconds first).
-pub fn parse(expr: &str) -> Result<Schedule, String> {
-    expr.parse::<Cron>().map(Schedule).map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
+pub fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
+    expr.parse::<Cron>().map(Schedule).map_err(|source| ScheduleError { expr: expr.to_string(), source })
 }
 
 impl Schedule {

@@ -53,7 +53,7 @@ pub(super) fn check_backup(c: &mut Collector, cfg: &InstanceConfig, cluster: &st
         if let Some(s) = &b.schedule
             && let Err(e) = crate::backup::schedule::parse(s)
         {
-            c.add("backup.schedule", e, "use five fields, e.g. '0 3 * * *' for 03:00 UTC every day");
+            c.add("backup.schedule", e.to_string(), "use five fields, e.g. '0 3 * * *' for 03:00 UTC every day");
         }
         check_store(c, &b.store, "backup.store")
     });

@@ -62,7 +62,7 @@ pub struct Started {
     /// Its id.
     pub id: String,
     /// Its end: its `backup.json`, or why it failed.
-    pub done: JoinHandle<Result<BackupInfo, String>>,
+    pub done: JoinHandle<Result<BackupInfo, take::Error>>,
 }
 
 /// Clears the running slot when the backup task ends, however it ends.
@@ -136,7 +136,7 @@ pub async fn start(instance: &Arc<Instance>, from_standby: bool) -> Result<Start
         {
             run_retention(&instance, &store, policy).await;
         }
-        result.map_err(|e| e.to_string())
+        result
     });
     Ok(Started { id, done })
 }
@@ -178,7 +178,7 @@ async fn run_retention(instance: &Instance, store: &Store, policy: &crate::api::
             Ok(_) => s.retention_error = None,
             Err(e) => {
                 tracing::warn!(error = %e, "retention failed");
-                s.retention_error = Some(e);
+                s.retention_error = Some(e.to_string());
             }
         }
     }
