@@ -129,7 +129,7 @@ impl Scraper {
                     Err(format!("postgres did not answer within {:.1} s", budget.as_secs_f64()))
                 }
             },
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         c.up_duration = Some(t.elapsed());
         let probe = match probe {

@@ -27,6 +27,63 @@ fn seconds(d: Duration) -> String {
     if s >= 0.1 { format!("{s:.1} s") } else { format!("{s:.3} s") }
 }
 
+/// Why no session in a database could be had for a scrape.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The scrape's deadline had passed before a connection could be tried.
+    #[error(
+        "not connected to database {dbname}: the scrape's deadline (metrics.timeoutSeconds) had passed \
+         before it could start (scrapes waited for each other, or Postgres was slow)"
+    )]
+    NoTimeLeft {
+        /// The database.
+        dbname: String,
+    },
+    /// Connecting took the whole budget.
+    #[error("connecting to database {dbname} took longer than {}", seconds(*.budget))]
+    ConnectTimeout {
+        /// The database.
+        dbname: String,
+        /// The time it had.
+        budget: Duration,
+    },
+    /// Postgres refused the connection or could not be reached.
+    #[error("connecting to database {dbname}: {source}")]
+    Connect {
+        /// The database.
+        dbname: String,
+        /// Why.
+        source: tokio_postgres::Error,
+    },
+    /// The session's settings (`SET ROLE pg_monitor`, ...) were refused.
+    #[error("preparing the session in {dbname}: {source}")]
+    Prepare {
+        /// The database.
+        dbname: String,
+        /// Why.
+        source: tokio_postgres::Error,
+    },
+    /// A changed `statement_timeout` could not be set on an open session.
+    #[error("setting statement_timeout in {dbname}: {source}")]
+    SetTimeout {
+        /// The database.
+        dbname: String,
+        /// Why.
+        source: tokio_postgres::Error,
+    },
+    /// Setting a changed `statement_timeout` took the whole budget.
+    #[error("setting statement_timeout in {dbname} took longer than {}", seconds(*.budget))]
+    SetTimeoutSlow {
+        /// The database.
+        dbname: String,
+        /// The time it had.
+        budget: Duration,
+    },
+    /// The session just opened was not found again (a bug).
+    #[error("the session vanished")]
+    Vanished,
+}
+
 struct Session {
     client: Client,
     port: u16,
@@ -49,33 +106,27 @@ impl Connections {
         dbname: &str,
         statement_timeout: Duration,
         budget: Duration,
-    ) -> Result<&Client, String> {
+    ) -> Result<&Client, ConnectionError> {
         let timeout_ms = statement_timeout.as_millis().max(1) as u64;
         let reusable = self.sessions.get(dbname).is_some_and(|s| !s.client.is_closed() && s.port == port);
         if !reusable {
             self.sessions.remove(dbname);
             if budget < MIN_CONNECT_BUDGET {
-                return Err(format!(
-                    "not connected to database {dbname}: the scrape's deadline (metrics.timeoutSeconds) had passed \
-                     before it could start (scrapes waited for each other, or Postgres was slow)"
-                ));
+                return Err(ConnectionError::NoTimeLeft { dbname: dbname.to_string() });
             }
-            let client =
-                tokio::time::timeout(budget, connect(socket_dir, port, dbname, timeout_ms, budget))
-                    .await
-                    .map_err(|_| format!("connecting to database {dbname} took longer than {}", seconds(budget)))??;
+            let client = tokio::time::timeout(budget, connect(socket_dir, port, dbname, timeout_ms, budget))
+                .await
+                .map_err(|_| ConnectionError::ConnectTimeout { dbname: dbname.to_string(), budget })??;
             self.sessions.insert(dbname.to_string(), Session { client, port, statement_timeout_ms: timeout_ms });
         }
-        let session = self.sessions.get_mut(dbname).ok_or("the session vanished")?;
+        let session = self.sessions.get_mut(dbname).ok_or(ConnectionError::Vanished)?;
         if session.statement_timeout_ms != timeout_ms {
             // metrics.timeoutSeconds changed with a configuration reload.
             let sql = format!("SET statement_timeout = {timeout_ms}");
             match tokio::time::timeout(budget, session.client.batch_execute(&sql)).await {
                 Ok(Ok(())) => session.statement_timeout_ms = timeout_ms,
-                Ok(Err(e)) => return Err(format!("setting statement_timeout in {dbname}: {e}")),
-                Err(_) => {
-                    return Err(format!("setting statement_timeout in {dbname} took longer than {}", seconds(budget)));
-                }
+                Ok(Err(source)) => return Err(ConnectionError::SetTimeout { dbname: dbname.to_string(), source }),
+                Err(_) => return Err(ConnectionError::SetTimeoutSlow { dbname: dbname.to_string(), budget }),
             }
         }
         Ok(&session.client)
@@ -108,7 +159,7 @@ async fn connect(
     dbname: &str,
     timeout_ms: u64,
     budget: Duration,
-) -> Result<Client, String> {
+) -> Result<Client, ConnectionError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host_path(socket_dir)
         .port(port)
@@ -116,7 +167,8 @@ async fn connect(
         .dbname(dbname)
         .application_name("pgwarden-metrics")
         .connect_timeout(budget);
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| format!("connecting to database {dbname}: {e}"))?;
+    let (client, conn) =
+        cfg.connect(NoTls).await.map_err(|source| ConnectionError::Connect { dbname: dbname.to_string(), source })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "metrics connection closed");
@@ -126,7 +178,10 @@ async fn connect(
         "SET ROLE pg_monitor; SET default_transaction_read_only = on; SET statement_timeout = {timeout_ms}; \
          SET lock_timeout = 1000; SET jit = off"
     );
-    client.batch_execute(&settings).await.map_err(|e| format!("preparing the session in {dbname}: {e}"))?;
+    client
+        .batch_execute(&settings)
+        .await
+        .map_err(|source| ConnectionError::Prepare { dbname: dbname.to_string(), source })?;
     Ok(client)
 }
 
@@ -154,6 +209,8 @@ mod tests {
         let Err(e) = conns.client(dir, 5432, "postgres", Duration::from_secs(1), Duration::ZERO).await else {
             panic!("connected without time")
         };
+        assert!(matches!(&e, ConnectionError::NoTimeLeft { dbname } if dbname == "postgres"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("the scrape's deadline (metrics.timeoutSeconds) had passed"), "{e}");
         assert!(!e.contains("0ns"), "{e}");
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5 s");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use super::connection::{self, Connections, DEFAULT_DATABASE};
+use super::connection::{self, ConnectionError, Connections, DEFAULT_DATABASE};
 use super::family::{Kind, Labels, Sheet, labels};
 use super::queries::{Query, QuerySet, Usage};
 use super::server_version::Version;
@@ -65,10 +65,61 @@ pub struct Runner {
     stats: BTreeMap<String, QueryStats>,
 }
 
+/// Why a metrics query produced nothing in a scrape; its text is the query's `last_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No session in the database.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The scrape's deadline passed before the query's turn.
+    #[error("not run: the scrape's deadline (metrics.timeoutSeconds) had passed")]
+    NoTimeLeft,
+    /// Listing the databases for `target_databases: ['*']` took the whole budget.
+    #[error("listing the databases took too long")]
+    ListDatabasesTimeout,
+    /// Listing the databases for `target_databases: ['*']` failed.
+    #[error("listing the databases: {0}")]
+    ListDatabases(#[source] tokio_postgres::Error),
+    /// The `predicate_query` failed.
+    #[error("predicate_query: {0}")]
+    Predicate(#[source] Box<QueryError>),
+    /// Postgres refused the statement: its own message (`column "x" does not exist`).
+    #[error("{}", describe(.0))]
+    Postgres(#[source] tokio_postgres::Error),
+    /// The statement outlived its budget and was cancelled.
+    #[error("did not answer within {:.1} s; cancelled", .budget.as_secs_f64())]
+    Cancelled {
+        /// The time it had.
+        budget: Duration,
+    },
+    /// A row's text could not be read.
+    #[error(transparent)]
+    Row(tokio_postgres::Error),
+    /// A row that is not a JSON object (it always is: the statement is wrapped in `to_jsonb`).
+    #[error("a row is not a JSON object")]
+    NotAnObject,
+    /// A column the query's metrics name is not in its result.
+    #[error("column {column} is not in the result (it has: {have})")]
+    NoSuchColumn {
+        /// The column.
+        column: String,
+        /// The result's columns, comma-separated.
+        have: String,
+    },
+    /// The query failed in a database other than the default one.
+    #[error("in database {database}: {source}")]
+    InDatabase {
+        /// The database.
+        database: String,
+        /// Why.
+        source: Box<QueryError>,
+    },
+}
+
 enum Outcome {
     Ran(Vec<Produced>),
     Skipped,
-    Failed(String),
+    Failed(QueryError),
 }
 
 impl Runner {
@@ -106,6 +157,7 @@ impl Runner {
                     }
                 }
                 Outcome::Failed(e) => {
+                    let e = e.to_string();
                     failed += 1;
                     stats.errors_total += 1;
                     stats.failed_last = true;
@@ -153,17 +205,17 @@ impl Runner {
         for db in dbs {
             let budget = until.saturating_duration_since(Instant::now());
             if budget.is_zero() {
-                return Outcome::Failed("not run: the scrape's deadline (metrics.timeoutSeconds) had passed".into());
+                return Outcome::Failed(QueryError::NoTimeLeft);
             }
             let client = match conns.client(target.socket_dir, target.port, &db, target.statement_timeout, budget).await
             {
                 Ok(c) => c,
-                Err(e) => return Outcome::Failed(e),
+                Err(e) => return Outcome::Failed(e.into()),
             };
             match run_in(client, q, until).await {
                 Ok(mut r) => rows.append(&mut r),
                 Err(e) if db == DEFAULT_DATABASE => return Outcome::Failed(e),
-                Err(e) => return Outcome::Failed(format!("in database {db}: {e}")),
+                Err(e) => return Outcome::Failed(QueryError::InDatabase { database: db, source: Box::new(e) }),
             }
         }
         Outcome::Ran(rows)
@@ -204,7 +256,7 @@ async fn target_databases(
     target: &Target<'_>,
     databases: &mut Option<Vec<String>>,
     q: &Query,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, QueryError> {
     if q.target_databases.is_empty() {
         return Ok(vec![DEFAULT_DATABASE.to_string()]);
     }
@@ -215,8 +267,8 @@ async fn target_databases(
         let sql = "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
         let rows = tokio::time::timeout(budget, client.query(sql, &[]))
             .await
-            .map_err(|_| "listing the databases took too long".to_string())?
-            .map_err(|e| format!("listing the databases: {e}"))?;
+            .map_err(|_| QueryError::ListDatabasesTimeout)?
+            .map_err(QueryError::ListDatabases)?;
         let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         conns.retain(&all.iter().cloned().collect());
         *databases = Some(all);
@@ -233,9 +285,9 @@ async fn target_databases(
 }
 
 /// Runs `q` (its predicate first) on `client`, cancelling it at `until`.
-async fn run_in(client: &Client, q: &Query, until: Instant) -> Result<Vec<Produced>, String> {
+async fn run_in(client: &Client, q: &Query, until: Instant) -> Result<Vec<Produced>, QueryError> {
     if let Some(predicate) = &q.predicate {
-        let rows = bounded(client, predicate, until).await.map_err(|e| format!("predicate_query: {e}"))?;
+        let rows = bounded(client, predicate, until).await.map_err(|e| QueryError::Predicate(Box::new(e)))?;
         if !rows.first().is_some_and(|r| r.values().all(truthy)) {
             return Ok(Vec::new());
         }
@@ -251,22 +303,22 @@ async fn run_in(client: &Client, q: &Query, until: Instant) -> Result<Vec<Produc
 type Row = serde_json::Map<String, serde_json::Value>;
 
 /// Runs `sql` as one statement, each row as a JSON object, cancelling it at `until`.
-async fn bounded(client: &Client, sql: &str, until: Instant) -> Result<Vec<Row>, String> {
+async fn bounded(client: &Client, sql: &str, until: Instant) -> Result<Vec<Row>, QueryError> {
     let wrapped = format!("SELECT to_jsonb(q)::text FROM (\n{sql}\n) AS q");
     let budget = until.saturating_duration_since(Instant::now());
     let rows = match tokio::time::timeout_at(until, client.query(&wrapped, &[])).await {
-        Ok(r) => r.map_err(|e| describe(&e))?,
+        Ok(r) => r.map_err(QueryError::Postgres)?,
         Err(_) => {
             connection::cancel(client);
-            return Err(format!("did not answer within {:.1} s; cancelled", budget.as_secs_f64()));
+            return Err(QueryError::Cancelled { budget });
         }
     };
     rows.iter()
         .map(|r| {
-            let text: Option<String> = r.try_get(0).map_err(|e| e.to_string())?;
+            let text: Option<String> = r.try_get(0).map_err(QueryError::Row)?;
             match serde_json::from_str(text.as_deref().unwrap_or("{}")) {
                 Ok(serde_json::Value::Object(m)) => Ok(m),
-                _ => Err("a row is not a JSON object".to_string()),
+                _ => Err(QueryError::NotAnObject),
             }
         })
         .collect()
@@ -290,11 +342,11 @@ fn truthy(v: &serde_json::Value) -> bool {
 }
 
 /// The samples of one row.
-fn produce(q: &Query, row: &Row, out: &mut Vec<Produced>) -> Result<(), String> {
+fn produce(q: &Query, row: &Row, out: &mut Vec<Produced>) -> Result<(), QueryError> {
     let get = |column: &str| {
         row.get(column).ok_or_else(|| {
             let have: Vec<&str> = row.keys().map(String::as_str).collect();
-            format!("column {column} is not in the result (it has: {})", have.join(", "))
+            QueryError::NoSuchColumn { column: column.to_string(), have: have.join(", ") }
         })
     };
     let mut row_labels = Labels::new();
@@ -372,7 +424,8 @@ mod tests {
         );
         assert_eq!(out[3].kind, Kind::Counter);
         let e = produce(q, &row(r#"{"db":"x"}"#), &mut out).unwrap_err();
-        assert!(e.contains("column size is not in the result (it has: db)"), "{e}");
+        assert!(matches!(&e, QueryError::NoSuchColumn { column, .. } if column == "size"), "{e:?}");
+        assert!(e.to_string().contains("column size is not in the result (it has: db)"), "{e}");
     }
 
     #[test]

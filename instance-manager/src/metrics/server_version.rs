@@ -25,6 +25,23 @@ enum Op {
     Ge,
 }
 
+/// A `runonserver` range that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionRangeError {
+    /// Nothing between two `||`, or nothing at all.
+    #[error("{text:?} has an empty alternative")]
+    EmptyAlternative {
+        /// The range as written.
+        text: String,
+    },
+    /// A token that is not an operator and a version.
+    #[error("{token:?} is not a comparison such as >=17.0.0")]
+    NotAComparison {
+        /// The token.
+        token: String,
+    },
+}
+
 /// A range: alternatives (`||`), each a conjunction of comparisons.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRange {
@@ -40,13 +57,13 @@ impl fmt::Display for VersionRange {
 
 impl VersionRange {
     /// Parses `>=12.0.0 <17.0.0`, `>=17.0.0`, `15.0.0 || >=16.0.0`, ...
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, VersionRangeError> {
         let mut any_of = Vec::new();
         for alternative in text.split("||") {
             let all: Vec<(Op, Version)> =
                 alternative.split_whitespace().map(parse_comparison).collect::<Result<_, _>>()?;
             if all.is_empty() {
-                return Err(format!("{text:?} has an empty alternative"));
+                return Err(VersionRangeError::EmptyAlternative { text: text.to_string() });
             }
             any_of.push(all);
         }
@@ -68,14 +85,14 @@ impl VersionRange {
     }
 }
 
-fn parse_comparison(token: &str) -> Result<(Op, Version), String> {
+fn parse_comparison(token: &str) -> Result<(Op, Version), VersionRangeError> {
     let (op, rest) =
         [(">=", Op::Ge), ("<=", Op::Le), ("!=", Op::Ne), ("==", Op::Eq), (">", Op::Gt), ("<", Op::Lt), ("=", Op::Eq)]
             .into_iter()
             .find_map(|(p, op)| token.strip_prefix(p).map(|rest| (op, rest)))
             .unwrap_or((Op::Eq, token));
     let parts: Vec<&str> = rest.split('.').collect();
-    let bad = || format!("{token:?} is not a comparison such as >=17.0.0");
+    let bad = || VersionRangeError::NotAComparison { token: token.to_string() };
     if parts.is_empty() || parts.len() > 3 {
         return Err(bad());
     }
