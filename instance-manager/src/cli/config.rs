@@ -65,10 +65,21 @@ pub fn effective(v: &Validated) -> InstanceConfig {
     cfg
 }
 
+/// Why a configuration could not be printed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The YAML encoder refused it.
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml::Error),
+    /// The JSON encoder refused it.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// `cfg` as YAML or pretty JSON, ending with a newline.
-pub fn render(cfg: &InstanceConfig, format: ConfigFormat) -> Result<String, String> {
-    match format {
-        ConfigFormat::Yaml => serde_yaml::to_string(cfg).map_err(|e| e.to_string()),
-        ConfigFormat::Json => serde_json::to_string_pretty(cfg).map(|s| s + "\n").map_err(|e| e.to_string()),
-    }
+pub fn render(cfg: &InstanceConfig, format: ConfigFormat) -> Result<String, RenderError> {
+    Ok(match format {
+        ConfigFormat::Yaml => serde_yaml::to_string(cfg)?,
+        ConfigFormat::Json => serde_json::to_string_pretty(cfg)? + "\n",
+    })
 }

@@ -7,6 +7,30 @@ use super::state::{Desired, Instance};
 use crate::api::PostgresProcessState;
 use crate::postgres::{Postmaster, roles};
 
+/// Why a live promotion failed (the run loop then restarts Postgres as a primary instead).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PromoteError {
+    /// No connection to the local Postgres.
+    #[error(transparent)]
+    Connect(#[from] crate::postgres::sql::Error),
+    /// `synchronous_standby_names` could not be read back.
+    #[error("cannot read synchronous_standby_names: {0}")]
+    ReadSyncNames(#[source] tokio_postgres::Error),
+    /// The reloaded configuration did not take effect in time: promoting now could let the
+    /// first commits go unreplicated.
+    #[error("synchronous_standby_names did not become {want:?} in time")]
+    SyncNamesNotApplied {
+        /// What was rendered.
+        want: String,
+    },
+    /// `pg_promote` itself failed.
+    #[error("pg_promote: {0}")]
+    Promote(#[source] tokio_postgres::Error),
+    /// `pg_promote` gave up waiting.
+    #[error("pg_promote returned false (not promoted within 60 s)")]
+    NotPromoted,
+}
+
 /// What a role change needed.
 pub(super) enum Change {
     /// Applied live.
@@ -112,8 +136,8 @@ pub(super) async fn change_role(
 
 /// Promotes, with `synchronous_standby_names` in force first: the new primary's very first
 /// commit already waits for a standby.
-async fn promote(instance: &Instance, pm: &Postmaster) -> Result<(), String> {
-    let client = instance.db.dedicated(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+async fn promote(instance: &Instance, pm: &Postmaster) -> Result<(), PromoteError> {
+    let client = instance.db.dedicated(Duration::from_secs(5)).await?;
     rerender(instance, pm, None);
     let want = instance.sync_names();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -121,18 +145,18 @@ async fn promote(instance: &Instance, pm: &Postmaster) -> Result<(), String> {
         let row = client
             .query_one("SELECT current_setting('synchronous_standby_names')", &[])
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PromoteError::ReadSyncNames)?;
         if row.get::<_, String>(0) == want {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("synchronous_standby_names did not become {want:?} in time"));
+            return Err(PromoteError::SyncNamesNotApplied { want });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(synchronous_standby_names = %want, "promoting postgres");
-    let row = client.query_one("SELECT pg_promote(true, 60)", &[]).await.map_err(|e| e.to_string())?;
-    if row.get::<_, bool>(0) { Ok(()) } else { Err("pg_promote returned false (not promoted within 60 s)".into()) }
+    let row = client.query_one("SELECT pg_promote(true, 60)", &[]).await.map_err(PromoteError::Promote)?;
+    if row.get::<_, bool>(0) { Ok(()) } else { Err(PromoteError::NotPromoted) }
 }
 
 /// Rewrites the configuration for `upstream` and reloads Postgres.

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use kubernetes::KubernetesRouting;
-pub use slice::{desired_slice, stored_term};
+pub use slice::{BadTerm, desired_slice, stored_term};
 
 /// Annotation on the `-rw` EndpointSlice: the term of the holder that last wrote it.
 pub const TERM_ANNOTATION: &str = "pgwarden.io/term";

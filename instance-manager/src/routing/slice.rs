@@ -67,13 +67,21 @@ pub fn desired_slice(
     slice
 }
 
+/// A slice whose [`TERM_ANNOTATION`] is not a term: it cannot be ordered against ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {TERM_ANNOTATION} is not a term: {value:?}")]
+pub struct BadTerm {
+    /// The annotation's value.
+    pub value: String,
+}
+
 /// The term a slice is stamped with: `None` if it carries no [`TERM_ANNOTATION`] (never
 /// written by pgwarden, e.g. pre-created empty); the error says what is malformed.
-pub fn stored_term(slice: &EndpointSlice) -> std::result::Result<Option<u64>, String> {
+pub fn stored_term(slice: &EndpointSlice) -> std::result::Result<Option<u64>, BadTerm> {
     let Some(value) = slice.metadata.annotations.as_ref().and_then(|a| a.get(TERM_ANNOTATION)) else {
         return Ok(None);
     };
-    value.trim().parse::<u64>().map(Some).map_err(|_| format!("annotation {TERM_ANNOTATION} is not a term: {value:?}"))
+    value.trim().parse::<u64>().map(Some).map_err(|_| BadTerm { value: value.clone() })
 }
 
 /// What [`super::Routing::became_primary`] must send.

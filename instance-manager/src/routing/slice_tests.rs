@@ -68,7 +68,9 @@ fn stored_term_reads_the_annotation() {
     assert_eq!(stored_term(&EndpointSlice::default()), Ok(None));
     let mut bad = stored(1, "1");
     bad.metadata.annotations.as_mut().unwrap().insert(TERM_ANNOTATION.into(), "-1".into());
-    assert!(stored_term(&bad).unwrap_err().contains("\"-1\""));
+    let e = stored_term(&bad).unwrap_err();
+    assert_eq!(e, BadTerm { value: "-1".into() });
+    assert!(e.to_string().contains("\"-1\""), "{e}");
 }
 
 #[test]
