@@ -50,7 +50,8 @@ pub struct MemberView<'a> {
 }
 
 /// Whether a member may acknowledge `req`; `Err` says why not. Pure: the promise itself is
-/// recorded by [`Promises::acknowledge`].
+/// recorded by [`Promises::acknowledge`]. The `Err` is a refusal's reason, not an error: text
+/// for the asking member's log and the `/ha/failsafe` answer, which nothing matches on.
 pub fn may_acknowledge(req: &FailsafeRequest, view: &MemberView<'_>) -> Result<(), String> {
     if req.cluster != view.cluster {
         return Err(format!("{} is a member of cluster {:?}, not {:?}", view.me, view.cluster, req.cluster));
@@ -96,6 +97,7 @@ impl Promises {
     }
 
     /// Answers `req` at `now`: records a promise until `now + lease_duration` when allowed.
+    /// `Err` is the refusal's reason (as for [`may_acknowledge`]), shown, never matched on.
     pub fn acknowledge(
         &self,
         req: &FailsafeRequest,
@@ -124,7 +126,8 @@ impl Promises {
         self.lock().promised.clone().filter(|(_, t)| *t > now)
     }
 
-    /// Starts an acquisition unless a promise forbids it (`Err`: to whom, until when).
+    /// Starts an acquisition unless a promise forbids it (`Err`: to whom, until when). The
+    /// `Err` is a reason to wait, not a failure: the HA loop logs it and shows it as its wait.
     pub fn begin_acquire(&self, now: BootInstant) -> Result<(), String> {
         let mut s = self.lock();
         if let Some((holder, until)) = s.promised.as_ref().filter(|(_, t)| *t > now) {

@@ -348,7 +348,8 @@ fn decide_present(i: &Inputs<'_>, record: &LeaseRecord, unchanged_since: BootIns
     }
 }
 
-/// Invariant 3: may this instance try to take the lease? `Err` says why not.
+/// Invariant 3: may this instance try to take the lease? `Err` says why not: a reason to
+/// wait (the text of [`Action::Wait`]), not a failure; nothing matches on it.
 pub fn candidacy(i: &Inputs<'_>, record: Option<&LeaseRecord>) -> Result<(), String> {
     let l = i.local;
     if l.fenced {

@@ -69,6 +69,7 @@ pub fn tick_due(last: Option<Instant>, now: Instant, interval: Duration) -> bool
 pub struct Coalesced {
     instance: Arc<Instance>,
     status: Arc<SingleFlight<InstanceStatus>>,
+    /// Readiness with its reason ([`Instance::readiness`]): text for a person, not an error.
     readiness: Arc<SingleFlight<Result<(), String>>>,
     last_tick: Arc<Mutex<Option<Instant>>>,
 }
@@ -99,7 +100,7 @@ impl Coalesced {
         }
     }
 
-    /// [`Instance::readiness`], shared.
+    /// [`Instance::readiness`], shared; `Err` is the reason `/readyz` shows.
     pub async fn readiness(&self) -> Result<(), String> {
         let instance = Arc::clone(&self.instance);
         self.readiness

@@ -267,7 +267,8 @@ impl Instance {
         write(&self.ha_heartbeat, Some(crate::clock::BootInstant::now()));
     }
 
-    /// `Err` when the HA loop has stalled: no tick for `stall` (liveness fails then).
+    /// `Err` when the HA loop has stalled: no tick for `stall` (liveness fails then). The `Err`
+    /// is the probe's reason, the text `/healthz` answers to a person; nothing matches on it.
     pub fn ha_liveness(&self, stall: Duration) -> Result<(), String> {
         if self.config().config.lease.is_none() {
             return Ok(());
@@ -466,7 +467,8 @@ impl Instance {
     }
 
     /// `Ok` when the instance can serve: Postgres accepts connections; a primary (with a
-    /// lease) holds it; a replica streams.
+    /// lease) holds it; a replica streams. The `Err` is the probe's reason, the text `/readyz`
+    /// answers to a person; nothing matches on it.
     pub async fn readiness(&self) -> Result<(), String> {
         let p = self.process();
         if p.state != PostgresProcessState::Running {

@@ -36,7 +36,8 @@ pub struct CertificateFacts {
     /// The private key file of a server certificate.
     pub key_file: Option<PathBuf>,
     /// What the file holds (a server certificate: its own; a CA file: the certificate that
-    /// expires first), or why it cannot be used.
+    /// expires first), or why it cannot be used. Every `Err` of these facts is the reason a
+    /// check shows a person, not an error to match on.
     pub read: Result<Validity, String>,
     /// Whether the key matches the certificate; `None` when not checked (a CA, an unreadable
     /// certificate, a key kind only Postgres' OpenSSL reads).
@@ -112,7 +113,8 @@ fn gather_one(purpose: &str, s: &CertificateStatus, ca: Option<&Path>, now: Time
     facts
 }
 
-/// Whether the CA in `ca` issued the chain `certs` (its own certificate first), at `at`.
+/// Whether the CA in `ca` issued the chain `certs` (its own certificate first), at `at`;
+/// `Err` is the reason the chain check shows.
 fn verify_chain(certs: &[CertificateDer<'static>], ca: &Path, at: Timestamp) -> Result<(), String> {
     let roots = tls::read_roots(ca).map_err(|e| e.to_string())?;
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls::provider())

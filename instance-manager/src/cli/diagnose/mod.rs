@@ -116,13 +116,14 @@ impl CheckResult {
 pub struct Facts {
     /// Where the manager was asked (`unix:///run/pgwarden/manager.sock`).
     pub api_target: String,
-    /// `GET /status`, or why it failed.
+    /// `GET /status`, or why it failed: the reason a check shows, not an error to match on.
     pub status: Result<InstanceStatus, String>,
     /// Status code of `GET /readyz`; `None` when it was not asked or not answered.
     pub readyz: Option<u16>,
     /// The data directory, when its path is known (`--data-dir` or the status).
     pub data_dir: Option<DataDirFacts>,
-    /// Space on the data directory's filesystem, when the directory exists.
+    /// Space on the data directory's filesystem, when the directory exists, or why it could
+    /// not be measured (the reason the disk check shows).
     pub disk: Option<Result<DiskFacts, String>>,
     /// The certificate files of the certificates `/status` lists as in use, read now.
     pub certificates: Vec<CertificateFacts>,
@@ -216,6 +217,7 @@ fn inspect_data_dir(path: &Path) -> DataDirFacts {
     facts
 }
 
+/// Space on `path`'s filesystem; `Err` is the reason [`Facts::disk`] keeps for its check.
 fn filesystem_space(path: &Path) -> Result<DiskFacts, String> {
     let stat = nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
     let fragment = stat.fragment_size() as u64;
