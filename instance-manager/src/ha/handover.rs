@@ -130,10 +130,11 @@ impl HaLoop {
         self.hand_lease_to(&target).await?;
         let upstream = super::actor::upstream_of(&v.config.members, &target);
         self.instance.set_desired(Desired::Replica(upstream));
-        self.wake(&target).await;
-        // The other replicas re-point to the target now rather than at their next period: in
-        // synchronous mode the new primary acknowledges no commit before one of them streams.
-        crate::peers::wake_all(&v);
+        // The target promotes at once, and the other replicas re-point to it now rather than at
+        // their next period: in synchronous mode the new primary acknowledges no commit before
+        // one of them streams. Awaited (each call bounded): after a SIGTERM the manager exits
+        // right after this, and a request left to a task of its own would die with it.
+        self.wake_members().await;
         tracing::info!(%target, elapsed_ms = started.elapsed().as_millis() as u64, "switchover: lease handed over");
         Ok(SwitchoverDone { primary: target })
     }
@@ -180,14 +181,18 @@ impl HaLoop {
         }
     }
 
-    /// Asks `target`'s HA loop to run a tick now (harmless: it only re-reads the lease).
-    async fn wake(&self, target: &str) {
+    /// Asks every other member's HA loop to run a tick now (harmless: it only re-reads the
+    /// lease), all at once, each call bounded by a second.
+    async fn wake_members(&self) {
         let v = self.instance.config();
-        let Some(member) = v.config.members.iter().find(|m| m.name == target) else { return };
         let tls = crate::peers::tls_config(&v);
-        if let Ok(client) = crate::peers::client(member, tls.as_ref(), Duration::from_secs(1)) {
-            let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
-        }
+        let calls = v.config.members.iter().filter(|m| m.name != v.name).filter_map(|m| {
+            let client = crate::peers::client(m, tls.as_ref(), Duration::from_secs(1)).ok()?;
+            Some(async move {
+                let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
+            })
+        });
+        futures_util::future::join_all(calls).await;
     }
 
     async fn hand_lease_to(&mut self, target: &str) -> HaResult<()> {
