@@ -97,16 +97,24 @@ pub async fn failsafe_round(
     futures_util::future::join_all(futures).await.into_iter().flatten().collect()
 }
 
-/// Asks every other member to run an HA tick now (`POST /ha/tick`), in the background: a new
-/// holder does this so that the others follow it at once instead of at their next period (a
-/// synchronous primary's first commit waits for a standby to find it).
-pub fn wake_all(v: &Validated) {
+/// Asks every other member to run an HA tick now (`POST /ha/tick`), all at once, each call
+/// bounded by a second: a new holder does this so that the others follow it at once instead of
+/// at their next period (a synchronous primary's first commit waits for a standby to find it).
+/// The returned future owns its calls: spawn it, or await it where the manager may exit next
+/// (after a handover), since a spawned call dies with the process.
+pub fn wake_all(v: &Validated) -> impl std::future::Future<Output = ()> + Send + 'static {
     let tls = tls_config(v);
-    for m in v.config.members.iter().filter(|m| m.name != v.name) {
-        if let Ok(client) = client(m, tls.as_ref(), Duration::from_secs(1)) {
-            tokio::spawn(async move {
-                let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
-            });
-        }
+    let clients: Vec<_> = v
+        .config
+        .members
+        .iter()
+        .filter(|m| m.name != v.name)
+        .filter_map(|m| client(m, tls.as_ref(), Duration::from_secs(1)).ok())
+        .collect();
+    async move {
+        let calls = clients.into_iter().map(|client| async move {
+            let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
+        });
+        futures_util::future::join_all(calls).await;
     }
 }

@@ -134,7 +134,7 @@ impl HaLoop {
         // their next period: in synchronous mode the new primary acknowledges no commit before
         // one of them streams. Awaited (each call bounded): after a SIGTERM the manager exits
         // right after this, and a request left to a task of its own would die with it.
-        self.wake_members().await;
+        crate::peers::wake_all(&v).await;
         tracing::info!(%target, elapsed_ms = started.elapsed().as_millis() as u64, "switchover: lease handed over");
         Ok(SwitchoverDone { primary: target })
     }
@@ -179,20 +179,6 @@ impl HaLoop {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// Asks every other member's HA loop to run a tick now (harmless: it only re-reads the
-    /// lease), all at once, each call bounded by a second.
-    async fn wake_members(&self) {
-        let v = self.instance.config();
-        let tls = crate::peers::tls_config(&v);
-        let calls = v.config.members.iter().filter(|m| m.name != v.name).filter_map(|m| {
-            let client = crate::peers::client(m, tls.as_ref(), Duration::from_secs(1)).ok()?;
-            Some(async move {
-                let _ = client.post_json::<_, serde_json::Value>("/ha/tick", &serde_json::json!({}), None).await;
-            })
-        });
-        futures_util::future::join_all(calls).await;
     }
 
     async fn hand_lease_to(&mut self, target: &str) -> HaResult<()> {

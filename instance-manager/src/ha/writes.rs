@@ -270,7 +270,7 @@ impl HaLoop {
         if acquiring {
             tracing::info!(term = record.transitions, previous = previous.as_deref(), "acquired the lease");
             // The others follow at once, not at their next period.
-            crate::peers::wake_all(v);
+            tokio::spawn(crate::peers::wake_all(v));
             let kind = transition_kind(record.switchover_to.as_deref(), &v.name, previous.is_some());
             self.pending_transition = Some((kind, previous, record.transitions, sent));
         }
