@@ -1,8 +1,19 @@
-//! pgwarden's operator: turns a `PostgresCluster` into pods, PVCs, services, secrets and RBAC,
-//! and reports status (docs/architecture.md §1). High availability never depends on it: the instance
-//! managers elect their primary themselves.
+//! pgwarden's operator: turns a `PostgresCluster` into pods, PVCs, Services, Secrets and RBAC,
+//! and reports status (docs/architecture.md §13). High availability never depends on it: the
+//! instance managers elect their primary themselves, write the `-rw` EndpointSlice and their
+//! role labels, and the operator never writes any of those.
 //!
-//! This crate is a skeleton until its own issue. It depends on `pgwarden-contract`, the
-//! contract between the two binaries (not on the instance manager itself): the
-//! `InstanceConfig` it will render into each cluster's ConfigMap and the `/status` document it
-//! will read.
+//! It depends on `pgwarden-contract`, the contract between the two binaries, not on the
+//! instance manager: the `InstanceConfig` it renders into each cluster's ConfigMap and the
+//! `/status` document it reads.
+//!
+//! - [`crd`]: the `PostgresCluster` resource, its schema and CEL rules.
+//! - [`names`]: the names and labels of everything a cluster owns.
+//! - [`build`]: pure builders, spec → desired objects.
+//! - [`generate`]: passwords and certificates (randomness and the clock, kept out of `build`).
+
+pub mod build;
+pub mod crd;
+pub mod generate;
+pub mod names;
+pub mod reconcile;

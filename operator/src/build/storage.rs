@@ -1,0 +1,27 @@
+//! One PVC per instance, `<cluster>-N`. A Pod is re-created on its PVC; the PVC lives as long
+//! as the cluster (it is owned by it, so deleting the cluster deletes its volumes).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::Cluster;
+
+/// Instance `n`'s data volume.
+pub fn pvc(cluster: &Cluster<'_>, n: i32) -> PersistentVolumeClaim {
+    let storage = &cluster.spec().storage;
+    PersistentVolumeClaim {
+        metadata: cluster.meta_with(&cluster.names.instance(n), cluster.names.instance_labels(n)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(storage.size.clone()))])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}

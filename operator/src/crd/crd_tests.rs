@@ -1,0 +1,1 @@
+//! The CRD: generated YAML up to date, schema and CEL rules refusing what cannot work.
