@@ -17,3 +17,4 @@ pub mod crd;
 pub mod generate;
 pub mod names;
 pub mod reconcile;
+pub mod instances;

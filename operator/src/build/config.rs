@@ -17,7 +17,14 @@ use crate::names::{API_PORT, PG_PORT};
 /// The ConfigMap holding `instance.yaml`.
 pub fn config_map(cluster: &Cluster<'_>) -> Result<ConfigMap, BuildError> {
     let config = instance_config(cluster)?;
-    let yaml = serde_yaml::to_string(&config).map_err(|e| BuildError::Render(e.to_string()))?;
+    let mut value = serde_json::to_value(&config).map_err(|e| BuildError::Render(e.to_string()))?;
+    // What a person reads in the ConfigMap: no `null`s (the manager's defaults apply), and no
+    // `role` (with a lease the instances elect the primary; the field is for lease-less setups).
+    strip_nulls(&mut value);
+    if let Some(o) = value.as_object_mut() {
+        o.remove("role");
+    }
+    let yaml = serde_yaml::to_string(&value).map_err(|e| BuildError::Render(e.to_string()))?;
     Ok(ConfigMap {
         metadata: cluster.meta(&cluster.names.config()),
         data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), yaml)])),
@@ -72,7 +79,7 @@ pub fn instance_config(cluster: &Cluster<'_>) -> Result<api::InstanceConfig, Bui
         run_dir: PathBuf::from(paths::RUN_DIR),
         bin_dir: None,
         os_user: "postgres".to_owned(),
-        role: api::Role::Replica,
+        role: api::Role::Primary,
         primary: None,
         postgres: api::PostgresSpec {
             port: PG_PORT as u32,
@@ -122,6 +129,17 @@ pub fn instance_config(cluster: &Cluster<'_>) -> Result<api::InstanceConfig, Bui
             schedule: b.schedule.clone(),
         }),
     })
+}
+
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.retain(|_, v| !v.is_null());
+            o.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
 }
 
 /// The Kubernetes lease with the spec's timings. Built through serde: the contract's

@@ -19,14 +19,6 @@ pub fn spec_rules() -> Value {
     )])
 }
 
-/// `field` cannot change once set.
-pub fn immutable(field: &str) -> Value {
-    json!([rule(
-        "self == oldSelf",
-        &format!("{field} is immutable: it only applies when the cluster is created; create a new cluster instead"),
-    )])
-}
-
 /// `storage` and `walStorage`: a valid quantity that never shrinks, on a fixed class.
 pub fn storage_rules() -> Value {
     json!([
@@ -46,22 +38,25 @@ pub fn storage_rules() -> Value {
 pub fn timing_rules() -> Value {
     json!([
         rule(
-            "self.retryPeriodSeconds * 1.2 < self.renewDeadlineSeconds",
+            "double(self.retryPeriodSeconds) * 1.2 < double(self.renewDeadlineSeconds)",
             "retryPeriodSeconds × 1.2 must be below renewDeadlineSeconds, so that a renew is retried before the deadline; e.g. 15/10/2 or 5/3/1",
         ),
         rule(
-            "self.renewDeadlineSeconds + self.fenceBudgetSeconds < self.leaseDurationSeconds",
+            "double(self.renewDeadlineSeconds) + double(self.fenceBudgetSeconds) < double(self.leaseDurationSeconds)",
             "renewDeadlineSeconds + fenceBudgetSeconds must be below leaseDurationSeconds, so that a primary has fenced before its lease expires; e.g. 15/10/2 with a 2 s budget",
         ),
     ])
 }
 
-/// `bootstrap`: `initdb` or `recovery`, not both.
-pub fn one_bootstrap() -> Value {
-    json!([rule(
-        "!(has(self.initdb) && has(self.recovery))",
-        "bootstrap takes one of initdb and recovery, not both",
-    )])
+/// `bootstrap`: `initdb` or `recovery`, not both, and fixed once the cluster exists.
+pub fn bootstrap_rules() -> Value {
+    json!([
+        rule("!(has(self.initdb) && has(self.recovery))", "bootstrap takes one of initdb and recovery, not both"),
+        rule(
+            "self == oldSelf",
+            "bootstrap is immutable: it only applies when the cluster is created; create a new cluster instead",
+        ),
+    ])
 }
 
 /// A recovery target names one point.

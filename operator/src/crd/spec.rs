@@ -52,7 +52,6 @@ pub struct PostgresClusterSpec {
     /// How the first primary is made: `initdb` (the default) or `recovery` from a backup.
     /// Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = rules::immutable("bootstrap")))]
     pub bootstrap: Option<Bootstrap>,
     /// A Secret of type `kubernetes.io/basic-auth` (`username: postgres`, `password`) for the
     /// superuser. Default: `<cluster>-superuser`, generated once.
@@ -129,7 +128,7 @@ pub struct PostgresConfiguration {
 /// How the first primary is made: exactly one of `initdb` and `recovery`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = rules::one_bootstrap()))]
+#[schemars(extend("x-kubernetes-validations" = rules::bootstrap_rules()))]
 pub struct Bootstrap {
     /// A new, empty cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]

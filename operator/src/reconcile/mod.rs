@@ -1,13 +1,44 @@
-//! Reconcile: one `PostgresCluster` made real. Observe what exists (lists by the cluster's
-//! label), build what should (the pure [`crate::build`]), apply only what differs (server-side
-//! apply under [`crate::names::FIELD_MANAGER`]), then write the status if it changed.
+//! Reconcile: one `PostgresCluster` made real (docs/operator.md).
+//!
+//! 1. **Observe** ([`observe`]): one list per owned kind by the cluster's label, the Lease, the
+//!    Secrets the spec names. Reads only.
+//! 2. **Secrets** ([`secrets`]): create the missing ones, renew the operator's certificate,
+//!    check the provided ones. Nothing is ever regenerated.
+//! 3. **Apply** ([`plan`]): build every desired object ([`crate::build`], pure), stamp it with
+//!    its content hash, and server-side apply (field manager [`FIELD_MANAGER`]) only those whose
+//!    stored hash differs; Pods and PVCs are created when missing and otherwise left to the
+//!    rolling operations. A second reconcile of an unchanged cluster therefore sends no write.
+//! 4. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
+//!    ([`crate::instances`]); written as a merge patch only when it changed; Events for what a
+//!    person should notice.
+//!
+//! What the operator never writes: the Lease, the `-rw` EndpointSlice, the `pgwarden.io/role`
+//! labels (the instances own them; see docs/architecture.md §10). It reads the Lease, and the
+//! builders never set the role label, so an apply cannot take it over either.
+
+pub mod observe;
+pub mod plan;
+pub mod secrets;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
 
+use crate::build::{self, Cluster};
 use crate::crd::PostgresCluster;
+use crate::names::FIELD_MANAGER;
+use plan::{Planned, Policy};
+
+/// How soon a healthy cluster is looked at again (its status follows the instances).
+pub const HEALTHY_REQUEUE: Duration = Duration::from_secs(30);
+/// How soon a cluster that is not healthy is looked at again.
+pub const UNHEALTHY_REQUEUE: Duration = Duration::from_secs(5);
 
 /// What the reconcile reports to the runtime, so that metrics and health follow it.
 pub trait Observer: Send + Sync {
@@ -32,12 +63,17 @@ pub struct Context {
     pub client: kube::Client,
     /// Metrics and health.
     pub observer: Arc<dyn Observer>,
+    /// Events on the clusters.
+    pub recorder: Recorder,
+    /// Whether instances' `/status` are read (off in tests without instances).
+    pub read_instances: bool,
 }
 
 impl Context {
     /// A context on `client`, reporting to `observer`.
     pub fn new(client: kube::Client, observer: Arc<dyn Observer>) -> Self {
-        Self { client, observer }
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, observer, read_instances: true }
     }
 }
 
@@ -50,20 +86,185 @@ pub enum ReconcileError {
     /// The cluster's objects could not be built.
     #[error(transparent)]
     Build(#[from] crate::build::BuildError),
+    /// Credentials or certificates could not be generated.
+    #[error(transparent)]
+    Generate(#[from] crate::generate::GenerateError),
+    /// An object could not be serialised.
+    #[error("serialise {what}: {source}")]
+    Serialize {
+        /// Which object.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
 }
 
 impl ReconcileError {
-    /// A short, stable label for metrics: `kube`, `build`, ...
+    /// A short, stable label for metrics: `kube`, `build`, `generate`, `serialize`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
             Self::Build(_) => "build",
+            Self::Generate(_) => "generate",
+            Self::Serialize { .. } => "serialize",
         }
     }
 }
 
+fn planned<K>(o: &K, policy: Policy) -> Result<Planned, ReconcileError>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize,
+{
+    plan::plan(o, policy).map_err(|source| ReconcileError::Serialize { what: o.meta().name.clone().unwrap_or_default(), source })
+}
+
+/// Every desired object but the Secrets, in the order they are applied: what the Pods need
+/// first.
+fn all_planned(d: &build::Desired) -> Result<Vec<Planned>, ReconcileError> {
+    let mut out = vec![
+        planned(&d.service_account, Policy::Apply)?,
+        planned(&d.role, Policy::Apply)?,
+        planned(&d.role_binding, Policy::Apply)?,
+        planned(&d.config_map, Policy::Apply)?,
+    ];
+    for s in &d.services {
+        out.push(planned(s, Policy::Apply)?);
+    }
+    for p in &d.pdbs {
+        out.push(planned(p, Policy::Apply)?);
+    }
+    for p in &d.pvcs {
+        out.push(planned(p, Policy::CreateOnly)?);
+    }
+    for p in &d.pods {
+        out.push(planned(p, Policy::CreateOnly)?);
+    }
+    Ok(out)
+}
+
+async fn apply(client: &kube::Client, ns: &str, p: &Planned) -> Result<(), kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &p.resource);
+    api.patch(&p.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&p.body)).await?;
+    Ok(())
+}
+
+/// An RFC 7386 merge patch turning `old` into `new`: removed keys become `null`.
+pub fn merge_patch(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) => {
+                        patch.insert(k.clone(), merge_patch(ov, v));
+                    }
+                    None => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    patch.insert(k.clone(), Value::Null);
+                }
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
+async fn publish(ctx: &Context, cluster: &PostgresCluster, warning: bool, reason: &str, note: String) {
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(cluster = %cluster.name_any(), reason, error = %e, "could not record an event");
+    }
+}
+
 /// Reconciles one cluster. Returns when to look again.
-pub async fn reconcile(cluster: Arc<PostgresCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let _ = (&cluster, &ctx);
-    Ok(Action::requeue(Duration::from_secs(30)))
+pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let cluster = Cluster::new(&resource)?;
+    let names = &cluster.names;
+    let now = jiff::Timestamp::now();
+    let extra: Vec<String> = secrets::provided(&cluster)
+        .into_iter()
+        .map(|(n, _)| n)
+        .chain(build::config::backup_secret_keys(cluster.spec()).into_iter().map(|s| s.name))
+        .collect();
+    let observed = observe::observe(&ctx.client, names, &extra).await?;
+
+    // Secrets first: the Pods mount them.
+    let secret_step = secrets::step(&cluster, &observed.secrets, now)?;
+    let secret_api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    for s in &secret_step.writes {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        secret_api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(s)).await?;
+        tracing::info!(cluster = %names.cluster, secret = %name, "wrote a secret");
+        publish(&ctx, &resource, false, "SecretWritten", format!("Secret {name}")).await;
+    }
+
+    let desired = build::desired(&cluster)?;
+    let planned = all_planned(&desired)?;
+    for (p, reason) in plan::writes(&planned, &observed.stored) {
+        apply(&ctx.client, &names.namespace, p).await?;
+        tracing::info!(cluster = %names.cluster, object = %p.describe(), ?reason, "applied");
+        if reason == plan::Reason::Missing {
+            publish(&ctx, &resource, false, "Created", format!("{} created", p.describe())).await;
+        }
+    }
+
+    let reports = if ctx.read_instances {
+        crate::instances::read_all(names, &observed.pods, secret_step.ca_pem.as_deref(), secret_step.api_token.as_deref()).await
+    } else {
+        Default::default()
+    };
+    let now_text = now.to_string();
+    let (new_status, notices) = status::compute(&status::Inputs {
+        names,
+        instances: cluster.spec().instances,
+        generation: resource.metadata.generation,
+        image: cluster.image(),
+        previous: resource.status.as_ref(),
+        pods: &observed.pods,
+        lease: observed.lease.as_ref(),
+        reports: &reports,
+        problems: &secret_step.problems,
+        server_not_after: secret_step.server_not_after.clone(),
+        now: &now_text,
+    });
+    for n in notices {
+        publish(&ctx, &resource, n.warning, n.reason, n.note).await;
+    }
+    let old = serde_json::to_value(resource.status.clone().unwrap_or_default())
+        .map_err(|source| ReconcileError::Serialize { what: "status".into(), source })?;
+    let new = serde_json::to_value(&new_status).map_err(|source| ReconcileError::Serialize { what: "status".into(), source })?;
+    if old != new || resource.status.is_none() {
+        let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+        let patch = serde_json::json!({ "status": merge_patch(&old, &new) });
+        api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    let phase = new_status.phase.as_deref().unwrap_or_default();
+    ctx.observer.phase(&names.namespace, &names.cluster, phase);
+    Ok(Action::requeue(if phase == status::PHASE_HEALTHY { HEALTHY_REQUEUE } else { UNHEALTHY_REQUEUE }))
+}
+
+#[cfg(test)]
+mod merge_patch_tests {
+    use serde_json::json;
+
+    use super::merge_patch;
+
+    #[test]
+    fn removed_keys_become_null_and_unchanged_ones_are_left_out() {
+        let old = json!({"a": 1, "b": {"x": 1, "y": 2}, "c": 3});
+        let new = json!({"a": 1, "b": {"x": 1}, "d": 4});
+        assert_eq!(merge_patch(&old, &new), json!({"b": {"y": null}, "c": null, "d": 4}));
+    }
 }

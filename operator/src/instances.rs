@@ -1,0 +1,114 @@
+//! Reading each instance's `GET /status` (the contract's `InstanceStatus`) over HTTPS, for the
+//! cluster's status: role, timeline, LSN and lag as the instances themselves see them.
+//!
+//! The operator connects to the Pod's IP and verifies the certificate against the instance's
+//! stable DNS name (`<cluster>-N.<cluster>-headless.<namespace>.svc`, which the server
+//! certificate carries) with the cluster's CA, so it needs neither cluster DNS nor a Service.
+//! Every call is bounded ([`CALL_TIMEOUT`]) and they run in parallel: an instance that does not
+//! answer costs one timeout, never a stuck reconcile. An operator outside the cluster (a
+//! developer's laptop) cannot reach Pod IPs; the status then says so per instance and is built
+//! from the Pods and the Lease alone.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use pgwarden_contract::InstanceStatus;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::names::{API_PORT, Names};
+
+/// How long one `/status` call may take, connection included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest `/status` document read.
+const MAX_BODY: usize = 1 << 20;
+
+/// A TLS client trusting only the cluster's CA.
+pub fn tls_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("the cluster's CA is not PEM: {e}"))?;
+        roots.add(cert).map_err(|e| format!("the cluster's CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the cluster's CA holds no certificate".into());
+    }
+    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+}
+
+/// `GET /status` of the instance at `addr`, verified as `host`.
+pub async fn read_one(
+    tls: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    host: &str,
+    token: Option<&str>,
+) -> Result<InstanceStatus, String> {
+    let call = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host} at {addr}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP with {addr}: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let mut req = http::Request::get("/status").header(http::header::HOST, host);
+        if let Some(t) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("GET /status from {addr}: {e}"))?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("reading /status from {addr}: {e}"))?
+            .to_bytes();
+        conn.abort();
+        if !status.is_success() {
+            return Err(format!("GET /status from {addr}: HTTP {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("/status from {addr} is not an instance status: {e}"))
+    };
+    tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| Err(format!("{addr} did not answer within {CALL_TIMEOUT:?}")))
+}
+
+/// Every scheduled instance's `/status`, in parallel, keyed by instance name. Pods without an
+/// IP yet are left out; without a CA nothing is read.
+pub async fn read_all(
+    names: &Names,
+    pods: &[Pod],
+    ca_pem: Option<&str>,
+    token: Option<&str>,
+) -> BTreeMap<String, Result<InstanceStatus, String>> {
+    let targets: Vec<(String, SocketAddr, String)> = pods
+        .iter()
+        .filter_map(|p| {
+            let n = names.instance_number(&p.name_any())?;
+            let ip: std::net::IpAddr = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            Some((p.name_any(), SocketAddr::new(ip, API_PORT as u16), names.instance_host(n)))
+        })
+        .collect();
+    if targets.is_empty() {
+        return BTreeMap::new();
+    }
+    let tls = match ca_pem.map(tls_config) {
+        Some(Ok(tls)) => tls,
+        Some(Err(e)) => return targets.into_iter().map(|(n, _, _)| (n, Err(e.clone()))).collect(),
+        None => return targets.into_iter().map(|(n, _, _)| (n, Err("no CA to verify the instances with".into()))).collect(),
+    };
+    let calls = targets.into_iter().map(|(name, addr, host)| {
+        let tls = tls.clone();
+        async move { (name, read_one(tls, addr, &host, token).await) }
+    });
+    futures_util::future::join_all(calls).await.into_iter().collect()
+}
