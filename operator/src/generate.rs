@@ -39,7 +39,9 @@ pub fn password() -> Result<String, GenerateError> {
         let mut buf = [0u8; 64];
         getrandom::fill(&mut buf).map_err(|e| GenerateError::Random(e.to_string()))?;
         // 62 × 4 = 248: bytes at or above it are dropped, so every character is equally likely.
-        out.extend(buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[usize::from(*b % 62)] as char).take(32 - out.len()));
+        out.extend(
+            buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[usize::from(*b % 62)] as char).take(32 - out.len()),
+        );
     }
     Ok(out)
 }

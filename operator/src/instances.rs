@@ -79,7 +79,9 @@ pub async fn read_one(
         }
         serde_json::from_slice(&body).map_err(|e| format!("/status from {addr} is not an instance status: {e}"))
     };
-    tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| Err(format!("{addr} did not answer within {CALL_TIMEOUT:?}")))
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("{addr} did not answer within {CALL_TIMEOUT:?}")))
 }
 
 /// Every scheduled instance's `/status`, in parallel, keyed by instance name. Pods without an
@@ -104,7 +106,9 @@ pub async fn read_all(
     let tls = match ca_pem.map(tls_config) {
         Some(Ok(tls)) => tls,
         Some(Err(e)) => return targets.into_iter().map(|(n, _, _)| (n, Err(e.clone()))).collect(),
-        None => return targets.into_iter().map(|(n, _, _)| (n, Err("no CA to verify the instances with".into()))).collect(),
+        None => {
+            return targets.into_iter().map(|(n, _, _)| (n, Err("no CA to verify the instances with".into()))).collect();
+        }
     };
     let calls = targets.into_iter().map(|(name, addr, host)| {
         let tls = tls.clone();

@@ -15,6 +15,6 @@
 pub mod build;
 pub mod crd;
 pub mod generate;
+pub mod instances;
 pub mod names;
 pub mod reconcile;
-pub mod instances;

@@ -138,5 +138,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Validated, Error> {
     validate(cfg).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
 }
 
+#[cfg(all(test, feature = "testkit"))]
+mod operator_rendered_tests;
 #[cfg(test)]
 mod tests;

@@ -86,7 +86,11 @@ pub fn instance_config(cluster: &Cluster<'_>) -> Result<api::InstanceConfig, Bui
             listen_addresses: "*".to_owned(),
             parameters: spec.postgresql.parameters.clone(),
             pg_hba: spec.postgresql.pg_hba.clone(),
-            tls: Some(api::PostgresTlsSpec { cert_file: tls_cert.clone(), key_file: tls_key.clone(), ca_file: tls_ca.clone() }),
+            tls: Some(api::PostgresTlsSpec {
+                cert_file: tls_cert.clone(),
+                key_file: tls_key.clone(),
+                ca_file: tls_ca.clone(),
+            }),
             require_tls: spec.tls.require_tls,
         },
         api: api::ApiSpec {
@@ -167,7 +171,8 @@ fn compression(c: Compression) -> api::Compression {
 
 /// An object store with its Secret keys replaced by the files they are projected to.
 fn store(s: &ObjectStore) -> api::StoreSpec {
-    let file = |sel: &Option<crd::SecretKeySelector>| sel.as_ref().map(|k| PathBuf::from(paths::backup_file(&k.name, &k.key)));
+    let file =
+        |sel: &Option<crd::SecretKeySelector>| sel.as_ref().map(|k| PathBuf::from(paths::backup_file(&k.name, &k.key)));
     api::StoreSpec {
         destination: s.destination.clone(),
         s3: s.s3.as_ref().map(|s3| api::S3Spec {
@@ -186,17 +191,26 @@ fn store(s: &ObjectStore) -> api::StoreSpec {
             sas_token_file: file(&a.sas_token),
             endpoint: a.endpoint.clone(),
         }),
-        encryption: s.encryption_key.as_ref().map(|k| api::EncryptionSpec { key_file: PathBuf::from(paths::backup_file(&k.name, &k.key)) }),
+        encryption: s
+            .encryption_key
+            .as_ref()
+            .map(|k| api::EncryptionSpec { key_file: PathBuf::from(paths::backup_file(&k.name, &k.key)) }),
     }
 }
 
 /// Every Secret key of the spec's object stores, for the pod's projected volume.
 pub fn backup_secret_keys(spec: &crd::PostgresClusterSpec) -> Vec<crd::SecretKeySelector> {
     let mut keys = Vec::new();
-    let stores = spec.backup.iter().map(|b| &b.store).chain(spec.bootstrap.iter().filter_map(|b| b.recovery.as_ref()).map(|r| &r.source));
+    let stores = spec
+        .backup
+        .iter()
+        .map(|b| &b.store)
+        .chain(spec.bootstrap.iter().filter_map(|b| b.recovery.as_ref()).map(|r| &r.source));
     for s in stores {
         if let Some(s3) = &s.s3 {
-            keys.extend([&s3.access_key_id, &s3.secret_access_key, &s3.session_token, &s3.ca].into_iter().flatten().cloned());
+            keys.extend(
+                [&s3.access_key_id, &s3.secret_access_key, &s3.session_token, &s3.ca].into_iter().flatten().cloned(),
+            );
         }
         if let Some(g) = &s.gcs {
             keys.extend(g.service_account.iter().cloned());

@@ -15,7 +15,10 @@ fn budget(cluster: &Cluster<'_>, name: String, role: &str, min_available: i32) -
         metadata: cluster.meta(&name),
         spec: Some(PodDisruptionBudgetSpec {
             min_available: Some(IntOrString::Int(min_available)),
-            selector: Some(LabelSelector { match_labels: Some(cluster.names.role_selector(role)), ..LabelSelector::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(cluster.names.role_selector(role)),
+                ..LabelSelector::default()
+            }),
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()

@@ -59,7 +59,12 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 fn port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.into()), container_port: port, protocol: Some("TCP".into()), ..ContainerPort::default() }
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -159,7 +164,10 @@ fn volumes(cluster: &Cluster<'_>, n: i32) -> (Vec<Volume>, Vec<VolumeMount>) {
             projected: Some(ProjectedVolumeSource {
                 default_mode: Some(0o440),
                 sources: Some(
-                    backup_keys.iter().map(|k| secret_item(&k.name, &k.key, &format!("{}/{}", k.name, k.key))).collect(),
+                    backup_keys
+                        .iter()
+                        .map(|k| secret_item(&k.name, &k.key, &format!("{}/{}", k.name, k.key)))
+                        .collect(),
                 ),
             }),
             ..Volume::default()
@@ -187,7 +195,10 @@ fn affinity(cluster: &Cluster<'_>) -> Option<Affinity> {
         return None;
     }
     let term = PodAffinityTerm {
-        label_selector: Some(LabelSelector { match_labels: Some(cluster.names.selector()), ..LabelSelector::default() }),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(cluster.names.selector()),
+            ..LabelSelector::default()
+        }),
         topology_key: a.topology_key.clone(),
         ..PodAffinityTerm::default()
     };
@@ -230,7 +241,11 @@ pub fn pod(cluster: &Cluster<'_>, n: i32) -> Pod {
             env("CLUSTER_NAME", &names.cluster),
             env("PGWARDEN_CONFIG", paths::CONFIG_FILE),
         ]),
-        ports: Some(vec![port(PG_PORT_NAME, PG_PORT), port(API_PORT_NAME, API_PORT), port(METRICS_PORT_NAME, METRICS_PORT)]),
+        ports: Some(vec![
+            port(PG_PORT_NAME, PG_PORT),
+            port(API_PORT_NAME, API_PORT),
+            port(METRICS_PORT_NAME, METRICS_PORT),
+        ]),
         // A clone or a restore of a large database takes as long as it takes: the startup
         // probe allows an hour (CloudNativePG's default `startDelay`), then liveness takes over.
         startup_probe: Some(probe("/healthz", 10, 360)),

@@ -51,12 +51,7 @@ fn data(pairs: &[(&str, String)]) -> BTreeMap<String, ByteString> {
 }
 
 fn secret(cluster: &Cluster<'_>, name: &str, type_: &str, pairs: &[(&str, String)]) -> Secret {
-    Secret {
-        metadata: cluster.meta(name),
-        type_: Some(type_.to_owned()),
-        data: Some(data(pairs)),
-        ..Secret::default()
-    }
+    Secret { metadata: cluster.meta(name), type_: Some(type_.to_owned()), data: Some(data(pairs)), ..Secret::default() }
 }
 
 /// A login's Secret with CloudNativePG's keys: `username`, `user`, `password`, `dbname`,

@@ -122,9 +122,14 @@ fn a_sound_spec_passes() {
 
 #[test]
 fn timing_rules_are_those_of_the_instances() {
-    let bad = with(json!({"ha": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 9, "retryPeriodSeconds": 2, "fenceBudgetSeconds": 2}}));
+    let bad = with(
+        json!({"ha": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 9, "retryPeriodSeconds": 2, "fenceBudgetSeconds": 2}}),
+    );
     let r = refusals(&bad, None);
-    assert!(r.iter().any(|m| m.contains("renewDeadlineSeconds + fenceBudgetSeconds must be below leaseDurationSeconds")), "{r:?}");
+    assert!(
+        r.iter().any(|m| m.contains("renewDeadlineSeconds + fenceBudgetSeconds must be below leaseDurationSeconds")),
+        "{r:?}"
+    );
     let bad = with(json!({"ha": {"renewDeadlineSeconds": 2, "retryPeriodSeconds": 2}}));
     let r = refusals(&bad, None);
     assert!(r.iter().any(|m| m.contains("retryPeriodSeconds × 1.2 must be below renewDeadlineSeconds")), "{r:?}");
@@ -139,7 +144,10 @@ fn synchronous_standbys_need_enough_instances() {
 #[test]
 fn volumes_grow_and_never_shrink_or_change_class() {
     let old = with(json!({"storage": {"size": "10Gi", "storageClass": "fast"}}));
-    assert_eq!(refusals(&with(json!({"storage": {"size": "20Gi", "storageClass": "fast"}})), Some(&old)), Vec::<String>::new());
+    assert_eq!(
+        refusals(&with(json!({"storage": {"size": "20Gi", "storageClass": "fast"}})), Some(&old)),
+        Vec::<String>::new()
+    );
     let r = refusals(&with(json!({"storage": {"size": "5Gi", "storageClass": "fast"}})), Some(&old));
     assert!(r.iter().any(|m| m.contains("size cannot shrink")), "{r:?}");
     // 10000Mi < 10Gi: compared as quantities, not as text.
@@ -165,13 +173,20 @@ fn bootstrap_is_immutable_and_takes_one_method() {
 #[test]
 fn a_recovery_target_names_one_point_and_stores_match_their_credentials() {
     let r = refusals(
-        &with(json!({"bootstrap": {"recovery": {"source": {"destination": "s3://b/p"}, "target": {"time": "2026-11-30T12:00:00Z", "lsn": "0/3000060"}}}})),
+        &with(
+            json!({"bootstrap": {"recovery": {"source": {"destination": "s3://b/p"}, "target": {"time": "2026-11-30T12:00:00Z", "lsn": "0/3000060"}}}}),
+        ),
         None,
     );
     assert!(r.iter().any(|m| m.contains("at most one of time, lsn")), "{r:?}");
     let r = refusals(&with(json!({"backup": {"store": {"destination": "gs://b/p", "s3": {}}}})), None);
     assert!(r.iter().any(|m| m.contains("s3 credentials need an s3:// destination")), "{r:?}");
-    let r = refusals(&with(json!({"backup": {"store": {"destination": "s3://b/p"}, "retention": {"count": 3, "recoveryWindowDays": 7}}})), None);
+    let r = refusals(
+        &with(
+            json!({"backup": {"store": {"destination": "s3://b/p"}, "retention": {"count": 3, "recoveryWindowDays": 7}}}),
+        ),
+        None,
+    );
     assert!(r.iter().any(|m| m.contains("exactly one of recoveryWindowDays and count")), "{r:?}");
 }
 

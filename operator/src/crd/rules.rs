@@ -85,6 +85,7 @@ pub fn one_retention() -> Value {
 }
 
 /// The cluster's name becomes pod, Service and DNS names (`<name>-headless`, `<name>-N`).
-pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 50";
+pub const NAME_RULE: &str =
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 50";
 /// Its message.
 pub const NAME_MESSAGE: &str = "metadata.name must be a DNS label of at most 50 characters (lower case letters, digits and '-'): it names pods, Services and DNS records";

@@ -115,7 +115,8 @@ fn planned<K>(o: &K, policy: Policy) -> Result<Planned, ReconcileError>
 where
     K: Resource<DynamicType = ()> + serde::Serialize,
 {
-    plan::plan(o, policy).map_err(|source| ReconcileError::Serialize { what: o.meta().name.clone().unwrap_or_default(), source })
+    plan::plan(o, policy)
+        .map_err(|source| ReconcileError::Serialize { what: o.meta().name.clone().unwrap_or_default(), source })
 }
 
 /// Every desired object but the Secrets, in the order they are applied: what the Pods need
@@ -221,7 +222,13 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
     }
 
     let reports = if ctx.read_instances {
-        crate::instances::read_all(names, &observed.pods, secret_step.ca_pem.as_deref(), secret_step.api_token.as_deref()).await
+        crate::instances::read_all(
+            names,
+            &observed.pods,
+            secret_step.ca_pem.as_deref(),
+            secret_step.api_token.as_deref(),
+        )
+        .await
     } else {
         Default::default()
     };
@@ -244,7 +251,8 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
     }
     let old = serde_json::to_value(resource.status.clone().unwrap_or_default())
         .map_err(|source| ReconcileError::Serialize { what: "status".into(), source })?;
-    let new = serde_json::to_value(&new_status).map_err(|source| ReconcileError::Serialize { what: "status".into(), source })?;
+    let new = serde_json::to_value(&new_status)
+        .map_err(|source| ReconcileError::Serialize { what: "status".into(), source })?;
     if old != new || resource.status.is_none() {
         let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
         let patch = serde_json::json!({ "status": merge_patch(&old, &new) });

@@ -32,7 +32,10 @@ pub struct Observed {
 
 async fn list<K>(client: &kube::Client, names: &Names, stored: &mut Stored) -> Result<Vec<K>, kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &names.namespace);
     let items = api.list(&ListParams::default().labels(&names.label_selector())).await?.items;

@@ -141,8 +141,11 @@ mod tests {
 
     #[test]
     fn create_only_objects_are_never_rewritten() {
-        let p = plan(&Pod { metadata: ObjectMeta { name: Some("pg-1".into()), ..ObjectMeta::default() }, ..Pod::default() }, Policy::CreateOnly)
-            .expect("plan");
+        let p = plan(
+            &Pod { metadata: ObjectMeta { name: Some("pg-1".into()), ..ObjectMeta::default() }, ..Pod::default() },
+            Policy::CreateOnly,
+        )
+        .expect("plan");
         let mut stored = Stored::new();
         stored.insert(("Pod".into(), "pg-1".into()), Some("other".into()));
         assert!(writes(std::slice::from_ref(&p), &stored).is_empty());

@@ -77,10 +77,15 @@ pub fn step(
     let renew = operator_tls
         && server.is_some()
         && generate::needs_renewal(
-            server.and_then(|s| s.metadata.annotations.as_ref()).and_then(|a| a.get(NOT_AFTER_ANNOTATION)).map(String::as_str),
+            server
+                .and_then(|s| s.metadata.annotations.as_ref())
+                .and_then(|a| a.get(NOT_AFTER_ANNOTATION))
+                .map(String::as_str),
             now,
         );
-    let all_present = build_secrets::all(cluster, &placeholder()).iter().all(|s| s.metadata.name.as_ref().is_some_and(|n| existing.contains(n)));
+    let all_present = build_secrets::all(cluster, &placeholder())
+        .iter()
+        .all(|s| s.metadata.name.as_ref().is_some_and(|n| existing.contains(n)));
     if !all_present || renew {
         let mut generated = generate::generate(names, now)?;
         // A CA that exists signs the new server certificate: the instances' trust stays valid.

@@ -28,7 +28,8 @@ pub const PHASE_FAILING_OVER: &str = "Failing over";
 /// A switchover moved the primary and the cluster is settling.
 pub const PHASE_SWITCHOVER: &str = "Switchover in progress";
 /// The spec names something that does not exist (a Secret); the instances cannot start.
-pub const PHASE_UNRECOVERABLE: &str = "Cluster cannot proceed to reconciliation due to an unknown plugin being required";
+pub const PHASE_UNRECOVERABLE: &str =
+    "Cluster cannot proceed to reconciliation due to an unknown plugin being required";
 
 /// Something a person should notice, as a Kubernetes Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +111,8 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
     let term = i.lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.lease_transitions);
 
     // Per-instance reports, with each replica's lag from the primary's replication view.
-    let mut reported: BTreeMap<String, InstanceReport> = i.reports.iter().map(|(n, r)| (n.clone(), report(r))).collect();
+    let mut reported: BTreeMap<String, InstanceReport> =
+        i.reports.iter().map(|(n, r)| (n.clone(), report(r))).collect();
     if let Some(Ok(primary)) = holder.as_ref().and_then(|h| i.reports.get(h)) {
         for peer in &primary.replication {
             if let Some(r) = reported.get_mut(&peer.name) {
@@ -147,7 +149,11 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
     let was_healthy = prev.instances_status.get("healthy").cloned().unwrap_or_default();
     for name in &not_ready {
         if was_healthy.contains(name) {
-            notices.push(Notice { warning: true, reason: "InstanceNotReady", note: format!("{name} is no longer ready") });
+            notices.push(Notice {
+                warning: true,
+                reason: "InstanceNotReady",
+                note: format!("{name} is no longer ready"),
+            });
         }
     }
 
@@ -158,7 +164,10 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         (PHASE_SETTING_UP, "no instance holds the primary lease yet".to_owned())
     } else if holder.is_none() {
         (PHASE_FAILING_OVER, "the primary lease is free; the instances are electing a new primary".to_owned())
-    } else if !holder_ready && prev.current_primary.is_some() && (changed || prev.phase.as_deref() != Some(PHASE_SETTING_UP)) {
+    } else if !holder_ready
+        && prev.current_primary.is_some()
+        && (changed || prev.phase.as_deref() != Some(PHASE_SETTING_UP))
+    {
         if kind == Some(TransitionKind::Switchover) {
             (PHASE_SWITCHOVER, format!("{} is taking over", holder.clone().unwrap_or_default()))
         } else {
@@ -218,7 +227,12 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         instances_status.insert("failed".to_owned(), not_ready.clone());
     }
 
-    let last_backup = i.reports.values().filter_map(|r| r.as_ref().ok()).filter_map(|s| s.backup.as_ref()?.last_backup.clone()).max_by_key(|b| b.stopped_at);
+    let last_backup = i
+        .reports
+        .values()
+        .filter_map(|r| r.as_ref().ok())
+        .filter_map(|s| s.backup.as_ref()?.last_backup.clone())
+        .max_by_key(|b| b.stopped_at);
 
     let ready_condition = condition(previous_ready);
     let status = PostgresClusterStatus {
@@ -228,7 +242,11 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         instances: pods.len() as i32,
         ready_instances: ready.len() as i32,
         current_primary: holder.clone(),
-        current_primary_timestamp: if changed { Some(i.now.to_owned()) } else { prev.current_primary_timestamp.clone() },
+        current_primary_timestamp: if changed {
+            Some(i.now.to_owned())
+        } else {
+            prev.current_primary_timestamp.clone()
+        },
         primary_term: term,
         image: Some(i.image.clone()),
         write_service: Some(i.names.rw()),
