@@ -116,3 +116,6 @@ pub async fn read_all(
     });
     futures_util::future::join_all(calls).await.into_iter().collect()
 }
+
+#[cfg(test)]
+mod instances_tests;
