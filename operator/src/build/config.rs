@@ -68,9 +68,14 @@ pub fn instance_config(cluster: &Cluster<'_>) -> Result<api::InstanceConfig, Bui
             inclusive: t.inclusive,
         }),
     });
-    let mut metrics = api::MetricsSpec::default();
-    metrics.queries_file =
-        spec.monitoring.custom_queries.as_ref().map(|q| PathBuf::from(format!("{}/{}", paths::QUERIES_DIR, q.key)));
+    let metrics = api::MetricsSpec {
+        queries_file: spec
+            .monitoring
+            .custom_queries
+            .as_ref()
+            .map(|q| PathBuf::from(format!("{}/{}", paths::QUERIES_DIR, q.key))),
+        ..api::MetricsSpec::default()
+    };
     Ok(api::InstanceConfig {
         name: None,
         cluster: Some(names.cluster.clone()),

@@ -35,7 +35,8 @@ async fn serve_once(tls: &TlsMaterial, body: &'static str, delay: Duration) -> (
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(tls.server_cert.as_bytes()).collect::<Result<_, _>>().expect("certs");
     let key = PrivateKeyDer::from_pem_slice(tls.server_key.as_bytes()).expect("key");
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("server config");
+    let config =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -52,7 +53,10 @@ async fn serve_once(tls: &TlsMaterial, body: &'static str, delay: Duration) -> (
             request.extend_from_slice(&buf[..n]);
         }
         tokio::time::sleep(delay).await;
-        let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
         let _ = s.write_all(response.as_bytes()).await;
         let _ = s.shutdown().await;
         String::from_utf8_lossy(&request).into_owned()
@@ -85,13 +89,17 @@ async fn a_name_the_certificate_does_not_carry_or_another_ca_is_refused() {
     let tls = material();
     let (port, _server) = serve_once(&tls, REPLICA_STATUS, Duration::ZERO).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let e = read_one(tls_config(&tls.ca_cert).expect("config"), addr, "pg-2.elsewhere.db.svc", None).await.expect_err("wrong name");
+    let e = read_one(tls_config(&tls.ca_cert).expect("config"), addr, "pg-2.elsewhere.db.svc", None)
+        .await
+        .expect_err("wrong name");
     assert!(e.contains("TLS"), "{e}");
 
     let (port, _server) = serve_once(&tls, REPLICA_STATUS, Duration::ZERO).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let other = material();
-    let e = read_one(tls_config(&other.ca_cert).expect("config"), addr, "pg-2.pg-headless.db.svc", None).await.expect_err("other CA");
+    let e = read_one(tls_config(&other.ca_cert).expect("config"), addr, "pg-2.pg-headless.db.svc", None)
+        .await
+        .expect_err("other CA");
     assert!(e.contains("TLS"), "{e}");
 }
 
@@ -102,7 +110,9 @@ async fn a_silent_instance_costs_one_bounded_timeout() {
     let (port, _server) = serve_once(&tls, REPLICA_STATUS, Duration::from_secs(30)).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
-    let e = read_one(tls_config(&tls.ca_cert).expect("config"), addr, "pg-2.pg-headless.db.svc", None).await.expect_err("timeout");
+    let e = read_one(tls_config(&tls.ca_cert).expect("config"), addr, "pg-2.pg-headless.db.svc", None)
+        .await
+        .expect_err("timeout");
     assert!(e.contains("did not answer"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(10), "bounded: {:?}", started.elapsed());
 }

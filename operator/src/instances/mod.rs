@@ -107,7 +107,10 @@ pub async fn read_all(
         Some(Ok(tls)) => tls,
         Some(Err(e)) => return targets.into_iter().map(|(n, _, _)| (n, Err(e.clone()))).collect(),
         None => {
-            return targets.into_iter().map(|(n, _, _)| (n, Err("no CA to verify the instances with".into()))).collect();
+            return targets
+                .into_iter()
+                .map(|(n, _, _)| (n, Err("no CA to verify the instances with".into())))
+                .collect();
         }
     };
     let calls = targets.into_iter().map(|(name, addr, host)| {
@@ -118,4 +121,4 @@ pub async fn read_all(
 }
 
 #[cfg(test)]
-mod instances_tests;
+pub(crate) mod instances_tests;

@@ -276,3 +276,6 @@ mod merge_patch_tests {
         assert_eq!(merge_patch(&old, &new), json!({"b": {"y": null}, "c": null, "d": 4}));
     }
 }
+
+#[cfg(test)]
+mod status_tests;

@@ -27,9 +27,9 @@ pub const PHASE_WAITING: &str = "Waiting for the instances to become active";
 pub const PHASE_FAILING_OVER: &str = "Failing over";
 /// A switchover moved the primary and the cluster is settling.
 pub const PHASE_SWITCHOVER: &str = "Switchover in progress";
-/// The spec names something that does not exist (a Secret); the instances cannot start.
-pub const PHASE_UNRECOVERABLE: &str =
-    "Cluster cannot proceed to reconciliation due to an unknown plugin being required";
+/// The spec names something that does not exist (a Secret, a key); the instances cannot start
+/// until a person provides it. `phaseReason` says what.
+pub const PHASE_CANNOT_CREATE: &str = "Unable to create required cluster objects";
 
 /// Something a person should notice, as a Kubernetes Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +159,7 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
 
     let holder_ready = holder.as_ref().is_some_and(|h| ready.contains(h));
     let (phase, reason) = if !i.problems.is_empty() {
-        (PHASE_UNRECOVERABLE, i.problems.join("; "))
+        (PHASE_CANNOT_CREATE, i.problems.join("; "))
     } else if holder.is_none() && prev.current_primary.is_none() {
         (PHASE_SETTING_UP, "no instance holds the primary lease yet".to_owned())
     } else if holder.is_none() {
