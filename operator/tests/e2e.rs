@@ -7,6 +7,8 @@
 //! a kubelet, the images loaded), it waits for `Ready=True`, deletes the primary's pod and sees
 //! the failover in the status. The namespace is deleted at the end, whatever happened.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
