@@ -18,6 +18,7 @@
 
 pub mod observe;
 pub mod plan;
+pub mod pods;
 pub mod secrets;
 pub mod status;
 
@@ -211,9 +212,39 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         publish(&ctx, &resource, false, "SecretWritten", format!("Secret {name}")).await;
     }
 
+    // Pods that ended for good are deleted, so that the next pass creates them again.
+    let dead = pods::dead(names, &observed.pods);
+    let pod_api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    for d in &dead {
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions { uid: Some(d.uid.clone()), resource_version: None }),
+            ..kube::api::DeleteParams::default()
+        };
+        match pod_api.delete(&d.name, &params).await {
+            Ok(_) => {
+                tracing::warn!(cluster = %names.cluster, pod = %d.name, why = %d.why, "deleted a pod that ended; it is created again on its PVC");
+                publish(
+                    &ctx,
+                    &resource,
+                    true,
+                    "PodRecreated",
+                    format!("{} ended ({}); created again on its PVC", d.name, d.why),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut stored = observed.stored.clone();
+    for d in &dead {
+        // Not created again in this pass: the deleted Pod may still be terminating.
+        stored.insert(("Pod".into(), d.name.clone()), None);
+    }
+
     let desired = build::desired(&cluster)?;
     let planned = all_planned(&desired)?;
-    for (p, reason) in plan::writes(&planned, &observed.stored) {
+    for (p, reason) in plan::writes(&planned, &stored) {
         apply(&ctx.client, &names.namespace, p).await?;
         tracing::info!(cluster = %names.cluster, object = %p.describe(), ?reason, "applied");
         if reason == plan::Reason::Missing {
