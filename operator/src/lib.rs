@@ -18,3 +18,5 @@ pub mod generate;
 pub mod instances;
 pub mod names;
 pub mod reconcile;
+#[cfg(test)]
+pub mod testkit;
