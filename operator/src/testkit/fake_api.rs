@@ -120,6 +120,7 @@ impl ResourceType {
             Self::of::<Service>().with_status(),
             Self::of::<Endpoints>(),
             Self::of::<Event>(),
+            Self::of::<k8s_openapi::api::events::v1::Event>(),
             Self::of::<Pod>().with_status(),
             Self::of::<PersistentVolumeClaim>().with_status(),
             Self::of::<PersistentVolume>().with_status(),
