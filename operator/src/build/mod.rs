@@ -131,4 +131,4 @@ pub fn missing_secrets(cluster: &Cluster<'_>, existing: &[String], generated: &G
 }
 
 #[cfg(test)]
-mod golden_tests;
+pub(crate) mod golden_tests;

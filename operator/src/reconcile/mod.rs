@@ -310,3 +310,6 @@ mod merge_patch_tests {
 
 #[cfg(test)]
 mod status_tests;
+
+#[cfg(test)]
+mod reconcile_tests;

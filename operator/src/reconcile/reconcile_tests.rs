@@ -1,0 +1,314 @@
+//! Reconcile scenarios against the scripted API server ([`crate::testkit::FakeApi`]): from
+//! nothing; an unchanged cluster sends no write; existing and provided Secrets are adopted,
+//! never regenerated; a failover while the operator was down is observed without writing
+//! anything the instances own; errors come back typed; a renewal rewrites only the certificate.
+
+use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use serde_json::json;
+
+use super::{Context, NoObserver, reconcile};
+use crate::build::golden_tests::sample;
+use crate::crd::PostgresCluster;
+use crate::names::ROLE_LABEL;
+use crate::testkit::{FakeApi, RecordedRequest};
+
+fn context(api: &FakeApi) -> Arc<Context> {
+    let mut ctx = Context::new(api.client(), Arc::new(NoObserver));
+    ctx.read_instances = false;
+    Arc::new(ctx)
+}
+
+/// The cluster `name` of `testdata/clusters/<name>.yaml`, stored in the fake, as the API
+/// server would hand it to the reconcile (its uid and status included).
+fn seeded(api: &FakeApi, sample_name: &str) -> PostgresCluster {
+    let mut c = sample(sample_name);
+    c.metadata.uid = None;
+    api.insert(&c);
+    current(api, &c)
+}
+
+fn current(api: &FakeApi, c: &PostgresCluster) -> PostgresCluster {
+    api.get_as::<PostgresCluster>("db", &c.name_any()).expect("the cluster is stored")
+}
+
+async fn pass(api: &FakeApi, c: &PostgresCluster) {
+    reconcile(Arc::new(current(api, c)), context(api)).await.expect("a reconcile");
+}
+
+/// What the instances do once they run: their pods are ready, scheduled, labelled with their
+/// role, and `holder` holds the Lease at `term`.
+fn instances_run(api: &FakeApi, cluster: &str, n: i32, holder: i32, term: i32) {
+    for k in 1..=n {
+        let name = format!("{cluster}-{k}");
+        api.modify_as::<Pod>("db", &name, |p| {
+            let role = if k == holder { "primary" } else { "replica" };
+            p.metadata.labels.get_or_insert_default().insert(ROLE_LABEL.into(), role.into());
+            let status = p.status.get_or_insert_default();
+            status.phase = Some("Running".into());
+            status.pod_ip = Some(format!("10.0.0.{k}"));
+            status.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]);
+            p.spec.get_or_insert_default().node_name = Some(format!("node-{k}"));
+        });
+    }
+    let lease: Lease = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": format!("{cluster}-primary"), "namespace": "db"},
+        "spec": {"holderIdentity": format!("{cluster}-{holder}"), "leaseDurationSeconds": 15, "leaseTransitions": term}
+    }))
+    .expect("a lease");
+    api.insert(&lease);
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{cluster}-rw"), "namespace": "db",
+                     "labels": {"kubernetes.io/service-name": format!("{cluster}-rw")},
+                     "annotations": {"pgwarden.io/term": term.to_string()}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [format!("10.0.0.{holder}")]}],
+        "ports": [{"name": "postgres", "port": 5432}]
+    }))
+    .expect("a slice");
+    api.insert(&slice);
+}
+
+fn names_of(writes: &[RecordedRequest]) -> Vec<String> {
+    writes
+        .iter()
+        .map(|w| {
+            format!("{} {}/{}", w.method, w.plural.clone().unwrap_or_default(), w.name.clone().unwrap_or_default())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn from_nothing_every_object_is_created() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    for s in ["sync-superuser", "sync-app", "sync-replication", "sync-api-token", "sync-ca", "sync-server"] {
+        assert!(api.get_as::<Secret>("db", s).is_some(), "{s}");
+    }
+    for (plural, n) in [
+        ("configmaps", 1),
+        ("serviceaccounts", 1),
+        ("roles", 1),
+        ("rolebindings", 1),
+        ("services", 4),
+        ("poddisruptionbudgets", 2),
+        ("persistentvolumeclaims", 3),
+        ("pods", 3),
+    ] {
+        assert_eq!(api.list(plural).len(), n, "{plural}");
+    }
+    for w in api.writes().iter().filter(|w| w.plural.as_deref() != Some("events") && w.subresource.is_none()) {
+        assert_eq!(w.field_manager().as_deref(), Some("pgwarden-operator"), "{w}");
+        assert!(w.is_apply(), "server-side apply: {w}");
+    }
+    let status = current(&api, &c).status.expect("a status");
+    assert_eq!(status.phase.as_deref(), Some(super::status::PHASE_SETTING_UP));
+    assert_eq!(status.instances, 0, "observed before the pods existed");
+    assert!(!api.writes_to("events").is_empty(), "Created events");
+}
+
+#[tokio::test]
+async fn an_unchanged_cluster_sends_no_write() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await; // the pods and the primary appear in the status
+    api.clear_log();
+    pass(&api, &c).await;
+    assert!(api.writes().is_empty(), "the steady-state reconcile wrote: {:#?}", names_of(&api.writes()));
+    let reads = api.requests();
+    // One list per owned kind (9) and the Lease: the whole cost of a steady-state pass.
+    assert_eq!(reads.len(), 10, "{:#?}", reads.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let status = current(&api, &c).status.expect("a status");
+    assert_eq!(status.phase.as_deref(), Some(super::status::PHASE_HEALTHY));
+    assert_eq!(status.current_primary.as_deref(), Some("sync-1"));
+    assert_eq!(status.ready_instances, 3);
+}
+
+#[tokio::test]
+async fn a_spec_change_rewrites_only_what_it_changes() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    api.modify_as::<PostgresCluster>("db", "sync", |c| {
+        c.spec.postgresql.parameters.insert("work_mem".into(), "8MB".into());
+    });
+    api.clear_log();
+    pass(&api, &c).await;
+    let writes: Vec<String> = names_of(&api.writes()).into_iter().filter(|w| !w.contains("events/")).collect();
+    assert_eq!(
+        writes,
+        vec!["PATCH configmaps/sync-config".to_owned(), "PATCH postgresclusters/sync".to_owned()],
+        "the ConfigMap and the status (observedGeneration)"
+    );
+    let cm = api.get("v1", "configmaps", "db", "sync-config").expect("the ConfigMap");
+    assert!(cm["data"]["instance.yaml"].as_str().expect("yaml").contains("work_mem: 8MB"));
+}
+
+#[tokio::test]
+async fn existing_and_provided_secrets_are_used_as_they_are() {
+    let api = FakeApi::new();
+    let mine = Secret {
+        metadata: ObjectMeta { name: Some("mine".into()), namespace: Some("db".into()), ..ObjectMeta::default() },
+        data: Some(
+            [
+                ("username".to_owned(), ByteString(b"postgres".to_vec())),
+                ("password".to_owned(), ByteString(b"MyOwn".to_vec())),
+            ]
+            .into(),
+        ),
+        ..Secret::default()
+    };
+    api.insert(&mine);
+    let existing_app = Secret {
+        metadata: ObjectMeta {
+            name: Some("single-app".into()),
+            namespace: Some("db".into()),
+            labels: Some([("pgwarden.io/cluster".to_owned(), "single".to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("password".to_owned(), ByteString(b"KeptFromBefore".to_vec()))].into()),
+        ..Secret::default()
+    };
+    api.insert(&existing_app);
+    let mut c = sample("single");
+    c.metadata.uid = None;
+    c.spec.superuser_secret = Some(crate::crd::LocalObjectReference { name: "mine".into() });
+    api.insert(&c);
+    pass(&api, &c).await;
+    let secret_writes = names_of(&api.writes_to("secrets"));
+    assert!(
+        !secret_writes
+            .iter()
+            .any(|w| w.ends_with("/mine") || w.ends_with("/single-app") || w.ends_with("/single-superuser")),
+        "{secret_writes:?}"
+    );
+    let app = api.get_as::<Secret>("db", "single-app").expect("kept");
+    assert_eq!(app.data.expect("data")["password"].0, b"KeptFromBefore");
+    let pod = serde_json::to_string(&api.get("v1", "pods", "db", "single-1").expect("a pod")).expect("json");
+    assert!(pod.contains("\"name\":\"mine\""), "the pod mounts the provided Secret");
+
+    // A second pass regenerates nothing.
+    api.clear_log();
+    pass(&api, &c).await;
+    assert!(api.writes_to("secrets").is_empty(), "{:#?}", names_of(&api.writes_to("secrets")));
+}
+
+#[tokio::test]
+async fn a_provided_secret_that_does_not_exist_is_named_in_the_status() {
+    let api = FakeApi::new();
+    let mut c = sample("single");
+    c.metadata.uid = None;
+    c.spec.superuser_secret = Some(crate::crd::LocalObjectReference { name: "not-there".into() });
+    api.insert(&c);
+    pass(&api, &c).await;
+    let status = current(&api, &c).status.expect("a status");
+    assert_eq!(status.phase.as_deref(), Some(super::status::PHASE_CANNOT_CREATE));
+    assert!(status.phase_reason.as_deref().is_some_and(|r| r.contains("not-there")), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_failover_while_the_operator_was_down_is_seen_and_nothing_the_instances_own_is_written() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    // The operator is down. sync-1's node dies: its pod is gone, sync-2 takes the lease and
+    // routes -rw to itself, the instances relabel their pods.
+    api.remove("v1", "pods", "db", "sync-1");
+    instances_run(&api, "sync", 3, 2, 2);
+    api.remove("v1", "pods", "db", "sync-1");
+    let lease_before = api.get("coordination.k8s.io/v1", "leases", "db", "sync-primary");
+    let slice_before = api.get("discovery.k8s.io/v1", "endpointslices", "db", "sync-rw");
+    api.clear_log();
+    // The operator is back.
+    pass(&api, &c).await;
+    let writes = api.writes();
+    assert!(
+        api.writes_to("leases").is_empty() && api.writes_to("endpointslices").is_empty(),
+        "{:#?}",
+        names_of(&writes)
+    );
+    let pod_writes = names_of(&api.writes_to("pods"));
+    assert_eq!(pod_writes, vec!["PATCH pods/sync-1".to_owned()], "only the lost pod is created again, on its PVC");
+    assert_eq!(api.get("coordination.k8s.io/v1", "leases", "db", "sync-primary"), lease_before);
+    assert_eq!(api.get("discovery.k8s.io/v1", "endpointslices", "db", "sync-rw"), slice_before);
+    let recreated = api.get_as::<Pod>("db", "sync-1").expect("sync-1 again");
+    assert!(!recreated.labels().contains_key(ROLE_LABEL), "the operator sets no role label");
+    assert_eq!(api.get_as::<Pod>("db", "sync-2").expect("sync-2").labels()[ROLE_LABEL], "primary");
+    let status = current(&api, &c).status.expect("a status");
+    assert_eq!(status.current_primary.as_deref(), Some("sync-2"));
+    assert_eq!(status.primary_term, Some(2));
+    let events: Vec<String> =
+        api.writes_to("events").iter().filter_map(|w| w.body.as_ref()).map(|b| b["reason"].to_string()).collect();
+    assert!(events.iter().any(|r| r.contains("FailoverDetected")), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_pod_that_ended_is_deleted_then_created_again() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "single");
+    pass(&api, &c).await;
+    api.modify_as::<Pod>("db", "single-1", |p| {
+        let s = p.status.get_or_insert_default();
+        s.phase = Some("Failed".into());
+        s.reason = Some("Evicted".into());
+    });
+    api.clear_log();
+    pass(&api, &c).await;
+    assert_eq!(names_of(&api.writes_to("pods")), vec!["DELETE pods/single-1".to_owned()]);
+    let delete = &api.writes_to("pods")[0];
+    assert!(delete.body.as_ref().is_some_and(|b| b["preconditions"]["uid"].is_string()), "{delete}");
+    api.clear_log();
+    pass(&api, &c).await;
+    assert_eq!(names_of(&api.writes_to("pods")), vec!["PATCH pods/single-1".to_owned()]);
+}
+
+#[tokio::test]
+async fn the_server_certificate_is_renewed_from_the_same_ca_and_nothing_else_is_written() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "single");
+    pass(&api, &c).await;
+    let ca_before = api.get("v1", "secrets", "db", "single-ca").expect("the CA");
+    let cert_before = api.get("v1", "secrets", "db", "single-server").expect("the certificate");
+    api.modify_as::<Secret>("db", "single-server", |s| {
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(crate::build::secrets::NOT_AFTER_ANNOTATION.into(), "2026-12-10T00:00:00Z".into());
+    });
+    api.clear_log();
+    pass(&api, &c).await;
+    assert_eq!(names_of(&api.writes_to("secrets")), vec!["PATCH secrets/single-server".to_owned()]);
+    assert_eq!(api.get("v1", "secrets", "db", "single-ca"), Some(ca_before.clone()));
+    let after = api.get("v1", "secrets", "db", "single-server").expect("renewed");
+    assert_ne!(after["data"]["tls.crt"], cert_before["data"]["tls.crt"]);
+    assert_eq!(after["data"]["ca.crt"], ca_before["data"]["ca.crt"], "signed by the same CA");
+}
+
+#[tokio::test]
+async fn an_api_failure_is_a_typed_error_and_writes_nothing_half() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "single");
+    api.fail_next(http::Method::GET, "pods", 1, 500);
+    let e = reconcile(Arc::new(current(&api, &c)), context(&api)).await.expect_err("the list failed");
+    assert_eq!(e.kind(), "kube");
+    assert!(api.writes().is_empty(), "nothing was written before everything was read: {:#?}", names_of(&api.writes()));
+}
