@@ -111,7 +111,7 @@ async fn from_nothing_every_object_is_created() {
         assert_eq!(api.list(plural).len(), n, "{plural}");
     }
     for w in api.writes().iter().filter(|w| w.plural.as_deref() != Some("events") && w.subresource.is_none()) {
-        assert_eq!(w.field_manager().as_deref(), Some("pgwarden-operator"), "{w}");
+        assert_eq!(w.field_manager(), Some("pgwarden-operator"), "{w}");
         assert!(w.is_apply(), "server-side apply: {w}");
     }
     let status = current(&api, &c).status.expect("a status");
