@@ -13,9 +13,11 @@
 //! - [`generate`]: passwords and certificates (randomness and the clock, kept out of `build`).
 
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod generate;
 pub mod instances;
+pub mod logging;
 pub mod names;
 pub mod reconcile;
 #[cfg(test)]
