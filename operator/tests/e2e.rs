@@ -76,20 +76,24 @@ impl Operator {
     }
 }
 
-/// Deletes the test namespace when dropped (the cluster's objects go with it).
+/// Deletes the test namespace when dropped (the cluster's objects go with it), with a client
+/// of its own on a runtime of its own: the test's client runs on the test's runtime, which is
+/// blocked while this waits.
 struct Cleanup {
-    client: Client,
     namespace: String,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let client = self.client.clone();
         let ns = self.namespace.clone();
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             rt.block_on(async move {
-                let _ = Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await;
+                let delete = async {
+                    let client = Client::try_default().await.ok()?;
+                    Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.ok()
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(30), delete).await;
             });
         });
         let _ = handle.join();
@@ -166,7 +170,7 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
         )
         .await
         .expect("create the test namespace");
-    let _cleanup = Cleanup { client: client.clone(), namespace: ns.clone() };
+    let _cleanup = Cleanup { namespace: ns.clone() };
     let _operator = Operator::start(&ns);
 
     // The API server refuses what cannot work, with the CRD's messages.

@@ -150,13 +150,21 @@ fn volumes_grow_and_never_shrink_or_change_class() {
     );
     let r = refusals(&with(json!({"storage": {"size": "5Gi", "storageClass": "fast"}})), Some(&old));
     assert!(r.iter().any(|m| m.contains("size cannot shrink")), "{r:?}");
-    // 10000Mi < 10Gi: compared as quantities, not as text.
+    // 10000Mi < 10Gi: compared as sizes, not as text.
     let r = refusals(&with(json!({"storage": {"size": "10000Mi", "storageClass": "fast"}})), Some(&old));
     assert!(r.iter().any(|m| m.contains("size cannot shrink")), "{r:?}");
     let r = refusals(&with(json!({"storage": {"size": "10Gi", "storageClass": "slow"}})), Some(&old));
     assert!(r.iter().any(|m| m.contains("storageClass is immutable")), "{r:?}");
     let r = refusals(&with(json!({"storage": {"size": "ten gigs"}})), None);
-    assert!(r.iter().any(|m| m.contains("size must be a Kubernetes quantity")), "{r:?}");
+    assert!(r.iter().any(|m| m.contains("size must be a whole number of Mi, Gi or Ti")), "{r:?}");
+    let r = refusals(&with(json!({"storage": {"size": "1.5Gi"}})), None);
+    assert!(r.iter().any(|m| m.contains("size must be a whole number of Mi, Gi or Ti")), "{r:?}");
+    // 1Ti > 1000Gi, and growing across units is allowed.
+    let old = with(json!({"storage": {"size": "1000Gi"}}));
+    assert_eq!(refusals(&with(json!({"storage": {"size": "1Ti"}})), Some(&old)), Vec::<String>::new());
+    let old = with(json!({"storage": {"size": "2Ti"}}));
+    let r = refusals(&with(json!({"storage": {"size": "2000Gi"}})), Some(&old));
+    assert!(r.iter().any(|m| m.contains("size cannot shrink")), "{r:?}");
 }
 
 #[test]

@@ -215,7 +215,9 @@ fn default_true() -> bool {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = rules::storage_rules()))]
 pub struct Storage {
-    /// Its size, a Kubernetes quantity (`10Gi`). Required. It may grow, never shrink.
+    /// Its size: a whole number of `Mi`, `Gi` or `Ti` (`10Gi`). Required. It may grow, never
+    /// shrink.
+    #[schemars(length(min = 3, max = 11))]
     pub size: String,
     /// The StorageClass. Default: the cluster's default class. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
