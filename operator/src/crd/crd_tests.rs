@@ -1,6 +1,6 @@
 //! The CRD: the deployed YAML is what the types generate, and the schema and CEL rules refuse
 //! specs that cannot work with a message naming the field — evaluated here with the same CEL
-//! library and Kubernetes extensions (`quantity`, `isQuantity`) the API server uses.
+//! library the API server uses (with its Kubernetes extensions).
 
 use kube::CustomResourceExt;
 use kube::core::cel::{Validator, compile_schema};
