@@ -34,8 +34,10 @@ use crate::reconcile::{self, Context, Observer, ReconcileError};
 const CONCURRENCY: u16 = 8;
 
 /// Changes to a cluster closer together than this are reconciled once: the instances update
-/// their pods' labels and status in bursts during a failover.
-const DEBOUNCE: Duration = Duration::from_secs(1);
+/// their pods' labels and status in bursts during a failover, and a first reconcile's own
+/// creates come back as events. Short, because it is also the delay before a new cluster's
+/// first reconcile (a pass of an unchanged cluster costs ten reads and no write).
+const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// What every reconcile of the runtime shares: the reconcile's own [`Context`], the metrics and
 /// the failure counts.
