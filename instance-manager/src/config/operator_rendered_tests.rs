@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The contract seen from this side: every `instance.yaml` the operator renders (its golden
 //! manifests under `testdata/golden/`, one per sample cluster) is accepted by this manager's
 //! parser and validation as each of the cluster's pods would load it (`POD_NAME`,
