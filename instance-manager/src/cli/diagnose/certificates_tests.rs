@@ -131,6 +131,7 @@ fn certificate_checks_join_the_others() {
         readyz: Some(200),
         data_dir: None,
         disk: None,
+        wal_disk: None,
         certificates: vec![fine(), expiring_in(-DAY)],
         now: now(),
     };

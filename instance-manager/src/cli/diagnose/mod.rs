@@ -1,8 +1,8 @@
 //! `instance-manager diagnose`: checks of the local instance, each ok / warn / fail with a hint.
 //!
 //! Pure core, thin shell: [`diagnose_command`] gathers [`Facts`] (the `/status` document,
-//! `/readyz`, the data directory's metadata, the free space of its filesystem, the
-//! certificate files `/status` lists) and [`evaluate_checks`] turns them into [`Check`]s
+//! `/readyz`, the data directory's metadata, the free space of its filesystem and, with
+//! `walDir`, of the WAL volume `pg_wal` links to, the certificate files `/status` lists) and [`evaluate_checks`] turns them into [`Check`]s
 //! without any I/O, so every verdict is unit-tested. The certificate checks are in
 //! [`certificates`], the refused Postgres parameters in [`parameters`], the archive's in [`archive`].
 
@@ -125,6 +125,10 @@ pub struct Facts {
     /// Space on the data directory's filesystem, when the directory exists, or why it could
     /// not be measured (the reason the disk check shows).
     pub disk: Option<Result<DiskFacts, String>>,
+    /// With `pg_wal` a link to another filesystem (`walDir`, a volume of its own): where it
+    /// points and the space there, or why it could not be measured. Postgres stops when
+    /// either volume fills up.
+    pub wal_disk: Option<(PathBuf, Result<DiskFacts, String>)>,
     /// The certificate files of the certificates `/status` lists as in use, read now.
     pub certificates: Vec<CertificateFacts>,
     /// When the facts were gathered: certificates' validity is judged at this time.
@@ -186,9 +190,22 @@ async fn gather_facts(client: &ApiClient, data_dir_override: Option<PathBuf>) ->
     let path = data_dir_override.or_else(|| status.as_ref().ok().map(|s| PathBuf::from(&s.data_dir)));
     let data_dir = path.as_deref().map(inspect_data_dir);
     let disk = data_dir.as_ref().filter(|d| d.exists).map(|d| filesystem_space(&d.path));
+    let wal_disk = data_dir.as_ref().filter(|d| d.exists).and_then(|d| wal_volume_space(&d.path));
     let now = jiff::Timestamp::now();
     let certificates = status.as_ref().map(|s| certificates::gather(&s.tls, now)).unwrap_or_default();
-    Facts { api_target: client.target().to_string(), status, readyz, data_dir, disk, certificates, now }
+    Facts { api_target: client.target().to_string(), status, readyz, data_dir, disk, wal_disk, certificates, now }
+}
+
+/// The space where `<data_dir>/pg_wal` links to, when it is a link to another filesystem.
+fn wal_volume_space(data_dir: &Path) -> Option<(PathBuf, Result<DiskFacts, String>)> {
+    let pg_wal = data_dir.join("pg_wal");
+    let target = std::fs::read_link(&pg_wal).ok()?;
+    let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    // A dangling link (the volume is not mounted) is measured too: its error is the finding.
+    if device(&pg_wal).is_some() && device(&pg_wal) == device(data_dir) {
+        return None;
+    }
+    Some((data_dir.join(target), filesystem_space(&pg_wal)))
 }
 
 fn inspect_data_dir(path: &Path) -> DataDirFacts {
@@ -231,7 +248,10 @@ fn filesystem_space(path: &Path) -> Result<DiskFacts, String> {
 pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
     let mut checks = vec![manager_check(f), data_dir_check(f.data_dir.as_ref())];
     if let (Some(disk), Some(dir)) = (&f.disk, &f.data_dir) {
-        checks.push(disk_check(disk, &dir.path));
+        checks.push(disk_check("disk space", disk, &dir.path));
+    }
+    if let Some((path, disk)) = &f.wal_disk {
+        checks.push(disk_check("WAL disk space", disk, path));
     }
     if let Ok(s) = &f.status {
         checks.extend([postgres_check(s), connections_check(s, f.readyz)]);
@@ -355,12 +375,11 @@ fn data_dir_check(dir: Option<&DataDirFacts>) -> Check {
     Check::ok(NAME, format!("{path}, mode {:04o}, owner uid {}", d.mode, d.owner_uid))
 }
 
-fn disk_check(disk: &Result<DiskFacts, String>, path: &Path) -> Check {
-    const NAME: &str = "disk space";
+fn disk_check(name: &'static str, disk: &Result<DiskFacts, String>, path: &Path) -> Check {
     let d = match disk {
         Ok(d) if d.total_bytes > 0 => d,
-        Ok(_) => return Check::warn(NAME, "the filesystem reports a size of 0", "check the volume"),
-        Err(e) => return Check::warn(NAME, format!("cannot measure: {e}"), "check the volume (df -h)"),
+        Ok(_) => return Check::warn(name, "the filesystem reports a size of 0", "check the volume"),
+        Err(e) => return Check::warn(name, format!("cannot measure: {e}"), "check the volume (df -h)"),
     };
     let used = d.total_bytes.saturating_sub(d.available_bytes);
     let percent = u64::try_from(u128::from(used) * 100 / u128::from(d.total_bytes)).unwrap_or(100);
@@ -371,11 +390,11 @@ fn disk_check(disk: &Result<DiskFacts, String>, path: &Path) -> Check {
         path.display()
     );
     if percent >= DISK_FAIL_PERCENT {
-        Check::fail(NAME, detail, "grow the volume (PVC) now: Postgres stops when it cannot write WAL")
+        Check::fail(name, detail, "grow the volume (PVC) now: Postgres stops when it cannot write WAL")
     } else if percent >= DISK_WARN_PERCENT {
-        Check::warn(NAME, detail, "grow the volume (PVC) before it fills up")
+        Check::warn(name, detail, "grow the volume (PVC) before it fills up")
     } else {
-        Check::ok(NAME, detail)
+        Check::ok(name, detail)
     }
 }
 

@@ -23,6 +23,7 @@ fn healthy(status: InstanceStatus) -> Facts {
         readyz: Some(200),
         data_dir: Some(data_dir),
         disk: Some(Ok(disk)),
+        wal_disk: None,
         certificates: Vec::new(),
         now: jiff::Timestamp::now(),
     }
@@ -143,4 +144,35 @@ fn inspects_a_real_directory() {
     assert!(!inspect_data_dir(&dir.path().join("missing")).exists);
     let disk = filesystem_space(dir.path()).unwrap();
     assert!(disk.total_bytes > 0 && disk.available_bytes <= disk.total_bytes, "{disk:?}");
+}
+
+#[test]
+fn a_wal_volume_of_its_own_is_checked_too() {
+    let mut facts = healthy(primary_status());
+    let wal = PathBuf::from("/var/lib/postgresql/wal/pg_wal");
+    facts.wal_disk = Some((wal.clone(), Ok(DiskFacts { total_bytes: 10 << 30, available_bytes: 1 << 29 })));
+    let checks = evaluate_checks(&facts);
+    assert_eq!(find(&checks, "disk space").outcome, Outcome::Ok, "the data volume is fine");
+    let check = find(&checks, "WAL disk space");
+    assert_eq!(check.outcome, Outcome::Fail, "{check:?}");
+    assert!(check.detail.starts_with("95% used") && check.detail.ends_with("under /var/lib/postgresql/wal/pg_wal"));
+    facts.wal_disk = Some((wal, Err("statvfs /var/lib/postgresql/data/pgdata/pg_wal: ENOENT".into())));
+    assert_eq!(find(&evaluate_checks(&facts), "WAL disk space").outcome, Outcome::Warn);
+}
+
+#[test]
+fn only_a_pg_wal_link_to_another_filesystem_is_a_wal_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pgdata");
+    std::fs::create_dir_all(data.join("pg_wal")).unwrap();
+    assert!(wal_volume_space(&data).is_none(), "pg_wal inside");
+    std::fs::remove_dir(data.join("pg_wal")).unwrap();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("wal"), data.join("pg_wal")).unwrap();
+    assert!(wal_volume_space(&data).is_none(), "a link on the same filesystem");
+    std::fs::remove_file(data.join("pg_wal")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("unmounted"), data.join("pg_wal")).unwrap();
+    let (path, space) = wal_volume_space(&data).expect("a dangling link is reported");
+    assert_eq!(path, dir.path().join("unmounted"));
+    assert!(space.is_err(), "{space:?}");
 }
