@@ -8,7 +8,7 @@
 //! | [`config`] | loading `InstanceConfig` (file + env + flags), validation, change notification |
 //! | [`supervisor`] | PID 1: spawning children, the one reaper that owns every `waitpid` |
 //! | [`postgres`] | the postmaster: start, shutdown escalation, logs, SQL over the socket |
-//! | [`pgdata`] | the data directory: initdb, clone (pg_basebackup), signal files |
+//! | [`pgdata`] | the data directory: initdb, clone (pg_basebackup), signal files, `pg_wal` on its own volume (`walDir`) |
 //! | [`pgconf`] | rendering `pgwarden.conf` (with `synchronous_standby_names`), `pg_hba.conf`, `pg_ident.conf`, pgpass |
 //! | [`archive`] | the WAL archive in an object store: the archiver, the restorer, gaps |
 //! | [`backup`] | base backups: taking, the catalog, retention, restore, the recovery bootstrap |

@@ -150,6 +150,19 @@ impl OsUser {
             source,
         })
     }
+
+    /// Gives a symbolic link itself (not what it points to) to this user (only when the
+    /// manager is root), like the links Postgres' tools create.
+    pub fn lchown(&self, path: &Path) -> Result<(), Error> {
+        if !self.switch {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).map_err(|source| Error::Io {
+            what: "cannot chown",
+            path: path.display().to_string(),
+            source,
+        })
+    }
 }
 
 /// A password read from a file. Its `Debug` and `Display` never show the value.

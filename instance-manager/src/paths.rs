@@ -6,7 +6,10 @@
 //!   pgwarden_hba.conf            rendered pg_hba.conf
 //!   pgwarden_ident.conf          rendered pg_ident.conf
 //!   standby.signal               present on replicas
+//!   pg_wal                       with walDir: a symbolic link to it
 //! <dataDir's parent>/.<name>.bootstrap   staging dir while initdb / pg_basebackup run
+//! <walDir>/                      with walDir: the WAL, on a volume of its own (0700)
+//! <walDir's parent>/.<name>.bootstrap    its staging dir while a data directory is built
 //! <runDir>/                      sockets and runtime files (owned by the OS user, 0700)
 //!   .s.PGSQL.<port>              Postgres' socket (0700: unix_socket_permissions)
 //!   manager.sock                 the manager's HTTP API for the local CLI (0600, the manager's user)
@@ -18,8 +21,9 @@
 //!
 //! Nothing else is written: the manager works with a read-only root filesystem as long as the
 //! data directory's parent (in a pod, the volume it lives on: the bootstrap staging directory
-//! and the WAL restore spool are siblings of the data directory) and the run directory are
-//! writable, and `/dev/shm` for Postgres' shared memory (`tests/hardening.rs`).
+//! and the WAL restore spool are siblings of the data directory), with `walDir` its parent
+//! (the WAL volume), and the run directory are writable, and `/dev/shm` for Postgres' shared
+//! memory (`tests/hardening.rs`).
 //!
 //! Only the OS user reaches the sockets: the run directory is [`RUN_DIR_MODE`] and each socket
 //! is its owner's alone. In a pod the run directory may be a volume's root the manager cannot
@@ -40,12 +44,26 @@ pub struct Paths {
     pub data_dir: PathBuf,
     /// The runtime directory.
     pub run_dir: PathBuf,
+    /// `walDir`: where `pg_wal` lives when it has a volume of its own (`<dataDir>/pg_wal` is
+    /// then a link to it, see [`crate::pgdata::wal_dir`]).
+    pub wal_dir: Option<PathBuf>,
 }
 
 impl Paths {
-    /// Paths for the given data and run directories.
+    /// Paths for the given data and run directories, `pg_wal` inside the data directory.
     pub fn new(data_dir: &Path, run_dir: &Path) -> Self {
-        Self { data_dir: data_dir.to_path_buf(), run_dir: run_dir.to_path_buf() }
+        Self { data_dir: data_dir.to_path_buf(), run_dir: run_dir.to_path_buf(), wal_dir: None }
+    }
+
+    /// The same paths with `pg_wal` in `wal_dir` (`None`: inside the data directory).
+    pub fn with_wal_dir(mut self, wal_dir: Option<&Path>) -> Self {
+        self.wal_dir = wal_dir.map(Path::to_path_buf);
+        self
+    }
+
+    /// The paths of an instance configured by `config`.
+    pub fn of(config: &crate::api::InstanceConfig) -> Self {
+        Self::new(&config.data_dir, &config.run_dir).with_wal_dir(config.wal_dir.as_deref())
     }
     /// The rendered main configuration file, passed as `config_file`.
     pub fn conf_file(&self) -> PathBuf {
@@ -96,10 +114,21 @@ impl Paths {
     }
     /// Where bootstrap builds a data directory before renaming it into place.
     pub fn staging_dir(&self) -> PathBuf {
-        let name = self.data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
-        parent.join(format!(".{name}.bootstrap"))
+        staging_beside(&self.data_dir)
     }
+
+    /// With `walDir`: where bootstrap builds the WAL directory before renaming it into place
+    /// (beside it, on the WAL volume, so the rename stays on one filesystem).
+    pub fn wal_staging_dir(&self) -> Option<PathBuf> {
+        self.wal_dir.as_deref().map(staging_beside)
+    }
+}
+
+/// `<parent>/.<name>.bootstrap` for `<parent>/<name>`.
+fn staging_beside(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    parent.join(format!(".{name}.bootstrap"))
 }
 
 /// Writes `contents` to `path` atomically: a temporary file beside it, fsync, rename.

@@ -42,6 +42,14 @@ pub struct InstanceConfig {
     /// The Postgres data directory. Must not itself be a mount point: bootstrap builds the
     /// directory beside it and renames it into place, so a crash never leaves half a data dir.
     pub data_dir: PathBuf,
+    /// The directory of `pg_wal` on a volume of its own (CloudNativePG's `walStorage`): a
+    /// subdirectory of the WAL volume's mount, like `dataDir`, and for the same reason — the
+    /// manager builds it beside its final place and renames it there, so it must not itself be
+    /// a mount point. `<dataDir>/pg_wal` is then a symbolic link to it. Neither may contain the
+    /// other. Absent: `pg_wal` inside `dataDir`. Set it before the first start: an existing data
+    /// directory whose `pg_wal` is not a link to this directory is refused, never moved.
+    #[serde(default)]
+    pub wal_dir: Option<PathBuf>,
     /// Directory for Unix sockets (Postgres' and the manager's) and runtime files.
     #[serde(default = "default_run_dir")]
     pub run_dir: PathBuf,

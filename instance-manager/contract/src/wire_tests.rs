@@ -62,7 +62,8 @@ fn the_configuration_has_a_json_schema() {
     let schema = serde_json::to_value(schemars::schema_for!(InstanceConfig)).unwrap();
     let props = &schema["properties"];
     assert_eq!(schema["required"], json!(["dataDir"]), "{schema}");
-    for key in ["name", "dataDir", "role", "postgres", "lease", "members", "synchronous", "metrics", "backup"] {
+    for key in ["name", "dataDir", "walDir", "role", "postgres", "lease", "members", "synchronous", "metrics", "backup"]
+    {
         assert!(props.get(key).is_some(), "{key} missing from {props}");
     }
     assert!(props.get("data_dir").is_none(), "camelCase like the YAML");

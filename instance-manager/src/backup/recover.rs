@@ -14,6 +14,10 @@
 //!
 //! A replica bootstrapped from a backup (`bootstrap.replicaSource: backup`) uses the same
 //! unpacking, then starts as a standby that restores from the archive and streams.
+//!
+//! With `walDir`, the restored `pg_wal` (an empty directory in the backup) becomes a link to
+//! the staging WAL directory beside `walDir` before Postgres runs, so recovery writes its WAL
+//! on the WAL volume, and both move into place together (`pgdata::wal_dir`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -26,6 +30,7 @@ use crate::archive::{Restorer, Store};
 use crate::config::Validated;
 use crate::paths::Paths;
 use crate::pgconf::{RECOVERY_CONF, manager_command, quote};
+use crate::pgdata::Staging;
 use crate::postgres::{Db, Postmaster, ShutdownMode};
 use crate::supervisor::Supervisor;
 
@@ -111,19 +116,21 @@ pub async fn choose(v: &Validated, spec: &RecoverySpec) -> Result<(Store, Backup
     Ok((store, backup))
 }
 
-/// Unpacks `backup` into a fresh staging directory owned by Postgres' user; returns it.
+/// Unpacks `backup` into a fresh staging directory owned by Postgres' user (with `walDir`,
+/// its `pg_wal` a link to the staging WAL directory); returns it.
 pub async fn unpack_into_staging(
     sup: &Supervisor,
     v: &Validated,
     paths: &Paths,
     store: &Store,
     backup: &BackupInfo,
-) -> Result<std::path::PathBuf, RecoverError> {
+) -> Result<Staging, RecoverError> {
     check_version(sup, v, backup).await?;
-    let staging = crate::pgdata::prepare_staging(v, paths)?;
+    let staged = crate::pgdata::prepare_staging(v, paths)?;
+    let staging = &staged.data;
     let started = std::time::Instant::now();
     tracing::info!(backup = %backup.id, from = %store.describe(), "restoring a base backup");
-    let bytes = super::restore::unpack(store, backup, &staging).await?;
+    let bytes = super::restore::unpack(store, backup, staging).await?;
     for dir in [
         "pg_wal/archive_status",
         "pg_replslot",
@@ -136,14 +143,15 @@ pub async fn unpack_into_staging(
     ] {
         std::fs::create_dir_all(staging.join(dir)).map_err(io("cannot create", &staging.join(dir)))?;
     }
-    chown_tree(v, &staging)?;
+    crate::pgdata::link_restored_wal(v, &staged)?;
+    chown_tree(v, staging)?;
     for file in backup.files.iter().filter(|f| f.name.starts_with("tablespace-")) {
-        if let Some(location) = super::restore::tablespace_location(&file.name, &staging)? {
+        if let Some(location) = super::restore::tablespace_location(&file.name, staging)? {
             chown_tree(v, &location)?;
         }
     }
     tracing::info!(backup = %backup.id, bytes, seconds = started.elapsed().as_secs_f64(), "base backup restored");
-    Ok(staging)
+    Ok(staged)
 }
 
 async fn check_version(sup: &Supervisor, v: &Validated, backup: &BackupInfo) -> Result<(), RecoverError> {
@@ -199,9 +207,10 @@ pub async fn recovery_bootstrap(
 ) -> Result<(), RecoverError> {
     let paths = target.paths;
     let (store, backup) = choose(v, spec).await?;
-    let staging = unpack_into_staging(sup, v, paths, &store, &backup).await?;
-    let staged = Paths::new(&staging, &paths.run_dir);
-    crate::pgconf::write_all(v, &staged, None, "").map_err(io("cannot write the configuration in", &staging))?;
+    let built = unpack_into_staging(sup, v, paths, &store, &backup).await?;
+    let staging = &built.data;
+    let staged = Paths::new(staging, &paths.run_dir);
+    crate::pgconf::write_all(v, &staged, None, "").map_err(io("cannot write the configuration in", staging))?;
     let conf = staging.join(RECOVERY_CONF);
     crate::paths::write_atomic(&conf, recovery_conf(paths, spec.target.as_ref()).as_bytes(), 0o600)
         .map_err(io("cannot write", &conf))?;
@@ -214,7 +223,7 @@ pub async fn recovery_bootstrap(
     // restore_command reaches this restorer through the WAL socket; store failures stop
     // recovery instead of ending it early.
     let wal = v.config.backup.as_ref().map(|b| b.wal.clone()).unwrap_or_default();
-    let restorer = Restorer::new(store, &staging, wal.compression, wal.restore_prefetch, Some(v.os_user.clone()));
+    let restorer = Restorer::new(store, staging, wal.compression, wal.restore_prefetch, Some(v.os_user.clone()));
     restorer.set_strict(true);
     let previous = (target.swap_restorer)(Some(Arc::clone(&restorer)));
     let result = replay(sup, target.db, v, &staged, &restorer).await;
@@ -222,7 +231,7 @@ pub async fn recovery_bootstrap(
     result?;
 
     std::fs::remove_file(&conf).map_err(io("cannot remove", &conf))?;
-    crate::pgdata::install_staging(&staging, &paths.data_dir)?;
+    crate::pgdata::install_staging(&v.os_user, paths, &built)?;
     tracing::info!(backup = %backup.id, "recovery bootstrap done: this is a new primary on a new timeline");
     Ok(())
 }

@@ -9,6 +9,7 @@ mod validate;
 mod validate_backup;
 mod validate_metrics;
 mod validate_tls;
+mod validate_wal_dir;
 mod watch;
 
 use std::path::{Path, PathBuf};

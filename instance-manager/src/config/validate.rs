@@ -1,5 +1,6 @@
 //! Validation of an [`InstanceConfig`]: pure checks plus read-only looks at the machine
-//! (does the bin dir hold Postgres, does the OS user exist, who owns the data dir).
+//! (does the bin dir hold Postgres, does the OS user exist, who owns the data dir, is `walDir`
+//! this data directory's: `validate_wal_dir.rs`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -159,6 +160,7 @@ pub fn validate(cfg: InstanceConfig) -> Result<Validated, Problems> {
     {
         check_data_dir(&mut c, &cfg.data_dir, user);
     }
+    super::validate_wal_dir::check_wal_dir(&mut c, &cfg, os_user.as_ref());
     let bin_dir = resolve_bin_dir(&mut c, cfg.bin_dir.as_deref());
     let port = check_port(&mut c, "postgres.port", cfg.postgres.port);
     let api_listen = check_api_listen(&mut c, &cfg.api.listen);
@@ -292,7 +294,7 @@ fn check_data_dir(c: &mut Collector, dir: &Path, user: &OsUser) {
     }
 }
 
-fn is_mount_point(dir: &Path, meta: &std::fs::Metadata) -> bool {
+pub(super) fn is_mount_point(dir: &Path, meta: &std::fs::Metadata) -> bool {
     match dir.parent().map(std::fs::metadata) {
         Some(Ok(parent)) => parent.dev() != meta.dev(),
         _ => false,

@@ -93,6 +93,7 @@ pub fn merge(old: &Validated, mut new: Validated) -> (Validated, Vec<String>) {
     keep!("name", name);
     keep!("cluster", cluster);
     keep!("dataDir", config.data_dir);
+    keep!("walDir", config.wal_dir);
     keep!("runDir", config.run_dir);
     keep!("binDir", bin_dir);
     keep!("osUser", os_user);

@@ -83,3 +83,13 @@ fn api_and_metrics_addresses_are_pending_a_restart() {
     assert_eq!((merged.api_listen, merged.config.api.listen.as_str()), (old.api_listen, "127.0.0.1:8000"));
     assert_eq!(merged.metrics.listen, old.metrics.listen);
 }
+
+#[test]
+fn moving_the_wal_dir_is_pending_a_restart() {
+    let old = config();
+    let mut new = old.clone();
+    new.config.wal_dir = Some(PathBuf::from("/var/lib/postgresql/wal/pg_wal"));
+    let (merged, pending) = merge(&old, new);
+    assert_eq!(pending, ["walDir"]);
+    assert_eq!(merged.config.wal_dir, None, "the running data directory keeps its WAL where it is");
+}

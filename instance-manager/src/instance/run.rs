@@ -104,7 +104,10 @@ struct RoleInbox {
 pub fn prepare(instance: &Instance) -> Result<Supervisor, Error> {
     let sup = Supervisor::start()?;
     instance.config().os_user.ensure_run_dir(&instance.paths.run_dir, crate::paths::RUN_DIR_MODE)?;
-    sup.guard_tools(&instance.paths.run_dir, &[instance.paths.data_dir.clone(), instance.paths.staging_dir()]);
+    let paths = &instance.paths;
+    let work_dirs: Vec<_> =
+        [paths.data_dir.clone(), paths.staging_dir()].into_iter().chain(paths.wal_staging_dir()).collect();
+    sup.guard_tools(&paths.run_dir, &work_dirs);
     Ok(sup)
 }
 

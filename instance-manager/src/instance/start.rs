@@ -54,6 +54,7 @@ pub(super) async fn bootstrap(
                 tracing::info!(upstream = %up.name, host = %up.host, port = up.port, "cloning the primary with pg_basebackup");
                 match pgdata::clone_from(sup, &v, &instance.paths, &up.host, up.port).await {
                     Ok(()) => break,
+                    Err(e) if e.needs_person() => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot clone the primary yet");
                         let _ = tokio::time::timeout(delay, desired.changed()).await;
@@ -84,7 +85,7 @@ async fn replica_from_backup(sup: &Supervisor, instance: &Instance, v: &Validate
         let staging = crate::backup::recover::unpack_into_staging(sup, v, &instance.paths, &store, backup)
             .await
             .map_err(|e| e.to_string())?;
-        pgdata::install_staging(&staging, &instance.paths.data_dir).map_err(|e| e.to_string())?;
+        pgdata::install_staging(&v.os_user, &instance.paths, &staging).map_err(|e| e.to_string())?;
         Ok::<_, String>(backup.id.clone())
     };
     match attempt.await {

@@ -117,7 +117,7 @@ fn write<T>(m: &Mutex<T>, v: T) {
 impl Instance {
     /// A new instance in state `bootstrapping`.
     pub fn new(v: Validated, config_path: PathBuf, overrides: Overrides) -> Self {
-        let paths = Paths::new(&v.config.data_dir, &v.config.run_dir);
+        let paths = Paths::of(&v.config);
         let db = Db::new(paths.run_dir.clone(), v.port);
         let (process, _) = watch::channel(ProcessState {
             state: PostgresProcessState::Bootstrapping,

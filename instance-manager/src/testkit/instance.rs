@@ -54,6 +54,10 @@ pub struct InstanceOptions {
     pub data_dir: Option<PathBuf>,
     /// `runDir`, instead of `<root>/<name>/run`.
     pub run_dir: Option<PathBuf>,
+    /// `walDir` (absent: `pg_wal` inside the data directory). A relative path is taken under
+    /// the instance's directory (`walvol/pg_wal`: `<root>/<name>/walvol/pg_wal`); its parent,
+    /// the WAL volume's mount, is created.
+    pub wal_dir: Option<PathBuf>,
     /// `cluster` (`test` unless a test needs two clusters side by side).
     pub cluster: String,
     /// `api.tokenFile`: the members' shared bearer token (`<root>/secrets/token`), which the
@@ -81,6 +85,7 @@ impl InstanceOptions {
             metrics_yaml: String::new(),
             data_dir: None,
             run_dir: None,
+            wal_dir: None,
             cluster: "test".into(),
             api_token: false,
         }
@@ -119,6 +124,7 @@ pub struct TestInstance {
     pub require_tls: bool,
     data_dir: PathBuf,
     run_dir: PathBuf,
+    wal_dir: Option<PathBuf>,
     child: Option<Child>,
     wrapper: Vec<String>,
     env: Vec<(String, String)>,
@@ -147,7 +153,14 @@ impl TestInstance {
         let metrics_port = free_port();
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("pgdata"));
         let run_dir = opts.run_dir.clone().unwrap_or_else(|| dir.join("run"));
-        let yaml = render_config(opts, (&data_dir, &run_dir), &secrets, (pg_port, api_port, metrics_port));
+        let wal_dir = opts.wal_dir.as_ref().map(|w| dir.join(w));
+        if let Some(mount) = wal_dir.as_deref().and_then(Path::parent) {
+            std::fs::create_dir_all(mount).expect("create the WAL volume's directory");
+        }
+        let mut yaml = render_config(opts, (&data_dir, &run_dir), &secrets, (pg_port, api_port, metrics_port));
+        if let Some(w) = &wal_dir {
+            yaml.push_str(&format!("walDir: {}\n", w.display()));
+        }
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let api_url = if opts.api_over_socket {
@@ -169,6 +182,7 @@ impl TestInstance {
             require_tls: opts.require_tls,
             data_dir,
             run_dir,
+            wal_dir,
             child: None,
             wrapper: opts.wrapper.clone(),
             env: opts.env.clone(),
@@ -224,6 +238,11 @@ impl TestInstance {
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone()
+    }
+
+    /// `walDir`, when the instance has one.
+    pub fn wal_dir(&self) -> Option<PathBuf> {
+        self.wal_dir.clone()
     }
 
     /// The run directory (sockets).
