@@ -51,6 +51,10 @@ impl Names {
         let n: i32 = name.strip_prefix(&self.cluster)?.strip_prefix('-')?.parse().ok()?;
         (n >= 1 && name == self.instance(n)).then_some(n)
     }
+    /// Instance `n`'s WAL volume.
+    pub fn wal_volume(&self, n: i32) -> String {
+        format!("{}-{n}-wal", self.cluster)
+    }
     /// `<cluster>-<suffix>`.
     pub fn suffixed(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.cluster)

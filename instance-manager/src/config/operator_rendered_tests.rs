@@ -17,10 +17,13 @@ use crate::testkit::TestCa;
 fn lay_out_pod(yaml: &str, root: &Path) -> String {
     let etc = root.join("etc");
     let data = root.join("data");
+    let wal = root.join("wal");
     std::fs::create_dir_all(&data).expect("the volume");
+    std::fs::create_dir_all(&wal).expect("the WAL volume");
     let yaml = yaml
         .replace("/etc/pgwarden", &etc.display().to_string())
-        .replace("/var/lib/postgresql/data", &data.display().to_string());
+        .replace("/var/lib/postgresql/data", &data.display().to_string())
+        .replace("/var/lib/postgresql/wal", &wal.display().to_string());
     let ca = TestCa::new("operator-rendered");
     let pair = ca.server_cert();
     let tls = etc.join("tls");

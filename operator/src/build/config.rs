@@ -81,7 +81,7 @@ pub fn instance_config(cluster: &Cluster<'_>) -> Result<api::InstanceConfig, Bui
         cluster: Some(names.cluster.clone()),
         namespace: None,
         data_dir: PathBuf::from(paths::DATA_DIR),
-        wal_dir: None,
+        wal_dir: spec.wal_storage.as_ref().map(|_| PathBuf::from(paths::WAL_DIR)),
         run_dir: PathBuf::from(paths::RUN_DIR),
         bin_dir: None,
         os_user: "postgres".to_owned(),

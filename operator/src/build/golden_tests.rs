@@ -263,3 +263,29 @@ fn the_instance_configuration_names_every_member_and_the_kubernetes_lease() {
     assert_eq!(config.synchronous.map(|s| s.number), Some(1));
     assert_eq!(config.postgres.parameters.get("shared_buffers").map(String::as_str), Some("128MB"));
 }
+
+#[test]
+fn a_wal_volume_is_a_pvc_of_its_own_mounted_where_wal_dir_points() {
+    let (d, _) = build(&sample("three-sync"));
+    let wal: Vec<_> = d.pvcs.iter().filter_map(|p| p.metadata.name.clone()).filter(|n| n.ends_with("-wal")).collect();
+    assert_eq!(wal, ["sync-1-wal", "sync-2-wal", "sync-3-wal"]);
+    let yaml = &d.config_map.data.as_ref().expect("data")["instance.yaml"];
+    let config: pgwarden_contract::InstanceConfig = serde_yaml::from_str(yaml).expect("an InstanceConfig");
+    assert_eq!(config.wal_dir.as_deref(), Some(std::path::Path::new(super::paths::WAL_DIR)));
+    let pod = &d.pods[1];
+    let mounts = pod.spec.as_ref().expect("spec").containers[0].volume_mounts.clone().expect("mounts");
+    assert!(mounts.iter().any(|m| m.name == "wal" && m.mount_path == super::paths::WAL_MOUNT));
+    let claims: Vec<String> = pod
+        .spec
+        .as_ref()
+        .expect("spec")
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+        .collect();
+    assert_eq!(claims, ["sync-2", "sync-2-wal"]);
+    // Without walStorage, nothing of it.
+    let (d, _) = build(&sample("single"));
+    assert!(d.pvcs.iter().all(|p| !p.metadata.name.as_deref().unwrap_or_default().ends_with("-wal")));
+}

@@ -101,7 +101,7 @@ pub struct Desired {
     pub services: Vec<Service>,
     /// The primary's and the replicas' budgets (none for a single instance).
     pub pdbs: Vec<PodDisruptionBudget>,
-    /// One per instance, `<cluster>-N`.
+    /// One per instance, `<cluster>-N`, and `<cluster>-N-wal` with `walStorage`.
     pub pvcs: Vec<PersistentVolumeClaim>,
     /// One per instance, `<cluster>-N`.
     pub pods: Vec<Pod>,
@@ -117,7 +117,10 @@ pub fn desired(cluster: &Cluster<'_>) -> Result<Desired, BuildError> {
         role_binding: rbac::role_binding(cluster),
         services: services::services(cluster),
         pdbs: pdb::budgets(cluster),
-        pvcs: instances.clone().map(|n| storage::pvc(cluster, n)).collect(),
+        pvcs: instances
+            .clone()
+            .flat_map(|n| std::iter::once(storage::pvc(cluster, n)).chain(storage::wal_pvc(cluster, n)))
+            .collect(),
         pods: instances.map(|n| pod::pod(cluster, n)).collect(),
     })
 }

@@ -5,6 +5,10 @@
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 /// The data directory: a subdirectory of the volume, which Postgres may own with mode 0700.
 pub const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
+/// The WAL volume's mount point (`walStorage`).
+pub const WAL_MOUNT: &str = "/var/lib/postgresql/wal";
+/// `walDir`: a subdirectory of the WAL volume, which the instance manager creates.
+pub const WAL_DIR: &str = "/var/lib/postgresql/wal/pg_wal";
 /// The run directory (an `emptyDir`).
 pub const RUN_DIR: &str = "/run/pgwarden";
 /// Where the ConfigMap is mounted.

@@ -157,6 +157,17 @@ fn volumes(cluster: &Cluster<'_>, n: i32) -> (Vec<Volume>, Vec<VolumeMount>) {
         mount("secrets", paths::SECRETS_DIR, true),
         mount("tls", paths::TLS_DIR, true),
     ];
+    if spec.wal_storage.is_some() {
+        volumes.push(Volume {
+            name: "wal".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: names.wal_volume(n),
+                ..PersistentVolumeClaimVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("wal", paths::WAL_MOUNT, false));
+    }
     let backup_keys = super::config::backup_secret_keys(spec);
     if !backup_keys.is_empty() {
         volumes.push(Volume {

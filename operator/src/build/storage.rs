@@ -10,9 +10,18 @@ use super::Cluster;
 
 /// Instance `n`'s data volume.
 pub fn pvc(cluster: &Cluster<'_>, n: i32) -> PersistentVolumeClaim {
-    let storage = &cluster.spec().storage;
+    claim(cluster, n, &cluster.names.instance(n), &cluster.spec().storage)
+}
+
+/// Instance `n`'s WAL volume, when the spec asks for one.
+pub fn wal_pvc(cluster: &Cluster<'_>, n: i32) -> Option<PersistentVolumeClaim> {
+    let storage = cluster.spec().wal_storage.as_ref()?;
+    Some(claim(cluster, n, &cluster.names.wal_volume(n), storage))
+}
+
+fn claim(cluster: &Cluster<'_>, n: i32, name: &str, storage: &crate::crd::Storage) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
-        metadata: cluster.meta_with(&cluster.names.instance(n), cluster.names.instance_labels(n)),
+        metadata: cluster.meta_with(name, cluster.names.instance_labels(n)),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: storage.storage_class.clone(),

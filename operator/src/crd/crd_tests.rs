@@ -207,3 +207,17 @@ fn the_cluster_name_must_fit_the_names_made_from_it() {
     c["metadata"]["name"] = json!("Bad.Name");
     assert!(!refusals(&c, None).is_empty());
 }
+
+#[test]
+fn a_wal_volume_is_chosen_at_creation_only() {
+    let old = cluster(base());
+    let r = refusals(&with(json!({"walStorage": {"size": "2Gi"}})), Some(&old));
+    assert!(r.iter().any(|m| m.contains("walStorage cannot be added to or removed")), "{r:?}");
+    let old = with(json!({"walStorage": {"size": "2Gi"}}));
+    let r = refusals(&cluster(base()), Some(&old));
+    assert!(r.iter().any(|m| m.contains("walStorage cannot be added to or removed")), "{r:?}");
+    // Growing it is fine; shrinking it is not.
+    assert_eq!(refusals(&with(json!({"walStorage": {"size": "4Gi"}})), Some(&old)), Vec::<String>::new());
+    let r = refusals(&with(json!({"walStorage": {"size": "1Gi"}})), Some(&old));
+    assert!(r.iter().any(|m| m.contains("size cannot shrink")), "{r:?}");
+}

@@ -13,10 +13,16 @@ fn rule(rule: &str, message: &str) -> Value {
 
 /// Rules across fields of the spec.
 pub fn spec_rules() -> Value {
-    json!([rule(
-        "!has(self.synchronous) || self.synchronous.number < self.instances",
-        "synchronous.number must be lower than instances: a primary and that many standbys; raise instances or lower synchronous.number",
-    )])
+    json!([
+        rule(
+            "!has(self.synchronous) || self.synchronous.number < self.instances",
+            "synchronous.number must be lower than instances: a primary and that many standbys; raise instances or lower synchronous.number",
+        ),
+        rule(
+            "has(self.walStorage) == has(oldSelf.walStorage)",
+            "walStorage cannot be added to or removed from an existing cluster: the instances would have to move their WAL; create a new cluster (a restore from a backup) instead",
+        ),
+    ])
 }
 
 /// A size in MiB, from a `size` that matched [`SIZE_PATTERN`] (CEL's string library; the

@@ -59,6 +59,11 @@ pub struct PostgresClusterSpec {
     pub superuser_secret: Option<LocalObjectReference>,
     /// The data volume of every instance (one PVC each, `<cluster>-N`).
     pub storage: Storage,
+    /// A volume of its own for `pg_wal` (one PVC each, `<cluster>-N-wal`), so that WAL
+    /// bursts cannot fill the data volume and WAL writes get their own I/O. Absent: WAL on the
+    /// data volume. Only at creation: it cannot be added to or removed from an existing cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_storage: Option<Storage>,
     /// CPU and memory of the Postgres container. Default: none (BestEffort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,

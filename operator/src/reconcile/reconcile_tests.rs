@@ -105,7 +105,7 @@ async fn from_nothing_every_object_is_created() {
         ("rolebindings", 1),
         ("services", 4),
         ("poddisruptionbudgets", 2),
-        ("persistentvolumeclaims", 3),
+        ("persistentvolumeclaims", 6),
         ("pods", 3),
     ] {
         assert_eq!(api.list(plural).len(), n, "{plural}");
