@@ -65,6 +65,10 @@ pub struct PostgresClusterStatus {
     /// When the operator-managed server certificate expires (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_certificate_expiration: Option<String>,
+    /// Volumes being grown after `storage.size` or `walStorage.size` grew, by PVC; empty when
+    /// none is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_resizes: BTreeMap<String, VolumeResize>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -107,4 +111,21 @@ pub struct InstanceReport {
     /// Why its `/status` could not be read, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A PVC on its way to a larger size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeResize {
+    /// The size asked for.
+    pub requested: String,
+    /// The size the volume has now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
+    /// `Resizing`, `FileSystemResizePending` (the filesystem grows at the pod's next start) or
+    /// `Refused` (the StorageClass does not allow expansion).
+    pub state: String,
+    /// Details, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -8,7 +8,9 @@
 //!    its content hash, and server-side apply (field manager [`FIELD_MANAGER`]) only those whose
 //!    stored hash differs; Pods and PVCs are created when missing and otherwise left to the
 //!    rolling operations. A second reconcile of an unchanged cluster therefore sends no write.
-//! 4. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
+//!    Pods that ended for good are deleted first ([`pods`]), so a later pass creates them again.
+//! 4. **Grow** ([`resize`]): PVCs below the spec's size are patched to it.
+//! 5. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
 //!    ([`crate::instances`]); written as a merge patch only when it changed; Events for what a
 //!    person should notice.
 //!
@@ -19,20 +21,24 @@
 pub mod observe;
 pub mod plan;
 pub mod pods;
+pub mod resize;
 pub mod secrets;
 pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::build::{self, Cluster};
-use crate::crd::PostgresCluster;
+use crate::crd::{PostgresCluster, VolumeResize};
 use crate::names::FIELD_MANAGER;
 use plan::{Planned, Policy};
 
@@ -190,76 +196,156 @@ async fn publish(ctx: &Context, cluster: &PostgresCluster, warning: bool, reason
     }
 }
 
+/// The Secrets a cluster's spec names (read, never written).
+fn named_secrets(cluster: &Cluster<'_>) -> Vec<String> {
+    secrets::provided(cluster)
+        .into_iter()
+        .map(|(n, _)| n)
+        .chain(build::config::backup_secret_keys(cluster.spec()).into_iter().map(|s| s.name))
+        .collect()
+}
+
+/// Step 2: the Secrets the Pods mount, first.
+async fn write_secrets(
+    ctx: &Context,
+    resource: &PostgresCluster,
+    cluster: &Cluster<'_>,
+    observed: &observe::Observed,
+    now: jiff::Timestamp,
+) -> Result<secrets::SecretsOutcome, ReconcileError> {
+    let outcome = secrets::step(cluster, &observed.secrets, now)?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &cluster.names.namespace);
+    for s in &outcome.writes {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(s)).await?;
+        tracing::info!(cluster = %cluster.names.cluster, secret = %name, "wrote a secret");
+        publish(ctx, resource, false, "SecretWritten", format!("Secret {name}")).await;
+    }
+    Ok(outcome)
+}
+
+/// Step 3: Pods that ended for good are deleted, so that a later pass creates them again.
+/// Returns what exists, with those Pods counted as still there (they may be terminating).
+async fn delete_dead_pods(
+    ctx: &Context,
+    resource: &PostgresCluster,
+    names: &crate::names::Names,
+    observed: &observe::Observed,
+) -> Result<plan::Stored, ReconcileError> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let mut stored = observed.stored.clone();
+    for d in pods::dead(names, &observed.pods) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(d.uid.clone()), resource_version: None }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&d.name, &params).await {
+            Ok(_) => {
+                tracing::warn!(cluster = %names.cluster, pod = %d.name, why = %d.why, "deleted a pod that ended; it is created again on its PVC");
+                let note = format!("{} ended ({}); created again on its PVC", d.name, d.why);
+                publish(ctx, resource, true, "PodRecreated", note).await;
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        stored.insert(("Pod".into(), d.name.clone()), None);
+    }
+    Ok(stored)
+}
+
+/// Step 4: apply what differs.
+async fn apply_desired(
+    ctx: &Context,
+    resource: &PostgresCluster,
+    names: &crate::names::Names,
+    desired: &build::Desired,
+    stored: &plan::Stored,
+) -> Result<(), ReconcileError> {
+    let planned = all_planned(desired)?;
+    for (p, reason) in plan::writes(&planned, stored) {
+        apply(&ctx.client, &names.namespace, p).await?;
+        tracing::info!(cluster = %names.cluster, object = %p.describe(), ?reason, "applied");
+        if reason == plan::Reason::Missing {
+            publish(ctx, resource, false, "Created", format!("{} created", p.describe())).await;
+        }
+    }
+    Ok(())
+}
+
+/// Step 5: grow the PVCs below the spec's size. Returns where every growing volume is. A PVC
+/// the API server refused to grow is not asked again for the same size (the status says so).
+async fn grow_volumes(
+    ctx: &Context,
+    resource: &PostgresCluster,
+    names: &crate::names::Names,
+    desired: &build::Desired,
+    observed: &observe::Observed,
+) -> Result<BTreeMap<String, VolumeResize>, ReconcileError> {
+    let previous = resource.status.as_ref().map(|s| s.volume_resizes.clone()).unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let mut refused = BTreeMap::new();
+    let mut asked = BTreeMap::new();
+    for (name, size) in resize::to_grow(&desired.pvcs, &observed.pvcs) {
+        if let Some(p) = previous.get(&name).filter(|p| p.state == "Refused" && p.requested == size) {
+            refused.insert(name, p.message.clone().unwrap_or_default());
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        match api
+            .patch(
+                &name,
+                &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() },
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(cluster = %names.cluster, pvc = %name, %size, "growing a volume");
+                publish(ctx, resource, false, "VolumeResize", format!("PVC {name} asked to grow to {size}")).await;
+                asked.insert(name, size);
+            }
+            Err(kube::Error::Api(e)) if matches!(e.code, 403 | 422) => {
+                tracing::warn!(cluster = %names.cluster, pvc = %name, error = %e.message, "the API server refused to grow a volume");
+                publish(ctx, resource, true, "VolumeResizeRefused", format!("PVC {name}: {}", e.message)).await;
+                refused.insert(name, e.message);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut progress = resize::progress(&observed.pvcs, &refused);
+    for (name, size) in asked {
+        let capacity = progress.get(&name).and_then(|p| p.capacity.clone());
+        progress.insert(name, VolumeResize { requested: size, capacity, state: "Resizing".into(), message: None });
+    }
+    for (name, message) in refused {
+        let size = resize::to_grow(&desired.pvcs, &observed.pvcs)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        progress.insert(
+            name,
+            VolumeResize { requested: size, capacity: None, state: "Refused".into(), message: Some(message) },
+        );
+    }
+    Ok(progress)
+}
+
 /// Reconciles one cluster. Returns when to look again.
 pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let cluster = Cluster::new(&resource)?;
     let names = &cluster.names;
     let now = jiff::Timestamp::now();
-    let extra: Vec<String> = secrets::provided(&cluster)
-        .into_iter()
-        .map(|(n, _)| n)
-        .chain(build::config::backup_secret_keys(cluster.spec()).into_iter().map(|s| s.name))
-        .collect();
-    let observed = observe::observe(&ctx.client, names, &extra).await?;
-
-    // Secrets first: the Pods mount them.
-    let secret_step = secrets::step(&cluster, &observed.secrets, now)?;
-    let secret_api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    for s in &secret_step.writes {
-        let name = s.metadata.name.clone().unwrap_or_default();
-        secret_api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(s)).await?;
-        tracing::info!(cluster = %names.cluster, secret = %name, "wrote a secret");
-        publish(&ctx, &resource, false, "SecretWritten", format!("Secret {name}")).await;
-    }
-
-    // Pods that ended for good are deleted, so that the next pass creates them again.
-    let dead = pods::dead(names, &observed.pods);
-    let pod_api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    for d in &dead {
-        let params = kube::api::DeleteParams {
-            preconditions: Some(kube::api::Preconditions { uid: Some(d.uid.clone()), resource_version: None }),
-            ..kube::api::DeleteParams::default()
-        };
-        match pod_api.delete(&d.name, &params).await {
-            Ok(_) => {
-                tracing::warn!(cluster = %names.cluster, pod = %d.name, why = %d.why, "deleted a pod that ended; it is created again on its PVC");
-                publish(
-                    &ctx,
-                    &resource,
-                    true,
-                    "PodRecreated",
-                    format!("{} ended ({}); created again on its PVC", d.name, d.why),
-                )
-                .await;
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mut stored = observed.stored.clone();
-    for d in &dead {
-        // Not created again in this pass: the deleted Pod may still be terminating.
-        stored.insert(("Pod".into(), d.name.clone()), None);
-    }
-
+    let observed = observe::observe(&ctx.client, names, &named_secrets(&cluster)).await?;
+    let secret_step = write_secrets(&ctx, &resource, &cluster, &observed, now).await?;
+    let stored = delete_dead_pods(&ctx, &resource, names, &observed).await?;
     let desired = build::desired(&cluster)?;
-    let planned = all_planned(&desired)?;
-    for (p, reason) in plan::writes(&planned, &stored) {
-        apply(&ctx.client, &names.namespace, p).await?;
-        tracing::info!(cluster = %names.cluster, object = %p.describe(), ?reason, "applied");
-        if reason == plan::Reason::Missing {
-            publish(&ctx, &resource, false, "Created", format!("{} created", p.describe())).await;
-        }
-    }
+    apply_desired(&ctx, &resource, names, &desired, &stored).await?;
+    let volumes = grow_volumes(&ctx, &resource, names, &desired, &observed).await?;
 
     let reports = if ctx.read_instances {
-        crate::instances::read_all(
-            names,
-            &observed.pods,
-            secret_step.ca_pem.as_deref(),
-            secret_step.api_token.as_deref(),
-        )
-        .await
+        let (ca, token) = (secret_step.ca_pem.as_deref(), secret_step.api_token.as_deref());
+        crate::instances::read_all(names, &observed.pods, ca, token).await
     } else {
         Default::default()
     };
@@ -275,23 +361,34 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         reports: &reports,
         problems: &secret_step.problems,
         server_not_after: secret_step.server_not_after.clone(),
+        volumes,
         now: &now_text,
     });
     for n in notices {
         publish(&ctx, &resource, n.warning, n.reason, n.note).await;
     }
-    let old = serde_json::to_value(resource.status.clone().unwrap_or_default())
-        .map_err(|source| ReconcileError::Serialize { what: "status".into(), source })?;
-    let new = serde_json::to_value(&new_status)
-        .map_err(|source| ReconcileError::Serialize { what: "status".into(), source })?;
+    write_status(&ctx, &resource, names, &new_status).await?;
+    let phase = new_status.phase.as_deref().unwrap_or_default();
+    ctx.observer.phase(&names.namespace, &names.cluster, phase);
+    Ok(Action::requeue(if phase == status::PHASE_HEALTHY { HEALTHY_REQUEUE } else { UNHEALTHY_REQUEUE }))
+}
+
+/// Step 6: the status, only when it changed.
+async fn write_status(
+    ctx: &Context,
+    resource: &PostgresCluster,
+    names: &crate::names::Names,
+    new_status: &crate::crd::PostgresClusterStatus,
+) -> Result<(), ReconcileError> {
+    let serialize = |source| ReconcileError::Serialize { what: "status".into(), source };
+    let old = serde_json::to_value(resource.status.clone().unwrap_or_default()).map_err(serialize)?;
+    let new = serde_json::to_value(new_status).map_err(serialize)?;
     if old != new || resource.status.is_none() {
         let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
         let patch = serde_json::json!({ "status": merge_patch(&old, &new) });
         api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
-    let phase = new_status.phase.as_deref().unwrap_or_default();
-    ctx.observer.phase(&names.namespace, &names.cluster, phase);
-    Ok(Action::requeue(if phase == status::PHASE_HEALTHY { HEALTHY_REQUEUE } else { UNHEALTHY_REQUEUE }))
+    Ok(())
 }
 
 #[cfg(test)]

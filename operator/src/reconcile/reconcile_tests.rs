@@ -61,6 +61,19 @@ fn instances_run(api: &FakeApi, cluster: &str, n: i32, holder: i32, term: i32) {
             p.spec.get_or_insert_default().node_name = Some(format!("node-{k}"));
         });
     }
+    for pvc in api.list_as::<k8s_openapi::api::core::v1::PersistentVolumeClaim>() {
+        let name = pvc.name_any();
+        api.modify_as::<k8s_openapi::api::core::v1::PersistentVolumeClaim>("db", &name, |p| {
+            // Bound, at the size asked for.
+            let asked =
+                p.spec.as_ref().and_then(|s| s.resources.as_ref()).and_then(|r| r.requests.clone()).unwrap_or_default();
+            let status = p.status.get_or_insert_default();
+            status.phase = Some("Bound".into());
+            if status.capacity.is_none() {
+                status.capacity = Some(asked);
+            }
+        });
+    }
     let lease: Lease = serde_json::from_value(json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": format!("{cluster}-primary"), "namespace": "db"},
@@ -311,4 +324,63 @@ async fn an_api_failure_is_a_typed_error_and_writes_nothing_half() {
     let e = reconcile(Arc::new(current(&api, &c)), context(&api)).await.expect_err("the list failed");
     assert_eq!(e.kind(), "kube");
     assert!(api.writes().is_empty(), "nothing was written before everything was read: {:#?}", names_of(&api.writes()));
+}
+
+#[tokio::test]
+async fn a_larger_size_grows_every_pvc_in_place_and_a_refusal_is_shown_not_retried() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    api.modify_as::<PostgresCluster>("db", "sync", |c| c.spec.storage.size = "10Gi".into());
+    // The API server refuses sync-3's (a StorageClass without allowVolumeExpansion).
+    api.inject(crate::testkit::Fault::new(http::Method::PATCH, "persistentvolumeclaims", 403).named("sync-3").message(
+        "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize",
+    ));
+    api.clear_log();
+    pass(&api, &c).await;
+    let grown: Vec<String> = names_of(&api.writes_to("persistentvolumeclaims"));
+    assert_eq!(
+        grown,
+        [
+            "PATCH persistentvolumeclaims/sync-1",
+            "PATCH persistentvolumeclaims/sync-2",
+            "PATCH persistentvolumeclaims/sync-3"
+        ]
+    );
+    let pvc = api.get("v1", "persistentvolumeclaims", "db", "sync-1").expect("the PVC");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "10Gi");
+    assert!(
+        api.get("v1", "persistentvolumeclaims", "db", "sync-1-wal").expect("the WAL PVC")["spec"]["resources"]["requests"]
+            ["storage"]
+            == "2Gi",
+        "the WAL volume keeps its size"
+    );
+    let status = current(&api, &c).status.expect("a status");
+    assert_eq!(status.volume_resizes["sync-1"].state, "Resizing");
+    assert_eq!(status.volume_resizes["sync-3"].state, "Refused");
+    assert!(status.volume_resizes["sync-3"].message.as_deref().is_some_and(|m| m.contains("storageclass")));
+    // The next pass asks nothing again: the refused PVC is not patched in a loop.
+    api.clear_log();
+    pass(&api, &c).await;
+    assert!(
+        api.writes_to("persistentvolumeclaims").is_empty(),
+        "{:#?}",
+        names_of(&api.writes_to("persistentvolumeclaims"))
+    );
+    let status = current(&api, &c).status.expect("a status");
+    assert_eq!(status.volume_resizes["sync-1"].state, "Resizing");
+    assert_eq!(status.volume_resizes["sync-1"].capacity.as_deref(), Some("5Gi"));
+    // The volumes grew (the CSI driver): the status forgets them, the refused one stays.
+    for n in 1..=2 {
+        api.modify_as::<k8s_openapi::api::core::v1::PersistentVolumeClaim>("db", &format!("sync-{n}"), |p| {
+            p.status.get_or_insert_default().capacity = Some(
+                [("storage".to_owned(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("10Gi".into()))].into(),
+            );
+        });
+    }
+    pass(&api, &c).await;
+    let status = current(&api, &c).status.expect("a status");
+    assert_eq!(status.volume_resizes.keys().collect::<Vec<_>>(), ["sync-3"]);
 }

@@ -65,6 +65,8 @@ pub struct Inputs<'a> {
     pub problems: &'a [String],
     /// When the operator's server certificate expires.
     pub server_not_after: Option<String>,
+    /// Volumes being grown.
+    pub volumes: BTreeMap<String, crate::crd::VolumeResize>,
     /// Now, RFC 3339.
     pub now: &'a str,
 }
@@ -257,6 +259,7 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         last_successful_backup: last_backup.as_ref().map(|b| b.stopped_at.to_string()).or(prev.last_successful_backup),
         last_successful_backup_id: last_backup.map(|b| b.id).or(prev.last_successful_backup_id),
         server_certificate_expiration: i.server_not_after.clone(),
+        volume_resizes: i.volumes.clone(),
         observed_generation: i.generation,
     };
     (status, notices)

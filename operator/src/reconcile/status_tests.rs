@@ -80,6 +80,7 @@ impl Case {
             reports: &self.reports,
             problems: &self.problems,
             server_not_after: None,
+            volumes: BTreeMap::new(),
             now,
         })
     }
