@@ -54,6 +54,9 @@ struct Operator {
 
 impl Operator {
     fn start(namespace: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{namespace}-operator.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("the operator's log file");
+        eprintln!("the operator logs to {}", path.display());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -69,6 +72,7 @@ impl Operator {
                 &format!("127.0.0.1:{port}"),
             ])
             .env("POD_NAME", "e2e-operator")
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("start the operator");
@@ -171,7 +175,7 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
         .await
         .expect("create the test namespace");
     let _cleanup = Cleanup { namespace: ns.clone() };
-    let _operator = Operator::start(&ns);
+    let mut operator = Some(Operator::start(&ns));
 
     // The API server refuses what cannot work, with the CRD's messages.
     let bad = serde_json::json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresCluster",
@@ -184,6 +188,7 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
     let e = refusal(apply_doc(&client, &ns, &bad).await.expect_err("bad timings are refused"));
     assert!(e.contains("renewDeadlineSeconds + fenceBudgetSeconds must be below leaseDurationSeconds"), "{e}");
 
+    let applied = Instant::now();
     let mut clusters: BTreeMap<String, i32> = BTreeMap::new();
     for (_, docs) in samples() {
         for doc in &docs {
@@ -257,20 +262,177 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
         }
     };
     let status = ready("sync").await;
-    let primary = status.current_primary.expect("a primary");
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .delete(&primary, &DeleteParams::default())
-        .await
-        .expect("delete the primary's pod");
-    let after = wait_for("a new primary in the status", Duration::from_secs(300), || {
+    eprintln!("sync: Ready=True {:?} after the samples were applied", applied.elapsed());
+    let primary = status.current_primary.clone().expect("a primary");
+    let reported = &status.instances_reported_state;
+    assert!(reported.get(&primary).is_some_and(|r| r.is_primary), "the primary's own /status: {reported:?}");
+    assert_eq!(reported.values().filter(|r| r.role.as_deref() == Some("replica")).count(), 2, "{reported:?}");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        pods.get(&primary).await.expect("the primary's pod").labels().get("pgwarden.io/role").map(String::as_str),
+        Some("primary")
+    );
+    routes_to(&client, &ns, &primary).await;
+
+    // A planned failover with the operator stopped: the pod's SIGTERM hands the lease over.
+    drop(operator.take());
+    pods.delete(&primary, &DeleteParams::default()).await.expect("delete the primary's pod");
+    let started = Instant::now();
+    let new_primary = lease_moves_from(&client, &ns, &primary).await;
+    routes_to(&client, &ns, &new_primary).await;
+    eprintln!("operator stopped: {primary} -> {new_primary} in {:?}, and -rw follows", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods.get_opt(&primary).await.expect("a read").is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "nobody re-created it"
+    );
+    operator = Some(Operator::start(&ns));
+    let after = wait_for("the operator to see the new primary", Duration::from_secs(120), || {
         let pgc = pgc.clone();
-        let primary = primary.clone();
+        let new_primary = new_primary.clone();
+        async move { pgc.get("sync").await.ok()?.status?.current_primary.filter(|p| *p == new_primary) }
+    })
+    .await;
+    ready("sync").await;
+    eprintln!("operator back: status says {after}, {primary} re-created on its PVC, Ready=True again");
+    nothing_the_instances_own_is_the_operators(&client, &ns).await;
+
+    // A crash: SIGKILL of the primary's instance manager (PID 1 of its container) from the
+    // node, where this test runs on the node (found by its environment); no handover. Either the
+    // lease expires and a replica takes over, or the restarted manager finds the lease still its
+    // own at the same term and resumes; both end with one primary and Ready=True.
+    let crashed = after;
+    match manager_pid_on_this_node(&ns, &crashed) {
+        None => eprintln!("SKIP (crash): {crashed}'s instance manager is not a process of this machine"),
+        Some(pid) => {
+            let restarts = |p: &Pod| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .map_or(0, |c| c.iter().map(|c| c.restart_count).sum::<i32>())
+            };
+            let before = restarts(&pods.get(&crashed).await.expect("the pod"));
+            let started = Instant::now();
+            let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+            assert!(killed.success());
+            wait_for("the kubelet to restart the container", Duration::from_secs(120), || {
+                let pods = pods.clone();
+                let crashed = crashed.clone();
+                async move { pods.get(&crashed).await.ok().filter(|p| restarts(p) > before).map(|_| ()) }
+            })
+            .await;
+            wait_for("every pod ready again", Duration::from_secs(300), || {
+                let pods = pods.clone();
+                async move {
+                    let all =
+                        pods.list(&kube::api::ListParams::default().labels("pgwarden.io/cluster=sync")).await.ok()?;
+                    let ready = all
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                        })
+                        .count();
+                    (ready == 3).then_some(())
+                }
+            })
+            .await;
+            ready("sync").await;
+            let holder = wait_for("a primary", Duration::from_secs(120), || {
+                let pgc = pgc.clone();
+                async move { pgc.get("sync").await.ok()?.status?.current_primary }
+            })
+            .await;
+            eprintln!(
+                "crash of {crashed}'s manager: {holder} is primary, Ready=True again after {:?}",
+                started.elapsed()
+            );
+            nothing_the_instances_own_is_the_operators(&client, &ns).await;
+        }
+    }
+    drop(operator);
+}
+
+/// The host PID of `pod`'s instance manager, when its container runs on this machine.
+fn manager_pid_on_this_node(ns: &str, pod: &str) -> Option<u32> {
+    let want = [format!("POD_NAME={pod}"), format!("POD_NAMESPACE={ns}")];
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let vars: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if want.iter().all(|w| vars.contains(w)) && String::from_utf8_lossy(&cmdline).contains("instance-manager") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Waits until the Lease `sync-primary` is held by someone else than `old`; the new holder.
+async fn lease_moves_from(client: &Client, ns: &str, old: &str) -> String {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("the lease to move from {old}"), Duration::from_secs(120), || {
+        let leases = leases.clone();
+        let old = old.to_owned();
         async move {
-            let s = pgc.get("sync").await.ok()?.status?;
-            s.current_primary.filter(|p| *p != primary)
+            let holder = leases.get("sync-primary").await.ok()?.spec?.holder_identity?;
+            (!holder.is_empty() && holder != old).then_some(holder)
+        }
+    })
+    .await
+}
+
+/// Waits until the `-rw` EndpointSlice routes to `primary`'s pod IP.
+async fn routes_to(client: &Client, ns: &str, primary: &str) {
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("-rw to route to {primary}"), Duration::from_secs(60), || {
+        let (slices, pods) = (slices.clone(), pods.clone());
+        async move {
+            let ip = pods.get(primary).await.ok()?.status?.pod_ip?;
+            let slice = slices.get("sync-rw").await.ok()?;
+            let addresses: Vec<String> = slice.endpoints.iter().flat_map(|e| e.addresses.clone()).collect();
+            (addresses == [ip]).then_some(())
         }
     })
     .await;
-    eprintln!("failover seen in the status: {primary} -> {after}");
-    ready("sync").await;
+}
+
+/// The Lease, the `-rw` EndpointSlice and the role labels carry no field of the operator's
+/// field manager: it never wrote them.
+async fn nothing_the_instances_own_is_the_operators(client: &Client, ns: &str) {
+    let managers = |meta: &kube::api::ObjectMeta| -> Vec<(String, String)> {
+        meta.managed_fields
+            .iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m.manager.clone().unwrap_or_default(),
+                    m.fields_v1.as_ref().map(|f| f.0.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), ns)
+        .get("sync-primary")
+        .await
+        .expect("the lease");
+    assert!(managers(&lease.metadata).iter().all(|(m, _)| m != "pgwarden-operator"), "{:?}", managers(&lease.metadata));
+    let slice = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(client.clone(), ns)
+        .get("sync-rw")
+        .await
+        .expect("the slice");
+    assert!(managers(&slice.metadata).iter().all(|(m, _)| m != "pgwarden-operator"), "{:?}", managers(&slice.metadata));
+    for pod in Api::<Pod>::namespaced(client.clone(), ns).list(&Default::default()).await.expect("pods") {
+        for (m, fields) in managers(&pod.metadata) {
+            assert!(
+                !(m == "pgwarden-operator" && fields.contains("pgwarden.io/role")),
+                "{}: the operator owns the role label: {fields}",
+                pod.name_any()
+            );
+        }
+    }
 }
