@@ -8,7 +8,7 @@ mod spec;
 mod status;
 
 pub use spec::*;
-pub use status::{InstanceReport, PostgresClusterStatus, Topology, VolumeResize};
+pub use status::{InstanceReport, PostgresClusterStatus, RequestOutcome, Topology, VolumeResize};
 
 use kube::CustomResourceExt;
 

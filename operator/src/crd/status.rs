@@ -69,6 +69,10 @@ pub struct PostgresClusterStatus {
     /// none is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volume_resizes: BTreeMap<String, VolumeResize>,
+    /// The last request of each annotation (`pgwarden.io/switchover`, `fence`, `unfence`,
+    /// `restart`) and how it ended.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, RequestOutcome>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -128,4 +132,18 @@ pub struct VolumeResize {
     /// Details, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How a request made through an annotation ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestOutcome {
+    /// The annotation's value.
+    pub value: String,
+    /// `Done` or `Refused`.
+    pub result: String,
+    /// What happened, for a person.
+    pub message: String,
+    /// When (RFC 3339).
+    pub at: String,
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
@@ -43,17 +43,46 @@ pub fn tls_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
 }
 
-/// `GET /status` of the instance at `addr`, verified as `host`.
-pub async fn read_one(
-    tls: Arc<rustls::ClientConfig>,
-    addr: SocketAddr,
-    host: &str,
-    token: Option<&str>,
-) -> Result<InstanceStatus, String> {
-    let call = async {
+/// One instance's API, as the operator reaches it: the pod's IP, the name its certificate
+/// carries, the cluster's CA and the API token.
+#[derive(Clone)]
+pub struct Target {
+    /// The instance's name.
+    pub name: String,
+    /// The pod's IP and the API port.
+    pub addr: SocketAddr,
+    /// The DNS name verified in its certificate.
+    pub host: String,
+    /// A TLS client trusting the cluster's CA.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The bearer token of the mutating routes.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("name", &self.name).field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// How long a control call (`POST /switchover`, `/fence`) may take: a switchover waits for
+/// its target to catch up.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One HTTPS request to `target`: the status code and the body. Bounded by `timeout`.
+pub async fn call(
+    target: &Target,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    timeout: Duration,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let addr = target.addr;
+    let host = target.host.as_str();
+    let exchange = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
         let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
-        let stream = tokio_rustls::TlsConnector::from(tls)
+        let stream = tokio_rustls::TlsConnector::from(target.tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {host} at {addr}: {e}"))?;
@@ -61,27 +90,98 @@ pub async fn read_one(
             .await
             .map_err(|e| format!("HTTP with {addr}: {e}"))?;
         let conn = tokio::spawn(conn);
-        let mut req = http::Request::get("/status").header(http::header::HOST, host);
-        if let Some(t) = token {
+        let mut req = http::Request::builder().method(method.clone()).uri(path).header(http::header::HOST, host);
+        if let Some(t) = &target.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| format!("GET /status from {addr}: {e}"))?;
+        let bytes = match &body {
+            Some(b) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("{method} {path} on {addr}: {e}"))?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| format!("reading /status from {addr}: {e}"))?
+            .map_err(|e| format!("reading {path} from {addr}: {e}"))?
             .to_bytes();
         conn.abort();
-        if !status.is_success() {
-            return Err(format!("GET /status from {addr}: HTTP {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("/status from {addr} is not an instance status: {e}"))
+        Ok((status, body))
     };
-    tokio::time::timeout(CALL_TIMEOUT, call)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("{addr} did not answer within {CALL_TIMEOUT:?}")))
+        .unwrap_or_else(|_| Err(format!("{addr} did not answer within {timeout:?}")))
+}
+
+/// Why a control call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No answer (connection, TLS, timeout): worth trying again.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The instance answered and refused, with its reason: a definite answer.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// `POST path` with a JSON body to `target`; the answer's JSON, or why not (the instance's
+/// `{"error", "hint"}` in words when it refused).
+pub async fn post(target: &Target, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ControlError> {
+    let (status, bytes) =
+        call(target, http::Method::POST, path, Some(body), CONTROL_TIMEOUT).await.map_err(ControlError::Unreachable)?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    if status.is_success() {
+        return Ok(json);
+    }
+    let error = json.get("error").and_then(|e| e.as_str()).unwrap_or("no error message");
+    let hint = json.get("hint").and_then(|e| e.as_str()).map(|h| format!(" ({h})")).unwrap_or_default();
+    let message = format!("{} answered {path} with HTTP {status}: {error}{hint}", target.name);
+    if status.is_server_error() && status != http::StatusCode::INTERNAL_SERVER_ERROR {
+        return Err(ControlError::Unreachable(message));
+    }
+    Err(ControlError::Refused(message))
+}
+
+/// `GET /status` of the instance at `addr`, verified as `host`.
+pub async fn read_one(
+    tls: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    host: &str,
+    token: Option<&str>,
+) -> Result<InstanceStatus, String> {
+    let target = Target { name: host.to_owned(), addr, host: host.to_owned(), tls, token: token.map(str::to_owned) };
+    let (status, body) = call(&target, http::Method::GET, "/status", None, CALL_TIMEOUT).await?;
+    if !status.is_success() {
+        return Err(format!("GET /status from {addr}: HTTP {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("/status from {addr} is not an instance status: {e}"))
+}
+
+/// The API of every scheduled instance of `names`, by instance name.
+pub fn targets(
+    names: &Names,
+    pods: &[Pod],
+    tls: &Arc<rustls::ClientConfig>,
+    token: Option<&str>,
+) -> BTreeMap<String, Target> {
+    pods.iter()
+        .filter_map(|p| {
+            let n = names.instance_number(&p.name_any())?;
+            let ip: std::net::IpAddr = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            let target = Target {
+                name: p.name_any(),
+                addr: SocketAddr::new(ip, API_PORT as u16),
+                host: names.instance_host(n),
+                tls: tls.clone(),
+                token: token.map(str::to_owned),
+            };
+            Some((p.name_any(), target))
+        })
+        .collect()
 }
 
 /// Every scheduled instance's `/status`, in parallel, keyed by instance name. Pods without an

@@ -10,7 +10,9 @@
 //!    rolling operations. A second reconcile of an unchanged cluster therefore sends no write.
 //!    Pods that ended for good are deleted first ([`pods`]), so a later pass creates them again.
 //! 4. **Grow** ([`resize`]): PVCs below the spec's size are patched to it.
-//! 5. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
+//! 5. **Requests** ([`requests`], [`act`]): switchover, fence, unfence and restart asked for
+//!    with annotations, carried out and acknowledged.
+//! 6. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
 //!    ([`crate::instances`]); written as a merge patch only when it changed; Events for what a
 //!    person should notice.
 //!
@@ -18,9 +20,11 @@
 //! labels (the instances own them; see docs/architecture.md §10). It reads the Lease, and the
 //! builders never set the role label, so an apply cannot take it over either.
 
+pub mod act;
 pub mod observe;
 pub mod plan;
 pub mod pods;
+pub mod requests;
 pub mod resize;
 pub mod secrets;
 pub mod status;
@@ -74,13 +78,21 @@ pub struct Context {
     pub recorder: Recorder,
     /// Whether instances' `/status` are read (off in tests without instances).
     pub read_instances: bool,
+    /// The instances' control routes (scripted in tests).
+    pub instance_api: Arc<dyn act::InstanceApi>,
 }
 
 impl Context {
     /// A context on `client`, reporting to `observer`.
     pub fn new(client: kube::Client, observer: Arc<dyn Observer>) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, observer, read_instances: true }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            observer,
+            read_instances: true,
+            instance_api: Arc::new(act::Https),
+        }
     }
 }
 
@@ -350,6 +362,13 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         Default::default()
     };
     let now_text = now.to_string();
+    let holder = observed.lease.as_ref().and_then(|l| l.spec.as_ref()).and_then(|s| s.holder_identity.clone());
+    let targets = match secret_step.ca_pem.as_deref().map(crate::instances::tls_config) {
+        Some(Ok(tls)) => crate::instances::targets(names, &observed.pods, &tls, secret_step.api_token.as_deref()),
+        _ => BTreeMap::new(),
+    };
+    let mut requests = resource.status.as_ref().map(|s| s.requests.clone()).unwrap_or_default();
+    requests.extend(act::act(&ctx, &resource, &cluster, &targets, holder.as_deref(), &now_text).await?);
     let (new_status, notices) = status::compute(&status::Inputs {
         names,
         instances: cluster.spec().instances,
@@ -362,6 +381,7 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         problems: &secret_step.problems,
         server_not_after: secret_step.server_not_after.clone(),
         volumes,
+        requests,
         now: &now_text,
     });
     for n in notices {

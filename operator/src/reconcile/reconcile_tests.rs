@@ -384,3 +384,128 @@ async fn a_larger_size_grows_every_pvc_in_place_and_a_refusal_is_shown_not_retri
     let status = current(&api, &c).status.expect("a status");
     assert_eq!(status.volume_resizes.keys().collect::<Vec<_>>(), ["sync-3"]);
 }
+
+/// Instances scripted for the control routes: every call is recorded, answers come from the
+/// script (`path` → answer), unreachable by default.
+#[derive(Default)]
+struct ScriptedInstances {
+    calls: std::sync::Mutex<Vec<(String, String, serde_json::Value)>>,
+    answers:
+        std::sync::Mutex<std::collections::BTreeMap<String, Result<serde_json::Value, crate::instances::ControlError>>>,
+}
+
+impl super::act::InstanceApi for ScriptedInstances {
+    fn post<'a>(
+        &'a self,
+        target: &'a crate::instances::Target,
+        path: &'a str,
+        body: serde_json::Value,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<serde_json::Value, crate::instances::ControlError>> + Send + 'a>,
+    > {
+        self.calls.lock().expect("calls").push((target.name.clone(), path.to_owned(), body));
+        let answer = self.answers.lock().expect("answers").get(path).cloned();
+        Box::pin(async move {
+            answer.unwrap_or_else(|| Err(crate::instances::ControlError::Unreachable("no answer".into())))
+        })
+    }
+}
+
+fn context_with(api: &FakeApi, instances: Arc<ScriptedInstances>) -> Arc<Context> {
+    let mut ctx = Context::new(api.client(), Arc::new(NoObserver));
+    ctx.read_instances = false;
+    ctx.instance_api = instances;
+    Arc::new(ctx)
+}
+
+fn annotate(api: &FakeApi, key: &str, value: &str) {
+    api.modify_as::<PostgresCluster>("db", "sync", |c| {
+        c.metadata.annotations.get_or_insert_default().insert(key.into(), value.into());
+    });
+}
+
+#[tokio::test]
+async fn a_switchover_annotation_is_sent_to_the_primary_and_acknowledged() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    let scripted = Arc::new(ScriptedInstances::default());
+    annotate(&api, super::requests::SWITCHOVER, "sync-2");
+
+    // The primary does not answer: the request stays and is tried again.
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    assert!(current(&api, &c).metadata.annotations.expect("annotations").contains_key(super::requests::SWITCHOVER));
+    assert!(current(&api, &c).status.expect("status").requests.is_empty());
+
+    scripted.answers.lock().expect("answers").insert("/switchover".into(), Ok(json!({"primary": "sync-2"})));
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    let calls = scripted.calls.lock().expect("calls").clone();
+    assert_eq!(
+        calls.last().map(|(t, p, b)| (t.as_str(), p.as_str(), b.clone())),
+        Some(("sync-1", "/switchover", json!({"target": "sync-2"})))
+    );
+    let now = current(&api, &c);
+    assert!(
+        !now.metadata.annotations.clone().unwrap_or_default().contains_key(super::requests::SWITCHOVER),
+        "acknowledged"
+    );
+    let outcome = &now.status.expect("status").requests[super::requests::SWITCHOVER];
+    assert_eq!((outcome.result.as_str(), outcome.value.as_str()), ("Done", "sync-2"));
+    assert!(outcome.message.contains("handed the primary over to sync-2"), "{outcome:?}");
+    assert!(api.writes_to("events").iter().any(|w| w.body.as_ref().is_some_and(|b| b["reason"] == "RequestDone")));
+
+    // Nothing more to do: the next pass writes nothing.
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    assert!(api.writes().is_empty(), "{:#?}", names_of(&api.writes()));
+}
+
+#[tokio::test]
+async fn a_request_for_a_stranger_is_refused_without_calling_anyone_and_restart_recreates_pods() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    let scripted = Arc::new(ScriptedInstances::default());
+    annotate(&api, super::requests::FENCE, "sync-9");
+    annotate(&api, super::requests::RESTART, "sync-3");
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    assert!(scripted.calls.lock().expect("calls").is_empty());
+    let status = current(&api, &c).status.expect("status");
+    assert_eq!(status.requests[super::requests::FENCE].result, "Refused");
+    assert!(status.requests[super::requests::FENCE].message.contains("sync-9 is not an instance of sync"));
+    assert_eq!(status.requests[super::requests::RESTART].result, "Done");
+    assert!(names_of(&api.writes_to("pods")).contains(&"DELETE pods/sync-3".to_owned()));
+    assert!(current(&api, &c).metadata.annotations.unwrap_or_default().is_empty(), "both acknowledged");
+}
+
+#[tokio::test]
+async fn fence_is_sent_to_each_instance_and_a_refusal_is_recorded() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    let scripted = Arc::new(ScriptedInstances::default());
+    scripted.answers.lock().expect("answers").insert("/fence".into(), Ok(json!({"fenced": true})));
+    scripted.answers.lock().expect("answers").insert(
+        "/unfence".into(),
+        Err(crate::instances::ControlError::Refused("sync-2 answered /unfence with HTTP 409: busy".into())),
+    );
+    annotate(&api, super::requests::FENCE, "sync-2,sync-3");
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    let called: Vec<(String, String)> =
+        scripted.calls.lock().expect("calls").iter().map(|(t, p, _)| (t.clone(), p.clone())).collect();
+    assert_eq!(called, [("sync-2".to_owned(), "/fence".to_owned()), ("sync-3".to_owned(), "/fence".to_owned())]);
+    annotate(&api, super::requests::UNFENCE, "sync-2");
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    let status = current(&api, &c).status.expect("status");
+    assert_eq!(status.requests[super::requests::FENCE].result, "Done");
+    assert_eq!(status.requests[super::requests::UNFENCE].result, "Refused");
+    assert!(status.requests[super::requests::UNFENCE].message.contains("busy"));
+}

@@ -67,6 +67,8 @@ pub struct Inputs<'a> {
     pub server_not_after: Option<String>,
     /// Volumes being grown.
     pub volumes: BTreeMap<String, crate::crd::VolumeResize>,
+    /// The requests made through annotations, and how they ended.
+    pub requests: BTreeMap<String, crate::crd::RequestOutcome>,
     /// Now, RFC 3339.
     pub now: &'a str,
 }
@@ -260,6 +262,7 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         last_successful_backup_id: last_backup.map(|b| b.id).or(prev.last_successful_backup_id),
         server_certificate_expiration: i.server_not_after.clone(),
         volume_resizes: i.volumes.clone(),
+        requests: i.requests.clone(),
         observed_generation: i.generation,
     };
     (status, notices)

@@ -81,6 +81,7 @@ impl Case {
             problems: &self.problems,
             server_not_after: None,
             volumes: BTreeMap::new(),
+            requests: BTreeMap::new(),
             now,
         })
     }
