@@ -297,6 +297,38 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
     eprintln!("operator back: status says {after}, {primary} re-created on its PVC, Ready=True again");
     nothing_the_instances_own_is_the_operators(&client, &ns).await;
 
+    // A switchover asked for with an annotation: the operator calls the primary's API.
+    let target = if after == "sync-3" { "sync-1" } else { "sync-3" };
+    let patch = serde_json::json!({"metadata": {"annotations": {"pgwarden.io/switchover": target}}});
+    pgc.patch("sync", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+    let started = Instant::now();
+    let outcome = wait_for("the switchover to be acknowledged", Duration::from_secs(120), || {
+        let pgc = pgc.clone();
+        async move {
+            let c = pgc.get("sync").await.ok()?;
+            let pending = c.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("pgwarden.io/switchover"));
+            if pending {
+                return None;
+            }
+            c.status?.requests.get("pgwarden.io/switchover").cloned()
+        }
+    })
+    .await;
+    assert_eq!(outcome.result, "Done", "{outcome:?}");
+    assert_eq!(lease_moves_from(&client, &ns, &after).await, target);
+    routes_to(&client, &ns, target).await;
+    eprintln!(
+        "switchover by annotation: {after} -> {target} acknowledged in {:?}: {}",
+        started.elapsed(),
+        outcome.message
+    );
+    let after = wait_for("the status to follow", Duration::from_secs(120), || {
+        let pgc = pgc.clone();
+        async move { pgc.get("sync").await.ok()?.status?.current_primary.filter(|p| p == target) }
+    })
+    .await;
+    ready("sync").await;
+
     // A crash: SIGKILL of the primary's instance manager (PID 1 of its container) from the
     // node, where this test runs on the node (found by its environment); no handover. Either the
     // lease expires and a replica takes over, or the restarted manager finds the lease still its
