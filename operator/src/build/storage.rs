@@ -1,5 +1,6 @@
-//! One PVC per instance, `<cluster>-N`. A Pod is re-created on its PVC; the PVC lives as long
-//! as the cluster (it is owned by it, so deleting the cluster deletes its volumes).
+//! One PVC per instance, `<cluster>-N` (and `<cluster>-N-wal`). A Pod is re-created on its PVC.
+//! The PVC is owned by the cluster, so deleting the cluster deletes its volumes, unless
+//! `pvcRetentionPolicy.whenDeleted` is `Retain`.
 
 use std::collections::BTreeMap;
 
@@ -20,8 +21,13 @@ pub fn wal_pvc(cluster: &Cluster<'_>, n: i32) -> Option<PersistentVolumeClaim> {
 }
 
 fn claim(cluster: &Cluster<'_>, n: i32, name: &str, storage: &crate::crd::Storage) -> PersistentVolumeClaim {
+    let mut metadata = cluster.meta_with(name, cluster.names.instance_labels(n));
+    if cluster.spec().pvc_retention_policy.when_deleted == crate::crd::RetentionAction::Retain {
+        // Not owned: deleting the cluster leaves it.
+        metadata.owner_references = None;
+    }
     PersistentVolumeClaim {
-        metadata: cluster.meta_with(name, cluster.names.instance_labels(n)),
+        metadata,
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: storage.storage_class.clone(),

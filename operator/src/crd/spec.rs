@@ -64,6 +64,9 @@ pub struct PostgresClusterSpec {
     /// data volume. Only at creation: it cannot be added to or removed from an existing cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_storage: Option<Storage>,
+    /// What happens to an instance's PVCs when it is removed.
+    #[serde(default)]
+    pub pvc_retention_policy: PvcRetentionPolicy,
     /// CPU and memory of the Postgres container. Default: none (BestEffort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -227,6 +230,32 @@ pub struct Storage {
     /// The StorageClass. Default: the cluster's default class. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+}
+
+/// What happens to PVCs when their instance goes (as a StatefulSet's
+/// `persistentVolumeClaimRetentionPolicy`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetentionPolicy {
+    /// When `instances` is lowered: `Delete` (default) removes the PVCs of the instances that
+    /// go (a later scale-up clones them afresh); `Retain` keeps them (a later scale-up reuses
+    /// them, and their instance catches up or rewinds).
+    #[serde(default)]
+    pub when_scaled: RetentionAction,
+    /// When the cluster is deleted: `Delete` (default: the PVCs are owned by the cluster and go
+    /// with it) or `Retain` (they stay, without owner, for a person to reuse or delete).
+    #[serde(default)]
+    pub when_deleted: RetentionAction,
+}
+
+/// Keep or remove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RetentionAction {
+    /// Remove the PVCs.
+    #[default]
+    Delete,
+    /// Keep them.
+    Retain,
 }
 
 /// Scheduling of the instances.

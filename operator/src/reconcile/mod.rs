@@ -10,9 +10,11 @@
 //!    rolling operations. A second reconcile of an unchanged cluster therefore sends no write.
 //!    Pods that ended for good are deleted first ([`pods`]), so a later pass creates them again.
 //! 4. **Grow** ([`resize`]): PVCs below the spec's size are patched to it.
-//! 5. **Requests** ([`requests`], [`act`]): switchover, fence, unfence and restart asked for
+//! 5. **Scale down** ([`scale`]): the instances above `instances` go, never the primary (it
+//!    hands over first); their PVCs per `pvcRetentionPolicy`.
+//! 6. **Requests** ([`requests`], [`act`]): switchover, fence, unfence and restart asked for
 //!    with annotations, carried out and acknowledged.
-//! 6. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
+//! 7. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
 //!    ([`crate::instances`]); written as a merge patch only when it changed; Events for what a
 //!    person should notice.
 //!
@@ -26,6 +28,7 @@ pub mod plan;
 pub mod pods;
 pub mod requests;
 pub mod resize;
+pub mod scale;
 pub mod secrets;
 pub mod status;
 
@@ -367,6 +370,14 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         Some(Ok(tls)) => crate::instances::targets(names, &observed.pods, &tls, secret_step.api_token.as_deref()),
         _ => BTreeMap::new(),
     };
+    let sync_standbys: Vec<String> = holder
+        .as_ref()
+        .and_then(|h| reports.get(h))
+        .and_then(|r| r.as_ref().ok())
+        .and_then(|s| s.lease.as_ref())
+        .map(|l| l.sync_standbys.clone())
+        .unwrap_or_default();
+    scale::run(&ctx, &resource, &cluster, &observed, &targets, holder.as_deref(), &sync_standbys).await?;
     let mut requests = resource.status.as_ref().map(|s| s.requests.clone()).unwrap_or_default();
     requests.extend(act::act(&ctx, &resource, &cluster, &targets, holder.as_deref(), &now_text).await?);
     let (new_status, notices) = status::compute(&status::Inputs {

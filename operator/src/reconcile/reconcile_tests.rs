@@ -509,3 +509,70 @@ async fn fence_is_sent_to_each_instance_and_a_refusal_is_recorded() {
     assert_eq!(status.requests[super::requests::UNFENCE].result, "Refused");
     assert!(status.requests[super::requests::UNFENCE].message.contains("busy"));
 }
+
+#[tokio::test]
+async fn scaling_down_removes_the_highest_replicas_never_the_primary_and_their_pvcs_by_policy() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 3, 1); // sync-3 is the primary
+    pass(&api, &c).await;
+    let scripted = Arc::new(ScriptedInstances::default());
+    scripted.answers.lock().expect("answers").insert("/switchover".into(), Ok(json!({"primary": "sync-1"})));
+    api.modify_as::<PostgresCluster>("db", "sync", |c| c.spec.instances = 2);
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    let calls: Vec<(String, String)> =
+        scripted.calls.lock().expect("calls").iter().map(|(t, p, _)| (t.clone(), p.clone())).collect();
+    assert_eq!(calls, [("sync-3".to_owned(), "/switchover".to_owned())], "the leaving primary hands over first");
+    assert!(
+        api.writes_to("pods").is_empty() && api.writes_to("persistentvolumeclaims").is_empty(),
+        "{:#?}",
+        names_of(&api.writes())
+    );
+    let cm = api.get("v1", "configmaps", "db", "sync-config").expect("the ConfigMap");
+    assert!(!cm["data"]["instance.yaml"].as_str().expect("yaml").contains("sync-3"), "the members are two");
+
+    // The lease moved: sync-3 is a replica now, and goes.
+    instances_run(&api, "sync", 3, 1, 2);
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    assert_eq!(names_of(&api.writes_to("pods")), ["DELETE pods/sync-3"]);
+    assert!(api.writes_to("persistentvolumeclaims").is_empty(), "the PVCs wait for the pod to be gone");
+    api.remove("v1", "pods", "db", "sync-3");
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), context_with(&api, scripted.clone())).await.expect("a pass");
+    assert_eq!(
+        names_of(&api.writes_to("persistentvolumeclaims")),
+        ["DELETE persistentvolumeclaims/sync-3", "DELETE persistentvolumeclaims/sync-3-wal"]
+    );
+    assert!(api.writes_to("pods").is_empty(), "sync-3 is not created again");
+}
+
+#[tokio::test]
+async fn retained_pvcs_lose_their_owner_and_stay_after_scaling_down() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    api.modify_as::<PostgresCluster>("db", "sync", |c| {
+        c.spec.pvc_retention_policy.when_deleted = crate::crd::RetentionAction::Retain;
+        c.spec.pvc_retention_policy.when_scaled = crate::crd::RetentionAction::Retain;
+    });
+    api.clear_log();
+    pass(&api, &c).await;
+    assert_eq!(api.writes_to("persistentvolumeclaims").len(), 6, "every PVC's owner reference removed");
+    for pvc in api.list_as::<k8s_openapi::api::core::v1::PersistentVolumeClaim>() {
+        assert!(pvc.owner_references().is_empty(), "{}", pvc.name_any());
+    }
+    api.clear_log();
+    pass(&api, &c).await;
+    assert!(api.writes().is_empty(), "settled: {:#?}", names_of(&api.writes()));
+    api.modify_as::<PostgresCluster>("db", "sync", |c| c.spec.instances = 2);
+    pass(&api, &c).await;
+    api.remove("v1", "pods", "db", "sync-3");
+    api.clear_log();
+    pass(&api, &c).await;
+    assert!(api.writes_to("persistentvolumeclaims").is_empty(), "Retain keeps sync-3's PVCs");
+    assert!(api.get("v1", "persistentvolumeclaims", "db", "sync-3").is_some());
+}
