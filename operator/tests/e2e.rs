@@ -385,6 +385,38 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
             nothing_the_instances_own_is_the_operators(&client, &ns).await;
         }
     }
+
+    // Scale down to two and back to three: the highest instance goes (after a handover if it
+    // is the primary), its PVCs with it, and comes back as a fresh clone.
+    let scale = |n: i32| serde_json::json!({"spec": {"instances": n}});
+    pgc.patch("sync", &PatchParams::default(), &Patch::Merge(&scale(2))).await.expect("scale down");
+    let started = Instant::now();
+    wait_for("sync-3 and its PVCs to go", Duration::from_secs(300), || {
+        let (pods, client, ns) = (pods.clone(), client.clone(), ns.clone());
+        async move {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client, &ns);
+            let pod_gone = pods.get_opt("sync-3").await.ok()?.is_none();
+            let pvc_gone = pvcs.get_opt("sync-3").await.ok()?.is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+            (pod_gone && pvc_gone).then_some(())
+        }
+    })
+    .await;
+    let status = ready("sync").await;
+    assert_eq!((status.instances, status.ready_instances), (2, 2));
+    eprintln!("scale 3 -> 2 in {:?}; primary {:?}", started.elapsed(), status.current_primary);
+    pgc.patch("sync", &PatchParams::default(), &Patch::Merge(&scale(3))).await.expect("scale up");
+    let started = Instant::now();
+    let status = wait_for("three ready instances", Duration::from_secs(300), || {
+        let pgc = pgc.clone();
+        async move {
+            let s = pgc.get("sync").await.ok()?.status?;
+            (s.ready_instances == 3 && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                .then_some(s)
+        }
+    })
+    .await;
+    eprintln!("scale 2 -> 3 in {:?}; primary {:?}", started.elapsed(), status.current_primary);
+    nothing_the_instances_own_is_the_operators(&client, &ns).await;
     drop(operator);
 }
 
