@@ -401,8 +401,15 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
         }
     })
     .await;
-    let status = ready("sync").await;
-    assert_eq!((status.instances, status.ready_instances), (2, 2));
+    let status = wait_for("two ready instances", Duration::from_secs(300), || {
+        let pgc = pgc.clone();
+        async move {
+            let s = pgc.get("sync").await.ok()?.status?;
+            let ready = s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            (s.instances == 2 && s.ready_instances == 2 && ready).then_some(s)
+        }
+    })
+    .await;
     eprintln!("scale 3 -> 2 in {:?}; primary {:?}", started.elapsed(), status.current_primary);
     pgc.patch("sync", &PatchParams::default(), &Patch::Merge(&scale(3))).await.expect("scale up");
     let started = Instant::now();
@@ -416,6 +423,43 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
     })
     .await;
     eprintln!("scale 2 -> 3 in {:?}; primary {:?}", started.elapsed(), status.current_primary);
+    nothing_the_instances_own_is_the_operators(&client, &ns).await;
+
+    // A rolling update (new resources: every pod must be re-created): replicas one at a time,
+    // then the primary after a switchover.
+    let old_primary = status.current_primary.clone().expect("a primary");
+    let patch = serde_json::json!({"spec": {"resources": {"requests": {"cpu": "50m"}}}});
+    pgc.patch("sync", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("new resources");
+    let started = Instant::now();
+    let status = wait_for("every pod re-created with the new resources, Ready=True", Duration::from_secs(600), || {
+        let (pgc, pods) = (pgc.clone(), pods.clone());
+        async move {
+            let all = pods.list(&kube::api::ListParams::default().labels("pgwarden.io/cluster=sync")).await.ok()?;
+            let updated = all.items.iter().filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.containers[0].resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .is_some_and(|r| r.get("cpu").is_some_and(|q| q.0 == "50m"))
+            });
+            if updated.count() != 3 {
+                return None;
+            }
+            let s = pgc.get("sync").await.ok()?.status?;
+            (s.phase.as_deref() == Some("Cluster in healthy state")).then_some(s)
+        }
+    })
+    .await;
+    eprintln!(
+        "rolling update of 3 instances in {:?}; primary {old_primary} -> {:?}",
+        started.elapsed(),
+        status.current_primary
+    );
+    assert_ne!(
+        status.current_primary.as_deref(),
+        Some(old_primary.as_str()),
+        "the primary was updated after a switchover"
+    );
     nothing_the_instances_own_is_the_operators(&client, &ns).await;
     drop(operator);
 }

@@ -42,6 +42,13 @@ pub struct PostgresClusterSpec {
     /// The instance image: the instance manager and PostgreSQL. Default `pgwarden/postgres:15`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// How the primary is updated when its pod must be re-created (a new image, resources, a
+    /// parameter that needs a restart): `unsupervised` (default: a switchover to the most
+    /// caught-up replica, then the old primary is re-created) or `supervised` (the replicas are
+    /// updated, then the operator waits for a person to switch over with the
+    /// `pgwarden.io/switchover` annotation).
+    #[serde(default)]
+    pub primary_update_strategy: PrimaryUpdateStrategy,
     /// `imagePullPolicy` of the instances. Default `IfNotPresent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
@@ -230,6 +237,17 @@ pub struct Storage {
     /// The StorageClass. Default: the cluster's default class. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+}
+
+/// How the primary is updated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PrimaryUpdateStrategy {
+    /// The operator switches over, then re-creates the old primary.
+    #[default]
+    Unsupervised,
+    /// The operator waits for a person to switch over.
+    Supervised,
 }
 
 /// What happens to PVCs when their instance goes (as a StatefulSet's

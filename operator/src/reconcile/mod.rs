@@ -12,6 +12,8 @@
 //! 4. **Grow** ([`resize`]): PVCs below the spec's size are patched to it.
 //! 5. **Scale down** ([`scale`]): the instances above `instances` go, never the primary (it
 //!    hands over first); their PVCs per `pvcRetentionPolicy`.
+//!    **Roll** ([`rollout`]): outdated pods are re-created one at a time, replicas first, the
+//!    primary after a switchover.
 //! 6. **Requests** ([`requests`], [`act`]): switchover, fence, unfence and restart asked for
 //!    with annotations, carried out and acknowledged.
 //! 7. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
@@ -28,6 +30,7 @@ pub mod plan;
 pub mod pods;
 pub mod requests;
 pub mod resize;
+pub mod rollout;
 pub mod scale;
 pub mod secrets;
 pub mod status;
@@ -378,6 +381,21 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         .map(|l| l.sync_standbys.clone())
         .unwrap_or_default();
     scale::run(&ctx, &resource, &cluster, &observed, &targets, holder.as_deref(), &sync_standbys).await?;
+    let pod_hashes: BTreeMap<String, String> =
+        all_planned(&desired)?.into_iter().filter(|p| p.resource.kind == "Pod").map(|p| (p.name, p.hash)).collect();
+    let stored_pods: BTreeMap<String, Option<String>> =
+        observed.stored.iter().filter(|((k, _), _)| k == "Pod").map(|((_, n), h)| (n.clone(), h.clone())).collect();
+    let rollout_inputs = rollout::Inputs {
+        names,
+        instances: cluster.spec().instances,
+        pods: &observed.pods,
+        stored: &stored_pods,
+        desired: &pod_hashes,
+        holder: holder.as_deref(),
+        reports: &reports,
+        strategy: cluster.spec().primary_update_strategy,
+    };
+    let rolling = rollout::run(&ctx, &resource, &rollout_inputs, &targets).await?;
     let mut requests = resource.status.as_ref().map(|s| s.requests.clone()).unwrap_or_default();
     requests.extend(act::act(&ctx, &resource, &cluster, &targets, holder.as_deref(), &now_text).await?);
     let (new_status, notices) = status::compute(&status::Inputs {
@@ -393,6 +411,7 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         server_not_after: secret_step.server_not_after.clone(),
         volumes,
         requests,
+        rolling,
         now: &now_text,
     });
     for n in notices {

@@ -576,3 +576,54 @@ async fn retained_pvcs_lose_their_owner_and_stay_after_scaling_down() {
     assert!(api.writes_to("persistentvolumeclaims").is_empty(), "Retain keeps sync-3's PVCs");
     assert!(api.get("v1", "persistentvolumeclaims", "db", "sync-3").is_some());
 }
+
+#[tokio::test]
+async fn a_new_image_rolls_replicas_one_at_a_time_then_the_primary_after_a_switchover() {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    let scripted = Arc::new(ScriptedInstances::default());
+    scripted.answers.lock().expect("answers").insert("/switchover".into(), Ok(json!({"primary": "sync-2"})));
+    let ctx = || context_with(&api, scripted.clone());
+    api.modify_as::<PostgresCluster>("db", "sync", |c| c.spec.image = Some("pgwarden/postgres:15-next".into()));
+    let mut order = Vec::new();
+    let mut holder = 1;
+    for _ in 0..12 {
+        api.clear_log();
+        reconcile(Arc::new(current(&api, &c)), ctx()).await.expect("a pass");
+        for w in api.writes_to("pods") {
+            let name = w.name.clone().unwrap_or_default();
+            if w.method == http::Method::DELETE {
+                order.push(format!("recreate {name}"));
+                api.remove("v1", "pods", "db", &name); // the kubelet stopped it
+            }
+        }
+        let calls: Vec<String> = scripted
+            .calls
+            .lock()
+            .expect("calls")
+            .drain(..)
+            .map(|(t, p, b)| format!("{p} on {t} to {}", b["target"]))
+            .collect();
+        if !calls.is_empty() {
+            order.extend(calls);
+            holder = 2; // the handover happened
+        }
+        instances_run(&api, "sync", 3, holder, holder); // re-created pods start and become ready
+        if current(&api, &c).status.is_some_and(|s| s.phase.as_deref() == Some(super::status::PHASE_HEALTHY))
+            && order.len() >= 4
+        {
+            break;
+        }
+    }
+    assert_eq!(order, ["recreate sync-3", "recreate sync-2", "/switchover on sync-1 to \"sync-2\"", "recreate sync-1"]);
+    for n in 1..=3 {
+        let pod = api.get_as::<Pod>("db", &format!("sync-{n}")).expect("a pod");
+        assert_eq!(pod.spec.expect("spec").containers[0].image.as_deref(), Some("pgwarden/postgres:15-next"));
+    }
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), ctx()).await.expect("a pass");
+    assert!(api.writes().is_empty(), "done: {:#?}", names_of(&api.writes()));
+}

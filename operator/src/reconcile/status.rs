@@ -25,6 +25,10 @@ pub const PHASE_CREATING_REPLICA: &str = "Creating a new replica";
 pub const PHASE_WAITING: &str = "Waiting for the instances to become active";
 /// The primary is gone and no instance holds the lease yet, or the new holder is not ready.
 pub const PHASE_FAILING_OVER: &str = "Failing over";
+/// Pods are being re-created for a new spec (CloudNativePG's).
+pub const PHASE_UPGRADING: &str = "Upgrading cluster";
+/// A rolling update waits for a person to switch over (`supervised`; CloudNativePG's).
+pub const PHASE_WAITING_FOR_USER: &str = "Waiting for user action";
 /// A switchover moved the primary and the cluster is settling.
 pub const PHASE_SWITCHOVER: &str = "Switchover in progress";
 /// The spec names something that does not exist (a Secret, a key); the instances cannot start
@@ -67,6 +71,8 @@ pub struct Inputs<'a> {
     pub server_not_after: Option<String>,
     /// Volumes being grown.
     pub volumes: BTreeMap<String, crate::crd::VolumeResize>,
+    /// A rolling update under way: whether it waits for a person, and what it is doing.
+    pub rolling: Option<(bool, String)>,
     /// The requests made through annotations, and how they ended.
     pub requests: BTreeMap<String, crate::crd::RequestOutcome>,
     /// Now, RFC 3339.
@@ -181,6 +187,8 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         (PHASE_SETTING_UP, format!("{} holds the lease and is starting", holder.clone().unwrap_or_default()))
     } else if (pods.len() as i32) < i.instances {
         (PHASE_CREATING_REPLICA, format!("{} of {} instances exist", pods.len(), i.instances))
+    } else if let Some((person, what)) = &i.rolling {
+        (if *person { PHASE_WAITING_FOR_USER } else { PHASE_UPGRADING }, what.clone())
     } else if (ready.len() as i32) < i.instances {
         (PHASE_WAITING, format!("not ready: {}", not_ready.join(", ")))
     } else {

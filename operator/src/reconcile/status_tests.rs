@@ -82,6 +82,7 @@ impl Case {
             server_not_after: None,
             volumes: BTreeMap::new(),
             requests: BTreeMap::new(),
+            rolling: None,
             now,
         })
     }
