@@ -5,9 +5,11 @@
 //! not a 409) says nothing about who leads: the holder is still the only one that may write,
 //! as long as nobody can take the lease from it. Failsafe makes that explicit. While the
 //! holder cannot renew, every retry period it asks **every other member** of the configured
-//! membership over the peer API (`POST /ha/failsafe`, bearer token) to acknowledge it. A member
-//! that acknowledges *promises* not to take the lease — not by an election, not by an
-//! operator's promote — until `leaseDuration` after that acknowledgement on its own clock, even
+//! membership (one added during the outage at once, one removed during it until the store
+//! answers again: `ha::membership`) over the peer API (`POST /ha/failsafe`, bearer token) to
+//! acknowledge it. A member that acknowledges *promises* not to take the lease — not by an
+//! election, not by an operator's promote — until `leaseDuration` after that acknowledgement on
+//! its own clock, even
 //! if the store comes back showing an expired lease. A round that **all** members acknowledged
 //! counts for the holder like a renew sent when the round was sent: it stays writable until
 //! `renewDeadline` after it, and fences then, exactly as without failsafe.

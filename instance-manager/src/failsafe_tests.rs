@@ -84,6 +84,7 @@ fn primary_inputs(memory: &Memory, settings: &Settings, now: BootInstant) -> Vec
         fenced: false,
         process: true,
         priority: 100,
+        listed: true,
     };
     let lease = LeaseView::Unreadable("api server down".into());
     decide::decide(&Inputs {

@@ -5,7 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`api`] | the contract types (the `pgwarden-contract` crate): `InstanceConfig`, `InstanceStatus`, error body |
-//! | [`config`] | loading `InstanceConfig` (file + env + flags), validation, change notification |
+//! | [`config`] | loading `InstanceConfig` (file + env + flags), validation (for a start or an edit), change notification |
 //! | [`supervisor`] | PID 1: spawning children, the one reaper that owns every `waitpid` |
 //! | [`postgres`] | the postmaster: start, shutdown escalation, logs, SQL over the socket |
 //! | [`pgdata`] | the data directory: initdb, clone (pg_basebackup), signal files, `pg_wal` on its own volume (`walDir`) |
@@ -14,7 +14,7 @@
 //! | [`backup`] | base backups: taking, the catalog, retention, restore, the recovery bootstrap |
 //! | [`instance`] | the state the API reads, the loop of `instance-manager run` (the one owner of the postmaster) and the commands the two loops send each other |
 //! | [`lease`] | `LeaseStore` (compare-and-swap) with `kubernetes` and `file` backends |
-//! | [`ha`] | the election: pure decision, the loop that owns the lease (on its own thread), the deadman |
+//! | [`ha`] | the election: pure decision, the loop that owns the lease (on its own thread), membership changes, the deadman |
 //! | [`failsafe`] | the promises a member gives a primary during a lease-store outage |
 //! | [`peers`] | reading the other members' `/status` |
 //! | [`routing`] | the `-rw` EndpointSlice and the pod's role label |

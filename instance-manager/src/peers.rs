@@ -44,10 +44,11 @@ pub fn client(
     })
 }
 
-/// Reads `/status` of every member of `v` but this instance, all at once, each within `timeout`.
-pub async fn statuses(v: &Validated, timeout: Duration) -> Vec<(Member, Option<InstanceStatus>)> {
+/// Reads `/status` of `members` (the HA loop's membership: `ha::membership`) but this
+/// instance, all at once, each within `timeout`; `v` says how (TLS).
+pub async fn statuses(v: &Validated, members: &[Member], timeout: Duration) -> Vec<(Member, Option<InstanceStatus>)> {
     let tls = tls_config(v);
-    let futures = v.config.members.iter().filter(|m| m.name != v.name).map(|m| {
+    let futures = members.iter().filter(|m| m.name != v.name).map(|m| {
         let client = client(m, tls.as_ref(), timeout);
         async move {
             let status = match client {
@@ -60,11 +61,13 @@ pub async fn statuses(v: &Validated, timeout: Duration) -> Vec<(Member, Option<I
     futures_util::future::join_all(futures).await
 }
 
-/// One failsafe round: asks every other member to acknowledge `req` (`POST /ha/failsafe`
-/// with the members' shared bearer token), all at once, each within `timeout`. Returns the
-/// members that did not acknowledge, with why; empty means every member acknowledged.
+/// One failsafe round: asks every member of `members` but this instance to acknowledge `req`
+/// (`POST /ha/failsafe` with the members' shared bearer token), all at once, each within
+/// `timeout`. Returns the members that did not acknowledge, with why; empty means every member
+/// acknowledged.
 pub async fn failsafe_round(
     v: &Validated,
+    members: &[Member],
     req: &crate::failsafe::FailsafeRequest,
     timeout: Duration,
 ) -> Vec<(String, String)> {
@@ -76,7 +79,7 @@ pub async fn failsafe_round(
         None => return vec![("*".into(), "failsafe needs api.tokenFile (the members' shared token)".into())],
     };
     let tls = tls_config(v);
-    let futures = v.config.members.iter().filter(|m| m.name != v.name).map(|m| {
+    let futures = members.iter().filter(|m| m.name != v.name).map(|m| {
         let client = client(m, tls.as_ref(), timeout);
         let token = token.expose().to_string();
         async move {

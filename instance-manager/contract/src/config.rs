@@ -87,7 +87,9 @@ pub struct InstanceConfig {
     #[serde(default)]
     pub lease: Option<LeaseSpec>,
     /// Every member of the cluster, this instance included: how peers reach each other's API
-    /// and Postgres. Rendered by the operator in Kubernetes; listed by hand outside it.
+    /// and Postgres. Rendered by the operator in Kubernetes; listed by hand outside it. Edits
+    /// apply without a restart; an instance that an edit leaves out (it is being removed)
+    /// never takes the lease again.
     #[serde(default)]
     pub members: Vec<Member>,
     /// Failover priority: among replicas with the same WAL position the highest wins; 0 never

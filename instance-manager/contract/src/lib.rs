@@ -52,7 +52,7 @@ pub use replication::{ReplicationState, WalReceiverStatus};
 pub use role::{InstanceRole, RoleAnswer, UnknownRole};
 pub use status::{
     ArchiveAudit, ArchiveStatus, BackupStatus, CertificateStatus, InstanceStatus, LastBackup, LeaseStatus,
-    PostgresProcess, PostgresProcessState, RefusedParameter, ReplicationPeer, WalReceiver,
+    MembershipStatus, PostgresProcess, PostgresProcessState, RefusedParameter, ReplicationPeer, WalReceiver,
 };
 pub use transition::{Transition, TransitionCount, TransitionKind};
 

@@ -233,6 +233,27 @@ pub struct LeaseStatus {
     /// by kind (`bootstrap`, `failover`, `switchover`, `promote`).
     #[serde(default)]
     pub transitions: BTreeMap<TransitionKind, TransitionCount>,
+    /// The membership the HA loop applies now (`null` from a manager that predates live
+    /// membership changes).
+    #[serde(default)]
+    pub membership: Option<MembershipStatus>,
+}
+
+/// The cluster's membership as one instance's HA loop applies it: the configuration's
+/// `members`, taken live when the file changes, and the steps of a change still under way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipStatus {
+    /// The members, by name, this instance included when it is listed.
+    pub members: Vec<String>,
+    /// Whether this instance is listed. An instance that is not (it is being removed) never
+    /// takes the lease; it may go on as a replica, and a holder keeps the lease until it is
+    /// switched over.
+    pub listed: bool,
+    /// What a membership change still waits for, in words (a removed member still asked in
+    /// failsafe rounds until the lease store answers, a removed standby leaving the
+    /// synchronous set, this instance holding the lease without being listed).
+    #[serde(default)]
+    pub pending: Vec<String>,
 }
 
 /// The WAL archive as this instance's manager sees it.

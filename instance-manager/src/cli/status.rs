@@ -69,6 +69,9 @@ fn status_fields(s: &InstanceStatus) -> Vec<(&'static str, String)> {
     }
     if let Some(lease) = &s.lease {
         fields.push(("Lease", lease_text(lease)));
+        if let Some(m) = &lease.membership {
+            fields.push(("Members", membership_text(m)));
+        }
     }
     if let Some(b) = &s.backup {
         fields.push(("Last backup", backup_text(b)));
@@ -131,6 +134,19 @@ fn lease_text(l: &LeaseStatus) -> String {
     let expiry = l.expires_in_seconds.map(|s| format!(", expires in {s:.1}s")).unwrap_or_default();
     let error = l.last_error.as_deref().map(|e| format!(", last error: {e}")).unwrap_or_default();
     format!("{holder}, term {}{expiry}{error}", l.term)
+}
+
+/// `pg-1, pg-2, pg-3`, with what is not listed or still pending:
+/// `pg-2, pg-3 (this instance is not listed); pending: pg-1: …`.
+fn membership_text(m: &crate::api::MembershipStatus) -> String {
+    let mut text = m.members.join(", ");
+    if !m.listed {
+        text.push_str(" (this instance is not listed)");
+    }
+    if !m.pending.is_empty() {
+        text.push_str(&format!("; pending: {}", m.pending.join("; ")));
+    }
+    text
 }
 
 /// `20261130T030000Z (pg-1), 5h12m ago; running: 20261130T081200Z; last failure: ...`.
@@ -326,6 +342,27 @@ pub(super) mod tests {
 
     fn line<'a>(table: &'a str, label: &str) -> &'a str {
         table.lines().find(|l| l.starts_with(&format!("{label}:"))).unwrap_or_else(|| panic!("no {label}:\n{table}"))
+    }
+
+    #[test]
+    fn members_are_shown_with_what_a_change_still_waits_for() {
+        let mut s = primary_status();
+        s.lease = Some(
+            serde_json::from_value(serde_json::json!({
+                "store": "file /l", "holder": "pg-0", "term": 2, "held_by_me": true, "sync_standbys": [],
+                "eligible": false, "last_decision": "renew",
+                "membership": {"members": ["pg-1", "pg-2"], "listed": false,
+                               "pending": ["pg-0: not listed in members but holds the lease"]}
+            }))
+            .unwrap(),
+        );
+        let table = render_status_table(&s);
+        assert!(
+            line(&table, "Members").ends_with(
+                "pg-1, pg-2 (this instance is not listed); pending: pg-0: not listed in members but holds the lease"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

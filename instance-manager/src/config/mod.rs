@@ -14,7 +14,7 @@ mod watch;
 
 use std::path::{Path, PathBuf};
 
-pub use validate::{Problem, Problems, RESERVED_PARAMETERS, Validated, validate};
+pub use validate::{Problem, Problems, Purpose, RESERVED_PARAMETERS, Validated, validate, validate_for};
 pub use validate_metrics::MetricsSettings;
 pub use watch::watch_files;
 
@@ -131,12 +131,18 @@ fn add_parse_hint(message: String) -> String {
     }
 }
 
-/// Reads, parses, applies overrides and validates the configuration at `path`.
+/// Reads, parses, applies overrides and validates the configuration at `path` for a start.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Validated, Error> {
+    load_for(path, overrides, Purpose::Start)
+}
+
+/// Reads, parses, applies overrides and validates the configuration at `path` for `purpose`
+/// (an edit of a running instance's file is [`Purpose::Edit`]).
+pub fn load_for(path: &Path, overrides: &Overrides, purpose: Purpose) -> Result<Validated, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     let mut cfg = parse(&text, path)?;
     overrides.apply(&mut cfg);
-    validate(cfg).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
+    validate_for(cfg, purpose).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
 }
 
 #[cfg(all(test, feature = "testkit"))]

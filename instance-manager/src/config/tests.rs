@@ -172,3 +172,27 @@ fn a_fault_file_is_testkit_only() {
         assert!(e.contains("cargo feature `testkit`") && e.contains("remove lease.faultFile"), "{e}");
     }
 }
+
+#[test]
+fn an_edit_may_leave_this_instance_out_of_members_a_start_may_not() {
+    // The operator removes an instance by leaving it out of the one file every member reads:
+    // the running instance must take that edit (and never take the lease again), while a
+    // start without it is a mistake (a misspelt name) and is refused.
+    let d = tempfile::tempdir().unwrap();
+    let text = yaml(
+        d.path(),
+        "lease:\n  backend: file\n  path: /tmp/lease.json\nsynchronous: {number: 2}\nmembers:\n  \
+         - {name: pg-2, host: 127.0.0.1, api: 'http://127.0.0.1:8002'}\n  \
+         - {name: pg-3, host: 127.0.0.1, api: 'http://127.0.0.1:8003'}\n",
+    );
+    assert_eq!(problems(&text), vec!["members: does not list this instance (pg-1)".to_string()]);
+    let edit = validate_for(parse(&text, Path::new("t")).unwrap(), Purpose::Edit).unwrap();
+    assert_eq!(edit.config.members.len(), 2, "both others count for synchronous.number");
+    // Everything else is checked alike.
+    let nobody = yaml(d.path(), "lease:\n  backend: file\n  path: /tmp/lease.json\nmembers: []\n");
+    let e = validate_for(parse(&nobody, Path::new("t")).unwrap(), Purpose::Edit).unwrap_err().to_string();
+    assert!(e.contains("members: is empty"), "{e}");
+    let bad = text.replace("number: 2", "number: 3");
+    let e = validate_for(parse(&bad, Path::new("t")).unwrap(), Purpose::Edit).unwrap_err().to_string();
+    assert!(e.contains("synchronous.number: 3 is not between 1 and the number of other members (2)"), "{e}");
+}

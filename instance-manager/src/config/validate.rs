@@ -148,8 +148,26 @@ impl Collector {
     }
 }
 
-/// Validates `cfg`, returning every problem found. Reads the machine, never writes to it.
+/// What a configuration is validated for: the rules differ in one place, `members`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Starting an instance (and `config check`): with a lease, `members` must list it.
+    Start,
+    /// An edit of the file of a running instance: `members` may leave it out. That is how an
+    /// instance learns that it is being removed (the operator rewrites one file for every
+    /// member): it then never takes the lease again (docs/architecture.md §4.8).
+    Edit,
+}
+
+/// Validates `cfg` for a start, returning every problem found. Reads the machine, never
+/// writes to it.
 pub fn validate(cfg: InstanceConfig) -> Result<Validated, Problems> {
+    validate_for(cfg, Purpose::Start)
+}
+
+/// Validates `cfg` for `purpose`, returning every problem found. Reads the machine, never
+/// writes to it.
+pub fn validate_for(cfg: InstanceConfig, purpose: Purpose) -> Result<Validated, Problems> {
     let mut c = Collector(Vec::new());
     let name = required_label(&mut c, "name", cfg.name.as_deref(), "POD_NAME");
     let cluster = required_label(&mut c, "cluster", cfg.cluster.as_deref().or(Some("pgwarden")), "CLUSTER_NAME");
@@ -174,7 +192,7 @@ pub fn validate(cfg: InstanceConfig) -> Result<Validated, Problems> {
     check_bootstrap(&mut c, &cfg);
     check_credentials(&mut c, &cfg);
     check_shutdown(&mut c, &cfg);
-    check_lease(&mut c, &cfg, name.as_deref());
+    check_lease(&mut c, &cfg, name.as_deref(), purpose);
     super::validate_tls::check_tls(&mut c, &cfg);
     if let Some(cluster) = &cluster {
         super::validate_backup::check_backup(&mut c, &cfg, cluster);
@@ -482,7 +500,7 @@ fn check_shutdown(c: &mut Collector, cfg: &InstanceConfig) {
     }
 }
 
-fn check_lease(c: &mut Collector, cfg: &InstanceConfig, name: Option<&str>) {
+fn check_lease(c: &mut Collector, cfg: &InstanceConfig, name: Option<&str>, purpose: Purpose) {
     let mut seen = std::collections::BTreeSet::new();
     for (i, m) in cfg.members.iter().enumerate() {
         let field = format!("members[{i}]");
@@ -516,7 +534,7 @@ fn check_lease(c: &mut Collector, cfg: &InstanceConfig, name: Option<&str>) {
                 "configure lease (synchronous replication is managed by the HA loop)",
             );
         }
-        let others = cfg.members.len().saturating_sub(1);
+        let others = cfg.members.iter().filter(|m| Some(m.name.as_str()) != name).count();
         if sync.number == 0 || sync.number as usize > others {
             c.add(
                 "synchronous.number",
@@ -546,7 +564,15 @@ fn check_lease(c: &mut Collector, cfg: &InstanceConfig, name: Option<&str>) {
         }
         _ => {}
     }
+    if purpose == Purpose::Edit && cfg.members.is_empty() {
+        c.add(
+            "members",
+            "is empty",
+            "list every member of the cluster (an edit may leave out this instance, to remove it, not everyone)",
+        );
+    }
     if let Some(name) = name
+        && purpose == Purpose::Start
         && !cfg.members.iter().any(|m| m.name == name)
     {
         c.add(

@@ -49,6 +49,7 @@ fn view() -> ManagerView {
             failsafe_refusal: None,
             failsafe_promised_to: None,
             routing_error: None,
+            membership: None,
         }),
         archive: Some(ArchiveStatus {
             destination: "file:///archive".into(),

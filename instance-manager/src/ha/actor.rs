@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{InstanceRole, Member, Transition, TransitionKind, WalReceiverStatus};
+use crate::api::{InstanceRole, Transition, TransitionKind, WalReceiverStatus};
 use crate::clock::BootInstant;
 use crate::config::Validated;
 use crate::ha::deadman::Deadman;
@@ -82,6 +82,13 @@ pub struct HaLoop {
     pub(super) my_term: u64,
     /// Why the last failsafe round was not acknowledged by everyone.
     pub(super) failsafe_refusal: Option<String>,
+    /// The membership this loop applies (docs/architecture.md §4.8), moved to the
+    /// configuration's `members` at the start of every tick.
+    pub(super) membership: super::membership::Membership,
+    /// The other members' names, for the routing task (it labels their pods).
+    pub(super) routing_others: tokio::sync::watch::Sender<Vec<String>>,
+    /// We said (WARN) that we hold the lease without being listed.
+    pub(super) unlisted_holder_warned: bool,
 }
 
 impl HaLoop {
@@ -92,7 +99,10 @@ impl HaLoop {
         sup: crate::supervisor::Supervisor,
         deadman: Option<Deadman>,
     ) -> Self {
-        let timing = super::open::timing_of(&instance.config());
+        let v = instance.config();
+        let timing = super::open::timing_of(&v);
+        let membership = super::membership::Membership::new(&v.config.members);
+        let routing_others = tokio::sync::watch::channel(membership.other_names(&v.name)).0;
         let (tx, commands) = tokio::sync::mpsc::channel(4);
         instance.set_ha(tx);
         let instance_data_dir = instance.paths.data_dir.clone();
@@ -129,14 +139,16 @@ impl HaLoop {
             routing_problem: None,
             my_term: 0,
             failsafe_refusal: None,
+            membership,
+            routing_others,
+            unlisted_holder_warned: false,
         }
     }
 
     /// Starts the routing task fed by this loop.
     pub fn with_routing(self, routing: Arc<dyn crate::routing::Routing>) -> Self {
-        let v = self.instance.config();
-        let others = v.config.members.iter().map(|m| m.name.clone()).filter(|n| *n != v.name).collect();
         let (problem, problems) = tokio::sync::watch::channel(None);
+        let others = self.routing_others.subscribe();
         tokio::spawn(super::routing_task::run(routing, self.route.subscribe(), others, problem));
         Self { routing_problem: Some(problems), ..self }
     }
@@ -194,6 +206,9 @@ impl HaLoop {
     }
 
     async fn command(&mut self, cmd: HaCommand) {
+        // A switchover or a promote asked right after an edit of `members` sees the new list.
+        let v = self.instance.config();
+        self.apply_membership(&v);
         match cmd {
             HaCommand::Switchover { target, reply } => {
                 let r = self.switchover(target).await;
@@ -227,6 +242,7 @@ impl HaLoop {
             fenced: self.instance.is_fenced(),
             process: self.instance.process().pid.is_some(),
             priority: v.config.priority,
+            listed: self.membership.lists(&v.name),
         }
     }
 
@@ -239,6 +255,8 @@ impl HaLoop {
             self.system_identifier = self.instance.observe().await.and_then(|o| o.system_identifier);
         }
         let view = self.read_lease().await;
+        // After the read: whether the store answers decides what a removal may drop now.
+        self.apply_membership(&v);
         if matches!(view, LeaseView::Unreadable(_)) {
             self.failsafe_round(&v).await;
         }
@@ -246,7 +264,7 @@ impl HaLoop {
         let local = self.local().await;
         let now = BootInstant::now();
         let peers: Vec<_> = if needs_peers(&view, &me, &self.timing, now) {
-            crate::peers::statuses(&v, PEER_TIMEOUT)
+            crate::peers::statuses(&v, &self.membership.others(&me), PEER_TIMEOUT)
                 .await
                 .iter()
                 .map(|(m, s)| super::peer_view::peer_view(&m.name, s.as_ref()))
@@ -275,7 +293,8 @@ impl HaLoop {
         let actions = if initialized {
             decide(&inputs)
         } else {
-            let members: Vec<&str> = v.config.members.iter().map(|m| m.name.as_str()).collect();
+            let names = self.membership.names();
+            let members: Vec<&str> = names.iter().map(String::as_str).collect();
             decide_bootstrap(&inputs, &members)
         };
         let record = match &view {
@@ -307,6 +326,7 @@ impl HaLoop {
             (false, _) => super::routing_task::RouteState::Replica,
         };
         self.route.send_if_modified(|r| std::mem::replace(r, route) != route);
+        self.note_unlisted_holder(&view, &me);
         self.publish(&view, &me, eligibility);
     }
 
@@ -323,7 +343,7 @@ impl HaLoop {
                 // Follow another holder; otherwise stay stopped until the lease says who
                 // leads: if it is still ours at the same term, Postgres starts again as the
                 // primary on its own timeline (docs/architecture.md §4.4), not as a standby to be promoted.
-                let next = match holder_upstream(view, v) {
+                let next = match self.holder_upstream(view, &v.name) {
                     Some(up) => Desired::Replica(Some(up)),
                     None => Desired::Halted,
                 };
@@ -374,7 +394,7 @@ impl HaLoop {
                     self.not_streaming_since = None;
                     self.following = Some(holder.clone());
                 }
-                self.instance.set_desired(Desired::Replica(upstream_of(&v.config.members, &holder)));
+                self.instance.set_desired(Desired::Replica(self.membership.upstream(&holder)));
                 self.check_diverged(&holder).await;
                 true
             }
@@ -384,7 +404,7 @@ impl HaLoop {
                     && crate::pgdata::is_initialized(&self.instance.paths.data_dir)
                 {
                     // Start read-only so that this instance can be a candidate.
-                    self.instance.set_desired(Desired::Replica(holder_upstream(view, v)));
+                    self.instance.set_desired(Desired::Replica(self.holder_upstream(view, &v.name)));
                 }
                 true
             }
@@ -415,8 +435,9 @@ impl HaLoop {
             return;
         }
         let v = self.instance.config();
-        let peers = crate::peers::statuses(&v, Duration::from_secs(1)).await;
-        let primary = peers.iter().find(|(m, _)| m.name == holder).and_then(|(_, s)| s.as_ref());
+        let Some(member) = self.membership.member(holder).cloned() else { return };
+        let peers = crate::peers::statuses(&v, &[member], Duration::from_secs(1)).await;
+        let primary = peers.into_iter().next().and_then(|(_, s)| s);
         if let Some(p) = primary.filter(|p| p.role == InstanceRole::Primary)
             && p.timeline.zip(replaying).is_some_and(|(theirs, mine)| theirs > mine)
         {
@@ -464,19 +485,15 @@ impl HaLoop {
     }
 }
 
-pub(super) fn upstream_of(members: &[Member], name: &str) -> Option<Upstream> {
-    members.iter().find(|m| m.name == name).map(|m| Upstream {
-        name: m.name.clone(),
-        host: m.host.clone(),
-        port: u16::try_from(m.port).unwrap_or(5432),
-    })
-}
-
-fn holder_upstream(view: &LeaseView, v: &Validated) -> Option<Upstream> {
-    match view {
-        LeaseView::Present { record, .. } => {
-            record.holder.as_deref().filter(|h| *h != v.name).and_then(|h| upstream_of(&v.config.members, h))
+impl HaLoop {
+    /// Where the lease's holder streams from, when it is another instance whose address this
+    /// instance knows (a member, or a former member: see `membership`).
+    fn holder_upstream(&self, view: &LeaseView, me: &str) -> Option<Upstream> {
+        match view {
+            LeaseView::Present { record, .. } => {
+                record.holder.as_deref().filter(|h| *h != me).and_then(|h| self.membership.upstream(h))
+            }
+            _ => None,
         }
-        _ => None,
     }
 }

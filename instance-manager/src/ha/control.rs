@@ -37,6 +37,12 @@ impl HaLoop {
         promised_until: Option<BootInstant>,
     ) -> HaResult<PromoteOutcome> {
         let v = self.instance.config();
+        if !self.membership.lists(&v.name) {
+            return Err(HaCommandError::WrongRole(format!(
+                "{} is not listed in members (it is being removed): it never takes the lease; promote a member",
+                v.name
+            )));
+        }
         let view = self.read_lease().await;
         let local = self.local().await;
         if local.postgres != (PgState::Running { in_recovery: true }) {

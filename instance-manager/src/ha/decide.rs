@@ -54,6 +54,9 @@ pub struct Local {
     pub process: bool,
     /// Failover priority; 0 never becomes primary automatically.
     pub priority: u32,
+    /// Listed in its own configuration's `members`. An instance left out is being removed: it
+    /// never takes the lease (docs/architecture.md §4.8); as the holder it keeps renewing.
+    pub listed: bool,
 }
 
 /// Another member, as its `/status` answered (`None`: unreachable within the deadline).
@@ -305,6 +308,8 @@ fn fence_reason(i: &Inputs<'_>) -> Option<String> {
 /// its Postgres by then (renewDeadline + fenceBudget < leaseDuration).
 fn decide_absent(i: &Inputs<'_>) -> Vec<Action> {
     if i.renew_fresh() {
+        // Keeping the lease we hold, not taking it: also when this instance is no longer
+        // listed (a holder never steps down by itself).
         return vec![Action::Acquire { create: true }];
     }
     let missing_for = i.memory.absent_since.map(|t| i.since(t)).unwrap_or_default();
@@ -352,6 +357,9 @@ fn decide_present(i: &Inputs<'_>, record: &LeaseRecord, unchanged_since: BootIns
 /// wait (the text of [`Action::Wait`]), not a failure; nothing matches on it.
 pub fn candidacy(i: &Inputs<'_>, record: Option<&LeaseRecord>) -> Result<(), String> {
     let l = i.local;
+    if !l.listed {
+        return Err(format!("{} is not listed in members (it is being removed): it never takes the lease", i.me));
+    }
     if l.fenced {
         return Err("fenced".into());
     }
@@ -403,13 +411,13 @@ pub fn may_promote(now: BootInstant, memory: &Memory, timing: &LeaseTiming) -> b
 
 /// The decision of an instance whose data directory is empty. It takes the lease only to
 /// create a new cluster: when no lease exists at all, it is the bootstrap member (the first of
-/// `members` by name) and no reachable member reports a running Postgres (a lease deleted
-/// under a living cluster must never make an empty member initialise a second one).
-/// Otherwise it clones the holder.
+/// `members` by name, so never an instance that is not listed) and no reachable member reports
+/// a running Postgres (a lease deleted under a living cluster must never make an empty member
+/// initialise a second one). Otherwise it clones the holder.
 pub fn decide_bootstrap(i: &Inputs<'_>, members: &[&str]) -> Vec<Action> {
-    let first = members.iter().copied().chain([i.me]).min().unwrap_or(i.me);
+    let first = members.iter().copied().min();
     match i.lease {
-        LeaseView::Absent if first == i.me => {
+        LeaseView::Absent if i.local.listed && first == Some(i.me) => {
             match i.peers.iter().find(|p| p.status.as_ref().is_some_and(|s| s.lsn.is_some())) {
                 Some(p) => vec![wait(format!(
                     "empty data directory and no lease, but {} runs Postgres: waiting for its lease (not creating a second cluster)",

@@ -44,6 +44,7 @@ fn replica(lsn: u64) -> Local {
         fenced: false,
         process: true,
         priority: 100,
+        listed: true,
     }
 }
 
@@ -432,4 +433,102 @@ fn a_held_lease_starts_postgres_as_primary_only_when_nobody_else_can_have_writte
     assert!(!start_held_as_primary(true, true, Some(true)), "just acquired: someone else may have written");
     assert!(!start_held_as_primary(true, false, Some(false)), "a standby's data directory");
     assert!(!start_held_as_primary(true, false, None), "pg_control unreadable");
+}
+
+// Membership changes (docs/architecture.md §4.8).
+#[test]
+fn an_instance_not_listed_in_members_never_acquires() {
+    let mut w = World::new().held_by(Some("pg-1"), 0);
+    assert_eq!(w.decide_at(100), vec![Action::Acquire { create: false }], "listed: the expired lease is taken");
+    w.local.listed = false;
+    let a = w.decide_at(100);
+    assert!(
+        matches!(&a[..], [Action::Follow { holder }, Action::Wait { reason }]
+        if holder == "pg-1" && reason.contains("not listed")),
+        "{a:?}"
+    );
+    // Released or missing: still never.
+    let mut w = World::new().held_by(None, 0);
+    w.local.listed = false;
+    assert!(matches!(w.decide_at(0).as_slice(), [Action::Wait { .. }]));
+    let mut w = World::new();
+    w.local.listed = false;
+    w.memory.absent_since = Some(at(w.t0, 0));
+    assert!(matches!(w.decide_at(100).as_slice(), [Action::Wait { .. }]));
+    // Not eligible, and saying why.
+    let inputs = Inputs {
+        now: at(w.t0, 100),
+        me: "pg-2",
+        lease: &w.lease,
+        local: &w.local,
+        peers: &w.peers,
+        memory: &w.memory,
+        settings: &w.settings,
+        last_sync_set: &[],
+    };
+    assert!(candidacy(&inputs, None).unwrap_err().contains("pg-2 is not listed in members"));
+}
+
+#[test]
+fn a_holder_left_out_of_members_keeps_the_lease_until_switched_over() {
+    let mut w = World::new().held_by(Some("pg-2"), 0);
+    w.local.postgres = PgState::Running { in_recovery: false };
+    w.local.listed = false;
+    w.memory.last_renew_sent = Some(at(w.t0, 0));
+    w.memory.expected_wake = Some(at(w.t0, 2));
+    assert_eq!(w.decide_at(2), vec![Action::Renew], "no step down by itself, no fence");
+    // A lease deleted under it is recreated: that keeps the lease, it takes nothing.
+    w.lease = LeaseView::Absent;
+    w.memory.absent_since = Some(at(w.t0, 2));
+    assert_eq!(w.decide_at(2), vec![Action::Acquire { create: true }]);
+    // Once its claim ran out it is fenced as any holder, and never takes the lease again.
+    assert!(is_fence(&w.decide_at(10)));
+}
+
+#[test]
+fn an_instance_not_listed_never_bootstraps_a_cluster() {
+    let mut w = World::new();
+    w.local.listed = false;
+    let bootstrap = |w: &World, me: &str, members: &[&str]| {
+        decide_bootstrap(
+            &Inputs {
+                now: at(w.t0, 0),
+                me,
+                lease: &w.lease,
+                local: &w.local,
+                peers: &w.peers,
+                memory: &w.memory,
+                settings: &w.settings,
+                last_sync_set: &[],
+            },
+            members,
+        )
+    };
+    // pg-1 would be first by name, but the membership left it out.
+    assert!(matches!(bootstrap(&w, "pg-1", &["pg-2", "pg-3"]).as_slice(), [Action::Wait { .. }]));
+    w.local.listed = true;
+    assert_eq!(bootstrap(&w, "pg-2", &["pg-2", "pg-3"]), vec![Action::Acquire { create: true }]);
+    assert!(matches!(bootstrap(&w, "pg-3", &["pg-2", "pg-3"]).as_slice(), [Action::Wait { .. }]));
+}
+
+#[test]
+fn a_removed_member_is_never_deferred_to_and_so_never_promoted_by_this_decision() {
+    use crate::api::Member;
+    use crate::ha::membership::Membership;
+    let member = |n: &str| Member { name: n.into(), host: "h".into(), port: 5432, api: format!("http://{n}:8000") };
+    let all = Membership::new(&[member("pg-1"), member("pg-2"), member("pg-3")]);
+    let (now, _) = all.next(&[member("pg-1"), member("pg-2")], true);
+    // pg-3 is the most caught-up replica and still runs; the primary pg-1 is gone.
+    let reported = [peer("pg-3", "replica", 900)];
+    let peers_of = |m: &Membership| -> Vec<Peer> {
+        let others = m.other_names("pg-2");
+        reported.iter().filter(|p| others.contains(&p.name)).cloned().collect()
+    };
+    let mut w = World::new().held_by(Some("pg-1"), 0);
+    w.peers = peers_of(&all);
+    assert!(
+        matches!(&w.decide_at(100)[..], [Action::Follow { .. }, Action::Wait { reason }] if reason.contains("pg-3"))
+    );
+    w.peers = peers_of(&now);
+    assert_eq!(w.decide_at(100), vec![Action::Acquire { create: false }], "pg-3 is no member of pg-2's cluster");
 }

@@ -8,7 +8,8 @@ use crate::config::Validated;
 
 impl HaLoop {
     /// Asks every member to acknowledge us, when failsafe is on, the store is unavailable (not
-    /// refusing) and our claim to the lease is still fresh. A round all members acknowledged
+    /// refusing) and our claim to the lease is still fresh. Every member: those added at once,
+    /// and those removed during the outage until the store answers (`ha::membership`). A round all members acknowledged
     /// counts like a renew sent when the round was sent; anything else changes nothing, and
     /// the renew deadline fences as without failsafe.
     pub(super) async fn failsafe_round(&mut self, v: &Validated) {
@@ -19,7 +20,8 @@ impl HaLoop {
         let sent = BootInstant::now();
         let timeout = self.call_deadline().min(self.timing.retry_period);
         let req = FailsafeRequest { cluster: v.cluster.clone(), holder: v.name.clone(), term: self.my_term };
-        let refused = crate::peers::failsafe_round(v, &req, timeout).await;
+        let targets = self.membership.failsafe_targets(&v.name);
+        let refused = crate::peers::failsafe_round(v, &targets, &req, timeout).await;
         if refused.is_empty() {
             if self.memory.failsafe_confirmed.is_none() {
                 tracing::warn!(

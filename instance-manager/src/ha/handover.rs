@@ -102,8 +102,13 @@ impl HaLoop {
         let Some(my_lsn) = my_lsn else {
             return Err(HaCommandError::WrongRole("postgres is not running as primary here".into()));
         };
-        let peers: Vec<(String, Option<InstanceStatus>)> =
-            crate::peers::statuses(&v, Duration::from_secs(2)).await.into_iter().map(|(m, s)| (m.name, s)).collect();
+        // The current members only: a removed instance is never made the primary.
+        let others = self.membership.others(&me);
+        let peers: Vec<(String, Option<InstanceStatus>)> = crate::peers::statuses(&v, &others, Duration::from_secs(2))
+            .await
+            .into_iter()
+            .map(|(m, s)| (m.name, s))
+            .collect();
         let target = choose_target(&peers, wanted.as_deref(), my_lsn)?;
         tracing::info!(%target, "switchover: handing the lease over");
         let started = BootInstant::now();
@@ -128,7 +133,7 @@ impl HaLoop {
         }
         // 5. Hand over.
         self.hand_lease_to(&target).await?;
-        let upstream = super::actor::upstream_of(&v.config.members, &target);
+        let upstream = self.membership.upstream(&target);
         self.instance.set_desired(Desired::Replica(upstream));
         // The target promotes at once, and the other replicas re-point to it now rather than at
         // their next period: in synchronous mode the new primary acknowledges no commit before
@@ -160,7 +165,7 @@ impl HaLoop {
             return Err(aborted("cannot read the shutdown checkpoint location".into()));
         };
         let v = self.instance.config();
-        let member = v.config.members.iter().find(|m| m.name == target);
+        let member = self.membership.member(target);
         let member = member.ok_or_else(|| aborted(format!("{target} is not a member")))?;
         let tls = crate::peers::tls_config(&v);
         let client =
@@ -221,22 +226,29 @@ impl HaLoop {
         let Some(o) = self.instance.observe().await.filter(|o| !o.in_recovery) else { return };
         let Some(in_force) = super::sync::SyncNames::parse(&o.synchronous_standby_names) else { return };
         let current = o.current_lsn.map(|l| l.as_u64());
-        let since = match &self.sync_in_force {
-            Some((names, lsn)) if *names == in_force => Some(*lsn),
-            _ => {
-                self.sync_in_force = current.map(|l| (in_force.clone(), l));
-                current
-            }
-        };
         let standbys: Vec<super::sync::Standby> = o
             .replication
             .iter()
             .map(|r| super::sync::Standby {
                 name: r.name.clone(),
                 streaming: r.state == ReplicationState::Streaming,
+                counted: matches!(r.sync_state.as_str(), "quorum" | "sync"),
                 flush_lsn: r.flush_lsn.map_or(0, |l| l.as_u64()),
             })
             .collect();
+        // A join is measured from the position at which the setting was first seen in force
+        // with every standby it lists counted by Postgres (their WAL senders took it).
+        let since = match &self.sync_in_force {
+            Some((names, lsn)) if *names == in_force => Some(*lsn),
+            _ if super::sync::counted(&in_force, &standbys) => {
+                self.sync_in_force = current.map(|l| (in_force.clone(), l));
+                current
+            }
+            _ => {
+                self.sync_in_force = None;
+                None
+            }
+        };
         let now = BootInstant::now();
         self.sync_dead_since
             .retain(|n, _| record.sync_standbys.contains(n) && !standbys.iter().any(|s| &s.name == n && s.streaming));
@@ -262,6 +274,7 @@ impl HaLoop {
             standbys: &standbys,
             droppable: &droppable,
             allow_async: spec.data_durability == crate::api::DataDurability::Preferred,
+            members: &self.membership.other_names(&v.name),
         });
         match step {
             super::sync::SyncStep::Nothing => {}
@@ -274,7 +287,11 @@ impl HaLoop {
                 self.instance.set_sync_names(n);
             }
             super::sync::SyncStep::Publish(set) => {
-                if set.len() < record.sync_standbys.len() {
+                let removed: Vec<&String> =
+                    record.sync_standbys.iter().filter(|s| !set.contains(s) && !self.membership.lists(s)).collect();
+                if !removed.is_empty() {
+                    tracing::info!(from = ?record.sync_standbys, to = ?set, ?removed, "unpublishing standbys removed from the membership");
+                } else if set.len() < record.sync_standbys.len() {
                     tracing::warn!(from = ?record.sync_standbys, to = ?set, "synchronous replication degraded: unpublishing a dead standby");
                 } else {
                     tracing::info!(set = ?set, "publishing the synchronous standby set");
@@ -297,7 +314,7 @@ impl HaLoop {
     pub(super) fn prepare_primary_sync(&self, published: &[String]) {
         let v = self.instance.config();
         let Some(spec) = &v.config.synchronous else { return };
-        let members: Vec<String> = v.config.members.iter().map(|m| m.name.clone()).collect();
+        let members = self.membership.names();
         self.instance.set_sync_names(super::sync::initial_names(spec.number as usize, published, &v.name, &members));
     }
 }

@@ -7,6 +7,8 @@
 //!   what it sees for `/status`. It is the only writer of the lease and of its version.
 //! - [`deadman`]: the backstop — a tiny separate process that SIGKILLs Postgres when the
 //!   loop stops renewing (a frozen or stopped manager cannot fence itself).
+//! - [`membership`]: membership changes without restarts — what a change of `members` applies
+//!   at once and what waits (the loop's side: `membership_loop`).
 //!
 //! ```text
 //!                    lease absent/expired, best candidate
@@ -29,6 +31,8 @@ mod decision;
 pub use crate::failsafe;
 mod failsafe_round;
 mod handover;
+pub mod membership;
+mod membership_loop;
 pub mod open;
 mod peer_view;
 mod report;

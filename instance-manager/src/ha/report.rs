@@ -45,10 +45,12 @@ impl HaLoop {
             _ => (None, 0, Vec::new(), None),
         };
         let renew_age = claim_sent(&self.memory).map(|t| now.duration_since(t).as_secs_f64());
+        let held_by_me =
+            holder.as_deref() == Some(me) && renew_age.is_some_and(|a| a < self.timing.renew_deadline.as_secs_f64());
+        let membership = self.membership_status(me, &self.last_sync_set, held_by_me);
         self.instance.set_lease_status(Some(LeaseStatus {
             store: self.store.describe(),
-            held_by_me: holder.as_deref() == Some(me)
-                && renew_age.is_some_and(|a| a < self.timing.renew_deadline.as_secs_f64()),
+            held_by_me,
             holder,
             term,
             renew_age_seconds: renew_age,
@@ -68,6 +70,7 @@ impl HaLoop {
             failsafe_promised_to: self.instance.failsafe.promised_until(now).map(|(holder, _)| holder),
             routing_error: self.routing_problem.as_ref().and_then(|r| r.borrow().clone()),
             store_failing_seconds: self.store_health.failing_for(now).map(|d| d.as_secs_f64()),
+            membership: Some(membership),
         }));
     }
 }

@@ -21,13 +21,14 @@ pub enum RouteState {
     Replica,
 }
 
-/// Runs until the sender is dropped. `others` are the other members' names (their pods);
+/// Runs until the sender is dropped. `others` are the other members' names (their pods), as
+/// the membership is now;
 /// `problem` carries the last routing failure (for `/status`, metrics and `diagnose`), `None`
 /// once routing is right again.
 pub async fn run(
     routing: Arc<dyn Routing>,
     mut rx: watch::Receiver<RouteState>,
-    others: Vec<String>,
+    others: watch::Receiver<Vec<String>>,
     problem: watch::Sender<Option<String>>,
 ) {
     let mut applied = RouteState::Unknown;
@@ -43,7 +44,8 @@ pub async fn run(
         if let RouteState::Primary(term) = applied
             && others_labelled_for != Some(term)
         {
-            for member in &others {
+            let members = others.borrow().clone();
+            for member in &members {
                 let error = routing.set_member_role_label(member, ROLE_REPLICA).await.err();
                 log_err(error.map(|e| format!("cannot label pod {member} replica: {e}")));
             }
@@ -155,7 +157,8 @@ mod tests {
         let routing = Arc::new(RefusingSlices::default());
         let (tx, rx) = watch::channel(RouteState::Unknown);
         let (problem, mut problems) = watch::channel(None);
-        let task = tokio::spawn(run(routing.clone(), rx, vec!["pg-2".into()], problem));
+        let (_others_tx, others) = watch::channel(vec!["pg-2".to_string()]);
+        let task = tokio::spawn(run(routing.clone(), rx, others, problem));
         tx.send(RouteState::Primary(3)).unwrap();
         let reported = tokio::time::timeout(Duration::from_secs(10), problems.wait_for(Option::is_some))
             .await

@@ -4,12 +4,19 @@
 //! `synchronous_standby_names = ANY k (s1, …, sk)`, so every acknowledged commit is on every
 //! member of the published set, and any member may be promoted. Changes keep that true:
 //!
-//! - **Join**: a streaming standby `c` is first *required* — `ANY k+1 (published…, c)` — and
-//!   published in the lease only once it has flushed past the WAL position at which that
-//!   setting came into force (every commit acknowledged before needed only the old set).
+//! - **Join**: a streaming standby `c` that is a member is first *required* —
+//!   `ANY k+1 (published…, c)` — and published in the lease only once Postgres counts it
+//!   (`sync_state` `quorum`: its WAL sender took the setting) and it has flushed past the WAL
+//!   position at which that setting was first seen in force so (every commit acknowledged
+//!   before needed only the old set).
 //! - **Leave** (`dataDurability: preferred` only, after a timeout): a dead standby is removed
 //!   from the lease first, then from `synchronous_standby_names`.
-//! - **Required** durability never drops a standby: commits wait.
+//! - **Removed from the membership** (docs/architecture.md §4.8): a published standby that is
+//!   no longer a member leaves the same way, lease first, names after — under `required` too:
+//!   an operator removed it. While it still streams and the set would otherwise shrink below
+//!   `number`, a streaming member joins first (`ANY k+1`), so the set keeps a standby that may
+//!   be promoted; a removed standby that does not stream is unpublished at once.
+//! - **Required** durability never drops a member that is down: commits wait.
 //!
 //! A new primary starts with `ANY k (published minus itself)` in force before its first write
 //! (or, when that is empty, `ANY 1 (every other member)`): commits wait for a standby.
@@ -23,6 +30,9 @@ pub struct Standby {
     pub name: String,
     /// `state = streaming`.
     pub streaming: bool,
+    /// Postgres counts it among the synchronous standbys (`sync_state` `quorum` or `sync`):
+    /// its WAL sender runs with a setting that lists it.
+    pub counted: bool,
     /// Its flush LSN.
     pub flush_lsn: u64,
 }
@@ -47,7 +57,8 @@ pub struct SyncInputs<'a> {
     pub published: &'a [String],
     /// The setting Postgres has in force.
     pub in_force: &'a SyncNames,
-    /// WAL position at which `in_force` was first seen in force.
+    /// WAL position at which `in_force` was first seen in force with every standby it lists
+    /// counted ([`counted`]).
     pub in_force_since_lsn: Option<u64>,
     /// Connected standbys.
     pub standbys: &'a [Standby],
@@ -55,47 +66,63 @@ pub struct SyncInputs<'a> {
     pub droppable: &'a [String],
     /// `preferred` durability: with nobody left to require, commits go on asynchronously.
     pub allow_async: bool,
+    /// The current members other than this primary: only they join the set, and a published
+    /// standby that is not among them (it was removed) leaves it.
+    pub members: &'a [String],
+}
+
+/// Whether Postgres counts every connected standby that `in_force` lists: their WAL senders
+/// run with the setting. The WAL position a join is measured from is taken only then.
+pub fn counted(in_force: &SyncNames, standbys: &[Standby]) -> bool {
+    standbys.iter().filter(|s| s.streaming && in_force.names.contains(&s.name)).all(|s| s.counted)
 }
 
 /// One step at a time; the HA loop applies it and asks again at its next tick.
 pub fn next_step(i: &SyncInputs<'_>) -> SyncStep {
+    let is_member = |n: &String| i.members.contains(n);
     let published: Vec<String> = {
         let mut p = i.published.to_vec();
         p.sort();
         p
     };
-    // Leave (preferred only): unpublish first.
-    let keep: Vec<String> = published.iter().filter(|p| !i.droppable.contains(p)).cloned().collect();
+    let streams = |n: &String| i.standbys.iter().any(|s| &s.name == n && s.streaming);
+    // Candidates are members only: a removed instance that still streams never joins.
+    let candidates: Vec<&Standby> = i.standbys.iter().filter(|s| s.streaming && is_member(&s.name)).collect();
+    let join = joining(i, &published).filter(|c| is_member(c) && streams(c));
+    // Join, second half: publish the candidate once Postgres counts it and it has flushed past
+    // the position from which every acknowledged commit needed it.
+    if let Some(c) = join
+        && candidates
+            .iter()
+            .any(|s| &s.name == c && s.counted && i.in_force_since_lsn.is_some_and(|l| s.flush_lsn >= l))
+    {
+        let mut p = published.clone();
+        p.push(c.clone());
+        p.sort();
+        return SyncStep::Publish(p);
+    }
+    // Leave, first half: unpublish. `preferred`'s dead standbys at once; a removed standby at
+    // once, unless it still streams and a member can first take its place in the set.
+    let staying = published.iter().filter(|p| is_member(p) && !i.droppable.contains(p)).count();
+    let replacement = join.is_some() || candidates.iter().any(|s| !published.contains(&s.name));
+    let waits_for_replacement = |p: &String| streams(p) && staying < i.number && replacement;
+    let keep: Vec<String> = published
+        .iter()
+        .filter(|p| !i.droppable.contains(p) && (is_member(p) || waits_for_replacement(p)))
+        .cloned()
+        .collect();
     if keep.len() < published.len() {
         return SyncStep::Publish(keep);
     }
-    let required = SyncNames::any(published.len(), published.clone());
-    let covers_published = published.iter().all(|p| i.in_force.names.contains(p)) && i.in_force.k >= published.len();
-    // A joining candidate currently required together with the published set.
-    let joining: Vec<&String> = i.in_force.names.iter().filter(|n| !published.contains(n)).collect();
-    if covers_published && joining.len() == 1 && i.in_force.k == published.len() + 1 {
-        let c = joining[0];
-        let caught_up = i
-            .standbys
-            .iter()
-            .any(|s| &s.name == c && s.streaming && i.in_force_since_lsn.is_some_and(|l| s.flush_lsn >= l));
-        if caught_up {
-            let mut p = published.clone();
-            p.push(c.clone());
-            p.sort();
-            return SyncStep::Publish(p);
-        }
-        let still_there = i.standbys.iter().any(|s| &s.name == c && s.streaming);
-        if still_there {
-            return SyncStep::Nothing;
-        }
+    if join.is_some() {
+        // Required, not counted or not caught up yet.
+        return SyncStep::Nothing;
     }
-    if published.len() < i.number {
-        // Join the best streaming standby that is not published yet.
-        if let Some(c) = i
-            .standbys
+    if staying < i.number {
+        // Join, first half: require the best streaming member that is not published yet.
+        if let Some(c) = candidates
             .iter()
-            .filter(|s| s.streaming && !published.contains(&s.name))
+            .filter(|s| !published.contains(&s.name))
             .max_by_key(|s| (s.flush_lsn, std::cmp::Reverse(s.name.clone())))
         {
             let mut names = published.clone();
@@ -104,15 +131,28 @@ pub fn next_step(i: &SyncInputs<'_>) -> SyncStep {
         }
     }
     if published.is_empty() {
-        if i.allow_async && !i.standbys.iter().any(|s| s.streaming) {
-            // `preferred`, and no standby streams at all: run asynchronously (logged by the caller).
+        if i.allow_async && candidates.is_empty() {
+            // `preferred`, and no member streams at all: run asynchronously (logged by the caller).
             return set(i.in_force, SyncNames::default());
         }
         // Nobody to require yet: keep whatever protects commits now (a new primary's
         // "any other member"), never fall back to asynchronous under `required`.
         return SyncStep::Nothing;
     }
-    set(i.in_force, required)
+    // Leave, second half (and the steady state): exactly the published set.
+    set(i.in_force, SyncNames::any(published.len(), published))
+}
+
+/// The candidate currently required together with the whole published set
+/// (`ANY k+1 (published…, c)`), if one is.
+fn joining<'a>(i: &SyncInputs<'a>, published: &[String]) -> Option<&'a String> {
+    let in_force: &'a SyncNames = i.in_force;
+    let covers_published = published.iter().all(|p| in_force.names.contains(p)) && in_force.k >= published.len();
+    let extra: Vec<&'a String> = in_force.names.iter().filter(|n| !published.contains(n)).collect();
+    match extra.as_slice() {
+        [c] if covers_published && in_force.k == published.len() + 1 => Some(*c),
+        _ => None,
+    }
 }
 
 fn set(in_force: &SyncNames, want: SyncNames) -> SyncStep {
@@ -131,89 +171,5 @@ pub fn initial_names(number: usize, published: &[String], me: &str, members: &[S
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sb(name: &str, lsn: u64) -> Standby {
-        Standby { name: name.into(), streaming: true, flush_lsn: lsn }
-    }
-
-    fn step(published: &[&str], in_force: &SyncNames, since: Option<u64>, standbys: &[Standby]) -> SyncStep {
-        let published: Vec<String> = published.iter().map(|s| s.to_string()).collect();
-        next_step(&SyncInputs {
-            number: 1,
-            published: &published,
-            in_force,
-            in_force_since_lsn: since,
-            standbys,
-            droppable: &[],
-            allow_async: false,
-        })
-    }
-
-    #[test]
-    fn render_and_parse_round_trip() {
-        let n = SyncNames::any(1, vec!["pg-3".into(), "pg-2".into()]);
-        assert_eq!(n.render(), "ANY 1 (\"pg-2\", \"pg-3\")");
-        assert_eq!(SyncNames::parse(&n.render()), Some(n));
-        assert_eq!(SyncNames::parse(""), Some(SyncNames::default()));
-    }
-
-    #[test]
-    fn a_standby_is_required_before_it_is_published() {
-        let empty = SyncNames::default();
-        let s = [sb("pg-2", 100), sb("pg-3", 90)];
-        let want = SyncNames::any(1, vec!["pg-2".into()]);
-        assert_eq!(step(&[], &empty, None, &s), SyncStep::SetNames(want.clone()));
-        // In force since LSN 150: not published until pg-2 flushed past it.
-        assert_eq!(step(&[], &want, Some(150), &s), SyncStep::Nothing);
-        let s = [sb("pg-2", 150), sb("pg-3", 90)];
-        assert_eq!(step(&[], &want, Some(150), &s), SyncStep::Publish(vec!["pg-2".into()]));
-        // Published and required: stable.
-        assert_eq!(step(&["pg-2"], &want, Some(150), &s), SyncStep::Nothing);
-    }
-
-    #[test]
-    fn required_durability_keeps_a_dead_standby() {
-        let want = SyncNames::any(1, vec!["pg-2".into()]);
-        assert_eq!(step(&["pg-2"], &want, Some(1), &[sb("pg-3", 500)]), SyncStep::Nothing);
-    }
-
-    #[test]
-    fn preferred_unpublishes_first_then_relaxes() {
-        let want = SyncNames::any(1, vec!["pg-2".into()]);
-        let published = vec!["pg-2".to_string()];
-        let dead = vec!["pg-2".to_string()];
-        let i = SyncInputs {
-            number: 1,
-            published: &published,
-            in_force: &want,
-            in_force_since_lsn: None,
-            standbys: &[],
-            droppable: &dead,
-            allow_async: true,
-        };
-        assert_eq!(next_step(&i), SyncStep::Publish(vec![]));
-        // Then, with nobody streaming, commits go on asynchronously (required would wait).
-        let none: Vec<String> = vec![];
-        let i = SyncInputs { published: &none, droppable: &[], ..i };
-        assert_eq!(next_step(&i), SyncStep::SetNames(SyncNames::default()));
-        let i = SyncInputs { allow_async: false, ..i };
-        assert_eq!(next_step(&i), SyncStep::Nothing);
-    }
-
-    #[test]
-    fn new_primary_requires_the_others_before_its_first_write() {
-        let members: Vec<String> = ["pg-1", "pg-2", "pg-3"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            initial_names(1, &["pg-2".into()], "pg-2", &members),
-            SyncNames::any(1, vec!["pg-1".into(), "pg-3".into()])
-        );
-        assert_eq!(
-            initial_names(1, &["pg-2".into(), "pg-3".into()], "pg-2", &members),
-            SyncNames::any(1, vec!["pg-3".into()])
-        );
-        // Its commits never run unprotected: the new set is never empty with other members.
-        assert!(!initial_names(1, &[], "pg-2", &members).render().is_empty());
-    }
-}
+#[path = "sync_tests.rs"]
+mod tests;

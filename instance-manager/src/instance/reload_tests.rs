@@ -93,3 +93,24 @@ fn moving_the_wal_dir_is_pending_a_restart() {
     assert_eq!(pending, ["walDir"]);
     assert_eq!(merged.config.wal_dir, None, "the running data directory keeps its WAL where it is");
 }
+
+#[test]
+fn members_apply_at_once_and_the_lease_waits_for_a_restart() {
+    use crate::api::{LeaseSpec, Member};
+    let mut old = config();
+    let member =
+        |n: &str| Member { name: n.into(), host: "127.0.0.1".into(), port: 5432, api: format!("http://{n}:8000") };
+    old.config.lease = Some(serde_yaml::from_str::<LeaseSpec>("backend: file\npath: /tmp/l.json\n").unwrap());
+    old.config.members = vec![member("pg-1"), member("pg-2")];
+    let mut new = old.clone();
+    new.config.members = vec![member("pg-1"), member("pg-2"), member("pg-3")];
+    let (merged, pending) = merge(&old, new.clone());
+    assert!(pending.is_empty(), "{pending:?}");
+    assert_eq!(merged.config.members.len(), 3, "members apply without a restart");
+    // The lease store and its timing are opened once, by the HA loop's start.
+    new.config.lease.as_mut().unwrap().lease_duration_seconds = 30.0;
+    let (merged, pending) = merge(&old, new);
+    assert_eq!(pending, ["lease"]);
+    assert_eq!(merged.config.lease, old.config.lease);
+    assert_eq!(merged.config.members.len(), 3);
+}

@@ -164,7 +164,7 @@ pub async fn run(instance: Arc<Instance>, sup: Supervisor) -> Result<ExitReason,
     let mut last_crash: Option<ExitStatus> = None;
     loop {
         let start = tokio::select! {
-            d = startable(&instance, &mut inbox.role) => d,
+            d = startable(&instance, &sup, &mut inbox.role, &mut inbox.reload) => d,
             mode = inbox.signals.next() => return Ok(stopped_idle(&instance, mode, last_crash)),
         };
         let v = instance.config();
@@ -252,8 +252,14 @@ pub fn start_as(desired: &Desired, fenced: bool, may_be_primary: bool) -> Option
 
 /// Waits until Postgres may be started: see [`start_as`]. Woken by a change of the desired
 /// role, of the fence, or of the lease's claim deadline (a renew); commands that arrive
-/// meanwhile find nothing to stop, and a rewind is remembered for the next start.
-async fn startable(instance: &Instance, inbox: &mut RoleInbox) -> StartAs {
+/// meanwhile find nothing to stop, and a rewind is remembered for the next start. An edited
+/// configuration is applied meanwhile (a membership change must not wait for Postgres).
+async fn startable(
+    instance: &Instance,
+    sup: &crate::supervisor::Supervisor,
+    inbox: &mut RoleInbox,
+    reload: &mut mpsc::Receiver<()>,
+) -> StartAs {
     loop {
         let d = inbox.desired.borrow_and_update().clone();
         inbox.primary_allowed.borrow_and_update();
@@ -263,6 +269,7 @@ async fn startable(instance: &Instance, inbox: &mut RoleInbox) -> StartAs {
         tokio::select! {
             _ = inbox.desired.changed() => {}
             _ = inbox.primary_allowed.changed() => {}
+            Some(()) = reload.recv() => super::reload::apply(instance, sup, None, &d).await,
             Some(cmd) = inbox.commands.recv() => match cmd {
                 PostgresCommand::Fence { reason } => tracing::debug!(reason, "fence requested while postgres is stopped"),
                 PostgresCommand::Rewind { reason } => {
@@ -328,7 +335,7 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
                 }
                 super::roles::on_ready(instance, &running).await;
             }
-            Some(()) = inbox.reload.recv() => super::reload::apply(instance, Some(pm), &running).await,
+            Some(()) = inbox.reload.recv() => super::reload::apply(instance, pm.supervisor(), Some(pm), &running).await,
             Ok(()) = inbox.sync.changed() => {
                 inbox.sync.borrow_and_update();
                 // A SIGHUP before the postmaster installed its handlers would kill it: a

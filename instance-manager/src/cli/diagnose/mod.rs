@@ -259,11 +259,33 @@ pub fn evaluate_checks(f: &Facts) -> Vec<Check> {
         checks.extend([pending_restart_check(s), config_error_check(s)]);
         checks.extend(parameters::parameters_check(s));
         checks.extend(lease_check(s));
+        checks.extend(membership_check(s));
         checks.extend(routing_check(s));
         checks.extend(archive::archive_checks(s));
     }
     checks.extend(f.certificates.iter().map(|c| certificates::certificate_check(c, f.now)));
     checks
+}
+
+/// Membership: is this instance listed, and is a change of `members` still under way?
+fn membership_check(s: &InstanceStatus) -> Option<Check> {
+    let m = s.lease.as_ref()?.membership.as_ref()?;
+    let members = m.members.join(", ");
+    Some(if !m.listed {
+        Check::warn(
+            "membership",
+            format!("this instance is not listed in members ({members}): it never takes the lease"),
+            "it is being removed; if it holds the lease, switch over (instance-manager switchover) before stopping it",
+        )
+    } else if !m.pending.is_empty() {
+        Check::warn(
+            "membership",
+            format!("a change is under way: {}", m.pending.join("; ")),
+            "it completes by itself (see docs/architecture.md §4.8)",
+        )
+    } else {
+        Check::ok("membership", members)
+    })
 }
 
 /// Routing: did the last write of the `-rw` EndpointSlice or of a role label succeed?

@@ -176,3 +176,27 @@ fn only_a_pg_wal_link_to_another_filesystem_is_a_wal_volume() {
     assert_eq!(path, dir.path().join("unmounted"));
     assert!(space.is_err(), "{space:?}");
 }
+
+#[test]
+fn an_instance_left_out_of_members_warns_with_a_hint() {
+    let membership = |listed: bool, pending: &[&str]| {
+        let mut s = primary_status();
+        s.lease = Some(
+            serde_json::from_value(serde_json::json!({
+                "store": "file /l", "holder": "pg-0", "term": 2, "held_by_me": true, "sync_standbys": [],
+                "eligible": true, "last_decision": "renew",
+                "membership": {"members": ["pg-0", "pg-1"], "listed": listed, "pending": pending}
+            }))
+            .unwrap(),
+        );
+        evaluate_checks(&healthy(s))
+    };
+    let checks = membership(true, &[]);
+    assert_eq!(find(&checks, "membership").outcome, Outcome::Ok);
+    let checks = membership(false, &[]);
+    let check = find(&checks, "membership");
+    assert_eq!(check.outcome, Outcome::Warn);
+    assert!(check.hint.as_deref().is_some_and(|h| h.contains("switch over")), "{check:?}");
+    let checks = membership(true, &["pg-2: removed; still asked in failsafe rounds until the lease store answers"]);
+    assert!(find(&checks, "membership").detail.contains("pg-2: removed"));
+}
