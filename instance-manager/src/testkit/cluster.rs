@@ -39,6 +39,7 @@ pub enum ClusterLease<'a> {
 }
 
 /// One member: name, host (address), Postgres and API ports.
+#[derive(Debug, Clone)]
 struct Seat {
     name: String,
     host: String,
@@ -53,6 +54,12 @@ pub struct TestCluster {
     pub instances: Vec<TestInstance>,
     /// The lease file.
     pub lease_path: PathBuf,
+    /// Every member ever started, in order (a removed one included: it may still run).
+    seats: Vec<Seat>,
+    timing: Timing,
+    /// On a [`TestNetwork`]: members cannot be added ([`add_instance`](Self::add_instance) is
+    /// for loopback clusters).
+    on_network: bool,
 }
 
 impl TestCluster {
@@ -118,39 +125,72 @@ impl TestCluster {
     ) -> Self {
         let root = TestDir::new();
         let lease_path = root.path().join("lease.json");
-        let mut members = String::from("members:\n");
-        for s in &seats {
-            let (host, (pg, api)) = (&s.host, s.ports);
-            members
-                .push_str(&format!("  - {{name: {}, host: {host}, port: {pg}, api: 'http://{host}:{api}'}}\n", s.name));
-        }
-        let (d, r, p, f) = timing;
+        let members = members_yaml(&seats, false);
         let instances = seats
             .iter()
             .enumerate()
             .map(|(i, seat)| {
-                let fault = root.path().join(format!("{}.fault.json", seat.name));
-                let backend = if kubernetes {
-                    "backend: kubernetes".to_string()
-                } else {
-                    format!("backend: file\n  path: {}", lease_path.display())
-                };
-                let mut opts = InstanceOptions::primary(&seat.name);
-                opts.ports = Some(seat.ports);
-                opts.extra_yaml = format!(
-                    "lease:\n  {backend}\n  leaseDurationSeconds: {d}\n  renewDeadlineSeconds: {r}\n  retryPeriodSeconds: {p}\n  fenceBudgetSeconds: {f}\n  faultFile: {}\n{members}",
-                    fault.display(),
-                );
+                let mut opts = seat_options(root.path(), &lease_path, seat, timing, kubernetes, &members);
                 place(i + 1, &mut opts);
                 tweak(&mut opts);
-                if opts.tls.is_some() {
-                    // Members with api.tls are reached over HTTPS.
-                    opts.extra_yaml = opts.extra_yaml.replace("api: 'http://", "api: 'https://");
-                }
-                TestInstance::start(root.path(), &opts)
+                start_member(root.path(), opts)
             })
             .collect();
-        Self { root, instances, lease_path }
+        let on_network = seats.iter().any(|s| s.host != "127.0.0.1");
+        Self { root, instances, lease_path, seats, timing, on_network: on_network || kubernetes }
+    }
+
+    /// Starts a new instance `name` of this (loopback, file-lease) cluster, its configuration
+    /// listing every member started so far and itself; `tweak` as for
+    /// [`start_with`](Self::start_with). The others do not know it until their configuration
+    /// lists it too ([`set_members`](Self::set_members)), as when an operator scales out.
+    pub fn add_instance(&mut self, name: &str, tweak: impl Fn(&mut InstanceOptions)) -> &TestInstance {
+        let seat = self.seat(name);
+        let members = members_yaml(&self.seats, false);
+        let mut opts = seat_options(self.root.path(), &self.lease_path, &seat, self.timing, false, &members);
+        tweak(&mut opts);
+        self.instances.push(start_member(self.root.path(), opts));
+        self.instances.last().expect("just pushed")
+    }
+
+    /// The seat of `name`, given ports now if it has none yet (a member named in the
+    /// configuration before its instance starts, as an operator names a pod it is about to create).
+    fn seat(&mut self, name: &str) -> Seat {
+        if let Some(s) = self.seats.iter().find(|s| s.name == name) {
+            return s.clone();
+        }
+        assert!(!self.on_network, "new members are for loopback clusters with a lease file");
+        let seat = Seat { name: name.into(), host: "127.0.0.1".into(), ports: (free_port(), free_port()) };
+        self.seats.push(seat.clone());
+        seat
+    }
+
+    /// Rewrites the `members` of every instance's configuration file to `names` (atomically,
+    /// as Kubernetes swaps a mounted ConfigMap): the managers notice the edit and apply it. A
+    /// name not started yet gets its ports now, for [`add_instance`](Self::add_instance).
+    pub fn set_members(&mut self, names: &[&str]) {
+        let instances: Vec<String> = self.instances.iter().map(|i| i.name.clone()).collect();
+        for inst in instances {
+            self.set_members_of(&inst, names);
+        }
+    }
+
+    /// Rewrites the `members` of `instance`'s configuration file to `names`.
+    pub fn set_members_of(&mut self, instance: &str, names: &[&str]) {
+        let seats: Vec<Seat> = names.iter().map(|n| self.seat(n)).collect();
+        let path = &self.get(instance).config_path;
+        let text = std::fs::read_to_string(path).expect("read the configuration");
+        let https = text.contains("api: 'https://");
+        let begin = text.find("members:\n").expect("a members block");
+        let block_end = text[begin..]
+            .split_inclusive('\n')
+            .skip(1)
+            .take_while(|l| l.starts_with("  - "))
+            .map(str::len)
+            .sum::<usize>()
+            + "members:\n".len();
+        let edited = format!("{}{}{}", &text[..begin], members_yaml(&seats, https), &text[begin + block_end..]);
+        crate::paths::write_atomic(path, edited.as_bytes(), 0o644).expect("write the configuration");
     }
 
     /// Deletes the lease file as a person would, but atomically with respect to the members'
@@ -260,4 +300,50 @@ impl TestCluster {
     pub fn names(&self) -> Vec<String> {
         self.instances.iter().map(|i| i.name.clone()).collect()
     }
+}
+
+/// The `members:` block listing `seats` (API over `https://` with `https`).
+fn members_yaml(seats: &[Seat], https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
+    let mut members = String::from("members:\n");
+    for s in seats {
+        let (host, (pg, api)) = (&s.host, s.ports);
+        members
+            .push_str(&format!("  - {{name: {}, host: {host}, port: {pg}, api: '{scheme}://{host}:{api}'}}\n", s.name));
+    }
+    members
+}
+
+/// The options of `seat` in a cluster under `root` with the lease at `lease_path` (or with
+/// `kubernetes` a Kubernetes Lease) and the `members` block.
+fn seat_options(
+    root: &std::path::Path,
+    lease_path: &std::path::Path,
+    seat: &Seat,
+    timing: Timing,
+    kubernetes: bool,
+    members: &str,
+) -> InstanceOptions {
+    let (d, r, p, f) = timing;
+    let fault = root.join(format!("{}.fault.json", seat.name));
+    let backend = if kubernetes {
+        "backend: kubernetes".to_string()
+    } else {
+        format!("backend: file\n  path: {}", lease_path.display())
+    };
+    let mut opts = InstanceOptions::primary(&seat.name);
+    opts.ports = Some(seat.ports);
+    opts.extra_yaml = format!(
+        "lease:\n  {backend}\n  leaseDurationSeconds: {d}\n  renewDeadlineSeconds: {r}\n  retryPeriodSeconds: {p}\n  fenceBudgetSeconds: {f}\n  faultFile: {}\n{members}",
+        fault.display(),
+    );
+    opts
+}
+
+/// Starts an instance with `opts`; members with `api.tls` are reached over HTTPS.
+fn start_member(root: &std::path::Path, mut opts: InstanceOptions) -> TestInstance {
+    if opts.tls.is_some() {
+        opts.extra_yaml = opts.extra_yaml.replace("api: 'http://", "api: 'https://");
+    }
+    TestInstance::start(root, &opts)
 }
