@@ -142,15 +142,19 @@ impl Membership {
         self.members.get(name).or_else(|| self.former.get(name))
     }
 
-    /// What a change still waits for, in words, for `/status`: removed members failsafe still
-    /// asks, removed standbys still in the published synchronous set (`published`), and this
-    /// instance (`me`) holding the lease (`holds_lease`) without being listed.
+    /// What a change still waits for, in words, for `/status`: removed standbys still in the
+    /// published synchronous set (`published`), and when this instance (`me`) holds the lease
+    /// (`holds_lease`: its claim is fresh) the removed members its failsafe rounds still ask and
+    /// whether it holds the lease without being listed.
     pub fn pending(&self, me: &str, published: &[String], holds_lease: bool) -> Vec<String> {
-        let mut pending: Vec<String> = self
-            .failsafe_retained
-            .keys()
-            .map(|n| format!("{n}: removed; still asked in failsafe rounds until the lease store answers"))
-            .collect();
+        let mut pending: Vec<String> = Vec::new();
+        if holds_lease {
+            pending.extend(
+                self.failsafe_retained
+                    .keys()
+                    .map(|n| format!("{n}: removed; still asked in failsafe rounds until the lease store answers")),
+            );
+        }
         pending.extend(
             published.iter().filter(|p| !self.lists(p)).map(|p| {
                 format!("{p}: removed; leaving the published synchronous set, then synchronous_standby_names")

@@ -60,7 +60,7 @@ impl HaLoop {
     }
 
     /// The membership for `/status`: `published` is the synchronous set of the lease as last
-    /// read, `holds_lease` whether this instance holds it.
+    /// read, `holds_lease` whether this instance holds it (its claim is fresh).
     pub(super) fn membership_status(&self, me: &str, published: &[String], holds_lease: bool) -> MembershipStatus {
         MembershipStatus {
             members: self.membership.names(),

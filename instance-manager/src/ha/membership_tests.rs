@@ -45,6 +45,7 @@ fn during_an_outage_a_removal_never_drops_a_required_acknowledgement() {
     assert_eq!(names(&during.others("pg-1")), ["pg-2"], "never promoted, never read in an election");
     assert_eq!(names(&during.failsafe_targets("pg-1")), ["pg-2", "pg-3"], "still asked while the store fails");
     assert_eq!(during.pending("pg-1", &[], true).len(), 1, "{:?}", during.pending("pg-1", &[], true));
+    assert!(during.pending("pg-2", &[], false).is_empty(), "only the holder asks");
     // Ticks go on, the store still failing: still asked, however many ticks pass.
     let (still, change) = during.next(&[m("pg-1"), m("pg-2")], false);
     assert!(change.is_empty(), "{change:?}");

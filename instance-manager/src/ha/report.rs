@@ -45,9 +45,10 @@ impl HaLoop {
             _ => (None, 0, Vec::new(), None),
         };
         let renew_age = claim_sent(&self.memory).map(|t| now.duration_since(t).as_secs_f64());
-        let held_by_me =
-            holder.as_deref() == Some(me) && renew_age.is_some_and(|a| a < self.timing.renew_deadline.as_secs_f64());
-        let membership = self.membership_status(me, &self.last_sync_set, held_by_me);
+        // Our claim is fresh: a renew, or a failsafe round while the lease cannot be read.
+        let claiming = renew_age.is_some_and(|a| a < self.timing.renew_deadline.as_secs_f64());
+        let held_by_me = holder.as_deref() == Some(me) && claiming;
+        let membership = self.membership_status(me, &self.last_sync_set, claiming);
         self.instance.set_lease_status(Some(LeaseStatus {
             store: self.store.describe(),
             held_by_me,
