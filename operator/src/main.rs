@@ -27,16 +27,19 @@ Exit codes: 0 stopped on SIGTERM/SIGINT; 1 failed (the error is logged); 2 bad c
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the operator: compete for the leader lease, and reconcile PostgresClusters while
-    /// leading. Serves /healthz, /readyz and /metrics. SIGTERM drains and releases the lease.
+    /// Run the operator: compete for the leader lease, and reconcile PostgresClusters and
+    /// PostgresBackups while leading. Serves /healthz, /readyz and /metrics. SIGTERM drains
+    /// and releases the lease.
     Run(RunArgs),
-    /// Print the PostgresCluster CustomResourceDefinition as YAML (operator/deploy/crd.yaml).
+    /// Print the CustomResourceDefinitions (PostgresCluster, PostgresBackup) as YAML
+    /// (operator/deploy/crd.yaml).
     Crd,
 }
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Reconcile only the PostgresClusters of this namespace. Unset or empty: every namespace.
+    /// Reconcile only the PostgresClusters and PostgresBackups of this namespace. Unset or
+    /// empty: every namespace.
     #[arg(long, env = "WATCH_NAMESPACE", value_name = "NS", value_parser = parse_namespace)]
     namespace: Option<String>,
 
@@ -90,7 +93,7 @@ fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(run(args)))
 }
 
-/// `operator crd`: the CRD on stdout. A closed pipe (`operator crd | head`) is not an error.
+/// `operator crd`: the CRDs on stdout. A closed pipe (`operator crd | head`) is not an error.
 fn print_crd() -> ExitCode {
     use std::io::Write as _;
     match std::io::stdout().lock().write_all(pgwarden_operator::crd::crd_yaml().as_bytes()) {

@@ -221,3 +221,108 @@ fn a_wal_volume_is_chosen_at_creation_only() {
     let r = refusals(&with(json!({"walStorage": {"size": "1Gi"}})), Some(&old));
     assert!(r.iter().any(|m| m.contains("size cannot shrink")), "{r:?}");
 }
+
+mod backup {
+    use kube::CustomResourceExt;
+    use kube::core::cel::{Validator, compile_schema};
+    use serde_json::{Value, json};
+
+    use crate::crd::{BackupMethod, PostgresBackup};
+
+    fn schema() -> Value {
+        let crd = PostgresBackup::crd();
+        let v = &crd.spec.versions[0];
+        serde_json::to_value(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a schema"))
+            .expect("the schema as JSON")
+    }
+
+    fn backup(spec: Value) -> Value {
+        json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresBackup", "metadata": {"name": "b", "namespace": "db"}, "spec": spec})
+    }
+
+    fn refusals(object: &Value, old: Option<&Value>) -> Vec<String> {
+        match Validator::new().validate(&schema(), object, old) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_backup_crd_has_a_short_name_status_and_printer_columns() {
+        let crd = PostgresBackup::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("postgresbackups.pgwarden.io"));
+        assert_eq!(crd.spec.names.short_names, Some(vec!["pgb".to_owned()]));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
+        let columns: Vec<String> = v.additional_printer_columns.iter().flatten().map(|c| c.name.clone()).collect();
+        assert_eq!(columns, ["Cluster", "Phase", "Backup ID", "Started", "Age"]);
+        let s = schema();
+        let phases = &s["properties"]["status"]["properties"]["phase"]["enum"];
+        assert_eq!(phases, &json!(["New", "Started", "Completed", "Failed"]));
+        // CloudNativePG's names where they exist.
+        let status = s["properties"]["status"]["properties"].as_object().expect("status properties");
+        for field in
+            ["backupId", "startedAt", "stoppedAt", "beginLSN", "endLSN", "beginWal", "endWal", "instanceID", "error"]
+        {
+            assert!(status.contains_key(field), "status.{field}");
+        }
+    }
+
+    #[test]
+    fn every_backup_field_is_documented_and_every_rule_compiles() {
+        fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(props) = v.get("properties").and_then(Value::as_object) {
+                for (k, p) in props {
+                    let here = format!("{path}.{k}");
+                    if p.get("description").is_none() {
+                        missing.push(here.clone());
+                    }
+                    walk(p, &here, missing);
+                }
+            }
+        }
+        let s = schema();
+        let mut missing = Vec::new();
+        walk(&s["properties"]["spec"], "spec", &mut missing);
+        walk(&s["properties"]["status"], "status", &mut missing);
+        assert!(missing.is_empty(), "undocumented fields: {missing:#?}");
+        let compiled = compile_schema(&s);
+        let errors: Vec<String> = compiled.compilation_errors().iter().map(|e| format!("{e:?}")).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_backup_names_its_cluster_and_its_spec_is_immutable() {
+        let spec = backup(json!({"cluster": {"name": "pg"}}));
+        assert_eq!(refusals(&spec, None), Vec::<String>::new());
+        let parsed: PostgresBackup = serde_json::from_value(spec.clone()).expect("a backup");
+        assert_eq!(parsed.spec.method, BackupMethod::BaseBackup, "the default method");
+        let other = backup(json!({"cluster": {"name": "other"}}));
+        let r = refusals(&other, Some(&spec));
+        assert!(r.iter().any(|m| m.contains("spec is immutable")), "{r:?}");
+        assert_eq!(refusals(&spec, Some(&spec)), Vec::<String>::new());
+        // The schema (which the API server applies, the CEL library does not): a cluster is
+        // required, and the only method is a base backup.
+        let s = schema();
+        assert_eq!(s["properties"]["spec"]["required"], json!(["cluster"]));
+        assert_eq!(s["properties"]["spec"]["properties"]["method"]["enum"], json!(["baseBackup"]));
+        assert_eq!(s["properties"]["spec"]["properties"]["method"]["default"], json!("baseBackup"));
+    }
+}
+
+#[test]
+fn the_backup_sample_is_a_sound_postgres_backup() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/backups/on-demand.yaml");
+    let text = std::fs::read_to_string(&path).expect("testdata/backups/on-demand.yaml");
+    let mut doc: Value = serde_yaml::from_str(&text).expect("YAML");
+    doc["metadata"]["namespace"] = json!("db");
+    let backup: crate::crd::PostgresBackup = serde_json::from_value(doc.clone()).expect("a PostgresBackup");
+    assert_eq!(backup.spec.cluster.name, "backed-up", "the cluster of testdata/clusters/backup-s3.yaml");
+    let crd = crate::crd::PostgresBackup::crd();
+    let v = &crd.spec.versions[0];
+    let schema = serde_json::to_value(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a schema"))
+        .expect("the schema as JSON");
+    assert!(Validator::new().validate(&schema, &doc, None).is_ok());
+}
