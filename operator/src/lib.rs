@@ -7,11 +7,15 @@
 //! instance manager: the `InstanceConfig` it renders into each cluster's ConfigMap and the
 //! `/status` document it reads.
 //!
-//! - [`crd`]: the `PostgresCluster` resource, its schema and CEL rules.
+//! - [`crd`]: the `PostgresCluster` and `PostgresBackup` resources, their schemas and CEL rules.
 //! - [`names`]: the names and labels of everything a cluster owns.
 //! - [`build`]: pure builders, spec → desired objects.
 //! - [`generate`]: passwords and certificates (randomness and the clock, kept out of `build`).
+//! - [`reconcile`]: one pass over a cluster; [`backup_reconcile`]: one pass over a backup.
+//! - [`instances`]: the instances' HTTPS API, as the operator calls it.
+//! - [`controller`]: the runtime — leader election, the two controllers, `/metrics`.
 
+pub mod backup_reconcile;
 pub mod build;
 pub mod controller;
 pub mod crd;

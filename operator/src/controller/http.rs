@@ -4,9 +4,10 @@
 //! - `/healthz`: 200 while the leader election loop keeps ticking (it ticks every retry period
 //!   and each tick is bounded), 503 once it has not for [`Health::stale_after`]: a process
 //!   whose loops are stuck is restarted.
-//! - `/readyz`: 200 for the leader once its `PostgresCluster` watch has synced, and for a
-//!   standby waiting for leadership (it is healthy, and serves metrics); 503 for a leader
-//!   still syncing, after leadership was lost, and during shutdown. The body says which.
+//! - `/readyz`: 200 for the leader once its `PostgresCluster` and `PostgresBackup` watches
+//!   have synced, and for a standby waiting for leadership (it is healthy, and serves
+//!   metrics); 503 for a leader still syncing, after leadership was lost, and during shutdown.
+//!   The body says which.
 //! - `/metrics`: [`Metrics`] in the OpenMetrics text format.
 //!
 //! The probe verdicts are pure functions ([`liveness`], [`readiness`]) of what the election
@@ -33,7 +34,7 @@ use super::metrics::{CONTENT_TYPE, Metrics};
 pub struct Health {
     /// The election's state and last tick.
     pub election: watch::Receiver<Snapshot>,
-    /// Whether the leader's `PostgresCluster` watch has synced.
+    /// Whether the leader's `PostgresCluster` and `PostgresBackup` watches have synced.
     pub synced: watch::Receiver<bool>,
     /// Cancelled when shutdown begins.
     pub stopping: CancellationToken,
@@ -88,8 +89,12 @@ pub fn readiness(snapshot: &Snapshot, synced: bool, stopping: bool) -> Probe {
         return Probe::failing("not ready: shutting down");
     }
     match &snapshot.election {
-        Election::Leader if synced => Probe::ok("ready: leader, reconciling; the PostgresCluster watch has synced"),
-        Election::Leader => Probe::failing("not ready: leader, waiting for the PostgresCluster watch to sync"),
+        Election::Leader if synced => {
+            Probe::ok("ready: leader, reconciling; the PostgresCluster and PostgresBackup watches have synced")
+        }
+        Election::Leader => {
+            Probe::failing("not ready: leader, waiting for the PostgresCluster and PostgresBackup watches to sync")
+        }
         Election::Candidate { holder: Some(holder) } => {
             Probe::ok(format!("ready: standby, waiting for the leader lease (held by {holder})"))
         }

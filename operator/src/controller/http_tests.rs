@@ -38,7 +38,10 @@ fn readiness_says_whether_this_replica_leads_or_stands_by() {
     assert!(readiness(&snapshot(candidate(None), now), false, false).ok);
 
     let syncing = readiness(&snapshot(Election::Leader, now), false, false);
-    assert!(!syncing.ok && syncing.message.contains("waiting for the PostgresCluster watch"), "{syncing:?}");
+    assert!(
+        !syncing.ok && syncing.message.contains("waiting for the PostgresCluster and PostgresBackup watches"),
+        "{syncing:?}"
+    );
     let synced = readiness(&snapshot(Election::Leader, now), true, false);
     assert!(synced.ok && synced.message.starts_with("ready: leader"), "{synced:?}");
 

@@ -7,6 +7,8 @@
 //! | `pgwarden_operator_reconcile_errors_total{kind}` | counter | failed reconciles, by [`ReconcileError::kind`](crate::reconcile::ReconcileError::kind) |
 //! | `pgwarden_operator_reconcile_duration_seconds` | histogram | how long one reconcile took |
 //! | `pgwarden_operator_clusters{phase}` | gauge | how many clusters are in each phase |
+//! | `pgwarden_operator_backup_reconciles_total` | counter | reconciles of `PostgresBackup`s run, successful or not |
+//! | `pgwarden_operator_backup_reconcile_errors_total{kind}` | counter | failed backup reconciles, by [`BackupError::kind`](crate::backup_reconcile::BackupError::kind) |
 //! | `pgwarden_operator_leader` | gauge | 1 while this replica holds the leader lease, else 0 |
 //!
 //! The phase gauge is kept by [`Metrics`] as the reconcile's [`Observer`]: one map from each
@@ -57,6 +59,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     clusters: Family<PhaseLabels, Gauge>,
+    backup_reconciles: Counter,
+    backup_errors: Family<ErrorLabels, Counter>,
     leader: Gauge,
     /// Each cluster's current phase; the `clusters` gauge is derived from it under this lock.
     phases: Mutex<BTreeMap<ClusterKey, String>>,
@@ -86,13 +90,35 @@ impl Metrics {
         );
         let clusters = Family::<PhaseLabels, Gauge>::default();
         registry.register("clusters", "PostgresClusters in each phase", clusters.clone());
+        let backup_reconciles = Counter::default();
+        registry.register(
+            "backup_reconciles",
+            "PostgresBackup reconciles run, successful or not",
+            backup_reconciles.clone(),
+        );
+        let backup_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "backup_reconcile_errors",
+            "Failed PostgresBackup reconciles, by kind of error",
+            backup_errors.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
             "1 while this replica holds the leader lease and reconciles, else 0",
             leader.clone(),
         );
-        Self { registry, reconciles, errors, duration, clusters, leader, phases: Mutex::new(BTreeMap::new()) }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            clusters,
+            backup_reconciles,
+            backup_errors,
+            leader,
+            phases: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Records one reconcile: how long it took and, if it failed, the kind of error.
@@ -101,6 +127,15 @@ impl Metrics {
         self.duration.observe(took.as_secs_f64());
         if let Some(kind) = error_kind {
             self.errors.get_or_create(&ErrorLabels { kind }).inc();
+        }
+    }
+
+    /// Records one reconcile of a `PostgresBackup` and, if it failed, the kind of error. How
+    /// long it took is not measured: it is mostly the instance's answer time.
+    pub fn backup_reconciled(&self, error_kind: Option<&'static str>) {
+        self.backup_reconciles.inc();
+        if let Some(kind) = error_kind {
+            self.backup_errors.get_or_create(&ErrorLabels { kind }).inc();
         }
     }
 

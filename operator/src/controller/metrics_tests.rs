@@ -104,3 +104,15 @@ fn forget_removes_a_cluster_from_its_phase_once() {
     assert!(has(&metrics, "pgwarden_operator_clusters{phase=\"Cluster in healthy state\"} 0"), "{text}");
     assert!(metrics.clusters().is_empty());
 }
+
+#[test]
+fn backup_reconciles_are_counted_apart_from_the_clusters() {
+    let metrics = Metrics::new();
+    assert!(has(&metrics, "pgwarden_operator_backup_reconciles_total 0"));
+    metrics.backup_reconciled(None);
+    metrics.backup_reconciled(Some("kube"));
+    let text = metrics.encode().unwrap();
+    assert!(has(&metrics, "pgwarden_operator_backup_reconciles_total 2"), "{text}");
+    assert!(has(&metrics, "pgwarden_operator_backup_reconcile_errors_total{kind=\"kube\"} 1"), "{text}");
+    assert!(has(&metrics, "pgwarden_operator_reconciles_total 0"), "the clusters' count is apart: {text}");
+}

@@ -11,6 +11,7 @@
 //!   controller, so two replicas never reconcile at once.
 //! - [`reconciler`]: the kube-runtime controller on `PostgresCluster` and what it owns, the
 //!   measured reconcile and the per-cluster error backoff ([`backoff`]).
+//! - [`backups`]: the second controller, on `PostgresBackup`, run by the same leader.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`signals`]: SIGTERM/SIGINT. The first drains: no new reconciles, those in flight finish
 //!   (for at most [`SHUTDOWN_GRACE`]), the lease is released so that the standby takes over at
@@ -21,6 +22,7 @@
 //! restarts it as a fresh standby, with no state from its time as leader.
 
 mod backoff;
+mod backups;
 pub mod http;
 pub mod leader;
 pub mod metrics;
@@ -37,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use backups::BackupReconciler;
 use leader::{Election, Elector, End, LeaseSettings, Snapshot};
 use metrics::Metrics;
 use reconciler::Reconciler;
@@ -172,7 +175,7 @@ fn ended(end: End) -> Exit {
     }
 }
 
-/// The leader's work: the controller, until shutdown or the loss of the lease.
+/// The leader's work: the controllers, until shutdown or the loss of the lease.
 struct Leading<'a> {
     client: kube::Client,
     settings: &'a Settings,
@@ -182,21 +185,33 @@ struct Leading<'a> {
 
 impl Leading<'_> {
     async fn reconcile(self, election: &mut watch::Receiver<Snapshot>, shutdown: &CancellationToken) -> Exit {
-        let controller = reconciler::controller(&self.client, self.settings.namespace.as_deref())
-            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
-        let store = controller.store();
+        let namespace = self.settings.namespace.as_deref();
+        let clusters =
+            reconciler::controller(&self.client, namespace).graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        let backups =
+            backups::controller(&self.client, namespace).graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        let (cluster_store, backup_store) = (clusters.store(), backups.store());
         let reconciler = Arc::new(Reconciler::new(self.client.clone(), self.metrics.clone()));
-        let outcomes = controller.run(Reconciler::reconcile, Reconciler::error_policy, reconciler.clone());
-        let mut outcomes = pin!(outcomes);
-        let mut synced = pin!(store.wait_until_ready());
+        let backup_reconciler = Arc::new(BackupReconciler::new(self.client.clone(), self.metrics.clone()));
+        let cluster_outcomes = clusters.run(Reconciler::reconcile, Reconciler::error_policy, reconciler.clone());
+        let backup_outcomes =
+            backups.run(BackupReconciler::reconcile, BackupReconciler::error_policy, backup_reconciler.clone());
+        let (mut cluster_outcomes, mut backup_outcomes) = (pin!(cluster_outcomes), pin!(backup_outcomes));
+        let (mut clusters_drained, mut backups_drained) = (false, false);
+        // Ready once both watches have synced: a standby taking over sees every object first.
+        let mut synced = pin!(async {
+            let (clusters, backups) =
+                futures_util::future::join(cluster_store.wait_until_ready(), backup_store.wait_until_ready()).await;
+            clusters.and(backups)
+        });
         let mut is_synced = false;
         let mut grace_over = pin!(async {
             shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         });
-        tracing::info!(namespace = self.settings.namespace.as_deref().unwrap_or("(all)"), "starting the controller");
-        // Ends with the stream (drained after shutdown), the loss of the lease, or the grace.
-        loop {
+        tracing::info!(namespace = namespace.unwrap_or("(all)"), "starting the controllers");
+        // Ends with both streams (drained after shutdown), the loss of the lease, or the grace.
+        while !(clusters_drained && backups_drained) {
             tokio::select! {
                 biased;
                 state = election.wait_for(|s| matches!(s.election, Election::Ended(_))) => {
@@ -205,9 +220,13 @@ impl Leading<'_> {
                         _ => Exit::LostLeadership("the leader election task ended".into()),
                     };
                 }
-                outcome = outcomes.next() => match outcome {
-                    Some(outcome) => reconciler.after(&outcome, &store),
-                    None => return Exit::Stopped,
+                outcome = cluster_outcomes.next(), if !clusters_drained => match outcome {
+                    Some(outcome) => reconciler.after(&outcome, &cluster_store),
+                    None => clusters_drained = true,
+                },
+                outcome = backup_outcomes.next(), if !backups_drained => match outcome {
+                    Some(outcome) => backup_reconciler.after(&outcome, &backup_store),
+                    None => backups_drained = true,
                 },
                 () = &mut grace_over => {
                     tracing::warn!(grace_seconds = SHUTDOWN_GRACE.as_secs(),
@@ -217,12 +236,13 @@ impl Leading<'_> {
                 ready = &mut synced, if !is_synced => {
                     is_synced = true;
                     if ready.is_ok() {
-                        tracing::info!("the PostgresCluster watch has synced; reconciling");
+                        tracing::info!("the PostgresCluster and PostgresBackup watches have synced; reconciling");
                         self.synced.send_replace(true);
                     }
                 }
             }
         }
+        Exit::Stopped
     }
 }
 

@@ -164,7 +164,11 @@ async fn a_leader_reconciles_until_shutdown_then_releases_the_lease() {
         let state = r.fake.lock().unwrap();
         let watched: Vec<&str> =
             state.requests.iter().map(|(_, p)| p.as_str()).filter(|p| !p.contains("/leases")).collect();
-        for path in ["/apis/pgwarden.io/v1alpha1/namespaces/db/postgresclusters", "/api/v1/namespaces/db/secrets"] {
+        for path in [
+            "/apis/pgwarden.io/v1alpha1/namespaces/db/postgresclusters",
+            "/apis/pgwarden.io/v1alpha1/namespaces/db/postgresbackups",
+            "/api/v1/namespaces/db/secrets",
+        ] {
             assert!(watched.contains(&path), "{path} not watched: {watched:?}");
         }
         assert!(watched.iter().all(|p| p.contains("/namespaces/db/")), "only --namespace is watched: {watched:?}");

@@ -123,7 +123,8 @@ pub fn controller(client: &kube::Client, namespace: Option<&str>) -> Controller<
         .with_config(controller::Config::default().concurrency(CONCURRENCY).debounce(DEBOUNCE))
 }
 
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+/// An API on `K` in `namespace`, or in every namespace.
+pub(super) fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope>,
     K::DynamicType: Default,

@@ -133,7 +133,26 @@ pub enum ControlError {
 pub async fn post(target: &Target, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ControlError> {
     let (status, bytes) =
         call(target, http::Method::POST, path, Some(body), CONTROL_TIMEOUT).await.map_err(ControlError::Unreachable)?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    judge(target, path, status, &bytes)
+}
+
+/// `GET path` of `target`, bounded by `timeout`; the answer's JSON, or why not, classified as
+/// [`post`]'s.
+pub async fn get(target: &Target, path: &str, timeout: Duration) -> Result<serde_json::Value, ControlError> {
+    let (status, bytes) =
+        call(target, http::Method::GET, path, None, timeout).await.map_err(ControlError::Unreachable)?;
+    judge(target, path, status, &bytes)
+}
+
+/// An answer as JSON, or the instance's refusal in words: a 5xx other than 500 (the
+/// instance cannot now: no Postgres, no store) is worth trying again, like no answer.
+fn judge(
+    target: &Target,
+    path: &str,
+    status: http::StatusCode,
+    bytes: &[u8],
+) -> Result<serde_json::Value, ControlError> {
+    let json: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
     if status.is_success() {
         return Ok(json);
     }

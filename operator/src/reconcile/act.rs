@@ -26,6 +26,19 @@ pub trait InstanceApi: Send + Sync {
         path: &'a str,
         body: Value,
     ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>>;
+
+    /// `GET path` of `target`, bounded by `timeout` (`/status`, `/backups`: the backup
+    /// reconcile). By default unreachable: an implementation scripting only the control
+    /// routes never answers a read.
+    fn get<'a>(
+        &'a self,
+        target: &'a Target,
+        path: &'a str,
+        timeout: std::time::Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>> {
+        let _ = (target, timeout);
+        Box::pin(async move { Err(ControlError::Unreachable(format!("GET {path} is not implemented here"))) })
+    }
 }
 
 /// The real instances, over HTTPS.
@@ -40,6 +53,15 @@ impl InstanceApi for Https {
         body: Value,
     ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>> {
         Box::pin(instances::post(target, path, body))
+    }
+
+    fn get<'a>(
+        &'a self,
+        target: &'a Target,
+        path: &'a str,
+        timeout: std::time::Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>> {
+        Box::pin(instances::get(target, path, timeout))
     }
 }
 
