@@ -1,11 +1,12 @@
 //! End to end against a real Kubernetes API server: runs when `KUBECONFIG` is set and skips with
 //! a message otherwise (CI has no cluster; what ran where is in the issue notes).
 //!
-//! It installs the CRD, starts the operator binary on a namespace of its own, applies every
+//! It installs the CRDs, starts the operator binary on a namespace of its own, applies every
 //! sample of `testdata/clusters/`, and checks every object and the status. The API server
 //! itself refuses the bad specs (schema and CEL). Where pods can run (`PGWARDEN_E2E_PODS=1`:
 //! a kubelet, the images loaded), it waits for `Ready=True`, deletes the primary's pod and sees
-//! the failover in the status. The namespace is deleted at the end, whatever happened.
+//! the failover in the status, and follows an on-demand `PostgresBackup` of `backed-up` to a
+//! final phase. The namespace is deleted at the end, whatever happened.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -17,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Po
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
-use pgwarden_operator::crd::PostgresCluster;
+use pgwarden_operator::crd::{BackupPhase, PostgresBackup, PostgresCluster};
 use serde::Deserialize;
 
 const MANAGER: &str = "pgwarden-e2e";
@@ -106,18 +107,16 @@ impl Drop for Cleanup {
 
 fn samples() -> Vec<(String, Vec<serde_json::Value>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/clusters");
-    let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir).expect("testdata/clusters").flatten().map(|e| e.path()).collect();
     files.sort();
-    for path in files {
-        let text = std::fs::read_to_string(&path).expect("a sample");
-        let docs = serde_yaml::Deserializer::from_str(&text)
-            .map(|d| serde_json::Value::deserialize(d).expect("YAML"))
-            .filter(|v| !v.is_null())
-            .collect();
-        out.push((path.file_stem().expect("a name").to_string_lossy().into_owned(), docs));
-    }
-    out
+    files
+        .iter()
+        .map(|path| {
+            let name = path.file_name().expect("a name").to_string_lossy().into_owned();
+            let stem = path.file_stem().expect("a name").to_string_lossy().into_owned();
+            (stem, documents(&format!("clusters/{name}")))
+        })
+        .collect()
 }
 
 async fn apply_doc(client: &Client, ns: &str, doc: &serde_json::Value) -> Result<(), kube::Error> {
@@ -132,23 +131,31 @@ async fn apply_doc(client: &Client, ns: &str, doc: &serde_json::Value) -> Result
     api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(doc)).await.map(|_| ())
 }
 
-async fn install_crd(client: &Client) {
+async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "postgresclusters.pgwarden.io",
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(PostgresCluster::crd()),
-    )
-    .await
-    .expect("install the CRD");
-    wait_for("the CRD to be established", Duration::from_secs(60), || {
-        let crds = crds.clone();
-        async move {
-            let crd = crds.get("postgresclusters.pgwarden.io").await.ok()?;
-            crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-        }
-    })
-    .await;
+    for crd in [PostgresCluster::crd(), PostgresBackup::crd()] {
+        let name = crd.metadata.name.clone().expect("a CRD name");
+        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(crd)).await.expect("install the CRD");
+        wait_for(&format!("the CRD {name} to be established"), Duration::from_secs(60), || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// The documents of `testdata/<path>`.
+fn documents(path: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(path))
+        .unwrap_or_else(|e| panic!("testdata/{path}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
 }
 
 fn refusal(e: kube::Error) -> String {
@@ -165,7 +172,7 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default().await.expect("a client from KUBECONFIG");
-    install_crd(&client).await;
+    install_crds(&client).await;
     let ns = format!("pgwarden-e2e-{}", std::process::id());
     Api::<Namespace>::all(client.clone())
         .create(
@@ -235,6 +242,22 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
         eprintln!("{name}: every object and a status within {:?}", started.elapsed());
     }
 
+    // A PostgresBackup's spec is fixed; one for a cluster without a store fails at once.
+    let nowhere = serde_json::json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresBackup",
+        "metadata": {"name": "nowhere"}, "spec": {"cluster": {"name": "single"}}});
+    apply_doc(&client, &ns, &nowhere).await.expect("apply a PostgresBackup");
+    let moved = serde_json::json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresBackup",
+        "metadata": {"name": "nowhere"}, "spec": {"cluster": {"name": "sync"}}});
+    let e = refusal(apply_doc(&client, &ns, &moved).await.expect_err("a new cluster is refused"));
+    assert!(e.contains("spec is immutable"), "{e}");
+    let pgb: Api<PostgresBackup> = Api::namespaced(client.clone(), &ns);
+    let failed = wait_for("the backup of a cluster without a store to fail", Duration::from_secs(60), || {
+        let pgb = pgb.clone();
+        async move { pgb.get("nowhere").await.ok()?.status.filter(|s| s.phase() == BackupPhase::Failed) }
+    })
+    .await;
+    assert!(failed.error.as_deref().is_some_and(|e| e.starts_with("cluster single has no backup.store")), "{failed:?}");
+
     // A shrinking volume is refused on update.
     let shrink = serde_json::json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresCluster",
         "metadata": {"name": "single"}, "spec": {"storage": {"size": "512Mi"}}});
@@ -261,6 +284,13 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
             .await
         }
     };
+    // An on-demand backup of `backed-up`, whose store (a MinIO at minio.minio.svc) is not
+    // there: it runs while the steps below stop and restart the operator, and is checked at
+    // the end, completed or failed with its reason.
+    for doc in documents("backups/on-demand.yaml") {
+        apply_doc(&client, &ns, &doc).await.expect("apply the PostgresBackup");
+    }
+    let backup_applied = Instant::now();
     let status = ready("sync").await;
     eprintln!("sync: Ready=True {:?} after the samples were applied", applied.elapsed());
     let primary = status.current_primary.clone().expect("a primary");
@@ -461,7 +491,37 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
         "the primary was updated after a switchover"
     );
     nothing_the_instances_own_is_the_operators(&client, &ns).await;
+
+    backup_ends(&client, &ns, backup_applied).await;
     drop(operator);
+}
+
+/// Waits until the PostgresBackup of `testdata/backups/on-demand.yaml` is final: `Completed`
+/// with its id and LSNs, or `Failed` with an error naming the cluster or its instance and
+/// saying what to do. At most the start deadline and the unreachable deadline (5 minutes
+/// each), and the time the operator was stopped.
+async fn backup_ends(client: &Client, ns: &str, applied: Instant) {
+    let pgb: Api<PostgresBackup> = Api::namespaced(client.clone(), ns);
+    let status = wait_for("the PostgresBackup to be Completed or Failed", Duration::from_secs(900), || {
+        let pgb = pgb.clone();
+        async move { pgb.get("backed-up-on-demand").await.ok()?.status.filter(|s| s.phase().is_final()) }
+    })
+    .await;
+    match status.phase() {
+        BackupPhase::Completed => {
+            assert!(status.backup_id.is_some() && status.end_lsn.is_some(), "{status:?}");
+            eprintln!("backup: completed {:?} after it was applied: {status:?}", applied.elapsed());
+        }
+        _ => {
+            let error = status.error.clone().unwrap_or_default();
+            assert!(error.contains("backed-up"), "the error names the cluster or its instance: {status:?}");
+            assert!(error.contains("create a new PostgresBackup"), "the error says what to do: {status:?}");
+            eprintln!(
+                "backup: failed {:?} after it was applied, as it should without a store: {error}",
+                applied.elapsed()
+            );
+        }
+    }
 }
 
 /// The host PID of `pod`'s instance manager, when its container runs on this machine.
