@@ -124,13 +124,14 @@ pub struct Decision {
 pub enum StartAnswer {
     /// `202 {id}`: the backup runs.
     Accepted(String),
-    /// The instance refused (its words), and its `/status` right after: a refusal because
-    /// another backup started there or it stopped being the primary is a race, not a verdict.
-    Refused {
-        /// The refusal.
+    /// The instance answered with an error: it started nothing. `409`: not now (another
+    /// backup runs there, or it is not the primary any more); `503`: cannot now (Postgres
+    /// not running, the store unreadable); anything else is its verdict.
+    NotStarted {
+        /// The HTTP status.
+        status: http::StatusCode,
+        /// The instance's words.
         message: String,
-        /// The instance's `/status` read after it.
-        after: Result<InstanceView, String>,
     },
     /// No answer, or one that could not be read: the request may or may not have arrived.
     NoAnswer(String),
@@ -165,10 +166,18 @@ pub fn after_start(
             let note = format!("base backup {id} started on {instance}");
             Decision { status, start: None, notice: Some(Notice { warning: false, reason: "BackupStarted", note }) }
         }
-        StartAnswer::Refused { message, after } => {
-            let race = after.as_ref().is_ok_and(|v| v.running.is_some() || !v.is_primary);
-            if race && !past(created, now, START_DEADLINE) {
+        StartAnswer::NotStarted { status, message } => {
+            let not_now = matches!(status, http::StatusCode::CONFLICT | http::StatusCode::SERVICE_UNAVAILABLE);
+            if not_now && !past(created, now, START_DEADLINE) {
                 wait(renewed(asked, format!("{message}; asking the primary again")))
+            } else if not_now {
+                fail(
+                    asked,
+                    format!(
+                        "the backup could not start within {} minutes of its creation: {message}; create a new PostgresBackup once that is resolved",
+                        START_DEADLINE.as_mins()
+                    ),
+                )
             } else {
                 fail(asked, format!("{message}; create a new PostgresBackup once that is resolved"))
             }
@@ -203,6 +212,9 @@ fn start_or_wait(seen: &Seen<'_>) -> Decision {
                 (None, _) => format!("the primary {p} has no Pod"),
                 (_, Err(e)) => format!("the primary {p} does not answer: {e}"),
                 (_, Ok(v)) if !v.is_primary => format!("{p} holds the primary Lease but is not out of recovery yet"),
+                (_, Ok(InstanceView { running: Some(other), .. })) if other == STARTING => {
+                    format!("a backup is starting on {p} (one backup at a time per instance)")
+                }
                 (_, Ok(InstanceView { running: Some(other), .. })) => {
                     format!("backup {other} is running on {p} (one backup at a time per instance)")
                 }

@@ -170,47 +170,36 @@ fn a_cluster_without_a_store_fails_at_once() {
 }
 
 #[test]
-fn a_refusal_is_a_verdict_unless_the_instance_shows_the_race_behind_it() {
-    let refused = "pg-1 answered /backup with HTTP 401 Unauthorized: missing bearer token".to_owned();
+fn an_error_answer_is_a_verdict_unless_it_means_not_now() {
+    let not_started = |status: u16, message: &str| StartAnswer::NotStarted {
+        status: http::StatusCode::from_u16(status).expect("a status"),
+        message: message.into(),
+    };
     let d = after_start(
         &asked(),
         "pg-1",
-        StartAnswer::Refused { message: refused.clone(), after: Ok(primary()) },
+        not_started(401, "pg-1 answered /backup with HTTP 401 Unauthorized: missing bearer token"),
         Some(at(0)),
         at(1),
     );
-    failed_with(&d, "HTTP 401 Unauthorized: missing bearer token");
+    failed_with(&d, "HTTP 401 Unauthorized: missing bearer token; create a new PostgresBackup");
 
-    // The schedule started a backup between the check and the request: wait, ask again.
-    let busy = InstanceView { running: Some("20260301T100100Z".into()), ..primary() };
-    let conflict =
-        "pg-1 answered /backup with HTTP 409 Conflict: backup 20260301T100100Z is already running".to_owned();
-    let d = after_start(
-        &asked(),
-        "pg-1",
-        StartAnswer::Refused { message: conflict.clone(), after: Ok(busy.clone()) },
-        Some(at(0)),
-        at(1),
-    );
-    waiting(&d, BackupPhase::New, "is already running; asking the primary again");
-    assert_eq!(d.status.instance_id, None, "nothing is asked any more");
-    // A switchover happened in between: the instance is a replica now.
-    let replica = InstanceView { is_primary: false, ..primary() };
-    let d = after_start(
-        &asked(),
-        "pg-1",
-        StartAnswer::Refused {
-            message: "pg-1 answered /backup with HTTP 409 Conflict: this instance is a replica".into(),
-            after: Ok(replica),
-        },
-        Some(at(0)),
-        at(1),
-    );
-    assert_eq!(d.status.phase, Some(BackupPhase::New), "{d:#?}");
-    // Past the deadline a race is not waited out any more.
-    let d =
-        after_start(&asked(), "pg-1", StartAnswer::Refused { message: conflict, after: Ok(busy) }, Some(at(0)), at(6));
-    failed_with(&d, "HTTP 409 Conflict");
+    // The schedule started a backup between the check and the request: not now; ask again.
+    let busy =
+        "pg-1 answered /backup with HTTP 409 Conflict: backup 20260301T100100Z is already running on this instance";
+    let d = after_start(&asked(), "pg-1", not_started(409, busy), Some(at(0)), at(1));
+    waiting(&d, BackupPhase::New, "is already running on this instance; asking the primary again");
+    assert_eq!((d.status.instance_id.clone(), d.status.started_at.clone()), (None, None), "nothing is asked any more");
+    // The store cannot be read just now.
+    let store = "pg-1 answered /backup with HTTP 503 Service Unavailable: the backup store: timeout (check the store)";
+    let d = after_start(&asked(), "pg-1", not_started(503, store), Some(at(0)), at(1));
+    waiting(&d, BackupPhase::New, "the backup store: timeout");
+    // Past the deadline "not now" is the end.
+    let d = after_start(&asked(), "pg-1", not_started(503, store), Some(at(0)), at(6));
+    failed_with(&d, "could not start within 5 minutes of its creation: pg-1 answered /backup with HTTP 503");
+    // A backup that failed at once (500) is a verdict.
+    let d = after_start(&asked(), "pg-1", not_started(500, "pg-1 answered /backup with HTTP 500"), Some(at(0)), at(1));
+    assert_eq!(d.status.phase, Some(BackupPhase::Failed));
 }
 
 #[test]

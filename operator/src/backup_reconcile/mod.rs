@@ -30,11 +30,12 @@
 //!    status) holds nothing of it — or its Pod is gone, taking any backup with it — is the
 //!    request known not to have taken effect, and the backup goes back to `New`. While the
 //!    instance does not answer, nothing is asked (for at most [`decide::UNREACHABLE_DEADLINE`]).
-//! 3. **The instances keep one backup at a time each**, and take primary backups only on a
-//!    primary: the answers that would be a second backup are refusals. A refusal is a verdict
-//!    (`Failed`, with the instance's words) unless the instance's `/status` right after shows
-//!    the race that explains it — another backup running there, or no longer the primary —
-//!    then the backup waits and asks the primary again.
+//! 3. **An error answer started nothing.** The instances take one backup at a time each, and
+//!    primary backups only on a primary. `409` (another backup runs there, or it is not the
+//!    primary any more) and `503` (Postgres not running, the store unreadable) mean "not
+//!    now": the backup goes back to `New` and the primary is asked again, within the start
+//!    deadline. Any other error is a verdict (`Failed`, with the instance's words). Only no
+//!    answer at all leaves the request in doubt (rule 2).
 //!
 //! So a PostgresBackup never has two backups running, and at most one of its requests can
 //! reach the catalog. A backup adopted after a lost answer may be one the schedule started at

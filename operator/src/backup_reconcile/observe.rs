@@ -15,12 +15,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use pgwarden_contract::{BackupList, BackupRequest, BackupStarted, InstanceStatus};
-use serde_json::Value;
 
 use super::decide::{Catalog, ClusterSeen, InstanceSeen, InstanceView, StartAnswer};
 use crate::build::{Cluster, pod};
 use crate::crd::{BackupPhase, PostgresBackupStatus, PostgresCluster};
-use crate::instances::{self, CALL_TIMEOUT, CONTROL_TIMEOUT, ControlError, Target};
+use crate::instances::{self, Answer, CALL_TIMEOUT, CONTROL_TIMEOUT, Target};
 use crate::names::{API_PORT, Names};
 use crate::reconcile::act::InstanceApi;
 
@@ -95,7 +94,7 @@ pub async fn observe(
 
 impl Observed {
     /// `POST /backup` (not waiting for it to end) to `instance`, which must be the instance
-    /// observed; after a refusal, its `/status` again, so that a race is told from a verdict.
+    /// observed.
     pub async fn ask(&self, api: &dyn InstanceApi, instance: &str) -> StartAnswer {
         let Some(target) = self.target.as_ref().filter(|t| t.name == instance) else {
             return StartAnswer::NoAnswer(format!("{instance} has no address"));
@@ -104,13 +103,15 @@ impl Observed {
             Ok(body) => body,
             Err(e) => return StartAnswer::NoAnswer(format!("the request could not be written: {e}")),
         };
-        match api.post(target, "/backup", body).await {
-            Ok(answer) => match serde_json::from_value::<BackupStarted>(answer) {
+        match api.request(target, http::Method::POST, "/backup", Some(body), CONTROL_TIMEOUT).await {
+            Ok(answer) if answer.status.is_success() => match serde_json::from_value::<BackupStarted>(answer.body) {
                 Ok(started) => StartAnswer::Accepted(started.id),
                 Err(e) => StartAnswer::NoAnswer(format!("{instance} answered POST /backup without an id: {e}")),
             },
-            Err(ControlError::Refused(message)) => StartAnswer::Refused { message, after: view(api, target).await },
-            Err(ControlError::Unreachable(why)) => StartAnswer::NoAnswer(why),
+            Ok(answer) => {
+                StartAnswer::NotStarted { status: answer.status, message: answer.refusal(instance, "/backup") }
+            }
+            Err(why) => StartAnswer::NoAnswer(why),
         }
     }
 }
@@ -185,10 +186,24 @@ async fn instance(
     Ok((InstanceSeen { name: name.to_owned(), pod_uid, answer }, target))
 }
 
+/// `GET path` of `target`: the document, or why not.
+async fn get<T: serde::de::DeserializeOwned>(
+    api: &dyn InstanceApi,
+    target: &Target,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<T, String> {
+    let answer: Answer = api.request(target, http::Method::GET, path, None, timeout).await?;
+    if !answer.status.is_success() {
+        return Err(answer.refusal(&target.name, path));
+    }
+    serde_json::from_value(answer.body)
+        .map_err(|e| format!("{} answered GET {path} with an unexpected document: {e}", target.name))
+}
+
 /// What an instance's `/status` says about backups.
 async fn view(api: &dyn InstanceApi, target: &Target) -> Result<InstanceView, String> {
-    let answer = api.get(target, "/status", CALL_TIMEOUT).await.map_err(|e| e.to_string())?;
-    let status: InstanceStatus = parse(answer, "/status", &target.name)?;
+    let status: InstanceStatus = get(api, target, "/status", CALL_TIMEOUT).await?;
     let backup = status.backup.unwrap_or_default();
     Ok(InstanceView {
         is_primary: status.in_recovery == Some(false),
@@ -200,12 +215,6 @@ async fn view(api: &dyn InstanceApi, target: &Target) -> Result<InstanceView, St
 /// The store's catalog, as `target` lists it.
 async fn catalog(api: &dyn InstanceApi, target: &Target) -> Result<Catalog, String> {
     // Listing reads the store: as long as a control call, not a status read.
-    let answer = api.get(target, "/backups", CONTROL_TIMEOUT).await.map_err(|e| e.to_string())?;
-    let list: BackupList = parse(answer, "/backups", &target.name)?;
+    let list: BackupList = get(api, target, "/backups", CONTROL_TIMEOUT).await?;
     Ok(Catalog { destination: list.destination, backups: list.backups })
-}
-
-fn parse<T: serde::de::DeserializeOwned>(answer: Value, path: &str, instance: &str) -> Result<T, String> {
-    serde_json::from_value(answer)
-        .map_err(|e| format!("{instance} answered GET {path} with an unexpected document: {e}"))
 }

@@ -22,20 +22,26 @@ use crate::build::golden_tests::sample;
 use crate::build::{self, Cluster};
 use crate::crd::{BackupPhase, PostgresBackup, PostgresBackupStatus, PostgresCluster};
 use crate::instances::instances_tests::REPLICA_STATUS;
-use crate::instances::{ControlError, Target};
+use crate::instances::{Answer, ControlError, Target};
 use crate::reconcile::act::InstanceApi;
 use crate::testkit::{DEFAULT_NOW, FakeApi, ResourceType};
 
 /// Instances answering from a script keyed by `(instance, "GET /status")`; every call is
-/// recorded. Unscripted calls are unreachable.
+/// recorded. Unscripted calls get no answer.
 #[derive(Default)]
 struct Instances {
     calls: Mutex<Vec<String>>,
-    answers: Mutex<BTreeMap<(String, String), Result<Value, ControlError>>>,
+    answers: Mutex<BTreeMap<(String, String), Result<Answer, String>>>,
 }
 
 impl Instances {
-    fn answer(&self, instance: &str, call: &str, answer: Result<Value, ControlError>) {
+    /// `instance` answers `call` with `status` and `body`.
+    fn answer(&self, instance: &str, call: &str, status: u16, body: Value) {
+        let answer = Answer { status: http::StatusCode::from_u16(status).expect("a status"), body };
+        self.script(instance, call, Ok(answer));
+    }
+
+    fn script(&self, instance: &str, call: &str, answer: Result<Answer, String>) {
         self.answers.lock().unwrap_or_else(PoisonError::into_inner).insert((instance.into(), call.into()), answer);
     }
 
@@ -47,33 +53,36 @@ impl Instances {
         self.calls().iter().filter(|c| c.contains("POST")).count()
     }
 
-    fn respond(&self, target: &Target, call: String) -> Result<Value, ControlError> {
+    fn respond(&self, target: &Target, call: String) -> Result<Answer, String> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(format!("{} {call}", target.name));
         let scripted =
             self.answers.lock().unwrap_or_else(PoisonError::into_inner).get(&(target.name.clone(), call)).cloned();
-        scripted.unwrap_or_else(|| Err(ControlError::Unreachable("connect: no route to host".into())))
+        scripted.unwrap_or_else(|| Err("connect: no route to host".into()))
     }
 }
 
 impl InstanceApi for Instances {
     fn post<'a>(
         &'a self,
-        target: &'a Target,
+        _: &'a Target,
         path: &'a str,
-        body: Value,
+        _: Value,
     ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>> {
-        assert_eq!(body, json!({"fromStandby": false, "wait": false}), "a primary backup, not waited for");
-        let answer = self.respond(target, format!("POST {path}"));
-        Box::pin(async move { answer })
+        panic!("the backup reconcile calls request, not post ({path})")
     }
 
-    fn get<'a>(
+    fn request<'a>(
         &'a self,
         target: &'a Target,
+        method: http::Method,
         path: &'a str,
+        body: Option<Value>,
         _: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>> {
-        let answer = self.respond(target, format!("GET {path}"));
+    ) -> Pin<Box<dyn Future<Output = Result<Answer, String>> + Send + 'a>> {
+        if method == http::Method::POST {
+            assert_eq!(body, Some(json!({"fromStandby": false, "wait": false})), "a primary backup, not waited for");
+        }
+        let answer = self.respond(target, format!("{method} {path}"));
         Box::pin(async move { answer })
     }
 }
@@ -148,13 +157,13 @@ impl World {
             "last_backup": null, "running": running, "retention_error": null, "next_scheduled_at": null,
             "last_failure": failure.map(|f| f.0), "last_failed_at": failure.map(|f| f.1),
         });
-        self.instances.answer(instance, "GET /status", Ok(status));
+        self.instances.answer(instance, "GET /status", 200, status);
     }
 
     fn catalog(&self, instance: &str, ids: &[(&str, &str)]) {
         let backups: Vec<Value> = ids.iter().map(|(id, started)| listed(id, instance, started)).collect();
         let list = json!({"destination": "s3://backups/pgwarden/backed-up", "retention": null, "backups": backups});
-        self.instances.answer(instance, "GET /backups", Ok(list));
+        self.instances.answer(instance, "GET /backups", 200, list);
     }
 
     fn advance(&self, by: SignedDuration) {
@@ -210,7 +219,7 @@ fn listed(id: &str, instance: &str, started: &str) -> Value {
 async fn a_backup_is_asked_of_the_primary_once_and_followed_to_completed() {
     let w = World::new();
     w.status("backed-up-1", true, None, None);
-    w.instances.answer("backed-up-1", "POST /backup", Ok(json!({"id": "20260101T000010Z"})));
+    w.instances.answer("backed-up-1", "POST /backup", 202, json!({"id": "20260101T000010Z"}));
 
     let action = w.pass().await;
     assert_eq!(action, Action::requeue(POLL));
@@ -269,11 +278,7 @@ async fn a_backup_is_asked_of_the_primary_once_and_followed_to_completed() {
 async fn a_lost_answer_is_looked_up_on_the_instance_not_asked_again() {
     let w = World::new();
     w.status("backed-up-1", true, None, None);
-    w.instances.answer(
-        "backed-up-1",
-        "POST /backup",
-        Err(ControlError::Unreachable("10.0.0.1:8000 did not answer within 30s".into())),
-    );
+    w.instances.script("backed-up-1", "POST /backup", Err("10.0.0.1:8000 did not answer within 30s".into()));
     w.pass().await;
     let s = w.status_now();
     assert_eq!((s.phase, s.backup_id.clone()), (Some(BackupPhase::Started), None));
@@ -291,7 +296,7 @@ async fn a_lost_answer_is_looked_up_on_the_instance_not_asked_again() {
 async fn a_stale_copy_of_the_backup_asks_nothing() {
     let w = World::new();
     w.status("backed-up-1", true, None, None);
-    w.instances.answer("backed-up-1", "POST /backup", Ok(json!({"id": "20260101T000010Z"})));
+    w.instances.answer("backed-up-1", "POST /backup", 202, json!({"id": "20260101T000010Z"}));
     let stale = w.backup();
     w.pass().await;
     assert_eq!(w.instances.posts(), 1);
@@ -353,7 +358,7 @@ async fn a_missing_cluster_is_waited_for_and_one_without_a_store_fails_at_once()
 async fn a_failover_during_a_backup_fails_it() {
     let w = World::new();
     w.status("backed-up-1", true, None, None);
-    w.instances.answer("backed-up-1", "POST /backup", Ok(json!({"id": "20260101T000010Z"})));
+    w.instances.answer("backed-up-1", "POST /backup", 202, json!({"id": "20260101T000010Z"}));
     w.pass().await;
     // backed-up-1's node dies: backed-up-2 takes the Lease, the Pod is created again.
     w.set_holder(Some("backed-up-2"));
@@ -381,13 +386,42 @@ async fn a_failover_during_a_backup_fails_it() {
 async fn the_catalog_is_read_from_the_primary_when_the_instance_asked_does_not_answer() {
     let w = World::new();
     w.status("backed-up-1", true, None, None);
-    w.instances.answer("backed-up-1", "POST /backup", Ok(json!({"id": "20260101T000010Z"})));
+    w.instances.answer("backed-up-1", "POST /backup", 202, json!({"id": "20260101T000010Z"}));
     w.pass().await;
     // backed-up-1 finished, then stopped answering; backed-up-2 is primary and lists the store.
-    w.instances.answer("backed-up-1", "GET /status", Err(ControlError::Unreachable("connect: refused".into())));
+    w.instances.script("backed-up-1", "GET /status", Err("connect: refused".into()));
     w.set_holder(Some("backed-up-2"));
     w.catalog("backed-up-2", &[("20260101T000010Z", "2026-01-01T00:00:10Z")]);
     w.pass().await;
     assert_eq!(w.status_now().phase, Some(BackupPhase::Completed));
     assert!(w.instances.calls().contains(&"backed-up-2 GET /backups".to_owned()), "{:?}", w.instances.calls());
+}
+
+#[tokio::test]
+async fn a_primary_that_cannot_take_a_backup_now_is_asked_again_until_the_deadline() {
+    let w = World::new();
+    w.status("backed-up-1", true, None, None);
+    let unreadable =
+        json!({"error": "the backup store: connection refused", "hint": "check the store (instance-manager diagnose)"});
+    w.instances.answer("backed-up-1", "POST /backup", 503, unreadable);
+    w.pass().await;
+    let s = w.status_now();
+    assert_eq!((s.phase, s.instance_id.clone()), (Some(BackupPhase::New), None), "nothing started: {s:?}");
+    assert!(
+        s.message.as_deref().is_some_and(|m| m.contains("HTTP 503 Service Unavailable: the backup store")),
+        "{s:?}"
+    );
+    w.pass().await;
+    assert_eq!(w.instances.posts(), 2, "asked again: {:?}", w.instances.calls());
+
+    w.advance(SignedDuration::from_mins(5));
+    w.pass().await;
+    let s = w.status_now();
+    assert_eq!(s.phase, Some(BackupPhase::Failed));
+    assert_eq!(
+        s.error.as_deref(),
+        Some(
+            "the backup could not start within 5 minutes of its creation: backed-up-1 answered /backup with HTTP 503 Service Unavailable: the backup store: connection refused (check the store (instance-manager diagnose)); create a new PostgresBackup once that is resolved"
+        )
+    );
 }

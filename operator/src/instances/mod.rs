@@ -131,38 +131,50 @@ pub enum ControlError {
 /// `POST path` with a JSON body to `target`; the answer's JSON, or why not (the instance's
 /// `{"error", "hint"}` in words when it refused).
 pub async fn post(target: &Target, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ControlError> {
-    let (status, bytes) =
-        call(target, http::Method::POST, path, Some(body), CONTROL_TIMEOUT).await.map_err(ControlError::Unreachable)?;
-    judge(target, path, status, &bytes)
-}
-
-/// `GET path` of `target`, bounded by `timeout`; the answer's JSON, or why not, classified as
-/// [`post`]'s.
-pub async fn get(target: &Target, path: &str, timeout: Duration) -> Result<serde_json::Value, ControlError> {
-    let (status, bytes) =
-        call(target, http::Method::GET, path, None, timeout).await.map_err(ControlError::Unreachable)?;
-    judge(target, path, status, &bytes)
-}
-
-/// An answer as JSON, or the instance's refusal in words: a 5xx other than 500 (the
-/// instance cannot now: no Postgres, no store) is worth trying again, like no answer.
-fn judge(
-    target: &Target,
-    path: &str,
-    status: http::StatusCode,
-    bytes: &[u8],
-) -> Result<serde_json::Value, ControlError> {
-    let json: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
-    if status.is_success() {
-        return Ok(json);
+    let answer = request(target, http::Method::POST, path, Some(body), CONTROL_TIMEOUT)
+        .await
+        .map_err(ControlError::Unreachable)?;
+    if answer.status.is_success() {
+        return Ok(answer.body);
     }
-    let error = json.get("error").and_then(|e| e.as_str()).unwrap_or("no error message");
-    let hint = json.get("hint").and_then(|e| e.as_str()).map(|h| format!(" ({h})")).unwrap_or_default();
-    let message = format!("{} answered {path} with HTTP {status}: {error}{hint}", target.name);
-    if status.is_server_error() && status != http::StatusCode::INTERNAL_SERVER_ERROR {
+    let message = answer.refusal(&target.name, path);
+    // A 5xx other than 500 (the instance cannot now: no Postgres, no store) is worth trying
+    // again, like no answer.
+    if answer.status.is_server_error() && answer.status != http::StatusCode::INTERNAL_SERVER_ERROR {
         return Err(ControlError::Unreachable(message));
     }
     Err(ControlError::Refused(message))
+}
+
+/// An instance's answer, whatever its status code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: http::StatusCode,
+    /// The body as JSON; `null` when it is not JSON.
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    /// The instance's `{"error", "hint"}` in words: what `instance` answered to `path`.
+    pub fn refusal(&self, instance: &str, path: &str) -> String {
+        let error = self.body.get("error").and_then(|e| e.as_str()).unwrap_or("no error message");
+        let hint = self.body.get("hint").and_then(|e| e.as_str()).map(|h| format!(" ({h})")).unwrap_or_default();
+        format!("{instance} answered {path} with HTTP {}: {error}{hint}", self.status)
+    }
+}
+
+/// `method path` (with a JSON body) to `target`, bounded by `timeout`: the answer, whatever
+/// its status; `Err` when there is none (connection, TLS, timeout).
+pub async fn request(
+    target: &Target,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let (status, bytes) = call(target, method, path, body, timeout).await?;
+    Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) })
 }
 
 /// `GET /status` of the instance at `addr`, verified as `host`.

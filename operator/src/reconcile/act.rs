@@ -27,17 +27,20 @@ pub trait InstanceApi: Send + Sync {
         body: Value,
     ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>>;
 
-    /// `GET path` of `target`, bounded by `timeout` (`/status`, `/backups`: the backup
-    /// reconcile). By default unreachable: an implementation scripting only the control
-    /// routes never answers a read.
-    fn get<'a>(
+    /// `method path` to `target` with an optional JSON body, bounded by `timeout`: the answer
+    /// whatever its status (the backup reconcile reads the code), `Err` when there is none. By
+    /// default there is none: an implementation scripting only the control routes answers
+    /// nothing else.
+    fn request<'a>(
         &'a self,
         target: &'a Target,
+        method: http::Method,
         path: &'a str,
+        body: Option<Value>,
         timeout: std::time::Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>> {
-        let _ = (target, timeout);
-        Box::pin(async move { Err(ControlError::Unreachable(format!("GET {path} is not implemented here"))) })
+    ) -> Pin<Box<dyn Future<Output = Result<instances::Answer, String>> + Send + 'a>> {
+        let _ = (target, body, timeout);
+        Box::pin(async move { Err(format!("{method} {path} is not implemented here")) })
     }
 }
 
@@ -55,13 +58,15 @@ impl InstanceApi for Https {
         Box::pin(instances::post(target, path, body))
     }
 
-    fn get<'a>(
+    fn request<'a>(
         &'a self,
         target: &'a Target,
+        method: http::Method,
         path: &'a str,
+        body: Option<Value>,
         timeout: std::time::Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<Value, ControlError>> + Send + 'a>> {
-        Box::pin(instances::get(target, path, timeout))
+    ) -> Pin<Box<dyn Future<Output = Result<instances::Answer, String>> + Send + 'a>> {
+        Box::pin(instances::request(target, method, path, body, timeout))
     }
 }
 
