@@ -171,13 +171,7 @@ pub fn after_start(
             if not_now && !past(created, now, START_DEADLINE) {
                 wait(renewed(asked, format!("{message}; asking the primary again")))
             } else if not_now {
-                fail(
-                    asked,
-                    format!(
-                        "the backup could not start within {} minutes of its creation: {message}; create a new PostgresBackup once that is resolved",
-                        START_DEADLINE.as_mins()
-                    ),
-                )
+                too_late(asked, &message)
             } else {
                 fail(asked, format!("{message}; create a new PostgresBackup once that is resolved"))
             }
@@ -223,13 +217,7 @@ fn start_or_wait(seen: &Seen<'_>) -> Decision {
         },
     };
     if past(seen.created, seen.now, START_DEADLINE) {
-        return fail(
-            seen.status,
-            format!(
-                "the backup could not start within {} minutes of its creation: {blocked}; create a new PostgresBackup once that is resolved",
-                START_DEADLINE.as_mins()
-            ),
-        );
+        return too_late(seen.status, &blocked);
     }
     let mut status = seen.status.clone();
     status.phase = Some(BackupPhase::New);
@@ -266,8 +254,14 @@ fn look_up(seen: &Seen<'_>, asked: &InstanceId) -> Decision {
     if let Some(i) = instance
         && i.pod_uid != asked.pod_uid
     {
-        let why = format!("{name}'s Pod was deleted or re-created before it confirmed the backup asked at {at}");
-        return again(seen, why);
+        // Whatever the Pod ran is gone, but it may have completed first: only the catalog says.
+        return match catalog_read(seen) {
+            Ok(()) => again(
+                seen,
+                format!("{name}'s Pod was deleted or re-created before it confirmed the backup asked at {at}"),
+            ),
+            Err(e) => unreachable(seen, &e, &format!("cannot read the catalog to look up the backup asked of {name}")),
+        };
     }
     match instance.map(|i| &i.answer) {
         Some(Ok(InstanceView { running: Some(id), .. })) if id != STARTING => {
@@ -287,14 +281,11 @@ fn look_up(seen: &Seen<'_>, asked: &InstanceId) -> Decision {
         Some(Ok(InstanceView { last_failure: Some((why, when)), .. })) if since_request(*when) => {
             fail(seen.status, format!("the backup asked of {name} at {at} failed: {why}"))
         }
-        Some(Ok(_)) => match &seen.catalog {
-            Some(Ok(_)) => {
+        Some(Ok(_)) => match catalog_read(seen) {
+            Ok(()) => {
                 again(seen, format!("{name} has no trace of the backup asked at {at} (the request did not reach it)"))
             }
-            Some(Err(e)) => {
-                unreachable(seen, e, &format!("cannot read the catalog to look up the backup asked of {name}"))
-            }
-            None => unreachable(seen, "no instance listed it", "cannot read the catalog"),
+            Err(e) => unreachable(seen, &e, &format!("cannot read the catalog to look up the backup asked of {name}")),
         },
         Some(Err(e)) => {
             unreachable(seen, e, &format!("cannot learn from {name} whether it started the backup asked at {at}"))
@@ -316,12 +307,16 @@ fn follow(seen: &Seen<'_>, id: &str, asked: &InstanceId) -> Decision {
         && i.pod_uid != asked.pod_uid
     {
         let what = if i.pod_uid.is_none() { "deleted" } else { "re-created" };
-        return fail(
-            seen.status,
-            format!(
-                "{name}'s Pod was {what} while it took backup {id}: the backup ended with it (a failover or a restart during a backup ends it); create a new PostgresBackup"
+        // It may have completed just before: only the catalog says.
+        return match catalog_read(seen) {
+            Ok(()) => fail(
+                seen.status,
+                format!(
+                    "{name}'s Pod was {what} while it took backup {id}: the backup ended with it (a failover or a restart during a backup ends it); create a new PostgresBackup"
+                ),
             ),
-        );
+            Err(e) => unreachable(seen, &e, &format!("cannot read the catalog to find backup {id}")),
+        };
     }
     match instance.map(|i| &i.answer) {
         Some(Ok(v)) if v.running.as_deref() == Some(id) => {
@@ -341,17 +336,14 @@ fn follow(seen: &Seen<'_>, id: &str, asked: &InstanceId) -> Decision {
                     ),
                 );
             }
-            match &seen.catalog {
-                Some(Ok(_)) => fail(
+            match catalog_read(seen) {
+                Ok(()) => fail(
                     seen.status,
                     format!(
                         "backup {id} is neither running on {name} nor in the catalog: it ended without completing (its instance manager restarted, or Postgres stopped or was demoted during it); create a new PostgresBackup"
                     ),
                 ),
-                Some(Err(e)) => unreachable(seen, e, &format!("cannot read the catalog to find backup {id}")),
-                None => {
-                    unreachable(seen, "no instance listed it", &format!("cannot read the catalog to find backup {id}"))
-                }
+                Err(e) => unreachable(seen, &e, &format!("cannot read the catalog to find backup {id}")),
             }
         }
         Some(Err(e)) => unreachable(seen, e, &format!("{name}, taking backup {id}, does not answer")),
@@ -402,6 +394,15 @@ fn complete(seen: &Seen<'_>, listed: &ListedBackup, destination: &str) -> Decisi
     Decision { status, start: None, notice: Some(Notice { warning: false, reason: "BackupCompleted", note }) }
 }
 
+/// Whether the catalog was read, or why not.
+fn catalog_read(seen: &Seen<'_>) -> Result<(), String> {
+    match &seen.catalog {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("no instance answered to list it".into()),
+    }
+}
+
 /// No answer: wait, for at most [`UNREACHABLE_DEADLINE`] from the first pass without one.
 fn unreachable(seen: &Seen<'_>, why: &str, context: &str) -> Decision {
     let since = seen.status.unreachable_since.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).unwrap_or(seen.now);
@@ -424,13 +425,7 @@ fn unreachable(seen: &Seen<'_>, why: &str, context: &str) -> Decision {
 /// waited too long to start already.
 fn again(seen: &Seen<'_>, why: String) -> Decision {
     if past(seen.created, seen.now, START_DEADLINE) {
-        return fail(
-            seen.status,
-            format!(
-                "{why}, and the backup could not start within {} minutes of its creation; create a new PostgresBackup",
-                START_DEADLINE.as_mins()
-            ),
-        );
+        return too_late(seen.status, &why);
     }
     wait(renewed(seen.status, format!("{why}; asking the primary again")))
 }
@@ -443,6 +438,17 @@ fn renewed(status: &PostgresBackupStatus, message: String) -> PostgresBackupStat
         observed_generation: status.observed_generation,
         ..PostgresBackupStatus::default()
     }
+}
+
+/// Failed: it could not start within [`START_DEADLINE`], because of `why`.
+fn too_late(status: &PostgresBackupStatus, why: &str) -> Decision {
+    let minutes = START_DEADLINE.as_mins();
+    fail(
+        status,
+        format!(
+            "the backup could not start within {minutes} minutes of its creation: {why}; create a new PostgresBackup once that is resolved"
+        ),
+    )
 }
 
 fn fail(status: &PostgresBackupStatus, error: String) -> Decision {

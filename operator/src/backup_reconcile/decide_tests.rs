@@ -261,10 +261,13 @@ fn a_request_that_left_no_trace_is_asked_again_and_an_older_backup_is_not_taken_
         Some(Err("the store: timeout".into())),
     );
     waiting(&d, BackupPhase::Started, "cannot read the catalog");
-    // The Pod asked was re-created: whatever it ran is gone; ask again.
+    // The Pod asked was re-created: whatever it ran is gone; ask again, once the catalog
+    // shows it did not complete first.
     let d =
         decide_at(2, &asked(), ready("pg-1"), instance("pg-1", "uid-9", Ok(primary())), catalog(vec![nightly.clone()]));
     waiting(&d, BackupPhase::New, "re-created before it confirmed");
+    let d = decide_at(2, &asked(), ready("pg-1"), instance("pg-1", "uid-9", Ok(primary())), None);
+    waiting(&d, BackupPhase::Started, "cannot read the catalog");
     // Past the start deadline that is the end.
     let d = decide_at(7, &asked(), ready("pg-1"), instance("pg-1", "uid-1", Ok(primary())), catalog(vec![nightly]));
     failed_with(&d, "could not start within 5 minutes");
@@ -326,10 +329,11 @@ fn a_backup_fails_when_it_failed_ended_unlisted_or_lost_its_pod() {
     failed_with(&d, "neither running on pg-1 nor in the catalog");
 
     let gone = Some(InstanceSeen { name: "pg-1".into(), pod_uid: None, answer: Err("there is no Pod pg-1".into()) });
-    failed_with(
-        &decide_at(3, &running(), ready("pg-2"), gone, catalog(vec![])),
-        "pg-1's Pod was deleted while it took backup 20260301T100100Z",
-    );
+    let d = decide_at(3, &running(), ready("pg-2"), gone.clone(), catalog(vec![]));
+    failed_with(&d, "pg-1's Pod was deleted while it took backup 20260301T100100Z");
+    // Not before the catalog says it did not complete first.
+    let d = decide_at(3, &running(), ready("pg-2"), gone, None);
+    waiting(&d, BackupPhase::Started, "cannot read the catalog to find backup 20260301T100100Z");
     let d = decide_at(
         3,
         &running(),

@@ -26,10 +26,11 @@
 //!    the backup it is running is adopted; a backup of that instance in the catalog that
 //!    began no earlier than [`decide::CLOCK_SKEW`] before the request is adopted (and
 //!    completes); a failure it reports since then fails the resource. Only when the instance
-//!    answers, is running nothing, reports no failure since and the catalog (read after its
-//!    status) holds nothing of it — or its Pod is gone, taking any backup with it — is the
-//!    request known not to have taken effect, and the backup goes back to `New`. While the
-//!    instance does not answer, nothing is asked (for at most [`decide::UNREACHABLE_DEADLINE`]).
+//!    answers, is running nothing and reports no failure since, or its Pod is gone (taking
+//!    any running backup with it), and the catalog (read after its status) holds nothing of
+//!    it, is the request known not to have taken effect, and the backup goes back to `New`.
+//!    While the instance or the catalog does not answer, nothing is asked (for at most
+//!    [`decide::UNREACHABLE_DEADLINE`]).
 //! 3. **An error answer started nothing.** The instances take one backup at a time each, and
 //!    primary backups only on a primary. `409` (another backup runs there, or it is not the
 //!    primary any more) and `503` (Postgres not running, the store unreadable) mean "not

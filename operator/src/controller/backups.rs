@@ -5,7 +5,9 @@
 //!
 //! It watches the backups only: a backup that is not final asks to be looked at again every
 //! few seconds (it follows instances, which no watch reports), and a final one is never
-//! looked at again.
+//! looked at again. The operator's own status writes come back as watch events; they are
+//! debounced by the same few seconds, so that a primary answering "not now" is asked again
+//! at that pace, not as fast as the writes come back.
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use kube::runtime::watcher;
 use super::backoff::{ClusterKey, ErrorBackoff};
 use super::metrics::Metrics;
 use super::reconciler::api;
-use crate::backup_reconcile::{self, BackupContext, BackupError};
+use crate::backup_reconcile::{self, BackupContext, BackupError, POLL};
 use crate::crd::PostgresBackup;
 
 /// Backup reconciles running at once: each is a few reads and one or two calls to an
@@ -80,7 +82,7 @@ impl BackupReconciler {
 /// The controller: the backups in `namespace` (all when `None`).
 pub fn controller(client: &kube::Client, namespace: Option<&str>) -> Controller<PostgresBackup> {
     Controller::new(api::<PostgresBackup>(client, namespace), watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .with_config(controller::Config::default().concurrency(CONCURRENCY).debounce(POLL))
 }
 
 fn key(backup: &PostgresBackup) -> ClusterKey {
