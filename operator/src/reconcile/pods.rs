@@ -10,6 +10,34 @@ use kube::ResourceExt;
 
 use crate::names::Names;
 
+/// Whether `pod` passes its readiness probe and is not being deleted.
+pub fn ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A Pod named `name`, ready or not, for tests.
+#[cfg(test)]
+pub(crate) fn test_pod(name: &str, ready: bool) -> Pod {
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    Pod {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..kube::api::ObjectMeta::default() },
+        status: Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    }
+}
+
 /// A Pod to delete so that its instance can be re-created: name, uid and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dead {

@@ -94,6 +94,17 @@ fn instances_run(api: &FakeApi, cluster: &str, n: i32, holder: i32, term: i32) {
     api.insert(&slice);
 }
 
+/// `testdata/clusters/three-sync.yaml` reconciled, its instances running with `sync-1` as the
+/// primary, and reconciled again: a healthy cluster.
+async fn running_sync() -> (FakeApi, PostgresCluster) {
+    let api = FakeApi::new();
+    let c = seeded(&api, "three-sync");
+    pass(&api, &c).await;
+    instances_run(&api, "sync", 3, 1, 1);
+    pass(&api, &c).await;
+    (api, c)
+}
+
 fn names_of(writes: &[RecordedRequest]) -> Vec<String> {
     writes
         .iter()
@@ -154,11 +165,7 @@ async fn an_unchanged_cluster_sends_no_write() {
 
 #[tokio::test]
 async fn a_spec_change_rewrites_only_what_it_changes() {
-    let api = FakeApi::new();
-    let c = seeded(&api, "three-sync");
-    pass(&api, &c).await;
-    instances_run(&api, "sync", 3, 1, 1);
-    pass(&api, &c).await;
+    let (api, c) = running_sync().await;
     api.modify_as::<PostgresCluster>("db", "sync", |c| {
         c.spec.postgresql.parameters.insert("work_mem".into(), "8MB".into());
     });
@@ -238,11 +245,7 @@ async fn a_provided_secret_that_does_not_exist_is_named_in_the_status() {
 
 #[tokio::test]
 async fn a_failover_while_the_operator_was_down_is_seen_and_nothing_the_instances_own_is_written() {
-    let api = FakeApi::new();
-    let c = seeded(&api, "three-sync");
-    pass(&api, &c).await;
-    instances_run(&api, "sync", 3, 1, 1);
-    pass(&api, &c).await;
+    let (api, c) = running_sync().await;
     // The operator is down. sync-1's node dies: its pod is gone, sync-2 takes the lease and
     // routes -rw to itself, the instances relabel their pods.
     api.remove("v1", "pods", "db", "sync-1");
@@ -328,11 +331,7 @@ async fn an_api_failure_is_a_typed_error_and_writes_nothing_half() {
 
 #[tokio::test]
 async fn a_larger_size_grows_every_pvc_in_place_and_a_refusal_is_shown_not_retried() {
-    let api = FakeApi::new();
-    let c = seeded(&api, "three-sync");
-    pass(&api, &c).await;
-    instances_run(&api, "sync", 3, 1, 1);
-    pass(&api, &c).await;
+    let (api, c) = running_sync().await;
     api.modify_as::<PostgresCluster>("db", "sync", |c| c.spec.storage.size = "10Gi".into());
     // The API server refuses sync-3's (a StorageClass without allowVolumeExpansion).
     api.inject(crate::testkit::Fault::new(http::Method::PATCH, "persistentvolumeclaims", 403).named("sync-3").message(
@@ -426,11 +425,7 @@ fn annotate(api: &FakeApi, key: &str, value: &str) {
 
 #[tokio::test]
 async fn a_switchover_annotation_is_sent_to_the_primary_and_acknowledged() {
-    let api = FakeApi::new();
-    let c = seeded(&api, "three-sync");
-    pass(&api, &c).await;
-    instances_run(&api, "sync", 3, 1, 1);
-    pass(&api, &c).await;
+    let (api, c) = running_sync().await;
     let scripted = Arc::new(ScriptedInstances::default());
     annotate(&api, super::requests::SWITCHOVER, "sync-2");
 
@@ -465,11 +460,7 @@ async fn a_switchover_annotation_is_sent_to_the_primary_and_acknowledged() {
 
 #[tokio::test]
 async fn a_request_for_a_stranger_is_refused_without_calling_anyone_and_restart_recreates_pods() {
-    let api = FakeApi::new();
-    let c = seeded(&api, "three-sync");
-    pass(&api, &c).await;
-    instances_run(&api, "sync", 3, 1, 1);
-    pass(&api, &c).await;
+    let (api, c) = running_sync().await;
     let scripted = Arc::new(ScriptedInstances::default());
     annotate(&api, super::requests::FENCE, "sync-9");
     annotate(&api, super::requests::RESTART, "sync-3");
@@ -486,11 +477,7 @@ async fn a_request_for_a_stranger_is_refused_without_calling_anyone_and_restart_
 
 #[tokio::test]
 async fn fence_is_sent_to_each_instance_and_a_refusal_is_recorded() {
-    let api = FakeApi::new();
-    let c = seeded(&api, "three-sync");
-    pass(&api, &c).await;
-    instances_run(&api, "sync", 3, 1, 1);
-    pass(&api, &c).await;
+    let (api, c) = running_sync().await;
     let scripted = Arc::new(ScriptedInstances::default());
     scripted.answers.lock().expect("answers").insert("/fence".into(), Ok(json!({"fenced": true})));
     scripted.answers.lock().expect("answers").insert(
@@ -579,11 +566,7 @@ async fn retained_pvcs_lose_their_owner_and_stay_after_scaling_down() {
 
 #[tokio::test]
 async fn a_new_image_rolls_replicas_one_at_a_time_then_the_primary_after_a_switchover() {
-    let api = FakeApi::new();
-    let c = seeded(&api, "three-sync");
-    pass(&api, &c).await;
-    instances_run(&api, "sync", 3, 1, 1);
-    pass(&api, &c).await;
+    let (api, c) = running_sync().await;
     let scripted = Arc::new(ScriptedInstances::default());
     scripted.answers.lock().expect("answers").insert("/switchover".into(), Ok(json!({"primary": "sync-2"})));
     let ctx = || context_with(&api, scripted.clone());

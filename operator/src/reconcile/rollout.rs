@@ -38,14 +38,7 @@ pub enum Step {
     WaitForPerson(String),
 }
 
-fn ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+use super::pods::ready;
 
 /// Everything a rollout decision looks at.
 #[derive(Debug)]
@@ -160,25 +153,10 @@ pub(super) async fn run(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use kube::api::ObjectMeta;
 
     use super::*;
 
-    fn pod(name: &str, ready: bool) -> Pod {
-        Pod {
-            metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
-            status: Some(PodStatus {
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: if ready { "True" } else { "False" }.into(),
-                    ..PodCondition::default()
-                }]),
-                ..PodStatus::default()
-            }),
-            ..Pod::default()
-        }
-    }
+    use crate::reconcile::pods::test_pod as pod;
 
     fn hashes(pairs: &[(&str, &str)]) -> BTreeMap<String, Option<String>> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned()))).collect()

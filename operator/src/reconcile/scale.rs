@@ -42,14 +42,7 @@ pub enum Step {
     DeletePvc(String),
 }
 
-fn ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+use super::pods::ready;
 
 /// What to do for `names` at `instances`, given its pods, PVCs, Lease holder, the holder's
 /// published synchronous standbys (from its `/status`) and retention.
@@ -194,25 +187,11 @@ pub(super) async fn run(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
     use kube::api::ObjectMeta;
 
     use super::*;
 
-    fn pod(name: &str, ready: bool) -> Pod {
-        Pod {
-            metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
-            status: Some(PodStatus {
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: if ready { "True" } else { "False" }.into(),
-                    ..PodCondition::default()
-                }]),
-                ..PodStatus::default()
-            }),
-            ..Pod::default()
-        }
-    }
+    use crate::reconcile::pods::test_pod as pod;
 
     fn pvc(name: &str, instance: &str) -> PersistentVolumeClaim {
         PersistentVolumeClaim {

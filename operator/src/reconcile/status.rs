@@ -79,14 +79,7 @@ pub struct Inputs<'a> {
     pub now: &'a str,
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+use super::pods::ready as pod_ready;
 
 fn holder(lease: Option<&Lease>) -> Option<String> {
     lease?.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())
