@@ -8,23 +8,32 @@ use serde_json::{Value, json};
 
 use super::{PostgresCluster, crd_yaml};
 
-fn schema() -> Value {
-    let crd = PostgresCluster::crd();
+/// The openAPIV3Schema of `K`'s CRD, as the API server validates with it.
+fn schema_of<K: CustomResourceExt>() -> Value {
+    let crd = K::crd();
     let v = &crd.spec.versions[0];
     serde_json::to_value(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a schema"))
         .expect("the schema as JSON")
+}
+
+fn schema() -> Value {
+    schema_of::<PostgresCluster>()
+}
+
+/// The messages of every rule of `K`'s CRD that `object` breaks (`old`: an update from it).
+fn refusals_of<K: CustomResourceExt>(object: &Value, old: Option<&Value>) -> Vec<String> {
+    match Validator::new().validate(&schema_of::<K>(), object, old) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
+    }
 }
 
 fn cluster(spec: Value) -> Value {
     json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresCluster", "metadata": {"name": "pg", "namespace": "db"}, "spec": spec})
 }
 
-/// The messages of every rule `object` breaks (`old`: an update from it).
 fn refusals(object: &Value, old: Option<&Value>) -> Vec<String> {
-    match Validator::new().validate(&schema(), object, old) {
-        Ok(()) => Vec::new(),
-        Err(errors) => errors.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
-    }
+    refusals_of::<PostgresCluster>(object, old)
 }
 
 fn base() -> Value {
@@ -224,16 +233,13 @@ fn a_wal_volume_is_chosen_at_creation_only() {
 
 mod backup {
     use kube::CustomResourceExt;
-    use kube::core::cel::{Validator, compile_schema};
+    use kube::core::cel::compile_schema;
     use serde_json::{Value, json};
 
     use crate::crd::{BackupMethod, PostgresBackup};
 
     fn schema() -> Value {
-        let crd = PostgresBackup::crd();
-        let v = &crd.spec.versions[0];
-        serde_json::to_value(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("a schema"))
-            .expect("the schema as JSON")
+        super::schema_of::<PostgresBackup>()
     }
 
     fn backup(spec: Value) -> Value {
@@ -241,10 +247,7 @@ mod backup {
     }
 
     fn refusals(object: &Value, old: Option<&Value>) -> Vec<String> {
-        match Validator::new().validate(&schema(), object, old) {
-            Ok(()) => Vec::new(),
-            Err(errors) => errors.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
-        }
+        super::refusals_of::<PostgresBackup>(object, old)
     }
 
     #[test]
