@@ -62,6 +62,9 @@ pub struct PostgresClusterStatus {
     /// Its id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_backup_id: Option<String>,
+    /// When the primary takes the next scheduled base backup (`backup.schedule`; RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_backup: Option<String>,
     /// When the operator-managed server certificate expires (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_certificate_expiration: Option<String>,

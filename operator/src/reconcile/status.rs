@@ -261,6 +261,10 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         instances_reported_state: reported,
         last_successful_backup: last_backup.as_ref().map(|b| b.stopped_at.to_string()).or(prev.last_successful_backup),
         last_successful_backup_id: last_backup.map(|b| b.id).or(prev.last_successful_backup_id),
+        next_scheduled_backup: match holder.as_ref().and_then(|h| i.reports.get(h)) {
+            Some(Ok(s)) => s.backup.as_ref().and_then(|b| b.next_scheduled_at).map(|t| t.to_string()),
+            _ => prev.next_scheduled_backup,
+        },
         server_certificate_expiration: i.server_not_after.clone(),
         volume_resizes: i.volumes.clone(),
         requests: i.requests.clone(),

@@ -191,3 +191,22 @@ fn the_ready_condition_keeps_its_transition_time_while_it_does_not_change() {
     let (second, _) = case.run("2026-12-04T00:10:00Z");
     assert_eq!(first.conditions[0].last_transition_time, second.conditions[0].last_transition_time);
 }
+
+#[test]
+fn the_last_and_next_backup_come_from_the_primarys_own_account() {
+    let mut report = switchover_report("pg-1");
+    report.backup = Some(
+        serde_json::from_value(serde_json::json!({
+            "last_backup": {"id": "20261204T020000", "instance": "pg-1", "stopped_at": "2026-12-04T02:00:05Z", "age_seconds": 60},
+            "running": null, "last_failure": null, "last_failed_at": null, "retention_error": null,
+            "next_scheduled_at": "2026-12-05T02:00:00Z", "failures_total": 0, "first_recoverability_point": null
+        }))
+        .expect("a backup status"),
+    );
+    let mut case = Case::new(vec![pod("pg-1", true, "n1")], Some(lease(Some("pg-1"), 1)));
+    case.reports.insert("pg-1".into(), Ok(report));
+    let (s, _) = case.run("2026-12-04T03:00:00Z");
+    assert_eq!(s.last_successful_backup.as_deref(), Some("2026-12-04T02:00:05Z"));
+    assert_eq!(s.last_successful_backup_id.as_deref(), Some("20261204T020000"));
+    assert_eq!(s.next_scheduled_backup.as_deref(), Some("2026-12-05T02:00:00Z"));
+}
