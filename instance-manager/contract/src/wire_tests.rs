@@ -22,7 +22,7 @@ fn status_json() -> serde_json::Value {
             "lease": {"store": "file /x", "holder": "pg-0", "term": 3, "highest_term": 3,
                       "store_failing_seconds": null, "failsafe_confirmed_age_seconds": null,
                       "failsafe_refusal": null, "failsafe_promised_to": null, "routing_error": null,
-                      "held_by_me": false, "renew_age_seconds": null, "expires_in_seconds": 9.5,
+                      "held_by_me": false, "renew_age_seconds": null, "membership": null, "expires_in_seconds": 9.5,
                       "sync_standbys": [], "eligible": true, "not_eligible_because": null,
                       "last_decision": "follow pg-0", "last_error": null,
                       "last_transition": {"kind": "failover", "from": "pg-9", "to": "pg-0", "term": 3,

@@ -35,8 +35,12 @@ async fn serve_once(tls: &TlsMaterial, body: &'static str, delay: Duration) -> (
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(tls.server_cert.as_bytes()).collect::<Result<_, _>>().expect("certs");
     let key = PrivateKeyDer::from_pem_slice(tls.server_key.as_bytes()).expect("key");
-    let config =
-        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("server config");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();

@@ -40,7 +40,15 @@ pub fn tls_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     if roots.is_empty() {
         return Err("the cluster's CA holds no certificate".into());
     }
-    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+    // The provider is named, not taken from the process default: in a build where rustls has
+    // both ring and aws-lc-rs (the workspace's tests), no default can be inferred.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// One instance's API, as the operator reaches it: the pod's IP, the name its certificate
