@@ -32,6 +32,22 @@ fn cluster(spec: Value) -> Value {
     json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresCluster", "metadata": {"name": "pg", "namespace": "db"}, "spec": spec})
 }
 
+/// The properties under `v` (and under its lists' items) without a description, as paths.
+fn undocumented(v: &Value, path: &str, missing: &mut Vec<String>) {
+    if let Some(props) = v.get("properties").and_then(Value::as_object) {
+        for (k, p) in props {
+            let here = format!("{path}.{k}");
+            if p.get("description").is_none() {
+                missing.push(here.clone());
+            }
+            undocumented(p, &here, missing);
+            if let Some(items) = p.get("items") {
+                undocumented(items, &here, missing);
+            }
+        }
+    }
+}
+
 fn refusals(object: &Value, old: Option<&Value>) -> Vec<String> {
     refusals_of::<PostgresCluster>(object, old)
 }
@@ -98,22 +114,8 @@ fn the_schema_refuses_zero_instances_and_documents_every_field() {
     assert_eq!(instances["minimum"].as_f64(), Some(1.0));
     assert_eq!(instances["default"].as_f64(), Some(1.0));
     // Every property of the spec has a description.
-    fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
-        if let Some(props) = v.get("properties").and_then(Value::as_object) {
-            for (k, p) in props {
-                let here = format!("{path}.{k}");
-                if p.get("description").is_none() {
-                    missing.push(here.clone());
-                }
-                walk(p, &here, missing);
-                if let Some(items) = p.get("items") {
-                    walk(items, &here, missing);
-                }
-            }
-        }
-    }
     let mut missing = Vec::new();
-    walk(&s["properties"]["spec"], "spec", &mut missing);
+    undocumented(&s["properties"]["spec"], "spec", &mut missing);
     assert!(missing.is_empty(), "undocumented fields: {missing:#?}");
 }
 
@@ -275,21 +277,10 @@ mod backup {
 
     #[test]
     fn every_backup_field_is_documented_and_every_rule_compiles() {
-        fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
-            if let Some(props) = v.get("properties").and_then(Value::as_object) {
-                for (k, p) in props {
-                    let here = format!("{path}.{k}");
-                    if p.get("description").is_none() {
-                        missing.push(here.clone());
-                    }
-                    walk(p, &here, missing);
-                }
-            }
-        }
         let s = schema();
         let mut missing = Vec::new();
-        walk(&s["properties"]["spec"], "spec", &mut missing);
-        walk(&s["properties"]["status"], "status", &mut missing);
+        super::undocumented(&s["properties"]["spec"], "spec", &mut missing);
+        super::undocumented(&s["properties"]["status"], "status", &mut missing);
         assert!(missing.is_empty(), "undocumented fields: {missing:#?}");
         let compiled = compile_schema(&s);
         let errors: Vec<String> = compiled.compilation_errors().iter().map(|e| format!("{e:?}")).collect();
