@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use instance_manager::api::ReplicationState;
 use instance_manager::testkit::{DEFAULTS, FAST, TestCluster, Writer, wait_for};
+use nix::sys::signal::Signal;
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -127,4 +129,57 @@ async fn synchronous_node_loss_rewinds_no_replica_that_did_not_diverge() {
         "{other} never diverged but was rewound:\n{}",
         cluster.get(other).log_tail(30)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_synchronous_standby_leaves_the_set_first_so_commits_never_wait_for_it() {
+    // A rolling update stops each replica in turn. Under `required` durability a published
+    // standby that is down makes every commit wait until it is back; a standby stopped with
+    // SIGTERM leaves the set first, so commits go on while it is down.
+    let mut cluster = TestCluster::start_with(3, FAST, |o| {
+        o.extra_yaml.push_str("synchronous: {number: 1}\n");
+        o.api_token = true;
+    });
+    assert_eq!(cluster.wait_primary(&["pg-1", "pg-2", "pg-3"], BOOT).await, "pg-1");
+    cluster.wait_sync_published(Duration::from_secs(30)).await;
+    let p = cluster.get("pg-1");
+    let writer = Writer::start(p.run_dir(), p.pg_port, "probe", 1, Duration::from_millis(5));
+    for round in 0..2 {
+        let stopping = cluster.wait_sync_published(Duration::from_secs(30)).await[0].clone();
+        let other = if stopping == "pg-2" { "pg-3" } else { "pg-2" };
+        wait_for("pg-1's standbys stream", Duration::from_secs(30), || async {
+            let st = cluster.get("pg-1").status().await?;
+            let n = st.replication.iter().filter(|r| r.state == ReplicationState::Streaming).count();
+            if n == 2 { Ok(()) } else { Err(format!("{n} streaming")) }
+        })
+        .await;
+        cluster.get(&stopping).signal(Signal::SIGTERM);
+        let code = cluster.get_mut(&stopping).wait_exit(Duration::from_secs(60)).await;
+        assert_eq!(code, Some(0), "{}", cluster.get(&stopping).log_tail(30));
+        let log = cluster.get(&stopping).log();
+        assert!(
+            log.contains("left the synchronous set before stopping"),
+            "round {round}:\n{}",
+            cluster.get(&stopping).log_tail(30)
+        );
+        assert_eq!(
+            cluster.lease().unwrap().sync_standbys,
+            [other.to_string()],
+            "round {round}: the other standby took its place"
+        );
+        // Down, and commits go on (without the leave they wait until it is back).
+        let before = writer.acks().len();
+        wait_for(&format!("commits while {stopping} is down"), Duration::from_secs(10), || async {
+            let n = writer.acks().len();
+            if n > before + 20 { Ok(()) } else { Err(format!("{} new commits", n - before)) }
+        })
+        .await;
+        cluster.get_mut(&stopping).spawn();
+    }
+    let acks = writer.stop().await;
+    let longest = acks.windows(2).map(|w| w[1].at.duration_since(w[0].at)).max().unwrap_or_default();
+    eprintln!("{} acknowledged commits over two standby stops; longest gap {longest:?}", acks.len());
+    let c = cluster.get("pg-1").connect("postgres").await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM probe", &[]).await.unwrap().get(0);
+    assert!(n >= acks.len() as i64, "{} acknowledged, {n} present", acks.len());
 }

@@ -1,5 +1,5 @@
 //! The control routes' documents (`POST /switchover`, `/promote`, `/fence`, `/unfence`,
-//! `/pause`, `/resume`, `/ha/tick`, `/ha/failsafe`) and what the HA loop answers the commands
+//! `/pause`, `/resume`, `/ha/tick`, `/ha/failsafe`, `/ha/sync-leave`) and what the HA loop answers the commands
 //! it carries out ([`HaResult`]).
 
 use std::fmt;
@@ -124,6 +124,39 @@ pub struct FailsafeAnswer {
     pub refused_because: Option<String>,
 }
 
+/// Body of `POST /ha/sync-leave`: a standby that is stopping (SIGTERM) asks the primary to take
+/// it out of the synchronous set first, so that commits never wait for a standby that is going
+/// away on purpose. Asked again until the answer is not `waiting`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncLeaveRequest {
+    /// The standby that is stopping (its instance name).
+    pub name: String,
+}
+
+/// Where a stopping standby stands in the primary's synchronous set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncLeaveState {
+    /// Commits no longer wait for it: it may stop.
+    Released,
+    /// Another standby is being swapped in; ask again.
+    Waiting,
+    /// Leaving would not help or cannot be done: no other streaming standby can take its place
+    /// (commits wait while it is down, as `dataDurability: required` promises), or it does not
+    /// stream, so commits wait for it already. It stops anyway.
+    CannotLeave,
+}
+
+/// Answer of `POST /ha/sync-leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncLeaveAnswer {
+    /// Where it stands.
+    pub state: SyncLeaveState,
+    /// Why, in words.
+    pub detail: String,
+}
+
 /// What the HA loop answers a command: its outcome, or why it refused or failed.
 pub type HaResult<T> = Result<T, HaCommandError>;
 
@@ -201,6 +234,10 @@ mod tests {
         assert_eq!(serde_json::to_value(&ask).unwrap(), json!({"cluster": "main", "holder": "pg-1", "term": 4}));
         let refused: FailsafeAnswer = serde_json::from_value(json!({"acknowledged": false})).unwrap();
         assert_eq!(refused, FailsafeAnswer { acknowledged: false, refused_because: None });
+        let leave: SyncLeaveRequest = serde_json::from_value(json!({"name": "pg-2"})).unwrap();
+        assert_eq!(leave.name, "pg-2");
+        let answer = SyncLeaveAnswer { state: SyncLeaveState::CannotLeave, detail: "alone".into() };
+        assert_eq!(serde_json::to_value(&answer).unwrap(), json!({"state": "cannot_leave", "detail": "alone"}));
     }
 
     #[test]

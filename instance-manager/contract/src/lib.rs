@@ -43,7 +43,7 @@ pub use config::{
 };
 pub use control::{
     FailsafeAnswer, FailsafeRequest, FenceAnswer, HaCommandError, HaResult, PauseAnswer, PromoteAnswer, PromoteOutcome,
-    PromoteRequest, SwitchoverDone, SwitchoverRequest, TickAnswer,
+    PromoteRequest, SwitchoverDone, SwitchoverRequest, SyncLeaveAnswer, SyncLeaveRequest, SyncLeaveState, TickAnswer,
 };
 pub use error::ErrorBody;
 pub use lsn::{Lsn, LsnError};

@@ -46,6 +46,8 @@ pub struct HaLoop {
     pub(super) sync_in_force: Option<(crate::pgconf::SyncNames, u64)>,
     /// Published synchronous standbys not streaming, since when.
     pub(super) sync_dead_since: std::collections::BTreeMap<String, BootInstant>,
+    /// Standbys stopping on purpose (`POST /ha/sync-leave`), when they last asked.
+    pub(super) sync_leaving: std::collections::BTreeMap<String, BootInstant>,
     /// Since when this replica's WAL receiver has not been streaming.
     pub(super) not_streaming_since: Option<BootInstant>,
     /// What routing should say about this instance (see `routing_task`).
@@ -122,6 +124,7 @@ impl HaLoop {
             promote_not_before: None,
             sync_in_force: None,
             sync_dead_since: std::collections::BTreeMap::new(),
+            sync_leaving: std::collections::BTreeMap::new(),
             last_sync_set: Vec::new(),
             not_streaming_since: None,
             route: tokio::sync::watch::channel(super::routing_task::RouteState::Unknown).0,
@@ -221,6 +224,9 @@ impl HaLoop {
                 let _ = reply.send(self.manual_promote(force).await);
             }
             HaCommand::Tick => {}
+            HaCommand::SyncLeave { name, reply } => {
+                let _ = reply.send(self.sync_leave(&name).await);
+            }
             HaCommand::Release { reply } => {
                 let _ = reply.send(self.release().await);
             }

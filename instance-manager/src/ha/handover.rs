@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use super::actor::HaLoop;
 use super::decide::LeaseView;
-use crate::api::{
-    HaCommandError, HaResult, InstanceRole, InstanceStatus, ReplicationState, SwitchoverDone, WalReceiverStatus,
-};
+use crate::api::{HaCommandError, HaResult, InstanceRole, InstanceStatus, SwitchoverDone, WalReceiverStatus};
 use crate::clock::BootInstant;
 use crate::instance::Desired;
 use crate::lease::with_deadline;
@@ -214,108 +212,6 @@ impl HaLoop {
             Ok(_) => Ok(()),
             Err(e) => Err(HaCommandError::Lease(format!("cannot hand the lease over: {e}"))),
         }
-    }
-}
-
-impl HaLoop {
-    /// The holder's synchronous-replication step of a tick (see [`super::sync`]).
-    pub(super) async fn manage_sync(&mut self, view: &LeaseView) {
-        let v = self.instance.config();
-        let Some(spec) = &v.config.synchronous else { return };
-        let LeaseView::Present { record, .. } = view else { return };
-        let Some(o) = self.instance.observe().await.filter(|o| !o.in_recovery) else { return };
-        let Some(in_force) = super::sync::SyncNames::parse(&o.synchronous_standby_names) else { return };
-        let current = o.current_lsn.map(|l| l.as_u64());
-        let standbys: Vec<super::sync::Standby> = o
-            .replication
-            .iter()
-            .map(|r| super::sync::Standby {
-                name: r.name.clone(),
-                streaming: r.state == ReplicationState::Streaming,
-                counted: matches!(r.sync_state.as_str(), "quorum" | "sync"),
-                flush_lsn: r.flush_lsn.map_or(0, |l| l.as_u64()),
-            })
-            .collect();
-        // A join is measured from the position at which the setting was first seen in force
-        // with every standby it lists counted by Postgres (their WAL senders took it).
-        let since = match &self.sync_in_force {
-            Some((names, lsn)) if *names == in_force => Some(*lsn),
-            _ if super::sync::counted(&in_force, &standbys) => {
-                self.sync_in_force = current.map(|l| (in_force.clone(), l));
-                current
-            }
-            _ => {
-                self.sync_in_force = None;
-                None
-            }
-        };
-        let now = BootInstant::now();
-        self.sync_dead_since
-            .retain(|n, _| record.sync_standbys.contains(n) && !standbys.iter().any(|s| &s.name == n && s.streaming));
-        for n in &record.sync_standbys {
-            if !standbys.iter().any(|s| &s.name == n && s.streaming) {
-                self.sync_dead_since.entry(n.clone()).or_insert(now);
-            }
-        }
-        let droppable: Vec<String> = if spec.data_durability == crate::api::DataDurability::Preferred {
-            self.sync_dead_since
-                .iter()
-                .filter(|(_, t)| now.duration_since(**t) >= self.timing.lease_duration)
-                .map(|(n, _)| n.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let step = super::sync::next_step(&super::sync::SyncInputs {
-            number: spec.number as usize,
-            published: &record.sync_standbys,
-            in_force: &in_force,
-            in_force_since_lsn: since,
-            standbys: &standbys,
-            droppable: &droppable,
-            allow_async: spec.data_durability == crate::api::DataDurability::Preferred,
-            members: &self.membership.other_names(&v.name),
-        });
-        match step {
-            super::sync::SyncStep::Nothing => {}
-            super::sync::SyncStep::SetNames(n) => {
-                if n.render().is_empty() {
-                    tracing::warn!(
-                        "synchronous replication degraded: no standby streams, commits are asynchronous (dataDurability: preferred)"
-                    );
-                }
-                self.instance.set_sync_names(n);
-            }
-            super::sync::SyncStep::Publish(set) => {
-                let removed: Vec<&String> =
-                    record.sync_standbys.iter().filter(|s| !set.contains(s) && !self.membership.lists(s)).collect();
-                if !removed.is_empty() {
-                    tracing::info!(from = ?record.sync_standbys, to = ?set, ?removed, "unpublishing standbys removed from the membership");
-                } else if set.len() < record.sync_standbys.len() {
-                    tracing::warn!(from = ?record.sync_standbys, to = ?set, "synchronous replication degraded: unpublishing a dead standby");
-                } else {
-                    tracing::info!(set = ?set, "publishing the synchronous standby set");
-                }
-                // This tick's renew changed the version: publish over a fresh read.
-                let LeaseView::Present { record, version, unchanged_since } = self.read_lease().await else { return };
-                if !record.is_held_by(&v.name) {
-                    return;
-                }
-                let mut r = record;
-                r.sync_standbys = set;
-                let announced = LeaseView::Present { record: r, version, unchanged_since };
-                self.write(&announced, &v, false).await;
-            }
-        }
-    }
-
-    /// Before Postgres becomes (or restarts as) primary: the synchronous names it must have in
-    /// force before its first write.
-    pub(super) fn prepare_primary_sync(&self, published: &[String]) {
-        let v = self.instance.config();
-        let Some(spec) = &v.config.synchronous else { return };
-        let members = self.membership.names();
-        self.instance.set_sync_names(super::sync::initial_names(spec.number as usize, published, &v.name, &members));
     }
 }
 

@@ -65,7 +65,15 @@ impl HaLoop {
         MembershipStatus {
             members: self.membership.names(),
             listed: self.membership.lists(me),
-            pending: self.membership.pending(me, published, holds_lease),
+            pending: {
+                let mut pending = self.membership.pending(me, published, holds_lease);
+                pending.extend(
+                    self.leaving_standbys()
+                        .into_iter()
+                        .map(|s| format!("{s}: stopping; being swapped out of the synchronous set before it stops")),
+                );
+                pending
+            },
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   loop stops renewing (a frozen or stopped manager cannot fence itself).
 //! - [`membership`]: membership changes without restarts — what a change of `members` applies
 //!   at once and what waits (the loop's side: `membership_loop`).
+//! - [`sync`]: the synchronous set, one step at a time, and standbys that stop on purpose
+//!   leaving it first (the loop's side: `sync_loop`).
 //!
 //! ```text
 //!                    lease absent/expired, best candidate
@@ -39,6 +41,7 @@ mod report;
 pub mod routing_task;
 mod store_health;
 pub mod sync;
+mod sync_loop;
 pub mod term;
 mod thread;
 mod writes;

@@ -16,12 +16,20 @@
 //!   an operator removed it. While it still streams and the set would otherwise shrink below
 //!   `number`, a streaming member joins first (`ANY k+1`), so the set keeps a standby that may
 //!   be promoted; a removed standby that does not stream is unpublished at once.
+//! - **Stopping** (`POST /ha/sync-leave`, a standby's SIGTERM): a standby the set needs (it is
+//!   published or in the names in force) and that is going away on purpose leaves like a
+//!   removed member — a spare streaming member joins first, then it is unpublished, then
+//!   dropped from the names — and only once a spare is there ([`may_leave`]): the set never
+//!   shrinks below `number` for it. It stops once commits no longer wait for it ([`leave_state`]),
+//!   so a rolling update costs no write gap.
 //! - **Required** durability never drops a member that is down: commits wait.
 //!
 //! A new primary starts with `ANY k (published minus itself)` in force before its first write
 //! (or, when that is empty, `ANY 1 (every other member)`): commits wait for a standby.
 
 pub use crate::pgconf::SyncNames;
+
+pub use crate::api::SyncLeaveState;
 
 /// A standby as `pg_stat_replication` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +149,67 @@ pub fn next_step(i: &SyncInputs<'_>) -> SyncStep {
     }
     // Leave, second half (and the steady state): exactly the published set.
     set(i.in_force, SyncNames::any(published.len(), published))
+}
+
+/// Of the standbys stopping on purpose (`leaving`), those that may leave the set now. One the
+/// set does not need (neither published nor in the names in force) leaves freely. The ones it
+/// needs may leave while the set can still be filled to `number` without them — from the
+/// published standbys that stay and the spares (streaming members, `members` being the
+/// others, neither published nor leaving), so that a member joins in a leaving one's place
+/// before it goes. When it cannot, the last ones by name stay: commits wait while they are
+/// down, as `required` promises.
+pub fn may_leave(
+    number: usize,
+    leaving: &[String],
+    published: &[String],
+    in_force: &SyncNames,
+    standbys: &[Standby],
+    members: &[String],
+) -> Vec<String> {
+    let is_leaving = |n: &String| leaving.contains(n);
+    let staying = published.iter().filter(|p| !is_leaving(p)).count();
+    let spares = standbys
+        .iter()
+        .filter(|s| s.streaming && members.contains(&s.name) && !is_leaving(&s.name) && !published.contains(&s.name))
+        .count();
+    let mut sorted = leaving.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let (needed, free): (Vec<String>, Vec<String>) =
+        sorted.into_iter().partition(|n| published.contains(n) || in_force.names.contains(n));
+    let must_stay = number.saturating_sub(staying + spares).min(needed.len());
+    let mut may = free;
+    may.extend(needed[..needed.len() - must_stay].iter().cloned());
+    may.sort();
+    may
+}
+
+/// Where the stopping standby `name` stands: released once commits no longer wait for it,
+/// waiting while a spare is swapped in (`may_leave`: [`may_leave`]'s answer), and "cannot
+/// leave" when it has no spare or does not stream (commits wait for it either way).
+pub fn leave_state(
+    name: &str,
+    may_leave: &[String],
+    published: &[String],
+    in_force: &SyncNames,
+    standbys: &[Standby],
+) -> (SyncLeaveState, String) {
+    let name = name.to_string();
+    if !published.contains(&name) && !in_force.names.contains(&name) {
+        return (SyncLeaveState::Released, format!("commits do not wait for {name}"));
+    }
+    if !standbys.iter().any(|s| s.name == name && s.streaming) {
+        return (SyncLeaveState::CannotLeave, format!("{name} does not stream: commits wait for it already"));
+    }
+    if may_leave.contains(&name) {
+        return (SyncLeaveState::Waiting, format!("another standby is being swapped in for {name}"));
+    }
+    (
+        SyncLeaveState::CannotLeave,
+        format!(
+            "no other streaming standby can take {name}'s place in the synchronous set: commits wait while it is down"
+        ),
+    )
 }
 
 /// The candidate currently required together with the whole published set

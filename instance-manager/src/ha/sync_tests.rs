@@ -184,6 +184,8 @@ struct Model {
     since: Option<u64>,
     published: Vec<String>,
     members: Vec<String>,
+    /// Standbys stopping on purpose (`POST /ha/sync-leave`).
+    leaving: Vec<String>,
     number: usize,
     waiting: Vec<u64>,
     acked: Vec<u64>,
@@ -198,6 +200,7 @@ impl Model {
             since: Some(100),
             published: strings(published),
             members: strings(members),
+            leaving: Vec::new(),
             number,
             waiting: Vec::new(),
             acked: Vec::new(),
@@ -242,6 +245,8 @@ impl Model {
     /// One tick of the HA loop, then the invariant.
     fn tick(&mut self) -> SyncStep {
         let standbys = self.standbys();
+        let may = may_leave(self.number, &self.leaving, &self.published, &self.in_force, &standbys, &self.members);
+        let members: Vec<String> = self.members.iter().filter(|m| !may.contains(m)).cloned().collect();
         let step = next_step(&SyncInputs {
             number: self.number,
             published: &self.published,
@@ -250,7 +255,7 @@ impl Model {
             standbys: &standbys,
             droppable: &[],
             allow_async: false,
-            members: &self.members,
+            members: &members,
         });
         match &step {
             SyncStep::Nothing => {}
@@ -268,6 +273,37 @@ impl Model {
             }
         }
         step
+    }
+
+    /// What the primary answers `name`'s `POST /ha/sync-leave` now.
+    fn leave_state(&self, name: &str) -> SyncLeaveState {
+        let standbys = self.standbys();
+        let may = may_leave(self.number, &self.leaving, &self.published, &self.in_force, &standbys, &self.members);
+        leave_state(name, &may, &self.published, &self.in_force, &standbys).0
+    }
+
+    /// `name` stops: it asks to leave, the primary ticks until it answers, and it stops.
+    /// Returns the last answer.
+    fn stop_standby(&mut self, name: &str) -> SyncLeaveState {
+        self.leaving.push(name.into());
+        let mut state = self.leave_state(name);
+        for _ in 0..20 {
+            if state != SyncLeaveState::Waiting {
+                break;
+            }
+            self.commit();
+            self.tick();
+            state = self.leave_state(name);
+        }
+        self.standbys.get_mut(name).unwrap().0 = false;
+        // Seen not streaming: the primary forgets that it was leaving.
+        self.leaving.retain(|l| l != name);
+        state
+    }
+
+    /// `name` streams again (its pod came back), caught up.
+    fn start_standby(&mut self, name: &str) {
+        *self.standbys.get_mut(name).unwrap() = (true, self.lsn);
     }
 
     /// Ticks (a commit before each) until the step is `Nothing` twice in a row.
@@ -348,4 +384,82 @@ fn model_replacing_every_standby_of_the_set() {
     let before = m.acked.len();
     m.settle();
     assert!(m.acked.len() > before);
+}
+
+#[test]
+fn model_a_rolling_restart_of_every_standby_never_makes_a_commit_wait() {
+    // number 1 over two standbys, each stopped and started in turn: each one is swapped out of
+    // the set before it stops, so no commit waits for a standby that is down (and at every
+    // step each acknowledged commit is on every published standby: checked by tick).
+    let mut m = Model::new(1, &["pg-2", "pg-3"], &["pg-2"]);
+    m.settle();
+    for name in ["pg-2", "pg-3", "pg-2"] {
+        assert_eq!(m.stop_standby(name), SyncLeaveState::Released, "{name}");
+        assert!(!m.published.contains(&name.to_string()) && !m.in_force.names.contains(&name.to_string()));
+        m.commit();
+        m.tick();
+        assert!(m.waiting.is_empty(), "{name} is down: no commit waits for it ({:?})", m.in_force);
+        m.start_standby(name);
+        m.settle();
+        assert_eq!(m.published.len(), 1, "the set is whole again");
+    }
+}
+
+#[test]
+fn model_a_stopping_standby_without_a_spare_stays_in_the_set() {
+    // One standby, number 1: leaving would leave nobody to promote; it stays, commits wait.
+    let mut m = Model::new(1, &["pg-2"], &["pg-2"]);
+    m.settle();
+    assert_eq!(m.stop_standby("pg-2"), SyncLeaveState::CannotLeave);
+    assert_eq!(m.published, ["pg-2"]);
+    m.commit();
+    m.tick();
+    assert!(!m.waiting.is_empty(), "required: commits wait for it");
+    // number 2 over two standbys: no spare either; the set never shrinks below number for it.
+    let mut m = Model::new(2, &["pg-2", "pg-3"], &["pg-2", "pg-3"]);
+    m.settle();
+    m.leaving.push("pg-2".into());
+    assert_eq!(m.leave_state("pg-2"), SyncLeaveState::CannotLeave);
+    m.settle();
+    assert_eq!(m.published, ["pg-2", "pg-3"]);
+}
+
+#[test]
+fn two_stopping_standbys_share_the_spares_in_name_order() {
+    let names = SyncNames::any(2, strings(&["pg-2", "pg-3"]));
+    let standbys = [sb("pg-2", 1), sb("pg-3", 1), sb("pg-4", 1)];
+    let members = strings(&["pg-2", "pg-3", "pg-4"]);
+    let published = strings(&["pg-2", "pg-3"]);
+    let leaving = strings(&["pg-3", "pg-2"]);
+    assert_eq!(may_leave(2, &leaving, &published, &names, &standbys, &members), ["pg-2"]);
+    // A standby the set does not need leaves freely, and is no spare.
+    let leaving = strings(&["pg-4", "pg-2"]);
+    assert_eq!(may_leave(2, &leaving, &published, &names, &standbys, &members), ["pg-4"]);
+    let (state, detail) = leave_state("pg-4", &["pg-4".into()], &published, &names, &standbys);
+    assert_eq!((state, detail.as_str()), (SyncLeaveState::Released, "commits do not wait for pg-4"));
+}
+
+#[test]
+fn a_joining_standby_that_stops_is_replaced_in_the_names() {
+    // pg-3 is required (ANY 2 (pg-2, pg-3)), not yet published, and stops: pg-4 is required
+    // in its place before it is released.
+    let names = SyncNames::any(2, strings(&["pg-2", "pg-3"]));
+    let standbys = [sb("pg-2", 1), sb("pg-3", 1), sb("pg-4", 1)];
+    let published = strings(&["pg-2"]);
+    let all = strings(&["pg-2", "pg-3", "pg-4"]);
+    let may = may_leave(2, &strings(&["pg-3"]), &published, &names, &standbys, &all);
+    assert_eq!(may, ["pg-3"]);
+    assert_eq!(leave_state("pg-3", &may, &published, &names, &standbys).0, SyncLeaveState::Waiting);
+    let members = strings(&["pg-2", "pg-4"]);
+    let step = next_step(&SyncInputs {
+        number: 2,
+        published: &published,
+        in_force: &names,
+        in_force_since_lsn: Some(1),
+        standbys: &standbys,
+        droppable: &[],
+        allow_async: false,
+        members: &members,
+    });
+    assert_eq!(step, SyncStep::SetNames(SyncNames::any(2, strings(&["pg-2", "pg-4"]))));
 }

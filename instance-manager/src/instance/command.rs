@@ -10,7 +10,7 @@
 //! promotes or kills Postgres; the HTTP handlers, the metrics and the backups read
 //! [`super::ProcessState`] snapshots from a watch.
 
-use crate::api::{HaResult, PromoteOutcome, SwitchoverDone};
+use crate::api::{HaResult, PromoteOutcome, SwitchoverDone, SyncLeaveAnswer};
 
 /// Requests to the HA loop, answered on their `reply` channel.
 pub enum HaCommand {
@@ -30,6 +30,14 @@ pub enum HaCommand {
     },
     /// Run a tick now (a peer just handed us the lease).
     Tick,
+    /// A standby is stopping (`POST /ha/sync-leave`): take it out of the synchronous set first;
+    /// answers where it stands.
+    SyncLeave {
+        /// The stopping standby.
+        name: String,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<HaResult<SyncLeaveAnswer>>,
+    },
     /// Give the lease up (holder none) after Postgres stopped, so others take over at once.
     Release {
         /// The answer.

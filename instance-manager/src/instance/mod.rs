@@ -21,6 +21,7 @@ mod roles;
 mod run;
 mod start;
 mod state;
+pub mod sync_leave;
 
 pub use command::{HaCommand, PostgresCommand};
 pub use run::{ExitReason, prepare, run};

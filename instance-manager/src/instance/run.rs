@@ -305,6 +305,9 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
     // through the desired role), and the manager exits once the lease is handed over. The
     // request is a future polled here, by this loop: no task of its own.
     let mut handover: Option<HandoverRequest<'_>> = None;
+    // SIGTERM on a synchronous standby: it leaves the primary's synchronous set first
+    // (`sync_leave`), so that commits do not wait for it while it is down.
+    let mut leaving: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> = None;
     loop {
         tokio::select! {
             status = pm.wait() => return Supervised::Exited(status),
@@ -314,7 +317,15 @@ async fn supervise(instance: &Arc<Instance>, pm: &Postmaster, mut running: Desir
                     handover = Some(Box::pin(instance.ha_command(|reply| super::HaCommand::Switchover { target: None, reply })));
                     continue;
                 }
+                if leaving.is_none() && mode == ShutdownMode::Smart && matches!(running, Desired::Replica(_)) && super::sync_leave::applies(instance) {
+                    tracing::info!("SIGTERM on a synchronous standby: leaving the synchronous set before stopping");
+                    leaving = Some(Box::pin(super::sync_leave::leave(instance)));
+                    continue;
+                }
                 return Supervised::Stopped(stop_and_release(instance, pm, &mut inbox.signals, mode).await);
+            }
+            () = async { match leaving.as_mut() { Some(l) => l.await, None => std::future::pending().await } }, if leaving.is_some() => {
+                return Supervised::Stopped(stop_and_release(instance, pm, &mut inbox.signals, ShutdownMode::Smart).await);
             }
             r = async { match handover.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if handover.is_some() => {
                 match r {

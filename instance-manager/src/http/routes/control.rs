@@ -1,6 +1,7 @@
 //! The mutating endpoints (authenticated on TCP, see `http::auth`):
 //! `POST /switchover {target?}`, `/promote {force?}`, `/fence`, `/unfence`, `/pause`, `/resume`,
-//! and the harmless `POST /ha/tick` a former primary uses to wake the new holder. Their bodies
+//! `/ha/sync-leave {name}` (a stopping standby asks the primary to take it out of the
+//! synchronous set first: `ha::sync_loop`), and the harmless `POST /ha/tick` a former primary uses to wake the new holder. Their bodies
 //! and answers are the contract's (`crate::api`).
 //!
 //! `/ha/tick` stays open without a token — the former primary that calls it during a handover
@@ -17,7 +18,7 @@ use axum::http::StatusCode;
 
 use crate::api::{
     FenceAnswer, HaCommandError, PauseAnswer, PromoteAnswer, PromoteRequest, SwitchoverDone, SwitchoverRequest,
-    TickAnswer,
+    SyncLeaveAnswer, SyncLeaveRequest, TickAnswer,
 };
 use crate::ha::HaCommand;
 use crate::http::ApiError;
@@ -76,6 +77,19 @@ pub async fn pause(State(instance): State<Arc<Instance>>) -> Json<PauseAnswer> {
 pub async fn resume(State(instance): State<Arc<Instance>>) -> Json<PauseAnswer> {
     instance.set_paused(false);
     Json(PauseAnswer { paused: false })
+}
+
+/// `POST /ha/sync-leave`: on the primary, a standby that is stopping asks to leave the
+/// synchronous set first; answers where it stands.
+pub async fn sync_leave(
+    State(instance): State<Arc<Instance>>,
+    Json(req): Json<SyncLeaveRequest>,
+) -> Result<Json<SyncLeaveAnswer>, ApiError> {
+    let name = req.name;
+    match instance.ha_command(|reply| HaCommand::SyncLeave { name, reply }).await {
+        Ok(answer) => Ok(Json(answer)),
+        Err(e) => Err(conflict(e, "ask the lease holder")),
+    }
 }
 
 /// `POST /ha/tick`: re-read the lease now (at most once per `TICK_INTERVAL`).

@@ -25,6 +25,7 @@ pub fn control() -> Router<Arc<Instance>> {
     Router::new()
         .route("/switchover", post(control::switchover))
         .route("/ha/failsafe", post(failsafe::acknowledge))
+        .route("/ha/sync-leave", post(control::sync_leave))
         .route("/promote", post(control::promote))
         .route("/fence", post(control::fence))
         .route("/unfence", post(control::unfence))
