@@ -14,6 +14,16 @@ use super::{BuildError, Cluster};
 use crate::crd::{self, Compression, ObjectStore};
 use crate::names::{API_PORT, PG_PORT};
 
+/// Where new replicas clone from: `auto` is a backup when there is a backup store.
+fn replica_source(spec: &crd::PostgresClusterSpec) -> api::ReplicaSource {
+    match (spec.replica_source, &spec.backup) {
+        (crd::ReplicaSource::Primary, _) | (crd::ReplicaSource::Auto, None) => api::ReplicaSource::Primary,
+        (crd::ReplicaSource::Backup | crd::ReplicaSource::Auto, Some(_)) => api::ReplicaSource::Backup,
+        // Refused by the API server (rules.rs); should one get through, the primary works.
+        (crd::ReplicaSource::Backup, None) => api::ReplicaSource::Primary,
+    }
+}
+
 /// The ConfigMap holding `instance.yaml`.
 pub fn config_map(cluster: &Cluster<'_>) -> Result<ConfigMap, BuildError> {
     let config = instance_config(cluster)?;
@@ -109,7 +119,7 @@ pub fn instance_config(cluster: &Cluster<'_>) -> Result<api::InstanceConfig, Bui
                 client_auth: api::ClientAuth::None,
             }),
         },
-        bootstrap: api::BootstrapSpec { database, owner, recovery, replica_source: api::ReplicaSource::Primary },
+        bootstrap: api::BootstrapSpec { database, owner, recovery, replica_source: replica_source(spec) },
         credentials: api::CredentialsSpec {
             superuser_password_file: file(paths::secret_file("superuser")),
             app_password_file: file(paths::secret_file("app")),

@@ -153,6 +153,17 @@ fn synchronous_standbys_need_enough_instances() {
 }
 
 #[test]
+fn replicas_from_backups_need_a_backup_store() {
+    let r = refusals(&with(json!({"replicaSource": "backup"})), None);
+    assert!(r.iter().any(|m| m.contains("replicaSource: backup needs backup")), "{r:?}");
+    let store = json!({"store": {"destination": "s3://bucket/path"}});
+    assert!(refusals(&with(json!({"replicaSource": "backup", "backup": store})), None).is_empty());
+    assert!(refusals(&with(json!({"replicaSource": "auto"})), None).is_empty());
+    let values = &schema()["properties"]["spec"]["properties"]["replicaSource"]["enum"];
+    assert_eq!(values, &json!(["auto", "primary", "backup"]), "the API server refuses any other value");
+}
+
+#[test]
 fn volumes_grow_and_never_shrink_or_change_class() {
     let old = with(json!({"storage": {"size": "10Gi", "storageClass": "fast"}}));
     assert_eq!(

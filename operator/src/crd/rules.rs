@@ -19,6 +19,10 @@ pub fn spec_rules() -> Value {
             "synchronous.number must be lower than instances: a primary and that many standbys; raise instances or lower synchronous.number",
         ),
         rule(
+            "!has(self.replicaSource) || self.replicaSource != 'backup' || has(self.backup)",
+            "replicaSource: backup needs backup (an object store with base backups); set backup, or use replicaSource: auto",
+        ),
+        rule(
             "has(self.walStorage) == has(oldSelf.walStorage)",
             "walStorage cannot be added to or removed from an existing cluster: the instances would have to move their WAL; create a new cluster (a restore from a backup) instead",
         ),

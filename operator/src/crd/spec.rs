@@ -74,6 +74,12 @@ pub struct PostgresClusterSpec {
     /// What happens to an instance's PVCs when it is removed.
     #[serde(default)]
     pub pvc_retention_policy: PvcRetentionPolicy,
+    /// Where a new replica's data comes from (a scale-up, a lost PVC): `auto` (default: the
+    /// latest base backup plus archived WAL when `backup` is set, which spares the primary,
+    /// else `pg_basebackup` from the primary), `primary`, or `backup` (needs `backup`). While
+    /// the store holds no usable base backup yet, the primary is cloned.
+    #[serde(default)]
+    pub replica_source: ReplicaSource,
     /// CPU and memory of the Postgres container. Default: none (BestEffort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -248,6 +254,19 @@ pub enum PrimaryUpdateStrategy {
     Unsupervised,
     /// The operator waits for a person to switch over.
     Supervised,
+}
+
+/// Where a new replica's data comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaSource {
+    /// A backup when the cluster has a backup store, else the primary.
+    #[default]
+    Auto,
+    /// `pg_basebackup` from the primary.
+    Primary,
+    /// The latest base backup and the WAL archive.
+    Backup,
 }
 
 /// What happens to PVCs when their instance goes (as a StatefulSet's
