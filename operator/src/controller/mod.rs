@@ -186,12 +186,13 @@ struct Leading<'a> {
 impl Leading<'_> {
     async fn reconcile(self, election: &mut watch::Receiver<Snapshot>, shutdown: &CancellationToken) -> Exit {
         let namespace = self.settings.namespace.as_deref();
-        let clusters =
-            reconciler::controller(&self.client, namespace).graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        let cordoned = crate::reconcile::drain::Cordoned::default();
+        let clusters = reconciler::controller(&self.client, namespace, cordoned.clone())
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let backups =
             backups::controller(&self.client, namespace).graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let (cluster_store, backup_store) = (clusters.store(), backups.store());
-        let reconciler = Arc::new(Reconciler::new(self.client.clone(), self.metrics.clone()));
+        let reconciler = Arc::new(Reconciler::new(self.client.clone(), self.metrics.clone(), cordoned));
         let backup_reconciler = Arc::new(BackupReconciler::new(self.client.clone(), self.metrics.clone()));
         let cluster_outcomes = clusters.run(Reconciler::reconcile, Reconciler::error_policy, reconciler.clone());
         let backup_outcomes =

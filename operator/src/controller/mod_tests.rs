@@ -171,7 +171,12 @@ async fn a_leader_reconciles_until_shutdown_then_releases_the_lease() {
         ] {
             assert!(watched.contains(&path), "{path} not watched: {watched:?}");
         }
-        assert!(watched.iter().all(|p| p.contains("/namespaces/db/")), "only --namespace is watched: {watched:?}");
+        // Nodes are cluster-scoped: a cordoned node under a primary matters in any namespace.
+        assert!(
+            watched.iter().all(|p| p.contains("/namespaces/db/") || *p == "/api/v1/nodes"),
+            "only --namespace is watched, and the Nodes: {watched:?}"
+        );
+        assert!(watched.contains(&"/api/v1/nodes"), "the Nodes are watched (drains): {watched:?}");
     }
     r.shutdown.cancel();
     assert_eq!(exit(r.task).await, Exit::Stopped);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{self, Action, Controller};
@@ -27,6 +27,7 @@ use super::backoff::{ClusterKey, ErrorBackoff};
 use super::metrics::Metrics;
 use crate::crd::PostgresCluster;
 use crate::names::CLUSTER_LABEL;
+use crate::reconcile::drain::Cordoned;
 use crate::reconcile::{self, Context, Observer, ReconcileError};
 
 /// Reconciles running at once, across clusters (one cluster is never reconciled twice at
@@ -52,9 +53,10 @@ pub type Outcome = Result<(ObjectRef<PostgresCluster>, Action), controller::Erro
 
 impl Reconciler {
     /// A reconciler calling the API with `client`, reporting to `metrics`.
-    pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: kube::Client, metrics: Arc<Metrics>, cordoned: Cordoned) -> Self {
         let observer: Arc<dyn Observer> = metrics.clone();
-        Self { ctx: Arc::new(Context::new(client, observer)), metrics, backoff: ErrorBackoff::default() }
+        let ctx = Context { cordoned, ..Context::new(client, observer) };
+        Self { ctx: Arc::new(ctx), metrics, backoff: ErrorBackoff::default() }
     }
 
     /// Runs `reconcile` on `cluster`, measuring it.
@@ -107,10 +109,27 @@ impl Reconciler {
     }
 }
 
-/// The controller: the clusters in `namespace` (all when `None`) and the objects they own.
-pub fn controller(client: &kube::Client, namespace: Option<&str>) -> Controller<PostgresCluster> {
+/// The controller: the clusters in `namespace` (all when `None`) and the objects they own, and
+/// the Nodes: a node cordoned under an instance (`status.topology`) brings its cluster back
+/// at once, and `cordoned` keeps which nodes are (a drain moves the primary away: `drain`).
+pub fn controller(client: &kube::Client, namespace: Option<&str>, cordoned: Cordoned) -> Controller<PostgresCluster> {
     let owned = watcher::Config::default().labels(CLUSTER_LABEL);
-    Controller::new(api::<PostgresCluster>(client, namespace), watcher::Config::default())
+    let controller = Controller::new(api::<PostgresCluster>(client, namespace), watcher::Config::default());
+    let clusters = controller.store();
+    let on_node = move |node: Node| -> Vec<ObjectRef<PostgresCluster>> {
+        if !cordoned.observe(&node) {
+            return Vec::new();
+        }
+        let name = node.name_any();
+        clusters
+            .state()
+            .iter()
+            .filter(|c| c.status.as_ref().is_some_and(|s| s.topology.instances.values().any(|n| *n == name)))
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect()
+    };
+    controller
+        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), on_node)
         .owns(api::<Pod>(client, namespace), owned.clone())
         .owns(api::<PersistentVolumeClaim>(client, namespace), owned.clone())
         .owns(api::<Service>(client, namespace), owned.clone())

@@ -13,7 +13,8 @@
 //! 5. **Scale down** ([`scale`]): the instances above `instances` go, never the primary (it
 //!    hands over first); their PVCs per `pvcRetentionPolicy`.
 //!    **Roll** ([`rollout`]): outdated pods are re-created one at a time, replicas first, the
-//!    primary after a switchover.
+//!    primary after a switchover. **Drain** ([`drain`]): a primary on a cordoned node hands
+//!    over first.
 //! 6. **Requests** ([`requests`], [`act`]): switchover, fence, unfence and restart asked for
 //!    with annotations, carried out and acknowledged.
 //! 7. **Status** ([`status`]): from the Pods, the Lease and each instance's `/status`
@@ -25,6 +26,7 @@
 //! builders never set the role label, so an apply cannot take it over either.
 
 pub mod act;
+pub mod drain;
 pub mod observe;
 pub mod plan;
 pub mod pods;
@@ -86,6 +88,8 @@ pub struct Context {
     pub read_instances: bool,
     /// The instances' control routes (scripted in tests).
     pub instance_api: Arc<dyn act::InstanceApi>,
+    /// The cordoned nodes, kept by the runtime's watch on Nodes.
+    pub cordoned: drain::Cordoned,
 }
 
 impl Context {
@@ -98,6 +102,7 @@ impl Context {
             observer,
             read_instances: true,
             instance_api: Arc::new(act::Https),
+            cordoned: drain::Cordoned::default(),
         }
     }
 }
@@ -395,7 +400,12 @@ pub async fn reconcile(resource: Arc<PostgresCluster>, ctx: Arc<Context>) -> Res
         reports: &reports,
         strategy: cluster.spec().primary_update_strategy,
     };
-    let rolling = rollout::run(&ctx, &resource, &rollout_inputs, &targets).await?;
+    // A primary on a cordoned node hands over first; a rolling update waits for the next pass.
+    let drain_step = drain::next(names, &observed.pods, holder.as_deref(), &reports, &ctx.cordoned.nodes());
+    let rolling = match drain::run(&ctx, &resource, drain_step, &targets).await {
+        Some(note) => Some((false, note)),
+        None => rollout::run(&ctx, &resource, &rollout_inputs, &targets).await?,
+    };
     let mut requests = resource.status.as_ref().map(|s| s.requests.clone()).unwrap_or_default();
     requests.extend(act::act(&ctx, &resource, &cluster, &targets, holder.as_deref(), &now_text).await?);
     let (new_status, notices) = status::compute(&status::Inputs {

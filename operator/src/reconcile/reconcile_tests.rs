@@ -610,3 +610,73 @@ async fn a_new_image_rolls_replicas_one_at_a_time_then_the_primary_after_a_switc
     reconcile(Arc::new(current(&api, &c)), ctx()).await.expect("a pass");
     assert!(api.writes().is_empty(), "done: {:#?}", names_of(&api.writes()));
 }
+
+#[tokio::test]
+async fn a_cordoned_node_under_the_primary_hands_it_over_to_a_replica_on_another_node() {
+    let (api, c) = running_sync().await;
+    let scripted = Arc::new(ScriptedInstances::default());
+    scripted.answers.lock().expect("answers").insert("/switchover".into(), Ok(json!({"primary": "sync-3"})));
+    let ctx = {
+        let mut ctx = Context::new(api.client(), Arc::new(NoObserver));
+        ctx.read_instances = false;
+        ctx.instance_api = scripted.clone();
+        ctx
+    };
+    let cordoned = ctx.cordoned.clone();
+    let cordon = |name: &str| {
+        let mut node = k8s_openapi::api::core::v1::Node::default();
+        node.metadata.name = Some(name.into());
+        node.spec = Some(k8s_openapi::api::core::v1::NodeSpec { unschedulable: Some(true), ..Default::default() });
+        cordoned.observe(&node);
+    };
+    // A replica's node: its eviction is the budgets' business, the operator does nothing.
+    cordon("node-2");
+    let ctx = Arc::new(ctx);
+    reconcile(Arc::new(current(&api, &c)), ctx.clone()).await.expect("a pass");
+    assert!(scripted.calls.lock().expect("calls").is_empty());
+    // The primary's node (kubectl drain cordons it first): a switchover to the replica that is
+    // not on a cordoned node, before the drain can evict the primary; no pod is deleted.
+    cordon("node-1");
+    api.clear_log();
+    reconcile(Arc::new(current(&api, &c)), ctx.clone()).await.expect("a pass");
+    let calls = scripted.calls.lock().expect("calls").clone();
+    assert_eq!(calls, [("sync-1".to_owned(), "/switchover".to_owned(), json!({"target": "sync-3"}))]);
+    assert!(api.writes_to("pods").is_empty(), "the drain evicts; the operator deletes nothing");
+    let reason = current(&api, &c).status.and_then(|s| s.phase_reason).unwrap_or_default();
+    assert!(reason.contains("node-1 is cordoned: sync-1 handed over to sync-3"), "{reason}");
+    assert!(api.writes_to("events").iter().any(|w| w.body.as_ref().is_some_and(|b| b["reason"] == "NodeDrain")));
+    // Once sync-3 holds the lease, nothing more.
+    instances_run(&api, "sync", 3, 3, 2);
+    scripted.calls.lock().expect("calls").clear();
+    reconcile(Arc::new(current(&api, &c)), ctx).await.expect("a pass");
+    assert!(scripted.calls.lock().expect("calls").is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_pvc_gives_a_new_volume_and_pod_for_a_fresh_clone() {
+    let (api, c) = running_sync().await;
+    // The replica's PVC was deleted; once its pod is gone too (the PVC protection finalizer
+    // holds the PVC until then), both are created again: the new instance clones afresh.
+    api.remove("v1", "pods", "db", "sync-3");
+    api.remove("v1", "persistentvolumeclaims", "db", "sync-3");
+    api.clear_log();
+    pass(&api, &c).await;
+    let written = |plural: &str| -> Vec<String> {
+        let mut names: Vec<String> = api.writes_to(plural).iter().filter_map(|w| w.name.clone()).collect();
+        names.dedup();
+        names
+    };
+    assert_eq!(written("persistentvolumeclaims"), ["sync-3"], "only the lost PVC");
+    assert_eq!(written("pods"), ["sync-3"]);
+    let pod = api.get_as::<Pod>("db", "sync-3").expect("the pod");
+    let claims: Vec<String> = pod
+        .spec
+        .expect("spec")
+        .volumes
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+        .collect();
+    assert!(claims.contains(&"sync-3".to_owned()), "{claims:?}");
+    assert!(api.writes_to("leases").is_empty() && api.writes_to("endpointslices").is_empty());
+}

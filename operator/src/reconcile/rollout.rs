@@ -97,14 +97,26 @@ pub fn next(i: &Inputs<'_>) -> Step {
     if i.strategy == PrimaryUpdateStrategy::Supervised {
         return Step::WaitForPerson(primary);
     }
-    // The most caught-up ready replica: the smallest lag the primary reports, then the number.
-    let lag: BTreeMap<String, i64> = match i.reports.get(&primary) {
+    let candidates: Vec<String> = ours.iter().map(|p| p.name_any()).filter(|n| *n != primary).collect();
+    match most_caught_up(i.names, &primary, candidates, i.reports) {
+        Some(target) => Step::Switchover { from: primary, target },
+        None => Step::Wait("no replica to hand over to".into()),
+    }
+}
+
+/// Of `candidates`, the most caught-up: the smallest lag `primary` reports, then the number.
+pub fn most_caught_up(
+    names: &Names,
+    primary: &str,
+    mut candidates: Vec<String>,
+    reports: &BTreeMap<String, Result<InstanceStatus, String>>,
+) -> Option<String> {
+    let lag: BTreeMap<String, i64> = match reports.get(primary) {
         Some(Ok(s)) => s.replication.iter().map(|r| (r.name.clone(), r.lag_bytes.unwrap_or(i64::MAX))).collect(),
         _ => BTreeMap::new(),
     };
-    let mut candidates: Vec<String> = ours.iter().map(|p| p.name_any()).filter(|n| *n != primary).collect();
-    candidates.sort_by_key(|n| (lag.get(n).copied().unwrap_or(i64::MAX), number(n)));
-    Step::Switchover { from: primary, target: candidates[0].clone() }
+    candidates.sort_by_key(|n| (lag.get(n).copied().unwrap_or(i64::MAX), names.instance_number(n)));
+    candidates.into_iter().next()
 }
 
 /// Carries out [`next`]; a description of the rollout for the status, while one is under way.
