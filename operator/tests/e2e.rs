@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, Operator, apply_doc, documents, enabled, install_crds, refusal, wait_for};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use common::{Operator, apply_doc, documents, enabled, refusal, wait_for};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use pgwarden_operator::crd::{BackupPhase, PostgresBackup, PostgresCluster};
 
@@ -41,18 +41,7 @@ async fn samples_become_objects_and_status_on_a_real_api_server() {
     if !enabled() {
         return;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::try_default().await.expect("a client from KUBECONFIG");
-    install_crds(&client).await;
-    let ns = format!("pgwarden-e2e-{}", std::process::id());
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("a namespace"),
-        )
-        .await
-        .expect("create the test namespace");
-    let _cleanup = Cleanup { namespace: ns.clone() };
+    let (client, ns, _cleanup) = common::namespace("pgwarden-e2e").await;
     let mut operator = Some(Operator::start(&ns));
 
     // The API server refuses what cannot work, with the CRD's messages.
