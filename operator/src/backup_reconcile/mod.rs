@@ -10,7 +10,9 @@
 //!
 //! [`decide`] is the pure decision; [`observe`] gathers its inputs (reads only, and the one
 //! `POST /backup`); [`reconcile`] is the shell: observe, decide, write the status, record the
-//! Event, requeue every [`POLL`] until the phase is final, then never again.
+//! Event, look again until the phase is final ([`next_look`]: every [`FOLLOW`] during a
+//! backup's first [`FOLLOW_FOR`], most backups being done by then, else every [`POLL`]), then
+//! never again.
 //!
 //! # One resource, one backup (idempotency)
 //!
@@ -70,6 +72,22 @@ use decide::{Decision, Notice, Seen};
 
 /// How soon a backup that is not final is looked at again.
 pub const POLL: Duration = Duration::from_secs(5);
+/// How soon a backup that started less than [`FOLLOW_FOR`] ago is looked at again: a base
+/// backup of a few GB ends within seconds, and its resource should say so within a second.
+pub const FOLLOW: Duration = Duration::from_secs(1);
+/// How long a started backup is followed every [`FOLLOW`].
+pub const FOLLOW_FOR: Duration = Duration::from_secs(60);
+
+/// When to look at a backup again, given its status after this pass: never once final; every
+/// [`FOLLOW`] while `Started` less than [`FOLLOW_FOR`] ago; else every [`POLL`].
+pub fn next_look(status: &PostgresBackupStatus, now: Timestamp) -> Option<Duration> {
+    if status.phase().is_final() {
+        return None;
+    }
+    let started = status.started_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+    let recent = started.is_some_and(|t| now.duration_since(t).unsigned_abs() < FOLLOW_FOR);
+    Some(if status.phase() == crate::crd::BackupPhase::Started && recent { FOLLOW } else { POLL })
+}
 
 /// What every backup reconcile shares.
 pub struct BackupContext {
@@ -168,7 +186,7 @@ pub async fn reconcile(backup: Arc<PostgresBackup>, ctx: Arc<BackupContext>) -> 
     if let Some(notice) = notice {
         publish(&ctx, &backup, notice).await;
     }
-    Ok(if status.phase().is_final() { Action::await_change() } else { Action::requeue(POLL) })
+    Ok(next_look(&status, now).map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Writes a backup's status as merge patches, each conditional on the `resourceVersion` the

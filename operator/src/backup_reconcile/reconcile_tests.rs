@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use super::{BackupContext, POLL, reconcile};
+use super::{BackupContext, FOLLOW, FOLLOW_FOR, POLL, next_look, reconcile};
 use crate::build::golden_tests::sample;
 use crate::build::{self, Cluster};
 use crate::crd::{BackupPhase, PostgresBackup, PostgresBackupStatus, PostgresCluster};
@@ -222,7 +222,7 @@ async fn a_backup_is_asked_of_the_primary_once_and_followed_to_completed() {
     w.instances.answer("backed-up-1", "POST /backup", 202, json!({"id": "20260101T000010Z"}));
 
     let action = w.pass().await;
-    assert_eq!(action, Action::requeue(POLL));
+    assert_eq!(action, Action::requeue(FOLLOW), "a backup that just started is followed closely");
     assert_eq!(w.instances.posts(), 1);
     let s = w.status_now();
     assert_eq!((s.phase, s.backup_id.as_deref()), (Some(BackupPhase::Started), Some("20260101T000010Z")));
@@ -424,4 +424,20 @@ async fn a_primary_that_cannot_take_a_backup_now_is_asked_again_until_the_deadli
             "the backup could not start within 5 minutes of its creation: backed-up-1 answered /backup with HTTP 503 Service Unavailable: the backup store: connection refused (check the store (instance-manager diagnose)); create a new PostgresBackup once that is resolved"
         )
     );
+}
+
+#[test]
+fn a_started_backup_is_followed_every_second_for_a_minute_then_every_few_seconds() {
+    let now: Timestamp = "2026-01-01T00:10:00Z".parse().expect("a time");
+    let started = |ago: i64| PostgresBackupStatus {
+        phase: Some(BackupPhase::Started),
+        started_at: Some(now.checked_sub(SignedDuration::from_secs(ago)).expect("a time").to_string()),
+        ..PostgresBackupStatus::default()
+    };
+    assert_eq!(next_look(&started(3), now), Some(FOLLOW));
+    assert_eq!(next_look(&started(FOLLOW_FOR.as_secs() as i64 + 1), now), Some(POLL));
+    let waiting = PostgresBackupStatus { phase: Some(BackupPhase::New), ..PostgresBackupStatus::default() };
+    assert_eq!(next_look(&waiting, now), Some(POLL), "a backup waiting for its primary is asked at POLL");
+    let done = PostgresBackupStatus { phase: Some(BackupPhase::Completed), ..started(3) };
+    assert_eq!(next_look(&done, now), None);
 }

@@ -3,11 +3,11 @@
 //! (`pgwarden_operator_backup_reconciles_total`, `..._backup_reconcile_errors_total{kind}`),
 //! and retried with the same per-object backoff after a failure.
 //!
-//! It watches the backups only: a backup that is not final asks to be looked at again every
-//! few seconds (it follows instances, which no watch reports), and a final one is never
-//! looked at again. The operator's own status writes come back as watch events; they are
-//! debounced by the same few seconds, so that a primary answering "not now" is asked again
-//! at that pace, not as fast as the writes come back.
+//! It watches the backups only: a backup that is not final asks to be looked at again
+//! (`backup_reconcile::next_look`: every second for a minute after it started, then every few
+//! seconds; it follows instances, which no watch reports), and a final one is never looked at
+//! again. The operator's own status writes come back as watch events; they are debounced by
+//! [`DEBOUNCE`], and a pass that changes nothing writes nothing, so they do not loop.
 
 use std::sync::Arc;
 
@@ -19,12 +19,15 @@ use kube::runtime::watcher;
 use super::backoff::{ClusterKey, ErrorBackoff};
 use super::metrics::Metrics;
 use super::reconciler::api;
-use crate::backup_reconcile::{self, BackupContext, BackupError, POLL};
+use crate::backup_reconcile::{self, BackupContext, BackupError};
 use crate::crd::PostgresBackup;
 
 /// Backup reconciles running at once: each is a few reads and one or two calls to an
 /// instance.
 const CONCURRENCY: u16 = 4;
+
+/// Watch events of one backup closer together than this are reconciled once.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What every backup reconcile of the runtime shares.
 pub struct BackupReconciler {
@@ -82,7 +85,7 @@ impl BackupReconciler {
 /// The controller: the backups in `namespace` (all when `None`).
 pub fn controller(client: &kube::Client, namespace: Option<&str>) -> Controller<PostgresBackup> {
     Controller::new(api::<PostgresBackup>(client, namespace), watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(CONCURRENCY).debounce(POLL))
+        .with_config(controller::Config::default().concurrency(CONCURRENCY).debounce(DEBOUNCE))
 }
 
 fn key(backup: &PostgresBackup) -> ClusterKey {
