@@ -39,11 +39,13 @@ const BUCKET: &str = "pgwarden-test";
 const ACCESS_KEY: &str = "pgwarden-test-access-key";
 const SECRET_KEY: &str = "pgwarden-test-secret-key";
 
-fn cluster_doc(name: &str, instances: i32, store: Option<&str>, extra: serde_json::Value) -> serde_json::Value {
+/// `store`: the S3 endpoint and the prefix of this run (a store belongs to one cluster: the
+/// instances refuse to archive into another cluster's, so every run has its own).
+fn cluster_doc(name: &str, instances: i32, store: Option<(&str, &str)>, extra: serde_json::Value) -> serde_json::Value {
     let mut spec = json!({"instances": instances, "storage": {"size": "1Gi"},
         "ha": {"leaseDurationSeconds": 5, "renewDeadlineSeconds": 3, "retryPeriodSeconds": 1, "fenceBudgetSeconds": 1}});
-    if let Some(endpoint) = store {
-        spec["backup"] = json!({"store": store_of(endpoint), "compression": "zstd"});
+    if let Some((endpoint, prefix)) = store {
+        spec["backup"] = json!({"store": store_of(endpoint, prefix), "compression": "zstd"});
     }
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
@@ -51,9 +53,9 @@ fn cluster_doc(name: &str, instances: i32, store: Option<&str>, extra: serde_jso
     json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresCluster", "metadata": {"name": name}, "spec": spec})
 }
 
-fn store_of(endpoint: &str) -> serde_json::Value {
+fn store_of(endpoint: &str, prefix: &str) -> serde_json::Value {
     let key = |k: &str| json!({"name": "e2e-s3", "key": k});
-    json!({"destination": format!("s3://{BUCKET}/e2e"),
+    json!({"destination": format!("s3://{BUCKET}/{prefix}"),
         "s3": {"endpoint": endpoint, "accessKeyId": key("ACCESS_KEY_ID"), "secretAccessKey": key("SECRET_ACCESS_KEY")}})
 }
 
@@ -176,7 +178,9 @@ async fn day_two_operations_on_real_pods() {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let long = Duration::from_secs(600);
 
-    apply_doc(&client, &ns, &cluster_doc("day2", 1, store.as_deref(), json!({}))).await.expect("apply day2");
+    let store = store.map(|endpoint| (endpoint, ns.clone()));
+    let store_ref = store.as_ref().map(|(e, p)| (e.as_str(), p.as_str()));
+    apply_doc(&client, &ns, &cluster_doc("day2", 1, store_ref, json!({}))).await.expect("apply day2");
     let started = Instant::now();
     status_when(&pgc, "day2", "one healthy instance", long, healthy(1)).await;
     eprintln!("day2: 1 instance healthy in {:?}", started.elapsed());
@@ -293,7 +297,7 @@ async fn day_two_operations_on_real_pods() {
     eprintln!("durability probe: {} acknowledged commits, all present", acked.len());
 
     // 8. A point-in-time restore into a new cluster.
-    let Some(endpoint) = store else { return };
+    let Some((endpoint, prefix)) = store else { return };
     let su = connect(&client, &ns, "day2", "postgres").await.expect("a superuser connection");
     su.batch_execute(
         "CREATE TABLE IF NOT EXISTS pitr (batch int); INSERT INTO pitr SELECT 1 FROM generate_series(1, 100)",
@@ -319,7 +323,7 @@ async fn day_two_operations_on_real_pods() {
         "day2-pitr",
         1,
         None,
-        json!({"bootstrap": {"recovery": {"source": store_of(&endpoint), "sourceCluster": "day2", "target": {"time": target}}}}),
+        json!({"bootstrap": {"recovery": {"source": store_of(&endpoint, &prefix), "sourceCluster": "day2", "target": {"time": target}}}}),
     );
     apply_doc(&client, &ns, &restore).await.expect("apply day2-pitr");
     let started = Instant::now();

@@ -52,6 +52,9 @@ pub struct InstanceView {
     pub running: Option<String>,
     /// Its last failed backup (`<id>: <why>` for a backup that started), and when.
     pub last_failure: Option<(String, Timestamp)>,
+    /// Why WAL archiving fails now, if it does: a backup cannot end before its last WAL file
+    /// is archived, so a person must see this beside the running backup.
+    pub archive_failing: Option<String>,
 }
 
 /// One instance, as this pass saw it.
@@ -321,7 +324,12 @@ fn follow(seen: &Seen<'_>, id: &str, asked: &InstanceId) -> Decision {
     match instance.map(|i| &i.answer) {
         Some(Ok(v)) if v.running.as_deref() == Some(id) => {
             let mut status = seen.status.clone();
-            status.message = Some(format!("backup {id} is running on {name}"));
+            status.message = Some(match &v.archive_failing {
+                None => format!("backup {id} is running on {name}"),
+                Some(why) => format!(
+                    "backup {id} is running on {name}, and cannot end until its WAL is archived: archiving fails: {why}"
+                ),
+            });
             status.unreachable_since = None;
             wait(status)
         }

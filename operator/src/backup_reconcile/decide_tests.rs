@@ -49,7 +49,7 @@ fn catalog(backups: Vec<ListedBackup>) -> Option<Result<Catalog, String>> {
 }
 
 fn primary() -> InstanceView {
-    InstanceView { is_primary: true, running: None, last_failure: None }
+    InstanceView { is_primary: true, running: None, last_failure: None, archive_failing: None }
 }
 
 fn instance(name: &str, uid: &str, answer: Result<InstanceView, String>) -> Option<InstanceSeen> {
@@ -283,6 +283,18 @@ fn a_running_backup_completes_from_its_catalog_record() {
         catalog(vec![]),
     );
     waiting(&d, BackupPhase::Started, "backup 20260301T100100Z is running on pg-1");
+    // While WAL archiving fails the backup cannot end: the message says why.
+    let stuck = InstanceView {
+        running: Some("20260301T100100Z".into()),
+        archive_failing: Some("s3://b/p belongs to another cluster".into()),
+        ..primary()
+    };
+    let d = decide_at(2, &running(), ready("pg-1"), instance("pg-1", "uid-1", Ok(stuck)), catalog(vec![]));
+    waiting(
+        &d,
+        BackupPhase::Started,
+        "backup 20260301T100100Z is running on pg-1, and cannot end until its WAL is archived: archiving fails: s3://b/p belongs to another cluster",
+    );
 
     let d = decide_at(
         3,
