@@ -26,6 +26,7 @@
 //! builders never set the role label, so an apply cannot take it over either.
 
 pub mod act;
+pub mod archiving;
 pub mod drain;
 pub mod observe;
 pub mod plan;

@@ -1,7 +1,8 @@
 //! The status, computed without I/O from what one reconcile saw: the Pods (existence,
 //! readiness, node), the Lease (the holder is `currentPrimary`; its `leaseTransitions` the
-//! term) and each instance's `/status`. The phase strings and the `Ready` condition are
-//! CloudNativePG's, so tooling written for it reads ours. Equal inputs give an equal status,
+//! term) and each instance's `/status`. The phase strings and the `Ready` and
+//! `ContinuousArchiving` ([`super::archiving`]) conditions are CloudNativePG's, so tooling
+//! written for it reads ours. Equal inputs give an equal status,
 //! and an equal status is not written.
 
 use std::collections::BTreeMap;
@@ -240,10 +241,22 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
         .max_by_key(|b| b.stopped_at);
 
     let ready_condition = condition(previous_ready);
+    // Whether WAL reaches the store, from the primary's own account; said once when it changes.
+    let previous_archiving = prev.conditions.iter().find(|c| c.type_ == super::archiving::TYPE);
+    let primary_report = holder.as_ref().and_then(|h| i.reports.get(h)).and_then(|r| r.as_ref().ok());
+    let archiving = super::archiving::condition(primary_report, previous_archiving, i.now, i.generation);
+    let archiving_changed = |c: &Condition| match previous_archiving {
+        Some(p) => p.status != c.status,
+        None => c.status == "False",
+    };
+    if let Some(c) = archiving.as_ref().filter(|c| archiving_changed(c)) {
+        let reason = if c.status == "True" { "ContinuousArchivingSuccess" } else { "ContinuousArchivingFailing" };
+        notices.push(Notice { warning: c.status == "False", reason, note: c.message.clone() });
+    }
     let status = PostgresClusterStatus {
         phase: Some(phase.to_owned()),
         phase_reason: (!reason.is_empty()).then_some(reason),
-        conditions: vec![ready_condition],
+        conditions: std::iter::once(ready_condition).chain(archiving).collect(),
         instances: pods.len() as i32,
         ready_instances: ready.len() as i32,
         current_primary: holder.clone(),

@@ -210,3 +210,49 @@ fn the_last_and_next_backup_come_from_the_primarys_own_account() {
     assert_eq!(s.last_successful_backup_id.as_deref(), Some("20261204T020000"));
     assert_eq!(s.next_scheduled_backup.as_deref(), Some("2026-12-05T02:00:00Z"));
 }
+
+fn archive(failing: Option<&str>) -> pgwarden_contract::ArchiveStatus {
+    serde_json::from_value(serde_json::json!({
+        "destination": "s3://b/p", "last_archived_wal": "000000010000000000000005",
+        "last_archived_at": "2026-12-04T02:00:00Z", "archived_total": 5, "failures_total": 1,
+        "last_failed_wal": failing.map(|_| "000000010000000000000006"), "last_failure": failing,
+        "last_failed_at": failing.map(|_| "2026-12-04T02:00:09Z"), "backlog": 1, "store_problem": null, "audit": null
+    }))
+    .expect("an archive status")
+}
+
+#[test]
+fn continuous_archiving_follows_the_primarys_archive_and_is_announced_when_it_changes() {
+    let mut report = switchover_report("pg-1");
+    let mut case = Case::new(vec![pod("pg-1", true, "n1")], Some(lease(Some("pg-1"), 1)));
+    // No store: no condition.
+    case.reports.insert("pg-1".into(), Ok(report.clone()));
+    assert!(case.run("2026-12-04T03:00:00Z").0.conditions.iter().all(|c| c.type_ != "ContinuousArchiving"));
+
+    report.archive = Some(archive(None));
+    case.reports.insert("pg-1".into(), Ok(report.clone()));
+    let (s, notices) = case.run("2026-12-04T03:00:00Z");
+    let c = s.conditions.iter().find(|c| c.type_ == "ContinuousArchiving").expect("the condition");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "ContinuousArchivingSuccess"));
+    assert!(notices.iter().all(|n| !n.reason.starts_with("ContinuousArchiving")), "nothing to announce: {notices:?}");
+
+    report.archive = Some(archive(Some("s3://b/p belongs to another cluster")));
+    case.reports.insert("pg-1".into(), Ok(report.clone()));
+    case.previous = Some(s);
+    let (s, notices) = case.run("2026-12-04T03:01:00Z");
+    let c = s.conditions.iter().find(|c| c.type_ == "ContinuousArchiving").expect("the condition");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ContinuousArchivingFailing"));
+    assert_eq!(
+        c.message,
+        "WAL archiving to s3://b/p fails: 000000010000000000000006: s3://b/p belongs to another cluster"
+    );
+    let warned: Vec<&Notice> = notices.iter().filter(|n| n.reason == "ContinuousArchivingFailing").collect();
+    assert!(warned.len() == 1 && warned[0].warning, "{notices:?}");
+
+    // The primary cannot be read: the condition stays as it was, and nothing is announced.
+    case.previous = Some(s.clone());
+    case.reports.insert("pg-1".into(), Err("timed out".into()));
+    let (again, notices) = case.run("2026-12-04T03:02:00Z");
+    assert_eq!(again.conditions, s.conditions);
+    assert!(notices.iter().all(|n| !n.reason.starts_with("ContinuousArchiving")));
+}
