@@ -205,11 +205,7 @@ async fn get<T: serde::de::DeserializeOwned>(
 async fn view(api: &dyn InstanceApi, target: &Target) -> Result<InstanceView, String> {
     let status: InstanceStatus = get(api, target, "/status", CALL_TIMEOUT).await?;
     let backup = status.backup.unwrap_or_default();
-    // Failing now: the store is refused, or the last attempt failed after the last success.
-    let archive_failing = status.archive.and_then(|a| {
-        let failed_last = a.last_failed_at.is_some_and(|f| a.last_archived_at.is_none_or(|ok| f > ok));
-        a.store_problem.or(a.last_failure.filter(|_| failed_last))
-    });
+    let archive_failing = status.archive.as_ref().and_then(crate::reconcile::archiving::failing);
     Ok(InstanceView {
         is_primary: status.in_recovery == Some(false),
         running: backup.running,
