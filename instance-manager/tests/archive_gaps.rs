@@ -7,6 +7,9 @@
 //! - the primary dies right after finishing a segment (nothing of the next one written, the
 //!   switch point exactly at a segment boundary): that last whole segment still reaches the
 //!   archive from the standbys;
+//! - the standby that takes over never marked that last whole segment for archiving (the
+//!   old primary died while streaming the rest of the segment after the switch record): the
+//!   new primary finds it unmarked and archives it;
 //! - a segment deleted from the middle of the archive makes a restore to the end (and to a
 //!   target past it) fail naming the segment instead of promoting before it, and the audit
 //!   reports it in `/status` and the metrics.
@@ -53,6 +56,18 @@ async fn archive_gaps(dir: &Path) -> Result<gaps::GapScan, String> {
     let Some(WalName::Segment(start)) = parse_wal_name(&oldest.start_wal) else { return Err("start wal".into()) };
     let (archived, spans) = inventory::segments(&s).await.map_err(|e| e.to_string())?;
     gaps::scan(start, oldest.segment_size, &spans, &archived).ok_or_else(|| format!("{spans:?}"))
+}
+
+/// The first scan of the archive at `store` without gaps, looking until `timeout`.
+async fn wait_for_whole_archive(store: &Path, timeout: Duration) -> Option<gaps::GapScan> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        match archive_gaps(store).await {
+            Ok(s) if s.missing_count == 0 => return Some(s),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    None
 }
 
 /// For a failure message: each member's pending and finished archive marks, and its log lines
@@ -149,18 +164,7 @@ async fn a_failover_mid_burst_leaves_no_gap_and_a_restore_to_the_end_has_every_a
     // Every segment of the old timeline up to the branch point reaches the archive. (A
     // generous deadline: Postgres' archiver waits up to a minute after failed attempts, and a
     // loaded machine can make the first ones time out.)
-    let mut scan = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    while tokio::time::Instant::now() < deadline {
-        match archive_gaps(&store).await {
-            Ok(s) if s.missing_count == 0 => {
-                scan = Some(s);
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-    let Some(scan) = scan else {
+    let Some(scan) = wait_for_whole_archive(&store, Duration::from_secs(240)).await else {
         panic!("the archive still has gaps: {:?}\n{}", archive_gaps(&store).await, archive_diagnostics(&cluster));
     };
     let history = std::fs::read_dir(store.join("test/wal"))
@@ -226,6 +230,86 @@ async fn a_primary_lost_right_after_a_segment_switch_leaves_no_gap_at_the_branch
     let whole = |n: &str| n.starts_with(&last) && !n.contains(".partial") && !n.contains(".diverged");
     let archived = std::fs::read_dir(&dir).unwrap().flatten().any(|e| whole(&e.file_name().to_string_lossy()));
     assert!(archived, "{last} is not in the archive");
+}
+
+/// The files in the archive directory of `name`'s timeline and log whose name starts with it.
+fn archived_copies(store: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let dir = store.join("test/wal").join(&name[..16]);
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(name)).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_segment_the_standby_never_marked_reaches_the_archive_after_its_promotion() {
+    // A primary dying while it streams the zeros after a `pg_switch_wal()`: the standby has
+    // the switch record (so it ends recovery at the next segment's start) but never finished
+    // writing the segment, so Postgres never marks it for archiving there, and nothing at the
+    // promotion does either (the switch point is a segment boundary: no `.partial`). That
+    // race is simulated here exactly: the standby received the whole segment, then its mark
+    // and the archived copy are removed before it takes over.
+    let archive = TestDir::new();
+    let store = archive.path().join("archive");
+    let mut cluster = TestCluster::start_with(2, FAST, |o| o.extra_yaml.push_str(&store_yaml(&store)));
+    assert_eq!(cluster.wait_primary(&["pg-1", "pg-2"], READY).await, "pg-1");
+    let p = cluster.get("pg-1");
+    let c = p.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int8 primary key); INSERT INTO t SELECT generate_series(1, 1000)")
+        .await
+        .unwrap();
+    take_backup(p).await;
+    c.batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)").await.unwrap();
+    let last: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
+    let end: String = c.query_one("SELECT pg_switch_wal()::text", &[]).await.unwrap().get(0);
+    let end = end.parse::<instance_manager::api::Lsn>().unwrap().as_u64();
+    let boundary = end.div_ceil(16 << 20) * (16 << 20);
+    let status = cluster.get("pg-2").data_dir().join("pg_wal/archive_status");
+    wait_for("the standby received and archived the whole segment", Duration::from_secs(60), || async {
+        let got = cluster.get("pg-2").status().await?.received_lsn.map(|l| l.as_u64()).unwrap_or(0);
+        let done = status.join(format!("{last}.done")).exists();
+        if got >= boundary && done { Ok(()) } else { Err(format!("received {got:X} of {boundary:X}, done {done}")) }
+    })
+    .await;
+    drop(c);
+
+    cluster.get_mut("pg-1").kill_all();
+    for mark in ["done", "ready"] {
+        let _ = std::fs::remove_file(status.join(format!("{last}.{mark}")));
+    }
+    for copy in archived_copies(&store, &last) {
+        std::fs::remove_file(copy).unwrap();
+    }
+
+    assert_eq!(cluster.wait_primary(&["pg-2"], Duration::from_secs(90)).await, "pg-2");
+    let n = cluster.get("pg-2");
+    n.connect("postgres").await.unwrap().execute("INSERT INTO t VALUES (1000000)", &[]).await.unwrap();
+    n.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
+    let scan = wait_for_whole_archive(&store, Duration::from_secs(60)).await;
+    let Some(scan) = scan else {
+        panic!("{last} is still missing: {:?}\n{}", archive_gaps(&store).await, archive_diagnostics(&cluster));
+    };
+    assert!(scan.to.is_some_and(|to| to.timeline >= 2), "{scan:?}");
+    let whole: Vec<_> = archived_copies(&store, &last)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".partial") && !p.to_string_lossy().contains(".diverged"))
+        .collect();
+    assert_eq!(whole.len(), 1, "{last}: {whole:?}");
+    // Postgres' archiver takes the mark at its next round (a finished segment wakes it) and
+    // records the segment archived: the mark is one it can rename.
+    n.connect("postgres").await.unwrap().execute("INSERT INTO t VALUES (1000001)", &[]).await.unwrap();
+    n.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
+    wait_for("Postgres records it archived", Duration::from_secs(90), || async {
+        if status.join(format!("{last}.done")).exists() { Ok(()) } else { Err(format!("{last} not .done")) }
+    })
+    .await;
+
+    // A restore to the end crosses the branch point and has every row.
+    let root = TestDir::new();
+    let r = TestInstance::recovered(root.path(), "restored", &store, "");
+    r.wait_ready(Duration::from_secs(300)).await;
+    let c = r.connect("postgres").await.unwrap();
+    let row = c.query_one("SELECT count(*), max(id) FROM t", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2002, 1_000_001));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

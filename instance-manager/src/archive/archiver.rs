@@ -21,7 +21,8 @@
 //!   it (a failover must leave no gap). The primary and its standbys upload the same
 //!   segments; create-only plus the comparison makes the second upload a no-op. A standby's
 //!   copy that differs from the archived one is stored beside it, never over it
-//!   ([`Archiver::keep_aside`]).
+//!   ([`Archiver::keep_aside`]); so is a primary's copy of a segment of an earlier timeline
+//!   (WAL it received as a standby). A primary's own timeline differing is refused loudly.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -96,6 +97,30 @@ impl Archiver {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The `pg_wal` directory archived from.
+    pub fn pg_wal(&self) -> &Path {
+        &self.pg_wal
+    }
+
+    /// Forgets that `name` was uploaded, so the next call uploads it again (the store lost it).
+    pub fn forget(&self, name: &str) {
+        let mut state = self.state();
+        if state.done.remove(name) {
+            state.done_order.retain(|n| n != name);
+        }
+    }
+
+    /// Whether the archive holds `name` (in any compression).
+    pub async fn is_archived(&self, name: &str) -> Result<bool, super::store::StoreError> {
+        for c in layout::compressions_from(self.compression) {
+            let Some(object) = self.store.layout.wal_object(name, c) else { return Ok(false) };
+            if self.store.exists(&object).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Archives the WAL file at `path` (absolute, or relative to the data directory, inside
@@ -310,7 +335,7 @@ impl Archiver {
             tracing::info!(wal = name, "WAL already archived with the same content");
             return Ok(());
         }
-        if self.data_dir.join("standby.signal").exists() {
+        if self.data_dir.join("standby.signal").exists() || of_an_ancestor_timeline(&self.pg_wal, name) {
             return self.keep_aside(name, object, c).await;
         }
         Err(ArchiveError::Conflict { name: name.into(), object: object.to_string(), store: self.store.describe() })
@@ -350,6 +375,27 @@ impl Archiver {
     pub fn layout(&self) -> &Layout {
         &self.store.layout
     }
+}
+
+/// Whether `name` is a segment of a timeline older than the newest one `pg_wal` has a history
+/// file of: WAL this instance received as a standby before a promotion (its own or the one it
+/// followed). A copy of it that differs from the archived one differs after the switch point
+/// or in what a dying primary never finished streaming; it is kept aside, never a refusal that
+/// would stop the archiving of the current timeline behind it.
+fn of_an_ancestor_timeline(pg_wal: &Path, name: &str) -> bool {
+    let timeline = match parse_wal_name(name) {
+        Some(layout::WalName::Segment(id) | layout::WalName::Partial(id) | layout::WalName::BackupHistory(id)) => {
+            id.timeline
+        }
+        _ => return false,
+    };
+    let newest = std::fs::read_dir(pg_wal).into_iter().flatten().flatten().filter_map(|e| {
+        match parse_wal_name(e.file_name().to_str()?) {
+            Some(layout::WalName::History(t)) => Some(t),
+            _ => None,
+        }
+    });
+    newest.max().is_some_and(|t| timeline < t)
 }
 
 /// WAL files Postgres has marked ready to archive, oldest first (history files first: a

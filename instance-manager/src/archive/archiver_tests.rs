@@ -84,3 +84,28 @@ async fn a_path_that_is_not_a_wal_file_in_pg_wal_is_a_bad_request_and_uploads_no
     assert!(e.hint().contains("%p"), "{}", e.hint());
     assert!(!root.path().join("archive/main/wal").exists(), "something was uploaded");
 }
+
+#[tokio::test]
+async fn a_primarys_differing_copy_of_an_earlier_timeline_is_kept_aside_not_refused() {
+    // A primary on timeline 2 (it has `00000002.history`) holds a segment of timeline 1 it
+    // received as a standby; the archive has another member's copy of it.
+    let root = tempfile::tempdir().unwrap();
+    let data = data_dir(root.path(), b"the copy the other standby archived");
+    archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap();
+    std::fs::write(data.join("pg_wal").join(NAME), b"the same WAL, another tail").unwrap();
+    std::fs::write(data.join("pg_wal/00000002.history"), b"1\t0/8000000\tno recovery target specified\n").unwrap();
+    archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{NAME}"))).await.unwrap();
+    let names = objects(root.path());
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[1].starts_with(&format!("{NAME}.diverged-")), "{names:?}");
+    let dir = root.path().join("archive/main/wal/0000000100000000");
+    assert_eq!(std::fs::read(dir.join(NAME)).unwrap(), b"the copy the other standby archived");
+
+    // Its own timeline's segment differing is still refused.
+    let own = "000000020000000000000008";
+    std::fs::write(data.join("pg_wal").join(own), b"mine").unwrap();
+    archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{own}"))).await.unwrap();
+    std::fs::write(data.join("pg_wal").join(own), b"a split brain's").unwrap();
+    let e = archiver(root.path(), &data).archive(Path::new(&format!("pg_wal/{own}"))).await.unwrap_err();
+    assert!(matches!(*e, ArchiveError::Conflict { .. }), "{e:?}");
+}

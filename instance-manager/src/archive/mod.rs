@@ -19,6 +19,7 @@ pub mod local;
 pub mod pack;
 pub mod restorer;
 pub mod store;
+pub mod unmarked;
 
 pub use archiver::Archiver;
 pub use destination::{Destination, Scheme};

@@ -351,6 +351,15 @@ impl Store {
         result.bytes().await.map(Some).map_err(self.request_err("cannot read", path))
     }
 
+    /// Whether an object exists at `path`.
+    pub async fn exists(&self, path: &Path) -> Result<bool, StoreError> {
+        match self.inner.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.request_err("cannot look at", path)(e)),
+        }
+    }
+
     /// Every object under `prefix`.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, StoreError> {
         self.inner.list(Some(prefix)).try_collect().await.map_err(self.request_err("cannot list", prefix))

@@ -10,6 +10,10 @@
 //!   one look are looked for again after [`CONFIRM_AFTER`] (parallel uploads land out of
 //!   order); those still missing are reported.
 //!
+//! - **Unmarked segments**: before each audit, segments of earlier timelines that Postgres
+//!   never marked for archiving (a branch point on a segment boundary) are marked and archived
+//!   ([`crate::archive::unmarked`]), so the gap check finds them in place.
+//!
 //! - **Leftovers**: staged files of interrupted uploads in a `file://` store are removed.
 //!
 //! Bounded cost: one listing of the archive every [`AUDIT_EVERY`], and soon after this
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use crate::api::ArchiveAudit;
 use crate::archive::layout::{SegmentId, WalName, parse_wal_name};
-use crate::archive::{Archiver, gaps, inventory};
+use crate::archive::{Archiver, gaps, inventory, unmarked};
 use crate::instance::Instance;
 
 /// How often the lease holder audits the archive.
@@ -60,6 +64,11 @@ async fn audit_loop(instance: Arc<Instance>, archiver: Arc<Archiver>) {
             continue;
         }
         last = Some((tokio::time::Instant::now(), observed.timeline));
+        if let Some(timeline) = observed.timeline
+            && let Err(e) = unmarked::archive_unmarked(&archiver, timeline).await
+        {
+            tracing::warn!(error = %e, "cannot look for unmarked segments of earlier timelines");
+        }
         let audit = audit(&archiver, backups_before).await;
         if audit.error.is_none() {
             backups_before = Some(audit.backups);
