@@ -293,6 +293,18 @@ async fn retention_by_count_deletes_the_oldest_backup_and_its_wal_and_nothing_el
     assert_eq!(verdicts, [Some(instance_manager::api::RetentionVerdict::Keep); 2]);
     assert_eq!(l.retention.as_deref(), Some("the newest 2 backups"));
 
+    // Copies the archiver kept aside beside an old and a new segment go with their segment.
+    let wal_objects: Vec<String> = objects(&store)
+        .into_iter()
+        .filter(|p| p.starts_with("test/wal/") && p.ends_with(".zst") && p.len() == "test/wal/".len() + 17 + 28)
+        .collect();
+    let (oldest, newest) = (wal_objects.first().unwrap(), wal_objects.last().unwrap());
+    assert!(oldest[26..50] < *b2.start_wal && newest[26..50] >= *b2.start_wal, "{wal_objects:?}");
+    for object in [oldest, newest] {
+        let aside = store.join(format!("{object}.diverged-1733380000123"));
+        std::fs::write(&aside, b"a copy kept aside").unwrap();
+    }
+
     let before = objects(&store);
     let b3 = backup(&pg, serde_json::json!({})).await.unwrap();
     let after = objects(&store);

@@ -180,6 +180,16 @@ impl Layout {
             .unwrap_or((file, Compression::None));
         parse_wal_name(name).map(|_| (name.to_string(), c))
     }
+
+    /// The WAL file name a differing copy kept aside (`<object>.diverged-<ms>`, written by the
+    /// archiver, never read by a restore) stands beside: it goes when that file goes.
+    pub fn diverged_of(&self, object: &Path) -> Option<String> {
+        let (base, ms) = object.filename()?.rsplit_once(".diverged-")?;
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        self.wal_name_of(&Path::from(base)).map(|(name, _)| name)
+    }
 }
 
 #[cfg(test)]
@@ -227,5 +237,11 @@ mod tests {
         assert_eq!(Layout::new("", "main").identity().as_ref(), "main/cluster.json");
         let obj = l.wal_object("000000010000000A000000FF.partial", Compression::Lz4).unwrap();
         assert_eq!(l.wal_name_of(&obj), Some(("000000010000000A000000FF.partial".into(), Compression::Lz4)));
+        let aside = Path::from("p/c/wal/000000010000000A/000000010000000A000000FF.zst.diverged-1733380000123");
+        assert_eq!(l.wal_name_of(&aside), None, "a copy kept aside is not the archived file");
+        assert_eq!(l.diverged_of(&aside).as_deref(), Some("000000010000000A000000FF"));
+        for bad in ["000000010000000A000000FF.zst", "000000010000000A000000FF.diverged-", "x.diverged-12"] {
+            assert_eq!(l.diverged_of(&Path::from(format!("p/c/wal/000000010000000A/{bad}"))), None, "{bad}");
+        }
     }
 }

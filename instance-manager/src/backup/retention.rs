@@ -201,7 +201,10 @@ pub async fn apply(
     let wal_objects = store.list(&store.layout.wal_dir()).await?;
     let mut by_name: BTreeMap<String, Vec<Path>> = BTreeMap::new();
     for meta in wal_objects {
-        if let Some((name, _)) = store.layout.wal_name_of(&meta.location) {
+        let layout = &store.layout;
+        if let Some(name) =
+            layout.wal_name_of(&meta.location).map(|(n, _)| n).or_else(|| layout.diverged_of(&meta.location))
+        {
             by_name.entry(name).or_default().push(meta.location);
         }
     }
