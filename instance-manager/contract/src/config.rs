@@ -61,7 +61,8 @@ pub struct InstanceConfig {
     /// root). Ignored when the manager is not root: Postgres then runs as the manager's user.
     #[serde(default = "default_os_user")]
     pub os_user: String,
-    /// The role this instance starts in. Until leader election exists this comes from here.
+    /// The fixed role of an instance without a `lease` (`primary`, or `replica` of `primary`).
+    /// With a `lease` the election decides the role and this field is not used.
     #[serde(default)]
     pub role: Role,
     /// The primary to stream from when `role` is `replica`.
