@@ -2,7 +2,8 @@
 //! An archive that disappears is noticed: the `file://` archive is moved away while the
 //! primary runs; the manager refuses to archive into the emptied place (WAL waits in
 //! `pg_wal`) instead of starting a new archive there, and says so in its log, `/status` and
-//! the metrics; once the archive is back, archiving resumes by itself.
+//! the metrics, and a base backup is refused at once; once the archive is back, archiving
+//! resumes by itself.
 
 use std::time::Duration;
 
@@ -41,6 +42,12 @@ async fn an_archive_moved_away_is_refused_and_reported_until_it_is_back() {
     assert!(pg.data_dir().join("pg_wal/archive_status").join(format!("{wal}.ready")).exists());
     let log = pg.log();
     assert_eq!(log.matches("WAL archive lost").count(), 1, "logged once per change of state:\n{}", pg.log_tail(20));
+    // A base backup is refused at once, and writes nothing into the emptied place either.
+    let client = pg.socket_client(Duration::from_secs(60));
+    let refused = client.post_json::<_, serde_json::Value>("/backup", &serde_json::json!({}), None).await;
+    let e = refused.expect_err("a backup into a store that lost its identity");
+    assert!(e.to_string().contains("lost its identity"), "{e}");
+    assert!(!store.join("test/base").exists(), "a backup was started in {}", store.display());
 
     // The archive comes back: the waiting segment is archived and the alarm clears.
     std::fs::remove_dir_all(&store).ok();

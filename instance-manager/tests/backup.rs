@@ -450,6 +450,34 @@ async fn a_failed_backup_is_reported_and_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_wal_the_archive_refuses_fails_at_once_naming_it() {
+    let root = TestDir::new();
+    let store = root.path().join("store");
+    let pg = TestInstance::start(root.path(), &with_store(InstanceOptions::primary("pg-1"), &file_store(&store), ""));
+    pg.wait_ready(READY).await;
+    pg.switch_wal_and_wait_archived(Duration::from_secs(60)).await;
+    // The segment the backup will end in is already in the archive with other content (as
+    // if another cluster archived there): the archiver refuses it, and Postgres, which
+    // archives in order, can never archive what the backup needs.
+    let c = pg.connect("postgres").await.unwrap();
+    let wal: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
+    let dir = store.join("test/wal").join(&wal[..16]);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{wal}.zst")), zstd::encode_all(&b"another cluster's WAL"[..], 3).unwrap())
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let failed = backup(&pg, serde_json::json!({})).await.expect_err("a backup whose WAL cannot be archived");
+    let ClientError::Api { status: 500, error, .. } = &failed else { panic!("not a 500: {failed}") };
+    assert!(error.contains("archive refused") && error.contains(&wal), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(100), "it waited {:?}", started.elapsed());
+    let b = status(&pg).await.backup.unwrap();
+    assert!(b.last_failure.as_deref().is_some_and(|f| f.contains("archive refused")), "{b:?}");
+    assert!(list(&pg).await.backups.is_empty());
+    assert!(!objects(&store.join("test/base")).iter().any(|o| o.ends_with("backup.json")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tablespace_is_stored_apart_and_located_by_the_map() {
     let root = TestDir::new();
     let store = root.path().join("store");

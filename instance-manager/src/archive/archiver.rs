@@ -64,6 +64,9 @@ struct State {
     done: BTreeSet<String>,
     done_order: VecDeque<String>,
     status: ArchiveStatus,
+    /// Refusals since the manager started, and the last one.
+    refusals: u64,
+    refusal: Option<String>,
 }
 
 impl Archiver {
@@ -102,6 +105,15 @@ impl Archiver {
     /// The `pg_wal` directory archived from.
     pub fn pg_wal(&self) -> &Path {
         &self.pg_wal
+    }
+
+    /// How many uploads the archive refused until a person acts (a conflict, an identity
+    /// that is not this cluster's) since the manager started, and the last refusal. A wait
+    /// for WAL to be archived that sees the count grow knows it waits in vain (Postgres
+    /// archives in order: a refused file holds back every later one).
+    pub fn refusal(&self) -> (u64, Option<String>) {
+        let state = self.state();
+        (state.refusals, state.refusal.clone())
     }
 
     /// Forgets that `name` was uploaded, so the next call uploads it again (the store lost it).
@@ -288,6 +300,10 @@ impl Archiver {
     fn record_failure(&self, name: &str, error: &ArchiveError) {
         tracing::error!(wal = name, %error, "WAL archive failed");
         let mut state = self.state();
+        if error.is_refusal() {
+            state.refusals += 1;
+            state.refusal = Some(format!("{name}: {error}"));
+        }
         state.status.failures_total += 1;
         state.status.last_failed_wal = Some(name.to_string());
         state.status.last_failure = Some(error.to_string());

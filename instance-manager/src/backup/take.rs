@@ -108,6 +108,12 @@ pub enum Error {
     /// What Postgres returned is not what was expected.
     #[error("unexpected answer from postgres: {0}")]
     Unexpected(String),
+    /// The archive is not this cluster's (any more): nothing is written to it.
+    #[error("the backup store is refused: {0}")]
+    Identity(crate::archive::identity::IdentityError),
+    /// The archive refused WAL the backup needs while it waited: it would wait in vain.
+    #[error("the archive refused WAL this backup needs ({0}); the backup cannot end until a person acts")]
+    ArchiveRefused(String),
     /// `backup.json` could not be written.
     #[error("cannot write the backup's description: {0}")]
     Publish(String),
@@ -129,6 +135,9 @@ pub struct Source<'a> {
     pub instance: &'a str,
     /// The cluster's name.
     pub cluster: &'a str,
+    /// The WAL archiver of the same store: its identity is checked before anything is
+    /// written, and the wait for the backup's WAL stops when it refuses that WAL.
+    pub archiver: Option<&'a crate::archive::Archiver>,
 }
 
 /// What Postgres says about itself before the backup.
@@ -158,6 +167,9 @@ struct Stopped {
 /// Takes backup `id` of `src` into `store` as `spec` says, and publishes its `backup.json`.
 /// A failed backup leaves nothing in the store.
 pub async fn take(src: &Source<'_>, store: &Store, spec: &BaseBackupSpec, id: &str) -> Result<BackupInfo> {
+    if let Some(archiver) = src.archiver {
+        archiver.check_identity().await.map_err(Error::Identity)?;
+    }
     let client = src.db.dedicated(CONNECT_TIMEOUT).await?;
     let facts = facts(&client).await?;
     let label = format!("pgwarden {id}");
@@ -265,7 +277,7 @@ async fn copy(
     let (file, t, stopped) = stream_data_dir(store, &path, spec, src.data_dir, in_data_dir, on_walked).await?;
     totals.add(t);
     if !facts.in_recovery {
-        wait_archived(src.data_dir, &stopped, start, facts.segment_size).await?;
+        wait_archived(src, &stopped, start, facts.segment_size).await?;
     }
     let mut files = vec![file];
     files.extend(spaces);
@@ -355,32 +367,42 @@ async fn stop(client: &Client, facts: &Facts) -> Result<Stopped> {
 /// Waits until Postgres has archived what the backup needs: the segment holding its stop
 /// point and the backup history file, as `pg_backup_stop(wait_for_archive => true)` would, but
 /// looking every [`ARCHIVE_POLL`] rather than every second, and while the upload finishes.
-async fn wait_archived(data_dir: &Path, stopped: &Stopped, start_lsn: u64, segment_size: u64) -> Result<()> {
+/// A refusal by the archive during the wait ends it at once: the refused file holds back
+/// every later one until a person acts.
+async fn wait_archived(src: &Source<'_>, stopped: &Stopped, start_lsn: u64, segment_size: u64) -> Result<()> {
+    let refused_before = src.archiver.map(|a| a.refusal().0);
     let start = parse_label(&stopped.label)?;
     let stop_lsn = stopped.lsn.as_u64();
     let files = [
         wal_file_before(stopped.timeline, stop_lsn, segment_size),
         format!("{}.{:08X}.backup", start.wal, start_lsn % segment_size.max(1)),
     ];
-    let pg_wal = data_dir.join("pg_wal");
+    let pg_wal = src.data_dir.join("pg_wal");
     let deadline = tokio::time::Instant::now() + ARCHIVE_TIMEOUT;
     loop {
-        match files.iter().find(|f| archive_busy(&pg_wal, f)) {
-            None => return Ok(()),
-            Some(f) if tokio::time::Instant::now() >= deadline => {
-                return Err(Error::Timeout {
-                    what: if f.ends_with(".backup") {
-                        "archiving the backup history file"
-                    } else {
-                        "archiving the last WAL segment"
-                    },
-                    timeout: ARCHIVE_TIMEOUT,
-                    hint: "WAL archiving is failing: see the archive in /status",
-                });
-            }
-            Some(_) => tokio::time::sleep(ARCHIVE_POLL).await,
+        let Some(busy) = files.iter().find(|f| archive_busy(&pg_wal, f)) else { return Ok(()) };
+        if let Some(why) = refused_since(src.archiver, refused_before) {
+            return Err(Error::ArchiveRefused(why));
         }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: if busy.ends_with(".backup") {
+                    "archiving the backup history file"
+                } else {
+                    "archiving the last WAL segment"
+                },
+                timeout: ARCHIVE_TIMEOUT,
+                hint: "WAL archiving is failing: see the archive in /status",
+            });
+        }
+        tokio::time::sleep(ARCHIVE_POLL).await;
     }
+}
+
+/// The archiver's last refusal when it refused anything since it had refused `before` times.
+fn refused_since(archiver: Option<&crate::archive::Archiver>, before: Option<u64>) -> Option<String> {
+    let (count, last) = archiver?.refusal();
+    (count > before.unwrap_or(0)).then(|| last.unwrap_or_default())
 }
 
 /// Postgres' `XLogArchiveIsBusy`: not archived yet. Archived means `.done`, or neither a

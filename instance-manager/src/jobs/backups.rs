@@ -113,6 +113,7 @@ pub async fn start(instance: &Arc<Instance>, from_standby: bool) -> Result<Start
             data_dir: &instance.paths.data_dir,
             instance: &v.name,
             cluster: &v.cluster,
+            archiver: instance.archiver.as_deref(),
         };
         let result = take::take(&src, &store, &spec.base, &task_id).await;
         let corrupt = match &result {
