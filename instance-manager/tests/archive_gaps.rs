@@ -41,6 +41,21 @@ async fn max_id(inst: &TestInstance, db: &str) -> Result<i64, String> {
     Ok(row.get(0))
 }
 
+/// On the primary `p`: rows 1..=1000 in a new table `t`, a base backup, rows 1001..=2000, and
+/// `pg_switch_wal()`. Returns the segment switched away from and where the next one begins.
+async fn rows_backup_and_a_switch(p: &TestInstance) -> (String, u64) {
+    let c = p.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int8 primary key); INSERT INTO t SELECT generate_series(1, 1000)")
+        .await
+        .unwrap();
+    take_backup(p).await;
+    c.batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)").await.unwrap();
+    let last: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
+    let end: String = c.query_one("SELECT pg_switch_wal()::text", &[]).await.unwrap().get(0);
+    let end = end.parse::<instance_manager::api::Lsn>().unwrap().as_u64();
+    (last, end.div_ceil(16 << 20) * (16 << 20))
+}
+
 /// The gaps in the archive at `dir` from the oldest backup on.
 async fn archive_gaps(dir: &Path) -> Result<gaps::GapScan, String> {
     let spec = StoreSpec {
@@ -194,19 +209,10 @@ async fn a_primary_lost_right_after_a_segment_switch_leaves_no_gap_at_the_branch
     let mut cluster =
         TestCluster::start_with(3, FAST, |o| o.extra_yaml.push_str(&store_yaml(&archive.path().join("archive"))));
     assert_eq!(cluster.wait_primary(&["pg-1", "pg-2", "pg-3"], READY).await, "pg-1");
-    let p = cluster.get("pg-1");
-    let c = p.connect("postgres").await.unwrap();
-    c.batch_execute("CREATE TABLE t (id int8 primary key); INSERT INTO t SELECT generate_series(1, 1000)")
-        .await
-        .unwrap();
-    take_backup(p).await;
-    c.batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)").await.unwrap();
 
     // Finish the segment, wait until both standbys received all of it, then lose the whole
     // primary at once (manager and Postgres): the next segment never gets a byte.
-    let end: String = c.query_one("SELECT pg_switch_wal()::text", &[]).await.unwrap().get(0);
-    let end = end.parse::<instance_manager::api::Lsn>().unwrap().as_u64();
-    let boundary = end.div_ceil(16 << 20) * (16 << 20);
+    let (last, boundary) = rows_backup_and_a_switch(cluster.get("pg-1")).await;
     for r in ["pg-2", "pg-3"] {
         wait_for("the standby received the whole segment", Duration::from_secs(30), || async {
             let got = cluster.get(r).status().await?.received_lsn.map(|l| l.as_u64()).unwrap_or(0);
@@ -214,9 +220,7 @@ async fn a_primary_lost_right_after_a_segment_switch_leaves_no_gap_at_the_branch
         })
         .await;
     }
-    drop(c);
     cluster.get_mut("pg-1").kill_all();
-    let last = gaps::segment_at(1, boundary / (16 << 20) - 1, 16 << 20).file_name();
 
     let new = cluster.wait_primary(&["pg-2", "pg-3"], Duration::from_secs(90)).await;
     cluster.get(&new).switch_wal_and_wait_archived(Duration::from_secs(60)).await;
@@ -252,17 +256,7 @@ async fn a_last_segment_the_standby_never_marked_reaches_the_archive_after_its_p
     let store = archive.path().join("archive");
     let mut cluster = TestCluster::start_with(2, FAST, |o| o.extra_yaml.push_str(&store_yaml(&store)));
     assert_eq!(cluster.wait_primary(&["pg-1", "pg-2"], READY).await, "pg-1");
-    let p = cluster.get("pg-1");
-    let c = p.connect("postgres").await.unwrap();
-    c.batch_execute("CREATE TABLE t (id int8 primary key); INSERT INTO t SELECT generate_series(1, 1000)")
-        .await
-        .unwrap();
-    take_backup(p).await;
-    c.batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)").await.unwrap();
-    let last: String = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[]).await.unwrap().get(0);
-    let end: String = c.query_one("SELECT pg_switch_wal()::text", &[]).await.unwrap().get(0);
-    let end = end.parse::<instance_manager::api::Lsn>().unwrap().as_u64();
-    let boundary = end.div_ceil(16 << 20) * (16 << 20);
+    let (last, boundary) = rows_backup_and_a_switch(cluster.get("pg-1")).await;
     let status = cluster.get("pg-2").data_dir().join("pg_wal/archive_status");
     wait_for("the standby received and archived the whole segment", Duration::from_secs(60), || async {
         let got = cluster.get("pg-2").status().await?.received_lsn.map(|l| l.as_u64()).unwrap_or(0);
@@ -270,7 +264,6 @@ async fn a_last_segment_the_standby_never_marked_reaches_the_archive_after_its_p
         if got >= boundary && done { Ok(()) } else { Err(format!("received {got:X} of {boundary:X}, done {done}")) }
     })
     .await;
-    drop(c);
 
     cluster.get_mut("pg-1").kill_all();
     for mark in ["done", "ready"] {
