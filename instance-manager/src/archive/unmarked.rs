@@ -152,16 +152,18 @@ fn segment_size(pg_wal: &Path, files: &[String]) -> Option<u64> {
         .find_map(|n| std::fs::metadata(pg_wal.join(n)).ok().map(|m| m.len()).filter(|l| *l > 0))
 }
 
-/// Creates `<name>.ready` as Postgres does: an empty file, owned like its directory (Postgres
-/// renames it `.done`; a manager running as root writes it for Postgres' user), made durable
-/// with the directory.
+/// Creates `<name>.ready` as Postgres does: an empty file, made durable with its directory.
+/// Postgres renames it `.done`: a manager running as root hands it to the directory's owner
+/// (Postgres' user); otherwise Postgres runs as the manager's own user, who owns it already.
 fn mark_ready(status: &Path, name: &str) -> Result<(), UnmarkedError> {
     use std::os::unix::fs::MetadataExt as _;
     let err = |source| UnmarkedError::Mark { name: name.to_string(), source };
-    let owner = std::fs::metadata(status).map_err(err)?;
     let path = status.join(format!("{name}.ready"));
     let file = std::fs::File::create(&path).map_err(err)?;
-    std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid())).map_err(err)?;
+    if nix::unistd::geteuid().is_root() {
+        let owner = std::fs::metadata(status).map_err(err)?;
+        std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid())).map_err(err)?;
+    }
     file.sync_all().map_err(err)?;
     std::fs::File::open(status).and_then(|d| d.sync_all()).map_err(err)
 }
