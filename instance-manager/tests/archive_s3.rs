@@ -72,6 +72,9 @@ async fn segments_land_in_s3_over_tls_with_a_private_ca() {
     }
     assert!(segments >= 4, "only {segments} segments in the bucket");
     assert!(store.head(&"prod/test/cluster.json".into()).await.is_ok());
+    // A missing object is "not found", not a failure: what `Archiver::is_archived` relies on.
+    let missing = store.head(&"prod/test/wal/0000000100000000/0000000100000000000000FF.zst".into()).await;
+    assert!(matches!(missing, Err(object_store::Error::NotFound { .. })), "{missing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
