@@ -246,11 +246,11 @@ pub fn compute(i: &Inputs<'_>) -> (PostgresClusterStatus, Vec<Notice>) {
     let primary_report = holder.as_ref().and_then(|h| i.reports.get(h)).and_then(|r| r.as_ref().ok());
     let archiving = super::archiving::condition(primary_report, previous_archiving, i.now, i.generation);
     let archiving_changed = |c: &Condition| match previous_archiving {
-        Some(p) => p.status != c.status,
+        Some(p) => p.status != c.status || p.reason != c.reason,
         None => c.status == "False",
     };
     if let Some(c) = archiving.as_ref().filter(|c| archiving_changed(c)) {
-        let reason = if c.status == "True" { "ContinuousArchivingSuccess" } else { "ContinuousArchivingFailing" };
+        let reason = super::archiving::reason_of(c);
         notices.push(Notice { warning: c.status == "False", reason, note: c.message.clone() });
     }
     let status = PostgresClusterStatus {

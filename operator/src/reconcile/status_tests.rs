@@ -255,4 +255,30 @@ fn continuous_archiving_follows_the_primarys_archive_and_is_announced_when_it_ch
     let (again, notices) = case.run("2026-12-04T03:02:00Z");
     assert_eq!(again.conditions, s.conditions);
     assert!(notices.iter().all(|n| !n.reason.starts_with("ContinuousArchiving")));
+
+    // Archiving works again but the audit found a gap: still False, with its own reason and a
+    // warning naming the first missing segment.
+    let mut with_gap = archive(None);
+    with_gap.audit = Some(pgwarden_contract::ArchiveAudit {
+        missing_segments: 1,
+        first_missing: Some("000000010000000000000016".into()),
+        ..Default::default()
+    });
+    report.archive = Some(with_gap);
+    case.reports.insert("pg-1".into(), Ok(report.clone()));
+    let (s, notices) = case.run("2026-12-04T03:03:00Z");
+    let c = s.conditions.iter().find(|c| c.type_ == "ContinuousArchiving").expect("the condition");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ArchiveGap"));
+    assert!(c.message.contains("1 segment(s) missing") && c.message.contains("000000010000000000000016"), "{c:?}");
+    let warned: Vec<&Notice> = notices.iter().filter(|n| n.reason == "ArchiveGap").collect();
+    assert!(warned.len() == 1 && warned[0].warning, "{notices:?}");
+
+    // The gap closed (a segment found its way in): True again, announced once.
+    case.previous = Some(s);
+    report.archive = Some(archive(None));
+    case.reports.insert("pg-1".into(), Ok(report));
+    let (s, notices) = case.run("2026-12-04T03:04:00Z");
+    let c = s.conditions.iter().find(|c| c.type_ == "ContinuousArchiving").expect("the condition");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "ContinuousArchivingSuccess"));
+    assert!(notices.iter().any(|n| n.reason == "ContinuousArchivingSuccess" && !n.warning), "{notices:?}");
 }
