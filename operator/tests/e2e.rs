@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::pods::manager_pid_on_this_node;
 use common::{Operator, apply_doc, documents, enabled, refusal, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -382,21 +383,6 @@ async fn backup_ends(client: &Client, ns: &str, applied: Instant) {
             );
         }
     }
-}
-
-/// The host PID of `pod`'s instance manager, when its container runs on this machine.
-fn manager_pid_on_this_node(ns: &str, pod: &str) -> Option<u32> {
-    let want = [format!("POD_NAME={pod}"), format!("POD_NAMESPACE={ns}")];
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        let vars: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if want.iter().all(|w| vars.contains(w)) && String::from_utf8_lossy(&cmdline).contains("instance-manager") {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 /// Waits until the Lease `sync-primary` is held by someone else than `old`; the new holder.

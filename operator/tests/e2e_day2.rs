@@ -27,79 +27,14 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pods::{ACCESS_KEY, SECRET_KEY, cluster_doc, connect, healthy, pod_ready, status_when, store_of};
 use common::{Operator, apply_doc, enabled, namespace, wait_for};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use pgwarden_operator::crd::{BackupPhase, PostgresBackup, PostgresCluster, PostgresClusterStatus};
+use pgwarden_operator::crd::{BackupPhase, PostgresBackup, PostgresCluster};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-const BUCKET: &str = "pgwarden-test";
-const ACCESS_KEY: &str = "pgwarden-test-access-key";
-const SECRET_KEY: &str = "pgwarden-test-secret-key";
-
-/// `store`: the S3 endpoint and the prefix of this run (a store belongs to one cluster: the
-/// instances refuse to archive into another cluster's, so every run has its own).
-fn cluster_doc(name: &str, instances: i32, store: Option<(&str, &str)>, extra: serde_json::Value) -> serde_json::Value {
-    let mut spec = json!({"instances": instances, "storage": {"size": "1Gi"},
-        "ha": {"leaseDurationSeconds": 5, "renewDeadlineSeconds": 3, "retryPeriodSeconds": 1, "fenceBudgetSeconds": 1}});
-    if let Some((endpoint, prefix)) = store {
-        spec["backup"] = json!({"store": store_of(endpoint, prefix), "compression": "zstd"});
-    }
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        s.extend(e.clone());
-    }
-    json!({"apiVersion": "pgwarden.io/v1alpha1", "kind": "PostgresCluster", "metadata": {"name": name}, "spec": spec})
-}
-
-fn store_of(endpoint: &str, prefix: &str) -> serde_json::Value {
-    let key = |k: &str| json!({"name": "e2e-s3", "key": k});
-    json!({"destination": format!("s3://{BUCKET}/{prefix}"),
-        "s3": {"endpoint": endpoint, "accessKeyId": key("ACCESS_KEY_ID"), "secretAccessKey": key("SECRET_ACCESS_KEY")}})
-}
-
-async fn status_when(
-    pgc: &Api<PostgresCluster>,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    f: impl Fn(&PostgresClusterStatus) -> bool,
-) -> PostgresClusterStatus {
-    wait_for(&format!("{name}: {what}"), timeout, || async {
-        let s = pgc.get(name).await.ok()?.status?;
-        f(&s).then_some(s)
-    })
-    .await
-}
-
-fn healthy(n: i32) -> impl Fn(&PostgresClusterStatus) -> bool {
-    move |s| {
-        s.instances == n
-            && s.ready_instances == n
-            && s.phase.as_deref() == Some("Cluster in healthy state")
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-    }
-}
-
-async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> String {
-    let s = Api::<Secret>::namespaced(client.clone(), ns).get(name).await.expect("the secret");
-    let bytes = s.data.and_then(|d| d.get(key).cloned()).expect("the key").0;
-    String::from_utf8(bytes).expect("UTF-8")
-}
-
-/// A connection to `cluster-rw` as `user`.
-async fn connect(client: &Client, ns: &str, cluster: &str, user: &str) -> Option<tokio_postgres::Client> {
-    let secret = if user == "postgres" { format!("{cluster}-superuser") } else { format!("{cluster}-app") };
-    let password = secret_value(client, ns, &secret, "password").await;
-    let ip =
-        Api::<Service>::namespaced(client.clone(), ns).get(&format!("{cluster}-rw")).await.ok()?.spec?.cluster_ip?;
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&ip).port(5432).user(user).password(password).dbname("app").connect_timeout(Duration::from_secs(2));
-    let (c, conn) = cfg.connect(tokio_postgres::NoTls).await.ok()?;
-    tokio::spawn(conn);
-    Some(c)
-}
 
 /// Commits numbered rows through `-rw` until stopped; the ids acknowledged.
 struct Probe {
@@ -144,13 +79,6 @@ impl Probe {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
         self.acked.lock().unwrap().clone()
     }
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 #[tokio::test]

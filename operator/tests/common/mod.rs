@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod pods;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
