@@ -331,3 +331,37 @@ async fn replica_cut_off_from_everything_neither_promotes_nor_disturbs_the_prima
     assert_eq!(cluster.wait_primary(&ALL, Duration::from_secs(30)).await, "pg-1");
     assert_eq!(k8s_lease(&api), Some((Some("pg-1".into()), 1)), "no change of term");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_connect_to_an_unanswering_primary_gives_up_in_seconds_and_tries_again() {
+    // In Kubernetes a re-created primary pod has a new address, and a replica resolving its
+    // name can get the old one for a while (DNS caches): its WAL receiver connects to an
+    // address where nothing answers. Postgres' WAL receiver ignores `connect_timeout`; only a
+    // TCP user timeout ends such a connect in seconds rather than after every SYN retry (about
+    // two minutes), so that the next attempt resolves the name again. Here the unanswering
+    // address is the primary's, cut off: every attempt must end quickly and another follow.
+    let Some(net) = network(2) else { return };
+    let cluster = TestCluster::start_on_network(&net, 2, FAST, ClusterLease::File, |_| {});
+    assert_eq!(cluster.wait_primary(&["pg-1", "pg-2"], BOOT).await, "pg-1");
+    execute(cluster.get("pg-1"), "CREATE TABLE marks (id int); INSERT INTO marks VALUES (1)").await;
+    let replica = cluster.get("pg-2");
+    wait_row(replica, 1, Duration::from_secs(30)).await;
+
+    net.cut(1).unwrap();
+    // A new connection has to be made: the receiver streaming now is stopped.
+    let c = replica.connect("postgres").await.unwrap();
+    let pid: i32 = c.query_one("SELECT pid FROM pg_stat_wal_receiver", &[]).await.unwrap().get(0);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let failed = |log: &str| log.matches("could not connect to the primary server").count();
+    let before = failed(&replica.log());
+    let started = Instant::now();
+    wait_for("two connect attempts to end while the primary is cut off", Duration::from_secs(40), || async {
+        let n = failed(&replica.log()) - before;
+        if n >= 2 { Ok(()) } else { Err(format!("{n} ended after {:?}", started.elapsed())) }
+    })
+    .await;
+    net.heal(1).unwrap();
+
+    execute(cluster.get("pg-1"), "INSERT INTO marks VALUES (2)").await;
+    wait_row(replica, 2, Duration::from_secs(30)).await;
+}

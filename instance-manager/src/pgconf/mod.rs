@@ -54,10 +54,20 @@ pub fn conninfo_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// How long, in milliseconds, a replication connection's sent data (a connect's SYN too) may
+/// go unacknowledged before the kernel gives up on it.
+///
+/// Postgres' WAL receiver ignores `connect_timeout`: a connect to an address where nothing
+/// answers (a re-created primary pod's old address, still in a DNS cache) hangs through every
+/// SYN retry, about two minutes, while synchronous commits wait. The TCP user timeout bounds
+/// it to seconds; the next attempt resolves the name again.
+pub const TCP_USER_TIMEOUT_MS: u32 = 5000;
+
 /// `primary_conninfo` for a replica of `host:port` (also `pg_basebackup`'s connection).
 pub fn primary_conninfo(v: &Validated, paths: &Paths, host: &str, port: u16) -> String {
     format!(
-        "host={} port={port} user={REPLICATION_USER} passfile={} application_name={} {} connect_timeout=5",
+        "host={} port={port} user={REPLICATION_USER} passfile={} application_name={} {} connect_timeout=5 \
+         tcp_user_timeout={TCP_USER_TIMEOUT_MS}",
         conninfo_quote(host),
         conninfo_quote(&paths.pgpass().to_string_lossy()),
         conninfo_quote(&v.name),
