@@ -5,8 +5,9 @@
 //! message otherwise. CI has no cluster.
 //!
 //! `burst` (three instances, synchronous replication, a backup) commits rounds of rows, each
-//! followed by `pg_switch_wal()`, through `-rw`. Mid-burst the primary's instance manager is
-//! killed and its pod deleted at once (no handover): a replica takes over. Then:
+//! followed by `pg_switch_wal()`, through `-rw`. Mid-burst, with the operator stopped, the
+//! primary's instance manager is killed and its pod deleted at once (no handover): a replica
+//! takes over, and the operator, started again, re-creates the pod as a replica. Then:
 //! - every acknowledged row is on the new primary;
 //! - the `ContinuousArchiving` condition is not `ArchiveGap` once the new primary audited the
 //!   archive;
@@ -63,7 +64,7 @@ async fn a_crash_mid_burst_leaves_no_hole_in_the_archive() {
         return;
     };
     let (client, ns, _cleanup) = namespace("pgwarden-archive").await;
-    let _operator = Operator::start(&ns);
+    let mut operator = Some(Operator::start(&ns));
     let creds = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "e2e-s3"},
         "stringData": {"ACCESS_KEY_ID": ACCESS_KEY, "SECRET_ACCESS_KEY": SECRET_KEY}});
     apply_doc(&client, &ns, &creds).await.expect("the store's credentials");
@@ -98,6 +99,9 @@ async fn a_crash_mid_burst_leaves_no_hole_in_the_archive() {
         (acked.load(Ordering::SeqCst) >= 1600).then_some(())
     })
     .await;
+    // The operator is stopped first: it would re-create the pod within a second, and the
+    // restarted manager, finding the lease still its own, would carry on as the primary.
+    drop(operator.take());
     let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
     assert!(killed.success());
     let gone = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
@@ -117,6 +121,7 @@ async fn a_crash_mid_burst_leaves_no_hole_in_the_archive() {
         "crash of {primary} after {rounds} rounds ({acked} rows acknowledged): {new} took over in {:?}",
         started.elapsed()
     );
+    let _restarted = Operator::start(&ns);
     let c = wait_for("a connection to the new primary", Duration::from_secs(120), || async {
         let c = connect(&client, &ns, "burst", "postgres").await?;
         let in_recovery: bool = c.query_one("SELECT pg_is_in_recovery()", &[]).await.ok()?.get(0);
