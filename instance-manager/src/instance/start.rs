@@ -81,17 +81,25 @@ async fn replica_from_backup(sup: &Supervisor, instance: &Instance, v: &Validate
     let Some(store) = instance.archiver.as_ref().map(|a| a.store().clone()) else { return false };
     let attempt = async {
         let backups = crate::backup::catalog::list(&store).await.map_err(|e| e.to_string())?;
+        if backups.is_empty() {
+            return Ok(None);
+        }
         let backup = crate::backup::catalog::choose(&backups, None, None).map_err(|e| e.to_string())?;
         let staging = crate::backup::recover::unpack_into_staging(sup, v, &instance.paths, &store, backup)
             .await
             .map_err(|e| e.to_string())?;
         pgdata::install_staging(&v.os_user, &instance.paths, &staging).map_err(|e| e.to_string())?;
-        Ok::<_, String>(backup.id.clone())
+        Ok::<_, String>(Some(backup.id.clone()))
     };
     match attempt.await {
-        Ok(id) => {
+        Ok(Some(id)) => {
             tracing::info!(backup = %id, "replica data restored from a base backup; the archive and streaming bring it up to date");
             true
+        }
+        Ok(None) => {
+            // A new cluster: normal, not a warning.
+            tracing::info!("no base backup in the store yet: cloning the primary");
+            false
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot build the replica from a backup; cloning the primary instead");
