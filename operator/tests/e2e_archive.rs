@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::pods::{
-    ACCESS_KEY, SECRET_KEY, cluster_doc, connect, healthy, manager_pid_on_this_node, status_when, store_of,
+    apply_s3_credentials, cluster_doc, connect, healthy, manager_pid_on_this_node, pods_enabled, status_when, store_of,
 };
-use common::{Operator, apply_doc, enabled, namespace, wait_for};
+use common::{Operator, apply_doc, namespace, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
@@ -53,11 +53,7 @@ async fn burst(c: tokio_postgres::Client, acked: Arc<AtomicI64>) -> i64 {
 
 #[tokio::test]
 async fn a_crash_mid_burst_leaves_no_hole_in_the_archive() {
-    if !enabled() {
-        return;
-    }
-    if std::env::var_os("PGWARDEN_E2E_PODS").is_none() {
-        eprintln!("SKIP: set PGWARDEN_E2E_PODS=1 where a kubelet runs the images (a crash needs pods)");
+    if !pods_enabled("a crash and a restore") {
         return;
     }
     let Some(endpoint) = std::env::var("PGWARDEN_E2E_S3").ok().filter(|s| !s.is_empty()) else {
@@ -66,9 +62,7 @@ async fn a_crash_mid_burst_leaves_no_hole_in_the_archive() {
     };
     let (client, ns, _cleanup) = namespace("pgwarden-archive").await;
     let mut operator = Some(Operator::start(&ns));
-    let creds = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "e2e-s3"},
-        "stringData": {"ACCESS_KEY_ID": ACCESS_KEY, "SECRET_ACCESS_KEY": SECRET_KEY}});
-    apply_doc(&client, &ns, &creds).await.expect("the store's credentials");
+    apply_s3_credentials(&client, &ns).await;
     let pgc: Api<PostgresCluster> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let long = Duration::from_secs(600);

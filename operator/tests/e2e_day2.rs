@@ -27,8 +27,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::pods::{ACCESS_KEY, SECRET_KEY, cluster_doc, connect, healthy, pod_ready, status_when, store_of};
-use common::{Operator, apply_doc, enabled, namespace, wait_for};
+use common::pods::{
+    apply_s3_credentials, cluster_doc, connect, healthy, pod_ready, pods_enabled, status_when, store_of,
+};
+use common::{Operator, apply_doc, namespace, wait_for};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -83,11 +85,7 @@ impl Probe {
 
 #[tokio::test]
 async fn day_two_operations_on_real_pods() {
-    if !enabled() {
-        return;
-    }
-    if std::env::var_os("PGWARDEN_E2E_PODS").is_none() {
-        eprintln!("SKIP: set PGWARDEN_E2E_PODS=1 where a kubelet runs the images (day-2 operations need pods)");
+    if !pods_enabled("day-2 operations") {
         return;
     }
     let store = std::env::var("PGWARDEN_E2E_S3").ok().filter(|s| !s.is_empty());
@@ -98,9 +96,7 @@ async fn day_two_operations_on_real_pods() {
     }
     let (client, ns, _cleanup) = namespace("pgwarden-day2").await;
     let _operator = Operator::start(&ns);
-    let creds = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "e2e-s3"},
-        "stringData": {"ACCESS_KEY_ID": ACCESS_KEY, "SECRET_ACCESS_KEY": SECRET_KEY}});
-    apply_doc(&client, &ns, &creds).await.expect("the store's credentials");
+    apply_s3_credentials(&client, &ns).await;
     let pgc: Api<PostgresCluster> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);

@@ -10,7 +10,27 @@ use kube::api::Api;
 use pgwarden_operator::crd::{PostgresCluster, PostgresClusterStatus};
 use serde_json::json;
 
-use super::wait_for;
+use super::{apply_doc, enabled, wait_for};
+
+/// Whether the suite can run pods: `KUBECONFIG` and `PGWARDEN_E2E_PODS=1`; says why not
+/// (`needs`: what the suite needs pods for).
+pub fn pods_enabled(needs: &str) -> bool {
+    if !enabled() {
+        return false;
+    }
+    if std::env::var_os("PGWARDEN_E2E_PODS").is_none() {
+        eprintln!("SKIP: set PGWARDEN_E2E_PODS=1 where a kubelet runs the images ({needs} need pods)");
+        return false;
+    }
+    true
+}
+
+/// The Secret `e2e-s3` with the S3 test server's keys, as [`store_of`] names them.
+pub async fn apply_s3_credentials(client: &Client, ns: &str) {
+    let creds = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "e2e-s3"},
+        "stringData": {"ACCESS_KEY_ID": ACCESS_KEY, "SECRET_ACCESS_KEY": SECRET_KEY}});
+    apply_doc(client, ns, &creds).await.expect("the store's credentials");
+}
 
 pub const BUCKET: &str = "pgwarden-test";
 pub const ACCESS_KEY: &str = "pgwarden-test-access-key";
